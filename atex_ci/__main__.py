@@ -1,0 +1,3 @@
+from atex_ci.cli import main
+
+main()

@@ -1,0 +1,25 @@
+"""Exceptions a user can hit, each carrying the exit code the CLI returns.
+
+Exit codes: 0 all passed, 1 test failures, 2 usage or configuration error,
+3 infrastructure error. The CLI prints ``atex-ci: <message>`` on one line.
+"""
+
+from __future__ import annotations
+
+
+class AtexError(Exception):
+    """A problem to report to the user as one line, without a traceback."""
+
+    exit_code = 2
+
+
+class ConfigError(AtexError):
+    """Bad input: options, fmf metadata, run directory contents."""
+
+    exit_code = 2
+
+
+class InfraError(AtexError):
+    """Machines or connections failed; the tests themselves may be fine."""
+
+    exit_code = 3

@@ -1,0 +1,233 @@
+"""The data atex-ci passes around: tests, plans, machines, results.
+
+Plain dataclasses with ``to_dict``/``from_dict`` so that the run directory
+(see ``rundir.py``) can store them as JSON. No I/O happens here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    """Result status; the vocabulary is tmt's."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"
+    INFO = "info"
+    SKIP = "skip"
+    ERROR = "error"
+
+    @classmethod
+    def parse(cls, value: object) -> Status:
+        """Map any reported value to a status; unknown values count as error."""
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        return cls.ERROR
+
+    @property
+    def is_failure(self) -> bool:
+        """Whether this status makes the run unsuccessful."""
+        return self in (Status.FAIL, Status.ERROR)
+
+
+class Reason(enum.StrEnum):
+    """Why a result is an error; tells a broken test from broken infrastructure."""
+
+    TEST = "test"  # the test itself reported/exited with an error or broke the protocol
+    TIMEOUT = "timeout"  # the test ran past its duration
+    INFRA = "infra"  # lost machine, lost connection, missing exit code, setup failure
+    INTERRUPTED = "interrupted"  # the run was cancelled (Ctrl-C, SIGTERM)
+
+
+class MachineState(enum.StrEnum):
+    READY = "ready"
+    BUSY = "busy"
+    BROKEN = "broken"
+    RELEASED = "released"
+
+
+@dataclass
+class Test:
+    """One discovered test, ready to be executed on any machine.
+
+    ``name`` is the fmf node name (``/tests/foo``). ``path`` is the directory,
+    relative to the fmf root, that the test runs in (its node's directory, or
+    the ``path`` key). ``data`` keeps the whole fmf node for reporters and for
+    custom schedulers.
+    """
+
+    name: str
+    plan: str
+    test: str
+    path: str
+    duration: float = 300.0
+    environment: dict[str, str] = field(default_factory=dict)
+    framework: str = "shell"
+    require: list[str] = field(default_factory=list)
+    recommend: list[str] = field(default_factory=list)
+    result: str = "respect"
+    tty: bool = False
+    serial_number: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Unique within a run: a test may be selected by several plans."""
+        return f"{self.plan}:{self.name}" if self.plan else self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Test:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Phase:
+    """A plan's prepare or finish step: ``how`` is install or shell."""
+
+    how: str
+    name: str = ""
+    script: list[str] = field(default_factory=list)
+    package: list[str] = field(default_factory=list)
+    missing: str = "fail"  # install: "fail" or "skip"
+    order: int = 50
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Phase:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Plan:
+    name: str
+    environment: dict[str, str] = field(default_factory=dict)
+    prepare: list[Phase] = field(default_factory=list)
+    finish: list[Phase] = field(default_factory=list)
+    tests: list[Test] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "environment": self.environment,
+            "prepare": [p.to_dict() for p in self.prepare],
+            "finish": [p.to_dict() for p in self.finish],
+            "tests": [t.to_dict() for t in self.tests],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        return cls(
+            name=data["name"],
+            environment=dict(data.get("environment") or {}),
+            prepare=[Phase.from_dict(p) for p in data.get("prepare") or []],
+            finish=[Phase.from_dict(p) for p in data.get("finish") or []],
+            tests=[Test.from_dict(t) for t in data.get("tests") or []],
+        )
+
+
+@dataclass
+class Machine:
+    """A machine reserved for a run, as recorded in machines.json.
+
+    For local slots ``host`` is None and ``workdir`` is the slot's private
+    scratch directory. ``key`` is a path relative to the run directory (or
+    absolute, for a user's own key); never the key material itself.
+    """
+
+    id: str
+    provisioner: str
+    platform: str = "default"
+    host: str | None = None
+    port: int = 22
+    user: str = "root"
+    key: str | None = None
+    host_key: str | None = None
+    state: MachineState = MachineState.READY
+    handle: Any = None
+    workdir: str | None = None
+    reserved_at: str | None = None
+    released_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["state"] = str(self.state)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Machine:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["state"] = MachineState(kwargs.get("state", "ready"))
+        return cls(**kwargs)
+
+
+@dataclass
+class Result:
+    """One line of results.jsonl: the test's own result (``name`` None) or a sub-result."""
+
+    test: str
+    status: Status
+    plan: str = ""
+    name: str | None = None
+    platform: str = "default"
+    attempt: int = 1
+    machine: str | None = None
+    start: str | None = None
+    end: str | None = None
+    duration: float | None = None
+    note: str | None = None
+    files: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+    reason: Reason | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def full_name(self) -> str:
+        """The test name with the sub-result name appended, as tmt shows it."""
+        if not self.name:
+            return self.test
+        return self.test.rstrip("/") + "/" + self.name.lstrip("/")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = str(self.status)
+        data["reason"] = str(self.reason) if self.reason else None
+        if not self.extra:
+            del data["extra"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["status"] = Status.parse(kwargs.get("status"))
+        reason = kwargs.get("reason")
+        kwargs["reason"] = Reason(reason) if reason in Reason._value2member_map_ else None
+        return cls(**kwargs)
+
+
+__all__ = [
+    "Machine",
+    "MachineState",
+    "Phase",
+    "Plan",
+    "Reason",
+    "Result",
+    "Status",
+    "Test",
+]

@@ -1,0 +1,340 @@
+"""The run directory: the on-disk contract between atex-ci commands.
+
+This module and docs/run-directory.md are the one source of truth for the
+layout. Everything here is synchronous, small and crash-safe:
+
+* JSON documents (run.json, machines.json, tests.json) are written to a
+  temporary file in the same directory and renamed over the old one, so a
+  reader sees either the old or the new document, never half of one.
+* JSON Lines files (results.jsonl, events.jsonl) are appended one line at a
+  time, flushed and fsynced, so a crash loses at most the line being written.
+  The reader skips a torn (unterminated or unparsable) last line and keeps
+  every earlier one.
+* A lock file (``.lock``, ``flock``) makes a second command on the same run
+  directory fail at once with a clear message instead of interleaving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .model import Machine, Plan, Result
+
+FORMAT = "atex-ci-run"
+VERSION = 1
+
+RUN_JSON = "run.json"
+MACHINES_JSON = "machines.json"
+TESTS_JSON = "tests.json"
+RESULTS_JSONL = "results.jsonl"
+EVENTS_JSONL = "events.jsonl"
+ARTIFACTS = "artifacts"
+KEYS = "keys"
+LOCK = ".lock"
+WORK = "work"  # local slots' scratch directories; not part of the shareable output
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601 with millisecond precision."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` so readers never see a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON object as one line, durable before returning."""
+    line = json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
+    with open(path, "ab") as f:
+        # If a previous writer crashed mid-line, start on a fresh line so the
+        # torn fragment never swallows this record.
+        if f.tell() > 0:
+            with open(path, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    f.write(b"\n")
+        f.write(line.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Read every intact line of a JSON Lines file.
+
+    Returns the records and the number of damaged lines skipped (a torn last
+    line after a crash, or garbage). A missing file reads as empty.
+    """
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return records, 0
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            skipped += 1
+            continue
+        if isinstance(obj, dict):
+            records.append(obj)
+        else:
+            skipped += 1
+    return records, skipped
+
+
+_SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._+@=-]")
+
+
+def safe_component(text: str) -> str:
+    """One path component that is safe on any filesystem (for artifact dirs)."""
+    cleaned = _SAFE_COMPONENT.sub("_", text).strip(".")
+    return cleaned or "_"
+
+
+class RunDir:
+    """A run directory. ``RunDir.create`` makes one, ``RunDir.open`` checks one.
+
+    Use ``with rundir.locked():`` around any command that writes to it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    # -- creation and validation -------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], **run_fields: Any) -> RunDir:
+        """Create a new run directory, or open it if it already is one."""
+        rundir = cls(path)
+        if (rundir.path / RUN_JSON).exists():
+            return cls.open(path)
+        if rundir.path.exists() and not rundir.path.is_dir():
+            raise ConfigError(f"{rundir.path} exists and is not a directory")
+        rundir.path.mkdir(parents=True, exist_ok=True)
+        stamp = now_iso()
+        run = {
+            "format": FORMAT,
+            "version": VERSION,
+            "id": uuid.uuid4().hex[:12],
+            "created": stamp,
+            "updated": stamp,
+            "state": "new",
+            "fmf": None,
+            "platforms": [],
+            "provisioner": None,
+        }
+        run.update(run_fields)
+        atomic_write_json(rundir.path / RUN_JSON, run)
+        return rundir
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> RunDir:
+        """Open an existing run directory; a clear ConfigError if it is not one."""
+        rundir = cls(path)
+        run_json = rundir.path / RUN_JSON
+        if not run_json.is_file():
+            raise ConfigError(
+                f"{rundir.path} is not an atex-ci run directory (no {RUN_JSON}); "
+                "create it with 'atex-ci reserve' or 'atex-ci run'"
+            )
+        try:
+            run = json.loads(run_json.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{run_json} is not valid JSON: {exc}") from None
+        if not isinstance(run, dict) or run.get("format") != FORMAT:
+            raise ConfigError(f"{run_json} is not an atex-ci run file (format is not {FORMAT!r})")
+        version = run.get("version")
+        if not isinstance(version, int) or version > VERSION:
+            raise ConfigError(
+                f"{rundir.path} has run-directory format version {version!r}; this atex-ci "
+                f"reads version {VERSION} or older, upgrade atex-ci"
+            )
+        return rundir
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike[str]) -> RunDir:
+        if (Path(path) / RUN_JSON).exists():
+            return cls.open(path)
+        if Path(path).exists() and any(Path(path).iterdir()):
+            raise ConfigError(
+                f"{path} is not empty and is not an atex-ci run directory; "
+                "use a new directory"
+            )
+        return cls.create(path)
+
+    # -- locking ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[RunDir]:
+        """Hold the run directory's lock; fail at once if another command holds it."""
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"another atex-ci command is using {self.path}; wait for it to finish "
+                    "or use another run directory"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self._lock_fd = fd
+            yield self
+        finally:
+            self._lock_fd = None
+            os.close(fd)  # closing releases the flock
+
+    # -- run.json -----------------------------------------------------------------
+
+    def read_run(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.path / RUN_JSON).read_text(encoding="utf-8"))
+        return data
+
+    def update_run(self, **fields: Any) -> dict[str, Any]:
+        run = self.read_run()
+        run.update(fields)
+        run["updated"] = now_iso()
+        atomic_write_json(self.path / RUN_JSON, run)
+        return run
+
+    # -- machines.json ------------------------------------------------------------
+
+    def read_machines(self) -> list[Machine]:
+        path = self.path / MACHINES_JSON
+        if not path.exists():
+            return []
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return [Machine.from_dict(m) for m in data["machines"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path} is damaged: {exc}") from None
+
+    def write_machines(self, machines: list[Machine]) -> None:
+        atomic_write_json(
+            self.path / MACHINES_JSON,
+            {"version": VERSION, "machines": [m.to_dict() for m in machines]},
+        )
+
+    def update_machine(self, machine: Machine) -> None:
+        """Replace the record with the same id (or add it)."""
+        machines = self.read_machines()
+        for i, m in enumerate(machines):
+            if m.id == machine.id:
+                machines[i] = machine
+                break
+        else:
+            machines.append(machine)
+        self.write_machines(machines)
+
+    # -- tests.json ---------------------------------------------------------------
+
+    def write_tests(self, plans_by_platform: dict[str, list[Plan]]) -> None:
+        atomic_write_json(
+            self.path / TESTS_JSON,
+            {
+                "version": VERSION,
+                "platforms": {
+                    platform: [p.to_dict() for p in plans]
+                    for platform, plans in plans_by_platform.items()
+                },
+            },
+        )
+
+    def read_tests(self) -> dict[str, list[Plan]]:
+        path = self.path / TESTS_JSON
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return {
+                platform: [Plan.from_dict(p) for p in plans]
+                for platform, plans in data["platforms"].items()
+            }
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path} is damaged: {exc}") from None
+
+    # -- results.jsonl / events.jsonl ---------------------------------------------
+
+    def append_result(self, result: Result) -> None:
+        append_jsonl(self.path / RESULTS_JSONL, result.to_dict())
+
+    def read_results(self) -> list[Result]:
+        """Every intact result; a torn last line (crash mid-write) is skipped."""
+        records, _skipped = read_jsonl(self.path / RESULTS_JSONL)
+        results = []
+        for record in records:
+            if "test" not in record:
+                continue
+            results.append(Result.from_dict(record))
+        return results
+
+    def damaged_result_lines(self) -> int:
+        return read_jsonl(self.path / RESULTS_JSONL)[1]
+
+    def append_event(self, event: str, **fields: Any) -> None:
+        record = {"time": now_iso(), "event": event, **fields}
+        append_jsonl(self.path / EVENTS_JSONL, record)
+
+    def read_events(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / EVENTS_JSONL)[0]
+
+    # -- directories --------------------------------------------------------------
+
+    def artifact_dir(self, platform: str, test: str, attempt: int, plan: str = "") -> Path:
+        """artifacts/<platform>/<test>/<attempt>/, created; test names keep their slashes.
+
+        Each component is sanitised, so a test name can never point outside
+        the artifacts tree.
+        """
+        parts = [safe_component(platform)]
+        if plan:
+            parts.append(safe_component(plan.strip("/").replace("/", "-")) or "_")
+        parts += [safe_component(p) for p in test.split("/") if p]
+        parts.append(str(attempt))
+        path = self.path.joinpath(ARTIFACTS, *parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def relative(self, path: Path) -> str:
+        """A path inside artifacts/ as stored in results (relative to RUN/artifacts)."""
+        return str(path.relative_to(self.path / ARTIFACTS))
+
+    @property
+    def keys_dir(self) -> Path:
+        path = self.path / KEYS
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+    @property
+    def work_dir(self) -> Path:
+        path = self.path / WORK
+        path.mkdir(exist_ok=True)
+        return path
