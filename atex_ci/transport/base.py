@@ -32,6 +32,10 @@ class Transport(abc.ABC):
     #: The machine's host key (OpenSSH public key line) once known, else None.
     host_key: str | None = None
 
+    #: Whether the machine can really reboot. Where it cannot (local slots), a
+    #: test's reboot request restarts the test without rebooting anything.
+    supports_reboot: bool = False
+
     @abc.abstractmethod
     async def connect(self) -> None:
         """Open the connection (retrying with backoff); raise TransportError on failure."""
@@ -78,6 +82,13 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def reconnect(self, timeout: float) -> None:
         """Drop the old connection and connect again, retrying for up to ``timeout`` seconds."""
+
+    async def wait_disconnected(self, timeout: float) -> bool:
+        """Wait until the connection drops (the machine went down for a reboot).
+
+        Returns False if it is still up after ``timeout`` seconds.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot reboot machines")
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -1,0 +1,709 @@
+"""Run one test on one machine through a Transport, and turn what happened into results.
+
+The executor owns the per-machine work directory (the uploaded fmf tree, the
+wrapper and shims, per-test scratch dirs), the test's environment, the
+deadline (``duration`` with runtime adjustment), reboots, resource caps, the
+collection of uploaded files and TMT_TEST_DATA, and the mapping of every way
+a test can end to results. Parsing the control stream is ``control.py``'s
+job, merging results is ``results.py``'s; this module only does the I/O
+between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import shlex
+import tarfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ..model import Machine, Phase, Plan, Reason, Result, Status, Test
+from ..rundir import RunDir, now_iso, safe_component
+from ..transport.base import Transport, TransportError
+from .control import (
+    ControlError,
+    ControlParser,
+    Disconnect,
+    Duration,
+    Event,
+    ExitCode,
+    FileChunk,
+    FileEnd,
+    ResultEvent,
+    safe_join,
+)
+from .results import Collected, ResultCollector, parse_custom_results
+
+log = logging.getLogger("atex_ci.execute")
+
+REMOTE_DIR = Path(__file__).parent / "remote"
+
+#: Seconds to wait after SIGTERM before SIGKILL when ending a test's process group.
+KILL_GRACE = 2.0
+#: Bound on cleanup steps (killing a test, collecting files) so a dead machine
+#: never hangs the run.
+CLEANUP_TIMEOUT = 30.0
+#: How long a cancelled (Ctrl-C) run may spend killing its remote tests.
+CANCEL_CLEANUP_TIMEOUT = 10.0
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass
+class Limits:
+    """Per-test resource caps; exceeding one ends the test as error."""
+
+    #: Bytes of captured stdout+stderr kept in output.txt.
+    max_output: int = 1024 * 1024 * 1024
+    #: Bytes of files a test may upload (result files plus TMT_TEST_DATA).
+    max_upload: int = 1024 * 1024 * 1024
+    #: Bytes of one result's JSON.
+    max_result_json: int = 1024 * 1024
+
+
+@dataclass
+class TestOutcome:
+    """What happened to one test run: its results and the machine's fate."""
+
+    results: list[Result]
+    #: False when the machine must not run more tests (lost, timed out, broken).
+    machine_ok: bool = True
+    #: The test asked to abort the rest of its plan (tmt-abort).
+    abort: bool = False
+
+
+class PhaseError(Exception):
+    """A plan's prepare/finish step or a requirement install failed on a machine."""
+
+
+class _Reboot(Exception):
+    """Raised from the control callback when the test announced a reboot."""
+
+
+class _TestError(Exception):
+    """The test did something that ends it as error (the message says what)."""
+
+
+class _LimitExceeded(_TestError):
+    """A test went over one of its Limits."""
+
+
+def build_tree_tar(root: Path) -> bytes:
+    """The fmf tree as an uncompressed tar (without .git), uploaded once per machine."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(root, arcname=".", filter=_skip_vcs)
+    return buf.getvalue()
+
+
+def build_remote_tar() -> bytes:
+    """The wrapper and the tmt shims, executable."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in sorted(REMOTE_DIR.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                info = tar.gettarinfo(str(path), arcname=str(path.relative_to(REMOTE_DIR)))
+                info.mode = 0o755
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+    return buf.getvalue()
+
+
+def _skip_vcs(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    if info.name.split("/")[-1] in (".git", ".hg", ".svn", "__pycache__"):
+        return None
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _export(env: Mapping[str, str]) -> str:
+    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+
+
+class Executor:
+    """Runs tests on one machine. Not safe for concurrent tests: one executor per machine slot.
+
+    ``base`` is the per-run work directory on the machine; ``setup`` must be
+    called once before any test.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        machine: Machine,
+        rundir: RunDir,
+        *,
+        base: str,
+        limits: Limits | None = None,
+    ) -> None:
+        self.transport = transport
+        self.machine = machine
+        self.rundir = rundir
+        self.base = base.rstrip("/")
+        self.limits = limits or Limits()
+        self.tree = f"{self.base}/tree"
+        self._prepared: set[str] = set()
+        self._package_manager: str | None = None
+
+    # -- machine setup -------------------------------------------------------------
+
+    async def setup(self, tree_tar: bytes, remote_tar: bytes) -> None:
+        """Upload the fmf tree and the wrapper/shims. Raises TransportError."""
+        q = shlex.quote
+        await self.transport.run(f"rm -rf {q(self.base)}")
+        await self.transport.put_tar(tree_tar, self.tree)
+        await self.transport.put_tar(remote_tar, f"{self.base}/remote")
+
+    def plan_dir(self, plan: str) -> str:
+        return f"{self.base}/plans/{safe_component(plan.strip('/').replace('/', '-'))}"
+
+    async def prepare_plan(self, plan: Plan) -> None:
+        """Run the plan's prepare phases once on this machine. Raises PhaseError."""
+        if plan.name in self._prepared:
+            return
+        plan_dir = self.plan_dir(plan.name)
+        q = shlex.quote
+        rc, _out, err = await self.transport.output(
+            f"mkdir -p {q(plan_dir)}/data && touch {q(plan_dir)}/environment"
+        )
+        if rc != 0:
+            raise PhaseError(f"cannot create {plan_dir}: {_tail(err)}")
+        for phase in plan.prepare:
+            await self._run_phase(plan, phase, "prepare")
+        self._prepared.add(plan.name)
+
+    async def finish_plan(self, plan: Plan) -> None:
+        """Run the plan's finish phases on this machine (if it was prepared)."""
+        if plan.name not in self._prepared:
+            return
+        for phase in plan.finish:
+            await self._run_phase(plan, phase, "finish")
+
+    async def _run_phase(self, plan: Plan, phase: Phase, stage: str) -> None:
+        label = f"{stage} {phase.name or phase.how} of plan {plan.name}"
+        if phase.how == "install":
+            await self.install(phase.package, missing_ok=phase.missing == "skip", what=label)
+            return
+        for script in phase.script:
+            env = {**self._plan_env(plan), **plan.environment}
+            command = f"{_export(env)}; cd {shlex.quote(self.tree)} && bash -c {shlex.quote(script)}"
+            rc, out, err = await self.transport.output(command)
+            if rc != 0:
+                raise PhaseError(f"{label} failed (exit {rc}): {_tail(out + err)}")
+
+    async def install(self, packages: list[str], *, missing_ok: bool, what: str) -> None:
+        """Install packages with the machine's package manager if they are missing.
+
+        Raises PhaseError with the package manager's message on failure.
+        """
+        if not packages:
+            return
+        rc, out, err = await self.transport.output(_install_script(packages, missing_ok))
+        if rc != 0:
+            raise PhaseError(f"{what}: installing {' '.join(packages)} failed: {_tail(out + err)}")
+
+    def _plan_env(self, plan: Plan) -> dict[str, str]:
+        plan_dir = self.plan_dir(plan.name)
+        return {
+            "TMT_TREE": self.tree,
+            "TMT_PLAN_DATA": f"{plan_dir}/data",
+            "TMT_PLAN_ENVIRONMENT_FILE": f"{plan_dir}/environment",
+        }
+
+    # -- one test ------------------------------------------------------------------
+
+    async def run_test(
+        self, test: Test, plan: Plan, *, platform: str, attempt: int = 1
+    ) -> TestOutcome:
+        """Run ``test`` to its end; its results are appended to results.jsonl
+        and returned.
+
+        Never raises for anything the test or the machine does; on
+        cancellation, records the test as error (interrupted), kills its
+        processes and re-raises CancelledError.
+        """
+        run = _TestRun(self, test, plan, platform=platform, attempt=attempt)
+        return await run.execute()
+
+
+class _TestRun:
+    """The state of one test run across reboots."""
+
+    def __init__(
+        self, executor: Executor, test: Test, plan: Plan, *, platform: str, attempt: int
+    ) -> None:
+        self.ex = executor
+        self.transport = executor.transport
+        self.test = test
+        self.plan = plan
+        self.platform = platform
+        self.attempt = attempt
+        self.limits = executor.limits
+        self.artdir = executor.rundir.artifact_dir(platform, test.name, attempt, plan.name)
+        self.remote_dir = (
+            f"{executor.base}/tests/{test.serial_number}-{attempt}-"
+            f"{safe_component(test.name.strip('/').replace('/', '-'))}"
+        )
+        self.collector = ResultCollector()
+        self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
+        self.output: IO[bytes] | None = None
+        self.output_bytes = 0
+        self.upload_bytes = 0
+        self.current_file: IO[bytes] | None = None
+        self.current_name: str | None = None
+        self.exit_code: int | None = None
+        self.reboot_count = 0
+        self.deadline = 0.0
+        self.timeout_cm: asyncio.Timeout | None = None
+        self.saved_remaining: float | None = None
+        self.save_depth = 0
+
+    # -- driving -------------------------------------------------------------------
+
+    async def execute(self) -> TestOutcome:
+        loop = asyncio.get_running_loop()
+        start_wall = now_iso()
+        start = time.monotonic()
+        self.deadline = loop.time() + self.test.duration
+        failure: tuple[Reason, str] | None = None
+        machine_ok = True
+        cancelled: asyncio.CancelledError | None = None
+        self.output = open(self.artdir / "output.txt", "ab")  # noqa: SIM115 (closed in finally)
+        try:
+            failure, machine_ok = await self._requirements()
+            if failure is None:
+                failure, machine_ok = await self._boot_loop()
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+            failure = (Reason.INTERRUPTED, "the run was interrupted")
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._kill(CANCEL_CLEANUP_TIMEOUT))
+        finally:
+            self._close_current_file()
+            self.output.close()
+        if cancelled is None and machine_ok:
+            data_failure = await self._collect_test_data()
+            failure = failure or data_failure
+        outcome = self._results(failure, start_wall, time.monotonic() - start)
+        outcome.machine_ok = machine_ok and cancelled is None
+        # Written before anything else can happen, so a crash or a second
+        # Ctrl-C right after loses nothing.
+        for result in outcome.results:
+            self.ex.rundir.append_result(result)
+        if cancelled is not None:
+            raise cancelled
+        return outcome
+
+    async def _requirements(self) -> tuple[tuple[Reason, str] | None, bool]:
+        try:
+            await self.ex.install(self.test.require, missing_ok=False, what="require")
+            await self.ex.install(self.test.recommend, missing_ok=True, what="recommend")
+        except PhaseError as exc:
+            return (Reason.TEST, str(exc)), True
+        except TransportError as exc:
+            return (Reason.INFRA, f"machine lost while installing requirements: {exc}"), False
+        return None, True
+
+    async def _boot_loop(self) -> tuple[tuple[Reason, str] | None, bool]:
+        """Run the test, again after each reboot it asks for, until it ends."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
+            try:
+                async with asyncio.timeout_at(self.deadline) as cm:
+                    self.timeout_cm = cm
+                    await self.transport.run(
+                        self._command(),
+                        stdin=self._metadata(),
+                        stdout=self._on_control,
+                        stderr=self._on_output,
+                        tty=False,
+                    )
+                    self._handle(self.parser.feed_eof())
+            except _Reboot:
+                self.reboot_count += 1
+                self._close_current_file()
+                failure = await self._reboot(loop)
+                if failure is not None:
+                    return failure
+                continue
+            except TimeoutError:
+                await self._kill(CLEANUP_TIMEOUT)
+                return (Reason.TIMEOUT, f"timeout: ran past its duration of "
+                        f"{_fmt_seconds(self.test.duration)}"), False
+            except ControlError as exc:
+                await self._kill(CLEANUP_TIMEOUT)
+                return (Reason.TEST, f"test-control protocol violation: {exc}"), True
+            except _TestError as exc:
+                await self._kill(CLEANUP_TIMEOUT)
+                return (Reason.TEST, str(exc)), True
+            except TransportError as exc:
+                return (Reason.INFRA, f"connection to the machine lost: {exc}"), False
+            finally:
+                self.timeout_cm = None
+            if self.exit_code is None:
+                return (Reason.INFRA, "the test wrapper ended without reporting an exit code"), False
+            return None, True
+
+    async def _reboot(self, loop: asyncio.AbstractEventLoop) -> tuple[Reason, str] | None:
+        """After ``disconnect``: wait for the machine to go down and come back."""
+        if not self.transport.supports_reboot:
+            # A local slot cannot reboot: end the test's processes before they
+            # see the closed channel and run a real reboot command, then start
+            # the test again as if the machine had rebooted.
+            await self._kill(CLEANUP_TIMEOUT)
+            return None
+        remaining = self.deadline - loop.time()
+        try:
+            if not await self.transport.wait_disconnected(max(remaining, 0)):
+                return (Reason.TIMEOUT, "timeout: the machine did not go down for the "
+                        "reboot the test requested")
+            remaining = self.deadline - loop.time()
+            if remaining <= 0:
+                return Reason.TIMEOUT, "timeout: ran past its duration while rebooting"
+            await self.transport.reconnect(remaining)
+        except TransportError as exc:
+            return Reason.INFRA, f"the machine did not come back after a reboot: {exc}"
+        return None
+
+    async def _kill(self, timeout: float) -> None:
+        """End the test's process group: SIGTERM, then SIGKILL after a grace period."""
+        pidfile = shlex.quote(f"{self.remote_dir}/pid")
+        steps = int(KILL_GRACE / 0.1)
+        command = (
+            f"for i in $(seq 20); do [ -s {pidfile} ] && break; sleep 0.1; done; "
+            f"p=$(cat {pidfile} 2>/dev/null) || exit 0; "
+            f'kill -TERM -- "-$p" 2>/dev/null || exit 0; '
+            f'for i in $(seq {steps}); do kill -0 -- "-$p" 2>/dev/null || exit 0; sleep 0.1; done; '
+            f'kill -KILL -- "-$p" 2>/dev/null; exit 0'
+        )
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await self.transport.run(command)
+
+    # -- the command and its environment ---------------------------------------------
+
+    def _command(self) -> str:
+        test = self.test
+        ex = self.ex
+        env: dict[str, str] = {}
+        env.update(self.plan.environment)
+        env.update(test.environment)
+        bad = [k for k in env if not _ENV_NAME.fullmatch(k)]
+        if bad:
+            raise _TestError(f"invalid environment variable name {bad[0]!r}")
+        env.update(ex._plan_env(self.plan))
+        env.update(
+            {
+                "TMT_TEST_NAME": test.name,
+                "TMT_TEST_DATA": f"{self.remote_dir}/data",
+                "TMT_TEST_METADATA": f"{self.remote_dir}/metadata.yaml",
+                "TMT_REBOOT_COUNT": str(self.reboot_count),
+                "TMT_TEST_RESTART_COUNT": str(self.reboot_count),
+                "TMT_TEST_SERIAL_NUMBER": str(test.serial_number),
+                "ATEX_TEST_COMMAND": test.test,
+                "ATEX_TEST_CWD": f"{ex.tree}/{test.path.strip('/')}".rstrip("/"),
+                "ATEX_TEST_DIR": self.remote_dir,
+                "ATEX_TEST_TTY": "1" if test.tty else "0",
+                "ATEX_LOCAL_SLOT": "0" if self.transport.supports_reboot else "1",
+            }
+        )
+        path = f"{ex.base}/remote/bin"
+        return (
+            f'{_export(env)}; export PATH={shlex.quote(path)}:"$PATH"; '
+            f"exec bash {shlex.quote(ex.base + '/remote/wrapper.sh')}"
+        )
+
+    def _metadata(self) -> bytes:
+        data = dict(self.test.data)
+        data.setdefault("name", self.test.name)
+        return json.dumps(data, indent=2, default=str).encode() + b"\n"
+
+    # -- stream callbacks (synchronous, called by the transport) -----------------------
+
+    def _on_output(self, chunk: bytes) -> None:
+        assert self.output is not None
+        room = self.limits.max_output - self.output_bytes
+        if len(chunk) > room:
+            self.output.write(chunk[: max(room, 0)])
+            self.output_bytes = self.limits.max_output
+            raise _LimitExceeded(
+                f"the test's output exceeded the limit of {self.limits.max_output} bytes"
+            )
+        self.output.write(chunk)
+        self.output_bytes += len(chunk)
+
+    def _on_control(self, chunk: bytes) -> None:
+        self._handle(self.parser.feed(chunk))
+
+    def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, FileChunk):
+                self._write_file(event)
+            elif isinstance(event, FileEnd):
+                self._close_current_file()
+            elif isinstance(event, ResultEvent):
+                self.collector.add(event.data)
+            elif isinstance(event, ExitCode):
+                self.exit_code = event.code
+            elif isinstance(event, Duration):
+                self._adjust_deadline(event)
+            elif isinstance(event, Disconnect):
+                raise _Reboot()
+
+    def _write_file(self, event: FileChunk) -> None:
+        self.upload_bytes += len(event.data)
+        if self.upload_bytes > self.limits.max_upload:
+            raise _LimitExceeded(
+                f"the test uploaded more than the limit of {self.limits.max_upload} bytes"
+            )
+        if self.current_name != event.name:
+            self._close_current_file()
+            path = safe_join(self.artdir, event.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.current_file = open(path, "ab")  # noqa: SIM115 (closed on FileEnd)
+            self.current_name = event.name
+        assert self.current_file is not None
+        self.current_file.write(event.data)
+
+    def _close_current_file(self) -> None:
+        if self.current_file is not None:
+            self.current_file.close()
+        self.current_file = None
+        self.current_name = None
+
+    def _adjust_deadline(self, event: Duration) -> None:
+        now = asyncio.get_running_loop().time()
+        if event.op == "save":
+            if self.save_depth == 0:
+                self.saved_remaining = self.deadline - now
+            self.save_depth += 1
+        elif event.op == "restore":
+            if self.save_depth == 0:
+                raise ControlError("'duration restore' without 'duration save'")
+            self.save_depth -= 1
+            if self.save_depth == 0 and self.saved_remaining is not None:
+                self.deadline = now + self.saved_remaining
+        elif event.seconds is not None:
+            if event.op == "set":
+                self.deadline = now + event.seconds
+            elif event.op == "add":
+                self.deadline += event.seconds
+            elif event.op == "sub":
+                self.deadline -= event.seconds
+        if self.timeout_cm is not None:
+            self.timeout_cm.reschedule(self.deadline)
+
+    # -- after the test ------------------------------------------------------------
+
+    async def _collect_test_data(self) -> tuple[Reason, str] | None:
+        """Fetch TMT_TEST_DATA into artifacts/.../data (regular files and dirs only)."""
+        q = shlex.quote
+        data_dir = f"{self.remote_dir}/data"
+        chunks: list[bytes] = []
+        size = 0
+        room = self.limits.max_upload - self.upload_bytes
+
+        def take(chunk: bytes) -> None:
+            nonlocal size
+            size += len(chunk)
+            if size > room + 1024 * 1024:  # tar headers are not the test's bytes
+                raise _LimitExceeded(
+                    f"the test uploaded more than the limit of {self.limits.max_upload} bytes"
+                )
+            chunks.append(chunk)
+
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT + self.limits.max_upload / 10e6):
+                rc = await self.transport.run(
+                    f"[ -d {q(data_dir)} ] || exit 0; tar -c -f - -C {q(data_dir)} .",
+                    stdout=take,
+                )
+        except _LimitExceeded as exc:
+            return Reason.TEST, str(exc)
+        except (TransportError, TimeoutError) as exc:
+            return Reason.INFRA, f"could not collect TMT_TEST_DATA: {exc or 'timeout'}"
+        if rc != 0 or not chunks:
+            return None
+        skipped = _extract_data(b"".join(chunks), self.artdir / "data")
+        if skipped:
+            note = ", ".join(skipped[:5])
+            log.warning("%s: skipped unsafe entries in TMT_TEST_DATA: %s", self.test.name, note)
+        return None
+
+    def _results(self, failure: tuple[Reason, str] | None, start: str, duration: float) -> TestOutcome:
+        custom: list[dict[str, Any]] | None = None
+        if self.test.result == "custom" and failure is None:
+            custom, problem = self._read_custom()
+            if problem:
+                failure = (Reason.TEST, problem)
+        try:
+            collected = self.collector.finish(
+                exit_code=self.exit_code,
+                failure=failure,
+                result_mode=self.test.result,
+                custom_results=custom,
+            )
+        except ValueError as exc:
+            collected = ResultCollector().finish(
+                exit_code=self.exit_code, failure=(Reason.TEST, str(exc))
+            )
+        end = now_iso()
+        rundir = self.ex.rundir
+        results = []
+        abort = False
+        data_files = self._data_files()
+        for item in collected:
+            files = [rundir.relative(safe_join(self.artdir, f)) for f in item.files]
+            if item.testout:
+                files.append(self._attach_output(item.testout))
+            if item.name is None:
+                files = [rundir.relative(self.artdir / "output.txt"), *files, *data_files]
+            if item.extra.get("abort") is True:
+                abort = True
+            results.append(
+                Result(
+                    test=self.test.name,
+                    plan=self.test.plan,
+                    name=item.name,
+                    platform=self.platform,
+                    status=item.status,
+                    attempt=self.attempt,
+                    machine=self.ex.machine.id,
+                    start=start,
+                    end=end,
+                    duration=round(duration, 3),
+                    note=item.note,
+                    files=_dedupe(files),
+                    exit_code=self.exit_code if item.name is None else None,
+                    reason=item.reason,
+                    extra=item.extra,
+                )
+            )
+        return TestOutcome(results=results, abort=abort)
+
+    def _attach_output(self, name: str) -> str:
+        target = safe_join(self.artdir, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target != self.artdir / "output.txt":
+            with contextlib.suppress(OSError):
+                os.link(self.artdir / "output.txt", target)
+        return self.ex.rundir.relative(target)
+
+    def _data_files(self) -> list[str]:
+        data = self.artdir / "data"
+        if not data.is_dir():
+            return []
+        return sorted(
+            self.ex.rundir.relative(p) for p in data.rglob("*") if p.is_file() and not p.is_symlink()
+        )
+
+    def _read_custom(self) -> tuple[list[dict[str, Any]] | None, str | None]:
+        for name in ("results.yaml", "results.json"):
+            path = self.artdir / "data" / name
+            if path.is_file():
+                try:
+                    return parse_custom_results(path.read_text(errors="replace"), name), None
+                except ValueError as exc:
+                    return None, f"result: custom: {exc}"
+        return None, "result: custom, but the test wrote no results.yaml or results.json"
+
+
+def _extract_data(tar_bytes: bytes, dest: Path) -> list[str]:
+    """Unpack regular files and directories only; returns the entries skipped.
+
+    Links, devices and any name that would land outside ``dest`` are skipped,
+    so a symlink in TMT_TEST_DATA pointing at /etc never leaks anything.
+    """
+    skipped: list[str] = []
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
+            for member in tar:
+                name = member.name
+                if not (member.isfile() or member.isdir()):
+                    skipped.append(name)
+                    continue
+                try:
+                    target = safe_join(dest, name)
+                except ControlError:
+                    skipped.append(name)
+                    continue
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                source = tar.extractfile(member)
+                if source is None:
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as out:
+                    while block := source.read(1024 * 1024):
+                        out.write(block)
+    except tarfile.TarError as exc:
+        skipped.append(f"(damaged archive: {exc})")
+    return skipped
+
+
+def _install_script(packages: list[str], missing_ok: bool) -> str:
+    """A bash script that installs what is missing with dnf, yum or apt-get."""
+    pkgs = " ".join(shlex.quote(p) for p in packages)
+    one_by_one = "1" if missing_ok else "0"
+    return f"""
+pkgs=({pkgs})
+if command -v rpm >/dev/null && ! command -v dpkg >/dev/null; then
+    check() {{ rpm -q --whatprovides "$1" >/dev/null 2>&1; }}
+else
+    check() {{ dpkg -s "$1" 2>/dev/null | grep -q '^Status:.* installed'; }}
+fi
+missing=()
+for p in "${{pkgs[@]}}"; do check "$p" || missing+=("$p"); done
+[ ${{#missing[@]}} -eq 0 ] && exit 0
+if command -v dnf >/dev/null; then pm=(dnf install -y)
+elif command -v yum >/dev/null; then pm=(yum install -y)
+elif command -v apt-get >/dev/null; then pm=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q)
+else echo "no package manager (dnf, yum, apt-get) to install: ${{missing[*]}}" >&2; exit 1; fi
+if [ {one_by_one} = 1 ]; then
+    for p in "${{missing[@]}}"; do "${{pm[@]}}" "$p" >/dev/null 2>&1 || echo "skipped missing package $p" >&2; done
+    exit 0
+fi
+"${{pm[@]}}" "${{missing[@]}}" 2>&1
+"""
+
+
+def _tail(data: bytes, limit: int = 1500) -> str:
+    text = data.decode(errors="replace").strip()
+    return text[-limit:] if text else "(no output)"
+
+
+def _fmt_seconds(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+__all__ = [
+    "Collected",
+    "Executor",
+    "Limits",
+    "PhaseError",
+    "Status",
+    "TestOutcome",
+    "build_remote_tar",
+    "build_tree_tar",
+]

@@ -1,0 +1,294 @@
+"""The async driver: one worker per machine, each asking the scheduler for its
+next test whenever it is free, running it through an Executor, and recording
+what happened. Reservation of local slots when none are reserved, machine
+loss, interruption and clean-up live here; policy lives in ``schedule.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError, InfraError
+from .execute.executor import (
+    Executor,
+    Limits,
+    PhaseError,
+    TestOutcome,
+    build_remote_tar,
+    build_tree_tar,
+)
+from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
+from .provision import get_provisioner
+from .provision.local import LocalProvisioner
+from .rundir import RunDir, now_iso
+from .schedule import MachineAction, Scheduler
+from .transport.base import TransportError
+
+log = logging.getLogger("atex_ci")
+
+#: Bound on per-machine clean-up (finish phases, closing the connection).
+CLEANUP_TIMEOUT = 60.0
+
+
+@dataclass
+class RunOptions:
+    limits: Limits = field(default_factory=Limits)
+    #: Local slots to reserve when the run directory has no machines.
+    local_slots: int | None = None
+    #: Skip tests that already have a final result in results.jsonl.
+    resume: bool = False
+    #: Called with one human-readable progress line per test start/finish.
+    progress: Callable[[str], None] | None = None
+    scheduler_factory: Callable[[list[Test]], Scheduler] = Scheduler
+
+
+@dataclass
+class RunSummary:
+    results: list[Result]
+    interrupted: bool = False
+    infra_failure: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """0 all passed, 1 test failures, 3 infrastructure errors, 130 interrupted."""
+        if self.interrupted:
+            return 130
+        if self.infra_failure or any(r.reason == Reason.INFRA for r in self.results):
+            return 3
+        if any(r.status.is_failure for r in self.results):
+            return 1
+        return 0
+
+
+def _stderr_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class Orchestrator:
+    """Runs the discovered plans on the run directory's machines."""
+
+    def __init__(
+        self, rundir: RunDir, fmf_root: Path, plans: list[Plan], options: RunOptions | None = None
+    ) -> None:
+        self.rundir = rundir
+        self.fmf_root = fmf_root
+        self.plans = {p.name: p for p in plans}
+        self.plan_list = plans
+        self.options = options or RunOptions()
+        self.progress = self.options.progress or (lambda line: None)
+        self.results: list[Result] = []
+        self.run_id = rundir.read_run()["id"]
+        self._done = 0
+        self._total = 0
+        self._infra_failure = False
+
+    async def run(self) -> RunSummary:
+        rundir = self.rundir
+        machines = [m for m in rundir.read_machines() if m.state != MachineState.RELEASED]
+        auto = False
+        if not machines:
+            machines = LocalProvisioner().reserve(rundir, self.options.local_slots)
+            rundir.write_machines(rundir.read_machines() + machines)
+            for m in machines:
+                rundir.append_event("machine_reserved", machine=m.id, provisioner=m.provisioner)
+            auto = True
+        usable = [m for m in machines if m.state != MachineState.BROKEN]
+        if not usable:
+            raise InfraError(
+                f"every machine in {rundir.path / 'machines.json'} is broken; "
+                "reserve new ones with 'atex-ci reserve'"
+            )
+        platforms = sorted({m.platform for m in usable})
+        rundir.write_tests({p: self.plan_list for p in platforms})
+        rundir.update_run(state="running", platforms=platforms)
+        schedulers = {p: self.options.scheduler_factory(self._todo(p)) for p in platforms}
+        self._total = sum(len(s.pending()) for s in schedulers.values())
+        interrupted = False
+        try:
+            tree_tar, remote_tar = await asyncio.to_thread(self._tars)
+            async with asyncio.TaskGroup() as tg:
+                for machine in usable:
+                    scheduler = schedulers[machine.platform]
+                    scheduler.add_machine(machine.id)
+                    tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
+            for platform, scheduler in schedulers.items():
+                self._unrunnable(platform, scheduler.drain())
+        except asyncio.CancelledError:
+            interrupted = True
+            raise
+        finally:
+            if auto:
+                await asyncio.shield(self._release_all(machines))
+            rundir.update_run(state="interrupted" if interrupted else "finished")
+        return RunSummary(self.results, infra_failure=self._infra_failure)
+
+    def _tars(self) -> tuple[bytes, bytes]:
+        return build_tree_tar(self.fmf_root), build_remote_tar()
+
+    def _todo(self, platform: str) -> list[Test]:
+        tests = [t for plan in self.plan_list for t in plan.tests]
+        if not self.options.resume:
+            return tests
+        done = {
+            (r.plan, r.test)
+            for r in self.rundir.read_results()
+            if r.platform == platform and r.name is None and r.reason != Reason.INTERRUPTED
+        }
+        return [t for t in tests if (t.plan, t.name) not in done]
+
+    async def _worker(
+        self, machine: Machine, scheduler: Scheduler, tree_tar: bytes, remote_tar: bytes
+    ) -> None:
+        provisioner = get_provisioner(machine.provisioner)
+        transport = provisioner.transport(machine, self.rundir)
+        executor = Executor(
+            transport,
+            machine,
+            self.rundir,
+            base=provisioner.work_dir(machine, self.run_id),
+            limits=self.options.limits,
+        )
+        try:
+            try:
+                await transport.connect()
+                if machine.host_key is None and transport.host_key:
+                    machine.host_key = transport.host_key
+                    self.rundir.update_machine(machine)
+                await executor.setup(tree_tar, remote_tar)
+            except TransportError as exc:
+                self._machine_broken(machine, scheduler, f"setup failed: {exc}")
+                return
+            self.rundir.append_event("machine_ready", machine=machine.id)
+            while (test := scheduler.next_test(machine.id)) is not None:
+                outcome = await self._run_one(executor, machine, test)
+                action = scheduler.test_finished(
+                    machine.id, test, machine_ok=outcome.machine_ok, abort=outcome.abort
+                )
+                if outcome.abort:
+                    self.progress(f"atex-ci: {test.name} aborted plan {test.plan}")
+                if action is MachineAction.DISCARD:
+                    self._machine_broken(machine, scheduler, "discarded after a failed test")
+                    return
+            await self._finish(executor, machine)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(transport.close(), 10))
+
+    async def _run_one(self, executor: Executor, machine: Machine, test: Test) -> TestOutcome:
+        plan = self.plans[test.plan]
+        try:
+            await executor.prepare_plan(plan)
+        except (PhaseError, TransportError) as exc:
+            result = Result(
+                test=test.name,
+                plan=test.plan,
+                platform=machine.platform,
+                status=Status.ERROR,
+                machine=machine.id,
+                start=now_iso(),
+                end=now_iso(),
+                duration=0.0,
+                note=f"prepare failed on {machine.id}: {exc}",
+                reason=Reason.INFRA,
+            )
+            self.rundir.append_result(result)
+            self._record(test, machine, [result])
+            return TestOutcome([result], machine_ok=False)
+        self.rundir.append_event("test_started", test=test.name, plan=test.plan, machine=machine.id)
+        self.progress(f"atex-ci: start  {test.name} on {machine.id}")
+        outcome = await executor.run_test(test, plan, platform=machine.platform)
+        self._record(test, machine, outcome.results)
+        return outcome
+
+    def _record(self, test: Test, machine: Machine, results: list[Result]) -> None:
+        self.results.extend(results)
+        own = next((r for r in results if r.name is None), None)
+        self._done += 1
+        self.rundir.append_event(
+            "test_finished",
+            test=test.name,
+            plan=test.plan,
+            machine=machine.id,
+            status=str(own.status) if own else None,
+        )
+        if own is not None:
+            note = f" - {own.note}" if own.note and own.status.is_failure else ""
+            self.progress(
+                f"atex-ci: {own.status.upper():5} {test.name} on {machine.id} "
+                f"({own.duration or 0:.2f}s) [{self._done}/{self._total}]{note}"
+            )
+
+    async def _finish(self, executor: Executor, machine: Machine) -> None:
+        for plan in self.plan_list:
+            try:
+                async with asyncio.timeout(CLEANUP_TIMEOUT):
+                    await executor.finish_plan(plan)
+            except (PhaseError, TransportError, TimeoutError) as exc:
+                self.progress(f"atex-ci: finish of plan {plan.name} failed on {machine.id}: {exc}")
+                self.rundir.append_event(
+                    "finish_failed", machine=machine.id, plan=plan.name, note=str(exc)
+                )
+
+    def _machine_broken(self, machine: Machine, scheduler: Scheduler, why: str) -> None:
+        scheduler.remove_machine(machine.id)
+        machine.state = MachineState.BROKEN
+        self.rundir.update_machine(machine)
+        self.rundir.append_event("machine_broken", machine=machine.id, note=why)
+        self.progress(f"atex-ci: machine {machine.id} is out of use: {why}")
+
+    def _unrunnable(self, platform: str, tests: list[Test]) -> None:
+        """Tests left in a queue when no machine of the platform is usable."""
+        if tests:
+            self._infra_failure = True
+        for test in tests:
+            result = Result(
+                test=test.name,
+                plan=test.plan,
+                platform=platform,
+                status=Status.ERROR,
+                note=f"not run: no usable machine left for platform {platform}",
+                reason=Reason.INFRA,
+            )
+            self.rundir.append_result(result)
+            self.results.append(result)
+
+    async def _release_all(self, machines: list[Machine]) -> None:
+        for machine in machines:
+            await release_machine(self.rundir, machine)
+
+
+async def release_machine(rundir: RunDir, machine: Machine) -> None:
+    """Release one machine and record it; idempotent, never raises."""
+    if machine.state == MachineState.RELEASED:
+        return
+    try:
+        provisioner = get_provisioner(machine.provisioner)
+        await provisioner.release(machine, rundir)
+    except (ConfigError, OSError, InfraError) as exc:
+        log.warning("releasing %s: %s", machine.id, exc)
+        machine.state = MachineState.RELEASED
+        machine.released_at = now_iso()
+    rundir.update_machine(machine)
+    rundir.append_event("machine_released", machine=machine.id)
+
+
+async def release_all(rundir: RunDir) -> list[Machine]:
+    """Release every machine of the run and delete the run's private keys."""
+    machines = rundir.read_machines()
+    async with asyncio.TaskGroup() as tg:
+        for machine in machines:
+            tg.create_task(release_machine(rundir, machine))
+    keys = rundir.path / "keys"
+    if keys.is_dir():
+        for key in keys.iterdir():
+            with contextlib.suppress(OSError):
+                key.unlink()
+        with contextlib.suppress(OSError):
+            keys.rmdir()
+    return machines

@@ -1,0 +1,60 @@
+"""Local slots: N parallel "machines" on this host, no server needed (the default).
+
+Each slot has its own work directory under RUN/work/, so tests running in
+parallel never share a scratch directory or a copy of the tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+
+from ..model import Machine, MachineState
+from ..rundir import RunDir, now_iso
+from ..transport.base import Transport
+from ..transport.local import LocalTransport
+from .base import Provisioner
+
+
+class LocalProvisioner(Provisioner):
+    kind = "local"
+
+    def reserve(self, rundir: RunDir, count: int | None = None, platform: str = "local") -> list[Machine]:
+        """Record ``count`` slots (default: the number of CPUs)."""
+        count = count or os.cpu_count() or 1
+        existing = {m.id for m in rundir.read_machines()}
+        machines = []
+        n = 0
+        while len(machines) < count:
+            n += 1
+            slot_id = f"local-{n}"
+            if slot_id in existing:
+                continue
+            workdir = rundir.work_dir / slot_id
+            workdir.mkdir(parents=True, exist_ok=True)
+            machines.append(
+                Machine(
+                    id=slot_id,
+                    provisioner=self.kind,
+                    platform=platform,
+                    host=None,
+                    user=os.environ.get("USER", ""),
+                    workdir=str(workdir.resolve()),
+                    reserved_at=now_iso(),
+                )
+            )
+        return machines
+
+    def transport(self, machine: Machine, rundir: RunDir) -> Transport:
+        return LocalTransport()
+
+    def work_dir(self, machine: Machine, run_id: str) -> str:
+        assert machine.workdir is not None
+        return machine.workdir
+
+    async def release(self, machine: Machine, rundir: RunDir) -> None:
+        if machine.workdir:
+            await asyncio.to_thread(shutil.rmtree, machine.workdir, True)
+        machine.state = MachineState.RELEASED
+        machine.released_at = machine.released_at or now_iso()

@@ -1,0 +1,128 @@
+"""Static hosts: machines that already exist and answer over SSH (``--host``).
+
+Reserving checks that each host answers and records its host key; every
+later connection verifies that key. Releasing removes the run's work
+directory from the host (best effort) and forgets the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, InfraError
+from ..model import Machine, MachineState
+from ..rundir import RunDir, now_iso
+from ..transport.base import Transport
+from .base import Provisioner
+
+#: Seconds release may spend cleaning a host before it just forgets it.
+RELEASE_TIMEOUT = 15.0
+
+_HOST_SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$")
+
+
+@dataclass
+class HostSpec:
+    host: str
+    port: int = 22
+    user: str = "root"
+
+    @classmethod
+    def parse(cls, text: str) -> HostSpec:
+        """Parse ``[user@]host[:port]`` (IPv6 in brackets); ConfigError if malformed."""
+        match = _HOST_SPEC.match(text.strip())
+        if not match:
+            raise ConfigError(f"invalid host {text!r}: expected [user@]host[:port]")
+        port = int(match["port"] or 22)
+        if not 0 < port < 65536:
+            raise ConfigError(f"invalid port in host {text!r}")
+        return cls(host=match["host"].strip("[]"), port=port, user=match["user"] or "root")
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}:{self.port}"
+
+
+class StaticProvisioner(Provisioner):
+    kind = "static"
+
+    async def reserve(
+        self, rundir: RunDir, hosts: list[HostSpec], key: str | None, platform: str = "default"
+    ) -> list[Machine]:
+        """Check every host answers over SSH and record it; InfraError naming the first that does not."""
+        if key is not None and not Path(key).is_file():
+            raise ConfigError(f"SSH key {key} does not exist")
+        existing = {m.id for m in rundir.read_machines()}
+        machines = []
+        for n, spec in enumerate(hosts, start=1):
+            machine_id = f"{platform}-{spec.host}-{spec.port}"
+            if machine_id in existing:
+                machine_id = f"{machine_id}-{n}"
+            machines.append(
+                Machine(
+                    id=machine_id,
+                    provisioner=self.kind,
+                    platform=platform,
+                    host=spec.host,
+                    port=spec.port,
+                    user=spec.user,
+                    key=str(Path(key).resolve()) if key else None,
+                    reserved_at=now_iso(),
+                )
+            )
+
+        async def check(machine: Machine) -> None:
+            transport = self.transport(machine, rundir)
+            try:
+                await transport.connect()
+                rc, _out, err = await transport.output("true")
+                if rc != 0:
+                    raise InfraError(
+                        f"host {machine.user}@{machine.host}:{machine.port} answers but cannot "
+                        f"run commands: {err.decode(errors='replace').strip()}"
+                    )
+                machine.host_key = transport.host_key
+            except InfraError as exc:
+                raise InfraError(
+                    f"host {machine.user}@{machine.host}:{machine.port} is unreachable: {exc}"
+                ) from None
+            finally:
+                await transport.close()
+
+        async with asyncio.TaskGroup() as tg:
+            for machine in machines:
+                tg.create_task(check(machine))
+        return machines
+
+    def transport(self, machine: Machine, rundir: RunDir) -> Transport:
+        from ..transport.ssh import SSHTransport
+
+        assert machine.host is not None
+        key = machine.key
+        if key and not Path(key).is_absolute():
+            key = str(rundir.path / key)
+        return SSHTransport(
+            machine.host,
+            machine.port,
+            machine.user,
+            key,
+            known_host_key=machine.host_key,
+        )
+
+    def work_dir(self, machine: Machine, run_id: str) -> str:
+        return f"/var/tmp/atex-ci/{run_id}"
+
+    async def release(self, machine: Machine, rundir: RunDir) -> None:
+        if machine.state != MachineState.RELEASED:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(RELEASE_TIMEOUT):
+                    async with self.transport(machine, rundir) as transport:
+                        run_id = rundir.read_run()["id"]
+                        await transport.run(f"rm -rf {shlex.quote(self.work_dir(machine, run_id))}")
+        machine.state = MachineState.RELEASED
+        machine.released_at = machine.released_at or now_iso()

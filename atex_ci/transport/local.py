@@ -1,0 +1,100 @@
+"""Local transport: commands run as bash subprocesses on this host (local slots).
+
+It offers the same interface as the SSH transport, so the executor, the
+wrapper and the tmt shims behave the same on a local slot as on a remote
+machine. There is no connection: ``connect``/``reconnect``/``close`` only
+track state, and a "reboot" cannot happen (see the executor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+
+from .base import OutputCallback, Transport
+
+#: Read size for output pipes; large enough that a 100 MB output costs few wakeups.
+READ_CHUNK = 256 * 1024
+
+
+class LocalTransport(Transport):
+    """Runs commands with ``bash -c`` in a new session (so a terminal's Ctrl-C
+    reaches only atex-ci, which then cleans up in order)."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self._env = env
+
+    async def connect(self) -> None:
+        return None
+
+    async def reconnect(self, timeout: float) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | None = None,
+        stdout: OutputCallback | None = None,
+        stderr: OutputCallback | None = None,
+        tty: bool = False,
+    ) -> int:
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            command,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            env=self._env,
+        )
+        try:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    if stdin is not None:
+                        tg.create_task(_feed(proc, stdin))
+                    assert proc.stdout is not None and proc.stderr is not None
+                    tg.create_task(_pump(proc.stdout, stdout))
+                    tg.create_task(_pump(proc.stderr, stderr))
+            except BaseExceptionGroup as group:
+                # A callback raised: hand its own exception to the caller, as
+                # the interface promises, not a group.
+                raise group.exceptions[0] from None
+            return await proc.wait()
+        except BaseException:
+            # Like closing an SSH channel: the command loses its pipes. Only
+            # the bash we started is signalled; the test's own process group
+            # is the executor's to kill.
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGHUP)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(asyncio.wait_for(proc.wait(), 5))
+            raise
+        finally:
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.feed_eof()
+
+
+async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the command did not read all of it; its exit status tells
+    finally:
+        proc.stdin.close()
+
+
+async def _pump(reader: asyncio.StreamReader, callback: OutputCallback | None) -> None:
+    while chunk := await reader.read(READ_CHUNK):
+        if callback is not None:
+            callback(chunk)
