@@ -64,6 +64,8 @@ class Test:
     custom schedulers.
     """
 
+    __test__ = False  # not a pytest test class
+
     name: str
     plan: str
     test: str

@@ -87,6 +87,12 @@ class Orchestrator:
         self._done = 0
         self._total = 0
         self._infra_failure = False
+        # A test run again in the same run directory gets the next attempt
+        # number; reporters keep the last attempt.
+        self._attempts: dict[tuple[str, str, str], int] = {}
+        for r in rundir.read_results():
+            key = (r.platform, r.plan, r.test)
+            self._attempts[key] = max(self._attempts.get(key, 0), r.attempt)
 
     async def run(self) -> RunSummary:
         rundir = self.rundir
@@ -202,7 +208,9 @@ class Orchestrator:
             return TestOutcome([result], machine_ok=False)
         self.rundir.append_event("test_started", test=test.name, plan=test.plan, machine=machine.id)
         self.progress(f"atex-ci: start  {test.name} on {machine.id}")
-        outcome = await executor.run_test(test, plan, platform=machine.platform)
+        key = (machine.platform, test.plan, test.name)
+        attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
+        outcome = await executor.run_test(test, plan, platform=machine.platform, attempt=attempt)
         self._record(test, machine, outcome.results)
         return outcome
 

@@ -633,6 +633,8 @@ def _extract_data(tar_bytes: bytes, dest: Path) -> list[str]:
         with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
             for member in tar:
                 name = member.name
+                if name in (".", "./"):
+                    continue
                 if not (member.isfile() or member.isdir()):
                     skipped.append(name)
                     continue

@@ -1,0 +1,264 @@
+"""What every reporter agrees on: which results count, how many of each, and the output tail.
+
+This module owns, for all reports (JUnit, Markdown, HTML, GitHub):
+
+* final-attempt selection (``final_results``): a rerun replaces its test's
+  earlier attempts, so a report never mixes attempts of one test;
+* counting (``totals``, ``pass_rate``, ``time_in_tests``, ``wall_clock``);
+* reading the tail of a test's captured ``output.txt`` (``read_output``,
+  ``read_output_tail``), decoded leniently and with ANSI escape sequences
+  removed, so no reporter ever reads a whole multi-gigabyte log;
+* human formatting of durations (``format_duration``).
+
+Nothing here knows about XML or Markdown; each format's escaping lives in its
+own module.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..model import Result, Status
+from ..rundir import ARTIFACTS
+
+OUTPUT_FILE = "output.txt"
+
+# Enough for any reporter's tail without reading a huge log: a Markdown
+# summary shows 50 lines, JUnit system-out at most 64 KiB (see junit.py).
+DEFAULT_TAIL_BYTES = 64 * 1024
+DEFAULT_TAIL_LINES = 50
+
+TOTAL = "total"
+
+# ANSI/ECMA-48 escape sequences as terminals and colouring tools emit them:
+# CSI (ESC [ ... final byte), OSC (ESC ] ... BEL or ESC \), other two-byte
+# escapes (ESC + one byte in @-_ or a charset designator), the 8-bit CSI
+# (U+009B) form, and finally any ESC left over (an unterminated sequence).
+_ANSI = re.compile(
+    r"""
+    \x1b\[ [0-?]* [ -/]* [@-~]          # CSI: colours, cursor movement
+    | \x1b\] .*? (?:\x07|\x1b\\)        # OSC: window titles, hyperlinks
+    | \x1b [()*+] [0-~]                 # charset designation
+    | \x1b [@-Z\\-_]                    # other Fe escapes
+    | \x9b [0-?]* [ -/]* [@-~]          # 8-bit CSI
+    | \x1b                              # a stray or truncated ESC
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI escape sequences (colours, cursor movement, titles)."""
+    return _ANSI.sub("", text)
+
+
+# -- which results count -------------------------------------------------------------
+
+
+def final_results(results: Iterable[Result]) -> list[Result]:
+    """The results of each test's latest attempt, in stable order.
+
+    A test is identified by ``(platform, plan, test)``. Only results of its
+    highest ``attempt`` are kept, so a sub-result that only an earlier attempt
+    reported cannot linger next to a passing rerun. Within that attempt, one
+    result per ``name`` is kept (the last one seen, e.g. after ``--resume``
+    wrote it again). Results are returned in the order their
+    ``(platform, plan, test, name)`` first appeared in ``results``.
+    """
+    results = list(results)
+    latest: dict[tuple[str, str, str], int] = {}
+    for result in results:
+        test_key = (result.platform, result.plan, result.test)
+        latest[test_key] = max(latest.get(test_key, result.attempt), result.attempt)
+
+    # A dict keeps first-appearance order; values are filled by the chosen attempt.
+    chosen: dict[tuple[str, str, str, str | None], Result | None] = {}
+    for result in results:
+        key = (result.platform, result.plan, result.test, result.name)
+        chosen.setdefault(key, None)
+        if result.attempt == latest[(result.platform, result.plan, result.test)]:
+            chosen[key] = result
+    return [result for result in chosen.values() if result is not None]
+
+
+def totals(results: Iterable[Result]) -> dict[str, int]:
+    """How many results have each status, plus ``"total"``.
+
+    Every ``Status`` is a key (zero included), in the enum's order, followed
+    by ``TOTAL``. ``Status`` is a ``str`` enum, so ``totals(r)[Status.FAIL]``
+    and ``totals(r)["fail"]`` are the same entry. Pass final results (see
+    ``final_results``) to count each test once.
+    """
+    counts: dict[str, int] = dict.fromkeys(Status, 0)
+    for result in results:
+        counts[result.status] += 1
+    counts[TOTAL] = sum(counts.values())
+    return counts
+
+
+def pass_rate(counts: dict[str, int]) -> float | None:
+    """Share of results that ran and did not fail or error (0.0 to 1.0).
+
+    Skipped results did not run and are left out of both sides; pass, warn
+    and info count as passed. None when nothing ran.
+    """
+    ran = counts[TOTAL] - counts[Status.SKIP]
+    if ran <= 0:
+        return None
+    return (ran - counts[Status.FAIL] - counts[Status.ERROR]) / ran
+
+
+def time_in_tests(results: Iterable[Result]) -> float:
+    """Seconds spent in tests, summed over tests (machines run in parallel).
+
+    A test's own result (``name`` None) carries its duration; sub-results are
+    parts of it and are only summed for a test that has no own result.
+    """
+    own: dict[tuple[str, str, str, int], float] = {}
+    parts: dict[tuple[str, str, str, int], float] = {}
+    for result in results:
+        key = (result.platform, result.plan, result.test, result.attempt)
+        seconds = result.duration or 0.0
+        if result.name is None:
+            own[key] = own.get(key, 0.0) + seconds
+        else:
+            parts[key] = parts.get(key, 0.0) + seconds
+    return sum(own.values()) + sum(v for k, v in parts.items() if k not in own)
+
+
+def _parse_time(stamp: str | None) -> datetime.datetime | None:
+    if not stamp:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed
+
+
+def wall_clock(results: Iterable[Result]) -> float | None:
+    """Seconds from the earliest ``start`` to the latest ``end``; None if unknown."""
+    starts: list[datetime.datetime] = []
+    ends: list[datetime.datetime] = []
+    for result in results:
+        start, end = _parse_time(result.start), _parse_time(result.end)
+        if start is not None:
+            starts.append(start)
+        if end is not None:
+            ends.append(end)
+    if not starts or not ends:
+        return None
+    return max(0.0, (max(ends) - min(starts)).total_seconds())
+
+
+def failures(results: Sequence[Result]) -> list[Result]:
+    """The results that make the run unsuccessful (fail and error), in order."""
+    return [r for r in results if r.status.is_failure]
+
+
+# -- output tail ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputTail:
+    """The end of one result's ``output.txt``.
+
+    ``path`` is relative to RUN/artifacts (as in ``Result.files``); ``size``
+    is the whole file's size in bytes; ``truncated`` says the text leaves out
+    the start of the file (a line or byte limit was hit).
+    """
+
+    text: str
+    path: str
+    size: int
+    truncated: bool
+
+
+def output_path(result: Result) -> str | None:
+    """The result's ``output.txt`` as listed in ``files``, or None."""
+    for name in result.files:
+        if Path(name).name == OUTPUT_FILE:
+            return name
+    return None
+
+
+def read_output(
+    rundir_path: Path,
+    result: Result,
+    max_lines: int | None = DEFAULT_TAIL_LINES,
+    max_bytes: int = DEFAULT_TAIL_BYTES,
+) -> OutputTail | None:
+    """Read the last ``max_lines`` lines (at most ``max_bytes`` bytes) of the output.
+
+    Only the last ``max_bytes`` of the file are read, so a huge log costs no
+    more than a small one. When that cuts a line, the partial first line is
+    dropped. Bytes are decoded as UTF-8 with ``errors="replace"`` and ANSI
+    escape sequences are removed; CRLF becomes LF. Returns None when the
+    result lists no ``output.txt``, the file is missing or unreadable, or its
+    listed path points outside RUN/artifacts.
+    """
+    relative = output_path(result)
+    if relative is None:
+        return None
+    artifacts = (Path(rundir_path) / ARTIFACTS).resolve()
+    path = (artifacts / relative).resolve()
+    if not path.is_relative_to(artifacts):
+        return None
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            offset = max(0, size - max_bytes)
+            f.seek(offset)
+            data = f.read(max_bytes)
+    except OSError:
+        return None
+
+    truncated = offset > 0
+    if truncated:
+        newline = data.find(b"\n")
+        if 0 <= newline < len(data) - 1:
+            data = data[newline + 1 :]
+    text = strip_ansi(data.decode("utf-8", errors="replace")).replace("\r\n", "\n")
+    if max_lines is not None:
+        lines = text.splitlines(keepends=True)
+        if len(lines) > max_lines:
+            text = "".join(lines[-max_lines:]) if max_lines > 0 else ""
+            truncated = True
+    return OutputTail(text=text, path=relative, size=size, truncated=truncated)
+
+
+def read_output_tail(
+    rundir_path: Path,
+    result: Result,
+    max_lines: int | None = DEFAULT_TAIL_LINES,
+    max_bytes: int = DEFAULT_TAIL_BYTES,
+) -> str:
+    """The text of ``read_output``: the tail of the result's output, "" if there is none."""
+    tail = read_output(rundir_path, result, max_lines=max_lines, max_bytes=max_bytes)
+    return tail.text if tail is not None else ""
+
+
+# -- formatting ----------------------------------------------------------------------
+
+
+def format_duration(seconds: float | None) -> str:
+    """``"850ms"``, ``"12.3s"``, ``"4m 05s"``, ``"1h 02m 03s"``; ``"-"`` if unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s"

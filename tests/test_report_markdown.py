@@ -1,0 +1,314 @@
+"""Markdown summary, and the shared report helpers in report/summary.py."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from atex_ci.model import Reason, Result, Status
+from atex_ci.report.markdown import code_block, markdown_summary, write_markdown
+from atex_ci.report.summary import (
+    TOTAL,
+    final_results,
+    format_duration,
+    pass_rate,
+    read_output,
+    read_output_tail,
+    time_in_tests,
+    totals,
+    wall_clock,
+)
+
+
+def write_output(run: Path, test: str, data: bytes, platform: str = "default") -> str:
+    """Create RUN/artifacts/<platform>/<test>/1/output.txt; return its relative path."""
+    relative = f"{platform}/{test.strip('/')}/1/output.txt"
+    path = run / "artifacts" / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return relative
+
+
+def fenced_blocks(markdown: str) -> list[str]:
+    """Contents of backtick-fenced code blocks, closed by CommonMark's rule.
+
+    An opening fence is 3+ backticks (up to 3 spaces indent); the block ends
+    at the first line of only backticks at least as long (same indent limit).
+    """
+    blocks: list[str] = []
+    lines = markdown.split("\n")
+    i = 0
+    while i < len(lines):
+        opening = re.fullmatch(r" {0,3}(`{3,})[^`]*", lines[i])
+        if not opening:
+            i += 1
+            continue
+        fence_len = len(opening.group(1))
+        body: list[str] = []
+        i += 1
+        while i < len(lines):
+            closing = re.fullmatch(r" {0,3}(`+)\s*", lines[i])
+            if closing and len(closing.group(1)) >= fence_len:
+                break
+            body.append(lines[i])
+            i += 1
+        blocks.append("\n".join(body))
+        i += 1
+    return blocks
+
+
+# -- summary.py helpers --------------------------------------------------------------
+
+
+def test_final_results_keeps_latest_attempt_in_first_appearance_order() -> None:
+    results = [
+        Result(test="/a", status=Status.FAIL, attempt=1),
+        Result(test="/a", name="old-sub", status=Status.FAIL, attempt=1),
+        Result(test="/b", status=Status.PASS),
+        Result(test="/a", status=Status.PASS, attempt=2),
+        Result(test="/a", status=Status.PASS, attempt=1, platform="other"),
+        Result(test="/b", status=Status.ERROR),  # same attempt written again: last wins
+    ]
+    final = final_results(results)
+    assert [(r.test, r.name, r.platform, r.attempt, r.status) for r in final] == [
+        ("/a", None, "default", 2, Status.PASS),
+        ("/b", None, "default", 1, Status.ERROR),
+        ("/a", None, "other", 1, Status.PASS),
+    ]
+
+
+def test_totals_and_pass_rate() -> None:
+    results = [
+        Result(test="/p1", status=Status.PASS),
+        Result(test="/p2", status=Status.PASS),
+        Result(test="/w", status=Status.WARN),
+        Result(test="/f", status=Status.FAIL),
+        Result(test="/s", status=Status.SKIP),
+    ]
+    counts = totals(results)
+    assert counts == {
+        "pass": 2,
+        "fail": 1,
+        "warn": 1,
+        "info": 0,
+        "skip": 1,
+        "error": 0,
+        TOTAL: 5,
+    }
+    assert counts[Status.PASS] == 2
+    assert pass_rate(counts) == 0.75  # 3 of the 4 that ran (skip excluded)
+    assert pass_rate(totals([Result(test="/s", status=Status.SKIP)])) is None
+
+
+def test_time_in_tests_counts_sub_results_only_without_own_result() -> None:
+    results = [
+        Result(test="/a", status=Status.PASS, duration=10.0),
+        Result(test="/a", name="x", status=Status.PASS, duration=4.0),  # part of /a's 10 s
+        Result(test="/b", name="x", status=Status.PASS, duration=2.0),
+        Result(test="/b", name="y", status=Status.PASS, duration=3.0),
+    ]
+    assert time_in_tests(results) == 15.0
+
+
+def test_wall_clock_spans_earliest_start_to_latest_end() -> None:
+    results = [
+        Result(
+            test="/a",
+            status=Status.PASS,
+            start="2024-05-01T10:00:00+00:00",
+            end="2024-05-01T10:00:30+00:00",
+        ),
+        Result(
+            test="/b",
+            status=Status.PASS,
+            start="2024-05-01T10:00:10+00:00",
+            end="2024-05-01T10:01:15.500+00:00",
+        ),
+    ]
+    assert wall_clock(results) == 75.5
+    assert wall_clock([Result(test="/c", status=Status.PASS)]) is None
+
+
+def test_format_duration() -> None:
+    assert format_duration(None) == "-"
+    assert format_duration(0.25) == "250ms"
+    assert format_duration(12.34) == "12.3s"
+    assert format_duration(245) == "4m 05s"
+    assert format_duration(3723) == "1h 02m 03s"
+
+
+def test_read_output_tail_strips_ansi_and_limits_lines(tmp_path: Path) -> None:
+    data = b"".join(b"\x1b[32mline %d\x1b[0m\r\n" % i for i in range(10)) + b"bad \xff\n"
+    rel = write_output(tmp_path, "/t", data)
+    result = Result(test="/t", status=Status.FAIL, files=["other/file.log", rel])
+    assert read_output_tail(tmp_path, result, max_lines=3) == "line 8\nline 9\nbad \ufffd\n"
+    tail = read_output(tmp_path, result, max_lines=100)
+    assert tail is not None and not tail.truncated and tail.size == len(data)
+    assert tail.text.startswith("line 0\n")
+    truncated = read_output(tmp_path, result, max_lines=3)
+    assert truncated is not None and truncated.truncated
+
+
+def test_read_output_tail_reads_only_the_last_bytes(tmp_path: Path) -> None:
+    data = b"first\n" + b"a" * 1000 + b"\nsecond to last\nlast\n"
+    rel = write_output(tmp_path, "/t", data)
+    result = Result(test="/t", status=Status.FAIL, files=[rel])
+    tail = read_output(tmp_path, result, max_lines=None, max_bytes=30)
+    assert tail is not None and tail.truncated
+    assert tail.text == "second to last\nlast\n"  # the cut partial line is dropped
+
+
+def test_read_output_tail_missing_or_outside_artifacts(tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text("do not read\n")
+    (tmp_path / "artifacts").mkdir()
+    escape = Result(test="/t", status=Status.FAIL, files=["../secret.txt/../output.txt"])
+    (tmp_path / "output.txt").write_text("outside artifacts\n")
+    outside = Result(test="/t", status=Status.FAIL, files=["../output.txt"])
+    missing = Result(test="/t", status=Status.FAIL, files=["default/t/1/output.txt"])
+    none = Result(test="/t", status=Status.FAIL)
+    for result in (escape, outside, missing, none):
+        assert read_output(tmp_path, result) is None
+        assert read_output_tail(tmp_path, result) == ""
+
+
+# -- markdown ------------------------------------------------------------------------
+
+
+def test_summary_has_title_totals_rate_and_times() -> None:
+    results = [
+        Result(
+            test="/p",
+            status=Status.PASS,
+            duration=60.0,
+            start="2024-05-01T10:00:00+00:00",
+            end="2024-05-01T10:01:00+00:00",
+        ),
+        Result(
+            test="/f",
+            status=Status.FAIL,
+            duration=30.0,
+            start="2024-05-01T10:00:00+00:00",
+            end="2024-05-01T10:00:30+00:00",
+        ),
+        Result(test="/s", status=Status.SKIP),
+    ]
+    text = markdown_summary(results, title="Nightly run")
+    assert text.startswith("# Nightly run\n")
+    assert "| Status | Count |" in text
+    assert "| pass | 1 |" in text and "| fail | 1 |" in text and "| skip | 1 |" in text
+    assert "| error |" not in text  # zero rows are left out
+    assert "| **total** | **3** |" in text
+    assert "**Pass rate:** 50.0% (1 of 2 that ran)" in text
+    assert "**Test time:** 1m 30s" in text
+    assert "**Wall clock:** 1m 00s" in text
+    assert "## Failures and errors (1)" in text
+
+
+def test_failure_section_shows_details_and_output_tail(tmp_path: Path) -> None:
+    data = b"".join(b"output line %d\n" % i for i in range(200)) + b"\x1b[31mFAILED\x1b[0m\n"
+    rel = write_output(tmp_path, "/tests/broken", data, platform="fedora-40")
+    result = Result(
+        test="/tests/broken",
+        status=Status.ERROR,
+        reason=Reason.TIMEOUT,
+        platform="fedora-40",
+        plan="/plans/ci",
+        note="ran past 5m",
+        duration=300.2,
+        machine="tf-1",
+        attempt=2,
+        exit_code=124,
+        files=[rel],
+    )
+    text = markdown_summary([result], rundir_path=tmp_path)
+    assert "### /tests/broken · fedora-40\n" in text
+    assert "- **Status:** error (timeout)" in text
+    assert "- **Note:** ran past 5m" in text
+    assert "- **Plan:** /plans/ci" in text
+    assert "- **Exit code:** 124" in text
+    assert "- **Duration:** 5m 00s" in text
+    assert "- **Machine:** tf-1 (attempt 2)" in text
+    assert "<details><summary>Last lines of output" in text
+    (block,) = fenced_blocks(text)
+    shown = block.split("\n")
+    assert len(shown) == 50
+    assert shown[0] == "output line 151" and shown[-1] == "FAILED"
+    assert "output line 150\n" not in text
+    assert "\x1b" not in text
+
+
+def test_output_with_backticks_cannot_break_out_of_the_fence(tmp_path: Path) -> None:
+    output = "before\n```\n# not a heading\n````\n<b>not bold</b>\n`````python\nafter\n"
+    rel = write_output(tmp_path, "/t", output.encode())
+    result = Result(test="/t", status=Status.FAIL, files=[rel])
+    text = markdown_summary([result], rundir_path=tmp_path)
+    blocks = fenced_blocks(text)
+    assert blocks == [output.rstrip("\n")]
+    fence = re.search(r"^(`+)text$", text, re.MULTILINE)
+    assert fence is not None and len(fence.group(1)) == 6
+    # Nothing after the block looks like it was swallowed or leaked.
+    assert text.rstrip().endswith("</details>")
+
+
+def test_code_block_fence_length() -> None:
+    assert code_block("plain") == "```text\nplain\n```\n"
+    assert code_block("a ``` b").startswith("````text\n")
+    assert fenced_blocks(code_block("x\n```` y\n````\n")) == ["x\n```` y\n````"]
+
+
+def test_names_and_notes_are_escaped() -> None:
+    result = Result(
+        test="/tests/<script>alert(1)</script>",
+        name="*bold*_x_|pipe|",
+        status=Status.FAIL,
+        note="see [link](http://evil) & `code`\n# heading",
+    )
+    text = markdown_summary([result])
+    assert "<script>" not in text
+    assert "&lt;script&gt;" in text
+    assert r"\*bold\*\_x\_\|pipe\|" in text
+    assert r"\[link\](http://evil) &amp; \`code\` # heading" in text
+    assert "\n# heading" not in text
+
+
+def test_failure_without_output_file_says_so(tmp_path: Path) -> None:
+    result = Result(test="/t", status=Status.FAIL)
+    text = markdown_summary([result], rundir_path=tmp_path)
+    assert "_No output was recorded._" in text
+    assert "<details>" not in text
+    assert "<details>" not in markdown_summary([result])  # no run dir: no output at all
+
+
+def test_only_final_attempt_counts() -> None:
+    results = [
+        Result(test="/flaky", status=Status.FAIL, attempt=1),
+        Result(test="/flaky", status=Status.PASS, attempt=2),
+    ]
+    text = markdown_summary(results)
+    assert "| **total** | **1** |" in text
+    assert "| fail |" not in text
+    assert "No failures or errors." in text
+
+
+def test_many_failures_are_listed_without_details() -> None:
+    results = [Result(test=f"/t{i}", status=Status.FAIL) for i in range(5)]
+    text = markdown_summary(results, max_detailed=2)
+    assert text.count("\n### ") == 2
+    assert "And 3 more, without details:" in text
+    assert "- /t4 · default: fail" in text
+
+
+def test_empty_run_is_reported_clearly() -> None:
+    text = markdown_summary([])
+    assert text.startswith("# atex-ci results\n")
+    assert "No test results" in text
+    assert "| Status |" not in text
+
+
+def test_write_markdown_survives_lone_surrogates(tmp_path: Path) -> None:
+    path = tmp_path / "summary.md"
+    result = Result(test="/t\udc80", status=Status.FAIL, note="bad \ud800 note")
+    write_markdown([result], path)
+    text = path.read_text(encoding="utf-8")
+    assert "### /t\ufffd · default" in text
+    assert "bad \ufffd note" in text
