@@ -1,8 +1,10 @@
 """Merge run directories (shards, reruns) into one.
 
-Results are appended in the order the sources are given, artifacts copied
-alongside; reporters then keep the final attempt of each test (see
-``report/summary.py``), so a later source's attempt wins over an earlier one.
+Sources are merged in the order given. A test attempt that already exists in
+the destination (the same test run in two sources) becomes the next attempt
+number, with its artifacts moved along, so nothing is overwritten and
+reporters, which keep the last attempt of each test (``report/summary.py``),
+show the result of the later source.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from .errors import ConfigError
+from .model import Result
 from .rundir import ARTIFACTS, RunDir
 
 
@@ -27,16 +30,41 @@ def collect(dest: Path, sources: list[Path]) -> int:
     out = RunDir.open_or_create(dest)
     count = 0
     with out.locked():
+        attempts: dict[tuple[str, str, str], int] = {}
+        for result in out.read_results():
+            key = (result.platform, result.plan, result.test)
+            attempts[key] = max(attempts.get(key, 0), result.attempt)
         platforms: set[str] = set(out.read_run().get("platforms") or [])
         for src in opened:
             results = src.read_results()
-            artifacts = src.path / ARTIFACTS
-            if artifacts.is_dir():
-                shutil.copytree(artifacts, out.path / ARTIFACTS, dirs_exist_ok=True)
+            renumbered: dict[tuple[str, str, str, int], int] = {}
             for result in results:
-                out.append_result(result)
+                key = (result.platform, result.plan, result.test)
+                old = (*key, result.attempt)
+                if old not in renumbered:
+                    renumbered[old] = attempts.get(key, 0) + 1
+                    attempts[key] = renumbered[old]
+                _merge_one(src, out, result, renumbered[old])
             count += len(results)
             platforms.update(src.read_run().get("platforms") or [])
             out.append_event("collected", source=str(src.path), results=len(results))
         out.update_run(state="collected", platforms=sorted(platforms))
     return count
+
+
+def _merge_one(src: RunDir, out: RunDir, result: Result, attempt: int) -> None:
+    """Copy one result's artifacts under its new attempt number and append it."""
+    old_dir = src.relative(src.artifact_dir(result.platform, result.test, result.attempt, result.plan))
+    new_dir = out.relative(out.artifact_dir(result.platform, result.test, attempt, result.plan))
+    files = []
+    for name in result.files:
+        rel = new_dir + name[len(old_dir):] if name.startswith(old_dir + "/") else name
+        source = src.path / ARTIFACTS / name
+        target = out.path / ARTIFACTS / rel
+        if source.is_file() and not source.is_symlink() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        files.append(rel)
+    result.attempt = attempt
+    result.files = files
+    out.append_result(result)

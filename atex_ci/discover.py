@@ -24,6 +24,7 @@ to print the selected test names, one per line, plan after plan.
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -95,26 +96,44 @@ def parse_context_options(options: Sequence[str]) -> dict[str, list[str]]:
 
 
 class _Trees:
-    """The fmf tree, read once, and one adjusted copy of it per context."""
+    """The fmf tree, read once, and one adjusted tree per context.
+
+    ``adjust`` changes a tree in place, so a second context needs a pristine
+    copy. Copying 500 nodes costs about as much as the rest of our work, so the
+    copy is made only when the tree says a second context may be needed: some
+    plan has its own ``context`` key. (Should an ``adjust`` rule add one, the tree
+    is read again rather than giving wrong answers.)
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._pristine = _load_tree(root)
+        self._pristine: fmf.Tree | None = _load_tree(root)
+        self._keep_pristine = any("context" in node.data for node in self._plan_nodes())
         self._adjusted: dict[tuple[tuple[str, tuple[str, ...]], ...], fmf.Tree] = {}
+
+    def _plan_nodes(self) -> Iterator[fmf.Tree]:
+        assert self._pristine is not None
+        return (node for node in self._pristine.prune() if "execute" in node.data)
 
     def adjusted(self, context: Mapping[str, list[str]]) -> fmf.Tree:
         from fmf.context import Context
 
         key = tuple(sorted((k, tuple(v)) for k, v in context.items()))
-        if key not in self._adjusted:
+        if key in self._adjusted:
+            return self._adjusted[key]
+        if self._pristine is None:
+            tree = _load_tree(self.root)
+        elif self._keep_pristine:
             tree = self._pristine.copy()
-            try:
-                # tmt compares context values case-insensitively
-                tree.adjust(Context(**context), case_sensitive=False)
-            except Exception as error:  # fmf raises several unrelated types here
-                raise ConfigError(f"cannot apply 'adjust' rules in {self.root}: {error}") from None
-            self._adjusted[key] = tree
-        return self._adjusted[key]
+        else:
+            tree, self._pristine = self._pristine, None
+        try:
+            # tmt compares context values case-insensitively
+            tree.adjust(Context(**context), case_sensitive=False)
+        except Exception as error:  # fmf raises several unrelated types here
+            raise ConfigError(f"cannot apply 'adjust' rules in {self.root}: {error}") from None
+        self._adjusted[key] = tree
+        return tree
 
 
 def _load_tree(root: Path) -> fmf.Tree:
@@ -123,9 +142,9 @@ def _load_tree(root: Path) -> fmf.Tree:
 
     if not root.is_dir():
         raise ConfigError(f"fmf root {root} does not exist or is not a directory")
-    if not (root / ".fmf").is_dir():
+    if not (root / ".fmf" / "version").is_file():
         raise ConfigError(
-            f"{root} is not an fmf tree root (no .fmf directory); create one with 'fmf init'"
+            f"{root} is not an fmf tree root (no .fmf/version file); create one with 'fmf init'"
         )
     try:
         return fmf.Tree(str(root))
@@ -136,14 +155,18 @@ def _load_tree(root: Path) -> fmf.Tree:
 
 
 def _one_line_fmf_error(error: Exception, root: Path) -> str:
-    """fmf's multi-line YAML error as one line naming the file and position."""
-    text = str(error)
-    match = re.match(r"Failed to parse '(?P<file>[^']+)'\.\s*(?P<detail>.*)", text, re.S)
+    """fmf's multi-line YAML error as one line naming the file and the position."""
+    match = re.match(r"Failed to parse '(?P<file>[^']+)'", str(error))
     if not match:
-        return f"invalid fmf tree {root}: {_squash(text)}"
-    file = _relative(match["file"], root)
-    detail = _squash(match["detail"].replace('in "<unicode string>", ', ""))
-    return f"cannot parse {file}: {detail}"
+        return f"invalid fmf tree {root}: {_squash(str(error))}"
+    where = _relative(match["file"], root)
+    cause = error.__context__  # the YAML parser's error, which fmf re-raises
+    problem = getattr(cause, "problem", None)
+    mark = getattr(cause, "problem_mark", None)
+    if problem and mark is not None:
+        where += f" line {mark.line + 1}, column {mark.column + 1}"
+        return f"cannot parse {where}: {problem}"
+    return f"cannot parse {where}: {_squash(str(cause or error))}"
 
 
 def _squash(text: str) -> str:
@@ -524,10 +547,7 @@ def _make_test(
     try:
         duration = parse_duration(metadata["duration"])
     except ValueError as error:
-        raise ConfigError(
-            f"test {node.name} ({_source(node)}): invalid duration "
-            f"{metadata['duration']!r}; use e.g. '90', '15m' or '1h 30m' ({error})"
-        ) from None
+        raise ConfigError(f"test {node.name} ({_source(node)}): {error}") from None
     path = metadata["path"].strip("/")
     if tree_path:
         path = f"{tree_path}/{path}" if path else tree_path
@@ -557,14 +577,16 @@ def _test_path(node: fmf.Tree, raw: object, where: str) -> str:
         if not isinstance(raw, str):
             raise ConfigError(f"{where}: 'path' must be a string")
         return "/" + raw.strip("/")
-    directory = Path(node.sources[-1]).parent
-    relative = directory.relative_to(Path(node.root)).as_posix()
-    return "/" if relative == "." else "/" + relative
+    return "/" + os.path.dirname(_source(node))
 
 
 def _source(node: fmf.Tree) -> str:
-    sources = node.sources
-    return _relative(sources[-1], Path(node.root)) if sources else node.name
+    """The file defining the node, relative to the fmf root (cheap: called per test)."""
+    sources: list[str] = node.sources
+    if not sources:
+        return node.name
+    root: str = node.root.rstrip("/") + "/"
+    return sources[-1][len(root) :] if sources[-1].startswith(root) else sources[-1]
 
 
 # --------------------------------------------------------------------------- values

@@ -88,13 +88,14 @@ wait $!
 # supervisor is SIGKILLed, so nothing outlives it.
 SUPERVISOR_SCRIPT = r"""#!/bin/bash
 state=$1 name=$2 delay=$3 boot=$4
-while :; do
+# kill() creates "poweroff" and then kills PID 1: no more boots.
+while [ ! -e "$state/poweroff" ]; do
     boot=$((boot + 1))
     setpriv --pdeathsig KILL -- unshare --mount --uts --pid --fork \
         --propagation private --kill-child \
         /bin/bash "$state/init.sh" "$state" "$name" "$boot" >> "$state/console.log" 2>&1
     echo "boot $boot ended: exit status $?" >> "$state/console.log"
-    sleep "$delay"
+    [ -e "$state/poweroff" ] || sleep "$delay"
 done
 """
 
@@ -273,14 +274,31 @@ class SSHHost:
         """PID 1 of the current boot, as seen from the real host (0 if none yet)."""
         return self._boot_record()[1]
 
+    def _live_init_pid(self) -> int | None:
+        """PID 1 of the current boot if it is still that process, else None.
+
+        The boot record may be stale and its PID reused by an unrelated
+        process, which must never be signalled: check its command line.
+        """
+        boot, pid = self._boot_record()
+        if not pid:
+            return None
+        init = str(self.state_dir / "init.sh")
+        expected = f"/bin/bash\0{init}\0{self.state_dir}\0{self.hostname}\0{boot}\0"
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_text()
+        except OSError:
+            return None
+        return pid if cmdline == expected else None
+
     def namespace(self) -> PidNamespace:
         """A handle on the current boot's PID namespace (close it after use).
 
         Raises HostError if the host is not running.
         """
-        pid = self.init_pid
+        pid = self._live_init_pid()
         try:
-            if not self.running or not pid:
+            if pid is None:
                 raise OSError
             return PidNamespace(pid)
         except OSError:
@@ -322,6 +340,7 @@ class SSHHost:
             raise HostError(f"{self.hostname} is already running")
         # Boot numbers continue across kill()/start(), like a real machine's.
         last_boot = self.boot_count
+        (self.state_dir / "poweroff").unlink(missing_ok=True)
         command = ["bash", str(self.state_dir / "supervisor.sh"), str(self.state_dir)]
         command += [self.hostname, str(REBOOT_DELAY), str(last_boot)]
         if threading.current_thread() is threading.main_thread():
@@ -378,8 +397,9 @@ class SSHHost:
 
     def reboot(self, timeout: float = READY_TIMEOUT) -> None:
         """Hard-reset the host (SIGKILL its PID 1) and wait until it is back."""
-        boot, pid = self._boot_record()
-        if not self.running or not pid:
+        boot = self.boot_count
+        pid = self._live_init_pid()
+        if not self.running or pid is None:
             raise HostError(f"{self.hostname} is not running")
         with contextlib.suppress(ProcessLookupError):
             # PID 1 dying takes the whole namespace with it; the supervisor
@@ -393,27 +413,35 @@ class SSHHost:
 
     def kill(self) -> None:
         """Power the host off for good (a lost machine): every process dies now."""
-        try:
-            namespace: PidNamespace | None = self.namespace()
-        except HostError:
-            namespace = None
-        pid = self.init_pid
         supervisor = self._supervisor
-        if supervisor is not None:
-            # The supervisor first, so it cannot boot the machine again; its
-            # process group also holds setpriv/unshare and PID 1.
+        if supervisor is None:
+            return
+        (self.state_dir / "poweroff").touch()
+        deadline = time.monotonic() + 10
+        try:
+            # Kill PID 1 of whatever boot is current until the supervisor sees
+            # "poweroff" and exits: each parent then reaps its child at once
+            # (orphans wait for the container's init, which can take seconds).
+            while supervisor.poll() is None and time.monotonic() < deadline:
+                try:
+                    namespace = self.namespace()
+                except HostError:
+                    namespace = None
+                if namespace is not None:
+                    with namespace:
+                        pid = self._live_init_pid()
+                        if pid is not None and pid in namespace.processes():
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(pid, signal.SIGKILL)
+                        self._wait_empty(namespace)
+                time.sleep(0.005)
+        finally:
+            # Normally all gone already; a hung supervisor goes here, with its
+            # process group (setpriv/unshare and PID 1).
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(supervisor.pid, signal.SIGKILL)
             supervisor.wait(timeout=10)
             self._supervisor = None
-        if namespace is not None:
-            with namespace:
-                # Normally dead with its process group; this catches a PID 1
-                # whose supervisor was already gone.
-                if pid in namespace.processes():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                self._wait_empty(namespace)
 
     def _wait_empty(self, namespace: PidNamespace, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -341,8 +341,11 @@ class _TestRun:
                 continue
             except TimeoutError:
                 await self._kill(CLEANUP_TIMEOUT)
+                # A machine where a test hung may be in any state: flag it so
+                # the scheduler discards it. A local slot is this host, and
+                # killing the test's process group is all there is to do.
                 return (Reason.TIMEOUT, f"timeout: ran past its duration of "
-                        f"{_fmt_seconds(self.test.duration)}"), False
+                        f"{_fmt_seconds(self.test.duration)}"), not self.transport.supports_reboot
             except ControlError as exc:
                 await self._kill(CLEANUP_TIMEOUT)
                 return (Reason.TEST, f"test-control protocol violation: {exc}"), True

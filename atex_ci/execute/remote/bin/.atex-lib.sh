@@ -77,14 +77,16 @@ atex_send_result() {
             echo "${0##*/}: cannot read '$path', not attached" >&2
             continue
         fi
-        if [[ ! -f $path ]]; then
-            # A pipe or /proc file has no size to measure: take a copy first.
+        size=$(stat -L -c %s -- "$path") || atex_die "cannot measure '$path'"
+        if [[ ! -f $path || $size == 0 ]]; then
+            # A pipe has no size, and /proc and /sys files claim 0 bytes:
+            # take a copy and measure that.
             tmp=$(mktemp) || atex_die "cannot create a temporary file"
             _atex_tmpfiles+=("$tmp")
             cat -- "$path" > "$tmp" || echo "${0##*/}: reading '$path' failed" >&2
             path=$tmp
+            size=$(stat -c %s -- "$path") || atex_die "cannot measure '$path'"
         fi
-        size=$(stat -L -c %s -- "$path") || atex_die "cannot measure '$path'"
         atex_json_quote "$name"
         files+="$sep{\"name\":$REPLY,\"length\":$size}"
         sep=","

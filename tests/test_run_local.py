@@ -1,0 +1,275 @@
+"""End to end on local slots, through the real CLI: run, report, release, collect."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from .treeutil import DEMO, atex, make_tree, own_results, results
+
+DEMO_TESTS = [
+    "/tests/basics/environment",
+    "/tests/basics/true",
+    "/tests/basics/workdir",
+    "/tests/broken/errors",
+    "/tests/broken/fails",
+    "/tests/reporting/data-file",
+    "/tests/reporting/subresults",
+    "/tests/sleepy/long-1",
+    "/tests/sleepy/long-2",
+    "/tests/sleepy/medium-1",
+    "/tests/sleepy/medium-2",
+    "/tests/sleepy/short",
+]
+
+
+def test_dry_run_prints_only_test_names(tmp_path):
+    proc = atex("run", "--dry-run", "--fmf-root", str(DEMO))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == DEMO_TESTS
+
+
+def test_demo_run_report_release(tmp_path):
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(DEMO), "--local", "3")
+    assert proc.returncode == 1, proc.stderr  # one test fails, one errors: on purpose
+    own = own_results(run)
+    assert sorted(own) == DEMO_TESTS
+    assert own["/tests/broken/fails"]["status"] == "fail"
+    assert own["/tests/broken/errors"]["status"] == "error"
+    assert own["/tests/broken/errors"]["exit_code"] == 2
+    passed = [n for n, r in own.items() if r["status"] == "pass"]
+    assert len(passed) == 10
+    # Ad hoc over 3 slots: every slot did some of the work.
+    assert {r["machine"] for r in own.values()} == {"local-1", "local-2", "local-3"}
+    # Progress lines on stderr as tests start and finish.
+    assert "start  /tests/sleepy/long-1 on local-" in proc.stderr
+    assert "FAIL  /tests/broken/fails on local-" in proc.stderr
+    # Sub-results and their files.
+    subs = {r["name"]: r for r in results(run) if r["test"] == "/tests/reporting/subresults" and r["name"]}
+    assert set(subs) == {"/first", "/second"}
+    first_log = run / "artifacts" / subs["/first"]["files"][0]
+    assert first_log.read_text() == "log of the first check\n"
+    # TMT_TEST_DATA collected.
+    data_files = own["/tests/reporting/data-file"]["files"]
+    assert any(f.endswith("data/measurement.txt") for f in data_files)
+    # Auto-reserved slots are released and their work dirs removed.
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert {m["state"] for m in machines} == {"released"}
+    assert not any(Path(m["workdir"]).exists() for m in machines)
+
+    proc = atex("report", "-d", str(run), "--junit", str(tmp_path / "j.xml"),
+                "--markdown", str(tmp_path / "s.md"))
+    assert proc.returncode == 0, proc.stderr
+    root = ET.fromstring((tmp_path / "j.xml").read_bytes())
+    cases = root.findall(".//testcase")
+    assert int(root.get("tests")) == len(cases) == 14  # 12 tests + 2 sub-results
+    assert int(root.get("failures")) == len([c for c in cases if c.find("failure") is not None]) == 1
+    assert int(root.get("errors")) == len([c for c in cases if c.find("error") is not None]) == 1
+    md = (tmp_path / "s.md").read_text()
+    assert "expected 4, got 5" in md and "/tests/broken/errors" in md
+
+    assert atex("release", "-d", str(run)).returncode == 0
+    assert atex("release", "-d", str(run)).returncode == 0  # idempotent
+
+
+def test_exit_codes_map_like_tmt_shell_framework(tmp_path):
+    tree = make_tree(tmp_path / "tree", {
+        "zero": {"test": "exit 0"},
+        "one": {"test": "exit 1"},
+        "two": {"test": "exit 2"},
+        "ssh-like": {"test": "exit 255"},
+        "signal": {"test": "kill -KILL $$"},
+    })
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    assert proc.returncode == 1
+    own = own_results(run)
+    assert {n: (r["status"], r["exit_code"]) for n, r in own.items()} == {
+        "/tests/zero": ("pass", 0),
+        "/tests/one": ("fail", 1),
+        "/tests/two": ("error", 2),
+        "/tests/ssh-like": ("error", 255),
+        "/tests/signal": ("error", 137),
+    }
+    assert own["/tests/ssh-like"]["reason"] == "test"
+
+
+def test_timeout_kills_process_group_even_if_it_ignores_sigterm(tmp_path):
+    marker = f"atex-timeout-{os.getpid()}-{time.monotonic_ns()}"
+    tree = make_tree(tmp_path / "tree", {
+        "stubborn": {
+            "test": f"trap '' TERM; (trap '' TERM; exec -a {marker} sleep 300) & sleep 300",
+            "duration": "2s",
+        },
+        "z-after": {"test": "true"},
+    })
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    own = own_results(run)
+    assert own["/tests/stubborn"]["status"] == "error"
+    assert own["/tests/stubborn"]["reason"] == "timeout"
+    assert "duration" in own["/tests/stubborn"]["note"]
+    # A local slot stays in use after a timeout (its process group is gone).
+    assert own["/tests/z-after"]["status"] == "pass"
+    assert proc.returncode == 1
+    leftover = subprocess.run(["pgrep", "-f", marker], capture_output=True)
+    assert leftover.returncode == 1, "a process of the timed-out test survived"
+
+
+def test_output_not_utf8_with_esc_and_nul_keeps_junit_well_formed(tmp_path):
+    tree = make_tree(tmp_path / "tree", {
+        "noisy": {"test": r"printf 'bad \xff\xfe bytes \x1b[31mred\x1b[0m nul:\x00: end\n'; exit 1"},
+    })
+    run = tmp_path / "run"
+    atex("run", "-d", str(run), "--fmf-root", str(tree))
+    output = (run / "artifacts" / own_results(run)["/tests/noisy"]["files"][0]).read_bytes()
+    assert b"\xff\xfe" in output and b"\x00" in output  # stored as bytes, untouched
+    proc = atex("report", "-d", str(run))
+    assert proc.returncode == 0, proc.stderr
+    root = ET.fromstring((run / "junit.xml").read_bytes())
+    text = root.find(".//system-out").text
+    assert "red" in text and "\x1b" not in text and "\x00" not in text
+
+
+def test_output_cap_errors_the_test_and_the_run_goes_on(tmp_path):
+    tree = make_tree(tmp_path / "tree", {
+        "chatty": {"test": "head -c 5000000 /dev/zero | tr '\\0' x; echo done"},
+        "quiet": {"test": "true"},
+    })
+    run = tmp_path / "run"
+    atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1", "--max-output", "1M")
+    own = own_results(run)
+    assert own["/tests/chatty"]["status"] == "error"
+    assert "output exceeded" in own["/tests/chatty"]["note"]
+    assert (run / "artifacts" / own["/tests/chatty"]["files"][0]).stat().st_size == 1024 * 1024
+    assert own["/tests/quiet"]["status"] == "pass"
+
+
+def test_unsafe_file_names_stay_inside_the_artifact_dir(tmp_path):
+    tree = make_tree(tmp_path / "tree", {
+        "escape": {"test": (
+            "echo secret > ../x.log; "
+            "tmt-report-result -o ../x.log /sub PASS; "
+            "ln -s /etc \"$TMT_TEST_DATA/etc-link\"; "
+            "echo fine > \"$TMT_TEST_DATA/ok.txt\""
+        )},
+    })
+    run = tmp_path / "run"
+    atex("run", "-d", str(run), "--fmf-root", str(tree))
+    artifacts = (run / "artifacts").resolve()
+    for path in run.rglob("*"):
+        if path.is_symlink():
+            pytest.fail(f"symlink stored in the run directory: {path}")
+    everything = [p.resolve() for p in run.rglob("*") if p.is_file()]
+    stored = [p for p in everything if p.is_relative_to(artifacts)]
+    assert any(p.name == "ok.txt" for p in stored)
+    assert not any(p.name == "passwd" for p in everything)
+    assert not (tmp_path / "x.log").exists()
+
+
+def test_reboot_on_a_local_slot_restarts_the_test(tmp_path):
+    tree = make_tree(tmp_path / "tree", {
+        "reboot": {"test": (
+            'echo "boot $TMT_REBOOT_COUNT"; '
+            'if [ "$TMT_REBOOT_COUNT" = 0 ]; then tmt-reboot; fi; '
+            'tmt-report-result /after-reboot PASS'
+        )},
+    })
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    assert proc.returncode == 0, proc.stderr
+    all_results = results(run)
+    assert [(r["name"], r["status"]) for r in all_results] == [
+        ("/after-reboot", "pass"),
+        (None, "pass"),
+    ]
+    output = (run / "artifacts" / all_results[1]["files"][0]).read_text()
+    assert "boot 0" in output and "boot 1" in output  # output accumulates across boots
+
+
+def test_rerun_is_next_attempt_and_resume_skips_done(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}, "b": {"test": "true"}})
+    run = tmp_path / "run"
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
+    assert sorted((r["test"], r["attempt"]) for r in results(run)) == [
+        ("/tests/a", 1), ("/tests/a", 2), ("/tests/b", 1), ("/tests/b", 2),
+    ]
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume").returncode == 0
+    assert len(results(run)) == 4
+
+
+def test_interrupt_records_interrupted_and_cleans_up(tmp_path):
+    marker = f"atex-int-{os.getpid()}-{time.monotonic_ns()}"
+    tree = make_tree(tmp_path / "tree", {
+        "long": {"test": f"exec -a {marker} sleep 300"},
+    })
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "the test never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    own = own_results(run)
+    assert own["/tests/long"]["status"] == "error"
+    assert own["/tests/long"]["reason"] == "interrupted"
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert {m["state"] for m in machines} == {"released"}
+    assert json.loads((run / "run.json").read_text())["state"] == "interrupted"
+
+
+def test_collect_merges_runs_and_last_attempt_wins_in_reports(tmp_path):
+    tree_fail = make_tree(tmp_path / "t1", {"a": {"test": "exit 1"}})
+    tree_pass = make_tree(tmp_path / "t2", {"a": {"test": "true"}, "b": {"test": "true"}})
+    atex("run", "-d", str(tmp_path / "r1"), "--fmf-root", str(tree_fail))
+    atex("run", "-d", str(tmp_path / "r2"), "--fmf-root", str(tree_pass))
+    proc = atex("collect", "-d", str(tmp_path / "all"), str(tmp_path / "r1"), str(tmp_path / "r2"))
+    assert proc.returncode == 0, proc.stderr
+    merged = results(tmp_path / "all")
+    assert sorted((r["test"], r["attempt"], r["status"]) for r in merged) == [
+        ("/tests/a", 1, "fail"), ("/tests/a", 2, "pass"), ("/tests/b", 1, "pass"),
+    ]
+    # Both attempts keep their own output; nothing was overwritten.
+    outputs = {r["attempt"]: r["files"][0] for r in merged if r["test"] == "/tests/a"}
+    assert outputs[1] != outputs[2]
+    for r in merged:
+        for f in r["files"]:
+            assert (tmp_path / "all" / "artifacts" / f).exists()
+    assert atex("report", "-d", str(tmp_path / "all")).returncode == 0
+    root = ET.fromstring((tmp_path / "all" / "junit.xml").read_bytes())
+    assert root.get("tests") == "2" and root.get("failures") == "0"  # the later attempt wins
+
+
+def test_reserve_local_then_run_uses_those_slots(tmp_path):
+    tree = make_tree(tmp_path / "tree", {f"t{n}": {"test": "sleep 0.2"} for n in range(6)})
+    run = tmp_path / "run"
+    assert atex("reserve", "-d", str(run), "--local", "2").returncode == 0
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
+    assert {r["machine"] for r in results(run)} == {"local-1", "local-2"}
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert {m["state"] for m in machines} == {"ready"}  # reserved by the user: kept
+    assert atex("release", "-d", str(run)).returncode == 0
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert {m["state"] for m in machines} == {"released"}

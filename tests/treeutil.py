@@ -1,0 +1,52 @@
+"""Helpers to build small fmf trees on disk and to run the atex-ci CLI for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "examples" / "demo"
+
+
+def make_tree(root: Path, tests: dict[str, dict[str, Any]], plan: dict[str, Any] | None = None) -> Path:
+    """An fmf tree with one plan (/plan) and the given tests under /tests."""
+    (root / ".fmf").mkdir(parents=True, exist_ok=True)
+    (root / ".fmf" / "version").write_text("1\n")
+    plan_data: dict[str, Any] = {"discover": {"how": "fmf"}, "execute": {"how": "tmt"}}
+    plan_data.update(plan or {})
+    (root / "plan.fmf").write_text(yaml.safe_dump(plan_data))
+    (root / "tests").mkdir(exist_ok=True)
+    nodes = {f"/{name.strip('/')}": data for name, data in tests.items()}
+    (root / "tests" / "main.fmf").write_text(yaml.safe_dump(nodes, sort_keys=False))
+    return root
+
+
+def atex(*args: str, cwd: Path | None = None, timeout: float = 240, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``atex-ci ARGS`` as a real process; returns the completed process (text)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "atex_ci", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+        **kw,
+    )
+
+
+def results(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def own_results(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each test's own result (no sub-results), by test name; the last attempt wins."""
+    return {r["test"]: r for r in results(run_dir) if r["name"] is None}
