@@ -55,7 +55,9 @@ def _parse_context(items: tuple[str, ...]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"invalid context {item!r}: expected KEY=VALUE, e.g. distro=fedora-41")
+            raise ConfigError(
+                f"invalid context {item!r}: expected KEY=VALUE, e.g. distro=fedora-41"
+            )
         context[key.strip()] = value.strip()
     return context
 
@@ -133,7 +135,10 @@ def cli(verbose: int) -> None:
 )
 @click.option("--platform", default=None, help="Platform name the machines provide.")
 def reserve(
-    run_dir: Path, local: int | None, hosts: tuple[str, ...], key: Path | None,
+    run_dir: Path,
+    local: int | None,
+    hosts: tuple[str, ...],
+    key: Path | None,
     platform: str | None,
 ) -> None:
     """Reserve machines for a run and record them in RUN/machines.json.
@@ -178,16 +183,25 @@ def reserve(
 )
 @click.option("--plan", "plans", multiple=True, metavar="REGEX", help="Plans to run (repeatable).")
 @click.option(
-    "-c", "--context", "context", multiple=True, metavar="KEY=VALUE",
+    "-c",
+    "--context",
+    "context",
+    multiple=True,
+    metavar="KEY=VALUE",
     help="fmf context for adjust and filters (repeatable).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the selected test names and exit.")
-@click.option("--local", "local", type=click.IntRange(min=1),
-              help="Local slots to use when no machines are reserved (default: CPUs).")
+@click.option(
+    "--local",
+    "local",
+    type=click.IntRange(min=1),
+    help="Local slots to use when no machines are reserved (default: CPUs).",
+)
 @click.option("--resume", is_flag=True, help="Skip tests that already have a final result.")
 @click.option("--max-output", default="1G", show_default=True, help="Per-test output cap.")
-@click.option("--max-upload", default="1G", show_default=True,
-              help="Per-test cap on uploaded files.")
+@click.option(
+    "--max-upload", default="1G", show_default=True, help="Per-test cap on uploaded files."
+)
 def run(
     run_dir: Path | None,
     fmf_root: Path,
@@ -221,11 +235,15 @@ def run(
     rundir = RunDir.open_or_create(run_dir)
     with rundir.locked():
         rundir.update_run(
-            fmf={"root": str(fmf_root.resolve()), "plans": list(plans), "context": dict(
-                _parse_context(context))},
+            fmf={
+                "root": str(fmf_root.resolve()),
+                "plans": list(plans),
+                "context": dict(_parse_context(context)),
+            },
         )
-        options = RunOptions(limits=limits, local_slots=local, resume=resume,
-                             progress=_stderr_progress)
+        options = RunOptions(
+            limits=limits, local_slots=local, resume=resume, progress=_stderr_progress
+        )
         orchestrator = Orchestrator(rundir, fmf_root.resolve(), found, options)
         try:
             summary = run_async(orchestrator.run)
@@ -242,10 +260,16 @@ def run(
 
 @cli.command()
 @_run_dir_option()
-@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write JUnit XML here (default: RUN/junit.xml).")
-@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a Markdown summary here (default: RUN/summary.md).")
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write JUnit XML here (default: RUN/junit.xml).",
+)
+@click.option(
+    "--markdown",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a Markdown summary here (default: RUN/summary.md).",
+)
 def report(run_dir: Path, junit: Path | None, markdown: Path | None) -> None:
     """Write JUnit XML and a Markdown summary of a run's results."""
     from .report.junit import write_junit
@@ -267,15 +291,20 @@ def report(run_dir: Path, junit: Path | None, markdown: Path | None) -> None:
 
 @cli.command()
 @_run_dir_option()
-@click.argument("sources", nargs=-1, required=True,
-                type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument(
+    "sources",
+    nargs=-1,
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+)
 def collect(run_dir: Path, sources: tuple[Path, ...]) -> None:
     """Merge the results and artifacts of run directories SOURCES into RUN."""
     from .collect import collect as collect_runs
 
     count = collect_runs(run_dir, list(sources))
-    click.echo(f"atex-ci: merged {count} result(s) from {len(sources)} run(s) into {run_dir}",
-               err=True)
+    click.echo(
+        f"atex-ci: merged {count} result(s) from {len(sources)} run(s) into {run_dir}", err=True
+    )
 
 
 @cli.command()

@@ -54,11 +54,13 @@ def collect(dest: Path, sources: list[Path]) -> int:
 
 def _merge_one(src: RunDir, out: RunDir, result: Result, attempt: int) -> None:
     """Copy one result's artifacts under its new attempt number and append it."""
-    old_dir = src.relative(src.artifact_dir(result.platform, result.test, result.attempt, result.plan))
+    old_dir = src.relative(
+        src.artifact_dir(result.platform, result.test, result.attempt, result.plan)
+    )
     new_dir = out.relative(out.artifact_dir(result.platform, result.test, attempt, result.plan))
     files = []
     for name in result.files:
-        rel = new_dir + name[len(old_dir):] if name.startswith(old_dir + "/") else name
+        rel = new_dir + name[len(old_dir) :] if name.startswith(old_dir + "/") else name
         source = src.path / ARTIFACTS / name
         target = out.path / ARTIFACTS / rel
         if source.is_file() and not source.is_symlink() and not target.exists():

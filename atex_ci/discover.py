@@ -61,7 +61,7 @@ UNSUPPORTED_DISCOVER_KEYS = {
     "adjust-tests": "'adjust-tests' is not supported",
     "dist-git-source": "dist-git sources are not supported",
 }
-UNSUPPORTED_INSTALL_KEYS = ("copr", "directory", "exclude")
+UNSUPPORTED_INSTALL_KEYS = ("copr", "directory", "exclude", where)
 
 
 # --------------------------------------------------------------------------- context
@@ -209,15 +209,18 @@ def discover(
     return [_build_plan(node, trees, cli_context) for node in plan_nodes]
 
 
-def _compile_all(patterns: Sequence[str], what: str) -> list[re.Pattern[str]]:
+def _compile_all(patterns: Sequence[str], what: str, where: str = "") -> list[re.Pattern[str]]:
+    prefix = f"{where}: " if where else ""
     compiled = []
     for pattern in patterns:
         if not isinstance(pattern, str):
-            raise ConfigError(f"{what} pattern {pattern!r} must be a string")
+            raise ConfigError(f"{prefix}{what} pattern {pattern!r} must be a string")
         try:
             compiled.append(re.compile(pattern))
         except re.error as error:
-            raise ConfigError(f"invalid {what} regular expression {pattern!r}: {error}") from None
+            raise ConfigError(
+                f"{prefix}invalid {what} regular expression {pattern!r}: {error}"
+            ) from None
     return compiled
 
 
@@ -237,7 +240,9 @@ def _select_plans(
         if not any(pattern.search(node.name) for node in enabled):
             names = ", ".join(node.name for node in enabled) or "none enabled"
             raise ConfigError(f"no plan matches {text!r}; plans in {root}: {names}")
-    selected = [node for node in enabled if not patterns or any(p.search(node.name) for p in patterns)]
+    selected = [
+        node for node in enabled if not patterns or any(p.search(node.name) for p in patterns)
+    ]
     for node in selected:
         if "plan" in node.data:
             raise ConfigError(f"plan {node.name} imports a remote plan; that is not supported yet")
@@ -248,7 +253,9 @@ def _build_plan(node: fmf.Tree, trees: _Trees, cli_context: dict[str, list[str]]
     name: str = node.name
     data: dict[str, Any] = node.data
     if "environment-file" in data:
-        raise ConfigError(f"plan {name}: 'environment-file' is not supported yet; use 'environment'")
+        raise ConfigError(
+            f"plan {name}: 'environment-file' is not supported yet; use 'environment'"
+        )
     # tmt: the plan's own context, overridden by the caller's.
     context = {**_plan_context(name, data.get("context")), **cli_context}
     plan = Plan(
@@ -318,9 +325,7 @@ def _enabled_by_when(phase: Mapping[str, Any], context: Mapping[str, list[str]])
     return False
 
 
-def _phases(
-    plan: str, step: str, raw: object, context: Mapping[str, list[str]]
-) -> list[Phase]:
+def _phases(plan: str, step: str, raw: object, context: Mapping[str, list[str]]) -> list[Phase]:
     result = []
     for phase in _raw_phases(plan, step, raw):
         where = f"plan {plan}: {step} phase {phase['name']!r}"
@@ -421,15 +426,19 @@ def _discover_phase(plan: str, raw: dict[str, Any], root: Path) -> _Phase:
         if not isinstance(item, str):
             raise ConfigError(f"{where}: 'test' entries must be strings, got {item!r}")
         names.append(item)
-    _compile_all(names, "test name")
+    _compile_all(names, "test name", where)
     filters = _string_list(raw.get("filter"), f"{where}: 'filter'")
     return _Phase(
         name=raw["name"],
         tree_path=_discover_path(raw.get("path"), root, where),
         names=names,
         filters=filters,
-        includes=_compile_all(_string_list(raw.get("include"), f"{where}: 'include'"), "include"),
-        excludes=_compile_all(_string_list(raw.get("exclude"), f"{where}: 'exclude'"), "exclude"),
+        includes=_compile_all(
+            _string_list(raw.get("include", where), f"{where}: 'include'"), "include", where
+        ),
+        excludes=_compile_all(
+            _string_list(raw.get("exclude", where), f"{where}: 'exclude'"), "exclude", where
+        ),
     )
 
 
@@ -492,9 +501,7 @@ def _metadata(node: fmf.Tree) -> dict[str, Any]:
         hint = ""
         if isinstance(test, bool):
             hint = f" (an unquoted {str(test).lower()} is a YAML boolean: quote the command)"
-        raise ConfigError(
-            f"{where}: 'test' must be a string, '{type(test).__name__}' found{hint}"
-        )
+        raise ConfigError(f"{where}: 'test' must be a string, '{type(test).__name__}' found{hint}")
     if not test.strip():
         raise ConfigError(f"{where}: the 'test' key is empty; set the command to run")
     metadata = {

@@ -219,7 +219,9 @@ class Result:
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["status"] = Status.parse(kwargs.get("status"))
         reason = kwargs.get("reason")
-        kwargs["reason"] = Reason(reason) if reason in Reason._value2member_map_ else None
+        kwargs["reason"] = (
+            Reason(reason) if isinstance(reason, str) and reason in set(Reason) else None
+        )
         return cls(**kwargs)
 
 

@@ -185,8 +185,7 @@ class RunDir:
             return cls.open(path)
         if Path(path).exists() and any(Path(path).iterdir()):
             raise ConfigError(
-                f"{path} is not empty and is not an atex-ci run directory; "
-                "use a new directory"
+                f"{path} is not empty and is not an atex-ci run directory; use a new directory"
             )
         return cls.create(path)
 

@@ -65,8 +65,9 @@ class Scheduler:
             self._running[machine_id] = test
         return test
 
-    def test_finished(self, machine_id: str, test: Test, *, machine_ok: bool = True,
-                      abort: bool = False) -> MachineAction:
+    def test_finished(
+        self, machine_id: str, test: Test, *, machine_ok: bool = True, abort: bool = False
+    ) -> MachineAction:
         """Record the end of ``test`` on the machine and decide the machine's fate.
 
         ``abort`` (the test ran tmt-abort) drops the rest of its plan's queue.

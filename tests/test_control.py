@@ -65,7 +65,7 @@ def feed_pieces(pieces: list[bytes]) -> tuple[list[Event], str | None]:
             events += parser.feed(piece)
         events += parser.feed_eof()
     except ControlError as error:
-        return merged(events), str(error)
+        return merged(events + error.events), str(error)
     return merged(events), None
 
 
@@ -232,11 +232,14 @@ def test_parser_stays_broken_after_an_error() -> None:
         parser.feed_eof()
 
 
-def test_events_before_a_violation_in_the_same_chunk_are_lost_but_earlier_ones_kept() -> None:
-    # feed() is all-or-nothing per call; callers keep what earlier calls returned.
-    events, error = feed_pieces([b"exitcode 7\n", b"bogus\n"])
-    assert events == [ExitCode(7)]
-    assert error is not None
+def test_events_before_a_violation_come_with_the_error() -> None:
+    parser = ControlParser()
+    with pytest.raises(ControlError, match="unknown word") as caught:
+        parser.feed(b"exitcode 7\n" + result({"status": "pass"}) + b"bogus\nexitcode 8\n")
+    assert caught.value.events == [ExitCode(7), ResultEvent({"status": "pass", "files": []})]
+    with pytest.raises(ControlError, match="unknown word") as again:
+        parser.feed(b"noop\n")
+    assert again.value.events == []
 
 
 def test_feed_after_eof_is_an_error() -> None:

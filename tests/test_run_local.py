@@ -54,7 +54,11 @@ def test_demo_run_report_release(tmp_path):
     assert "start  /tests/sleepy/long-1 on local-" in proc.stderr
     assert "FAIL  /tests/broken/fails on local-" in proc.stderr
     # Sub-results and their files.
-    subs = {r["name"]: r for r in results(run) if r["test"] == "/tests/reporting/subresults" and r["name"]}
+    subs = {
+        r["name"]: r
+        for r in results(run)
+        if r["test"] == "/tests/reporting/subresults" and r["name"]
+    }
     assert set(subs) == {"/first", "/second"}
     first_log = run / "artifacts" / subs["/first"]["files"][0]
     assert first_log.read_text() == "log of the first check\n"
@@ -66,13 +70,22 @@ def test_demo_run_report_release(tmp_path):
     assert {m["state"] for m in machines} == {"released"}
     assert not any(Path(m["workdir"]).exists() for m in machines)
 
-    proc = atex("report", "-d", str(run), "--junit", str(tmp_path / "j.xml"),
-                "--markdown", str(tmp_path / "s.md"))
+    proc = atex(
+        "report",
+        "-d",
+        str(run),
+        "--junit",
+        str(tmp_path / "j.xml"),
+        "--markdown",
+        str(tmp_path / "s.md"),
+    )
     assert proc.returncode == 0, proc.stderr
     root = ET.fromstring((tmp_path / "j.xml").read_bytes())
     cases = root.findall(".//testcase")
     assert int(root.get("tests")) == len(cases) == 14  # 12 tests + 2 sub-results
-    assert int(root.get("failures")) == len([c for c in cases if c.find("failure") is not None]) == 1
+    assert (
+        int(root.get("failures")) == len([c for c in cases if c.find("failure") is not None]) == 1
+    )
     assert int(root.get("errors")) == len([c for c in cases if c.find("error") is not None]) == 1
     md = (tmp_path / "s.md").read_text()
     assert "expected 4, got 5" in md and "/tests/broken/errors" in md
@@ -82,13 +95,16 @@ def test_demo_run_report_release(tmp_path):
 
 
 def test_exit_codes_map_like_tmt_shell_framework(tmp_path):
-    tree = make_tree(tmp_path / "tree", {
-        "zero": {"test": "exit 0"},
-        "one": {"test": "exit 1"},
-        "two": {"test": "exit 2"},
-        "ssh-like": {"test": "exit 255"},
-        "signal": {"test": "kill -KILL $$"},
-    })
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "zero": {"test": "exit 0"},
+            "one": {"test": "exit 1"},
+            "two": {"test": "exit 2"},
+            "ssh-like": {"test": "exit 255"},
+            "signal": {"test": "kill -KILL $$"},
+        },
+    )
     run = tmp_path / "run"
     proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
     assert proc.returncode == 1
@@ -105,13 +121,16 @@ def test_exit_codes_map_like_tmt_shell_framework(tmp_path):
 
 def test_timeout_kills_process_group_even_if_it_ignores_sigterm(tmp_path):
     marker = f"atex-timeout-{os.getpid()}-{time.monotonic_ns()}"
-    tree = make_tree(tmp_path / "tree", {
-        "stubborn": {
-            "test": f"trap '' TERM; (trap '' TERM; exec -a {marker} sleep 300) & sleep 300",
-            "duration": "2s",
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "stubborn": {
+                "test": f"trap '' TERM; (trap '' TERM; exec -a {marker} sleep 300) & sleep 300",
+                "duration": "2s",
+            },
+            "z-after": {"test": "true"},
         },
-        "z-after": {"test": "true"},
-    })
+    )
     run = tmp_path / "run"
     proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
     own = own_results(run)
@@ -126,9 +145,14 @@ def test_timeout_kills_process_group_even_if_it_ignores_sigterm(tmp_path):
 
 
 def test_output_not_utf8_with_esc_and_nul_keeps_junit_well_formed(tmp_path):
-    tree = make_tree(tmp_path / "tree", {
-        "noisy": {"test": r"printf 'bad \xff\xfe bytes \x1b[31mred\x1b[0m nul:\x00: end\n'; exit 1"},
-    })
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "noisy": {
+                "test": r"printf 'bad \xff\xfe bytes \x1b[31mred\x1b[0m nul:\x00: end\n'; exit 1"
+            },
+        },
+    )
     run = tmp_path / "run"
     atex("run", "-d", str(run), "--fmf-root", str(tree))
     output = (run / "artifacts" / own_results(run)["/tests/noisy"]["files"][0]).read_bytes()
@@ -141,10 +165,13 @@ def test_output_not_utf8_with_esc_and_nul_keeps_junit_well_formed(tmp_path):
 
 
 def test_output_cap_errors_the_test_and_the_run_goes_on(tmp_path):
-    tree = make_tree(tmp_path / "tree", {
-        "chatty": {"test": "head -c 5000000 /dev/zero | tr '\\0' x; echo done"},
-        "quiet": {"test": "true"},
-    })
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "chatty": {"test": "head -c 5000000 /dev/zero | tr '\\0' x; echo done"},
+            "quiet": {"test": "true"},
+        },
+    )
     run = tmp_path / "run"
     atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1", "--max-output", "1M")
     own = own_results(run)
@@ -155,14 +182,19 @@ def test_output_cap_errors_the_test_and_the_run_goes_on(tmp_path):
 
 
 def test_unsafe_file_names_stay_inside_the_artifact_dir(tmp_path):
-    tree = make_tree(tmp_path / "tree", {
-        "escape": {"test": (
-            "echo secret > ../x.log; "
-            "tmt-report-result -o ../x.log /sub PASS; "
-            "ln -s /etc \"$TMT_TEST_DATA/etc-link\"; "
-            "echo fine > \"$TMT_TEST_DATA/ok.txt\""
-        )},
-    })
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "escape": {
+                "test": (
+                    "echo secret > ../x.log; "
+                    "tmt-report-result -o ../x.log /sub PASS; "
+                    'ln -s /etc "$TMT_TEST_DATA/etc-link"; '
+                    'echo fine > "$TMT_TEST_DATA/ok.txt"'
+                )
+            },
+        },
+    )
     run = tmp_path / "run"
     atex("run", "-d", str(run), "--fmf-root", str(tree))
     artifacts = (run / "artifacts").resolve()
@@ -177,13 +209,18 @@ def test_unsafe_file_names_stay_inside_the_artifact_dir(tmp_path):
 
 
 def test_reboot_on_a_local_slot_restarts_the_test(tmp_path):
-    tree = make_tree(tmp_path / "tree", {
-        "reboot": {"test": (
-            'echo "boot $TMT_REBOOT_COUNT"; '
-            'if [ "$TMT_REBOOT_COUNT" = 0 ]; then tmt-reboot; fi; '
-            'tmt-report-result /after-reboot PASS'
-        )},
-    })
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "reboot": {
+                "test": (
+                    'echo "boot $TMT_REBOOT_COUNT"; '
+                    'if [ "$TMT_REBOOT_COUNT" = 0 ]; then tmt-reboot; fi; '
+                    "tmt-report-result /after-reboot PASS"
+                )
+            },
+        },
+    )
     run = tmp_path / "run"
     proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
     assert proc.returncode == 0, proc.stderr
@@ -202,7 +239,10 @@ def test_rerun_is_next_attempt_and_resume_skips_done(tmp_path):
     assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
     assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
     assert sorted((r["test"], r["attempt"]) for r in results(run)) == [
-        ("/tests/a", 1), ("/tests/a", 2), ("/tests/b", 1), ("/tests/b", 2),
+        ("/tests/a", 1),
+        ("/tests/a", 2),
+        ("/tests/b", 1),
+        ("/tests/b", 2),
     ]
     assert atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume").returncode == 0
     assert len(results(run)) == 4
@@ -210,13 +250,18 @@ def test_rerun_is_next_attempt_and_resume_skips_done(tmp_path):
 
 def test_interrupt_records_interrupted_and_cleans_up(tmp_path):
     marker = f"atex-int-{os.getpid()}-{time.monotonic_ns()}"
-    tree = make_tree(tmp_path / "tree", {
-        "long": {"test": f"exec -a {marker} sleep 300"},
-    })
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "long": {"test": f"exec -a {marker} sleep 300"},
+        },
+    )
     run = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -249,7 +294,9 @@ def test_collect_merges_runs_and_last_attempt_wins_in_reports(tmp_path):
     assert proc.returncode == 0, proc.stderr
     merged = results(tmp_path / "all")
     assert sorted((r["test"], r["attempt"], r["status"]) for r in merged) == [
-        ("/tests/a", 1, "fail"), ("/tests/a", 2, "pass"), ("/tests/b", 1, "pass"),
+        ("/tests/a", 1, "fail"),
+        ("/tests/a", 2, "pass"),
+        ("/tests/b", 1, "pass"),
     ]
     # Both attempts keep their own output; nothing was overwritten.
     outputs = {r["attempt"]: r["files"][0] for r in merged if r["test"] == "/tests/a"}

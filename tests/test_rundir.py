@@ -32,7 +32,7 @@ def test_open_refuses_newer_format(tmp_path):
     run = json.loads((tmp_path / "run.json").read_text())
     run["version"] = 99
     (tmp_path / "run.json").write_text(json.dumps(run))
-    with pytest.raises(ConfigError, match="version 99.*upgrade atex-ci"):
+    with pytest.raises(ConfigError, match=r"version 99.*upgrade atex-ci"):
         RunDir.open(tmp_path)
 
 
@@ -95,19 +95,23 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
 
 def test_update_machine_replaces_by_id(tmp_path):
     rundir = RunDir.create(tmp_path)
-    rundir.write_machines([Machine(id="a", provisioner="local"), Machine(id="b", provisioner="local")])
+    rundir.write_machines(
+        [Machine(id="a", provisioner="local"), Machine(id="b", provisioner="local")]
+    )
     b = rundir.read_machines()[1]
     b.host_key = "ssh-ed25519 AAAA"
     rundir.update_machine(b)
-    assert [(m.id, m.host_key) for m in rundir.read_machines()] == [("a", None), ("b", "ssh-ed25519 AAAA")]
+    assert [(m.id, m.host_key) for m in rundir.read_machines()] == [
+        ("a", None),
+        ("b", "ssh-ed25519 AAAA"),
+    ]
 
 
 def test_second_lock_fails_with_clear_message(tmp_path):
     rundir = RunDir.create(tmp_path)
-    with rundir.locked():
-        with pytest.raises(ConfigError, match="another atex-ci command is using"):
-            with RunDir.open(tmp_path).locked():
-                pass
+    with rundir.locked(), pytest.raises(ConfigError, match="another atex-ci command is using"):
+        with RunDir.open(tmp_path).locked():
+            pass
     with RunDir.open(tmp_path).locked():  # released after the first holder is done
         pass
 

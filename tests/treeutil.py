@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "demo"
 
 
-def make_tree(root: Path, tests: dict[str, dict[str, Any]], plan: dict[str, Any] | None = None) -> Path:
+def make_tree(
+    root: Path, tests: dict[str, dict[str, Any]], plan: dict[str, Any] | None = None
+) -> Path:
     """An fmf tree with one plan (/plan) and the given tests under /tests."""
     (root / ".fmf").mkdir(parents=True, exist_ok=True)
     (root / ".fmf" / "version").write_text("1\n")
@@ -28,7 +30,9 @@ def make_tree(root: Path, tests: dict[str, dict[str, Any]], plan: dict[str, Any]
     return root
 
 
-def atex(*args: str, cwd: Path | None = None, timeout: float = 240, **kw: Any) -> subprocess.CompletedProcess[str]:
+def atex(
+    *args: str, cwd: Path | None = None, timeout: float = 240, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     """Run ``atex-ci ARGS`` as a real process; returns the completed process (text)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(

@@ -93,7 +93,16 @@ Event = ResultEvent | FileChunk | FileEnd | ExitCode | Duration | Disconnect
 
 
 class ControlError(Exception):
-    """The test broke the protocol; ``str(error)`` is the note to show the user."""
+    """The test broke the protocol; ``str(error)`` is the note to show the user.
+
+    ``events`` holds the events that the failing :meth:`ControlParser.feed`
+    call completed before the violation; the caller must handle them like a
+    normal return value, so that nothing the test reported before is lost.
+    """
+
+    def __init__(self, message: str, events: list[Event] | None = None) -> None:
+        super().__init__(message)
+        self.events: list[Event] = events or []
 
 
 def _is_control(char: str) -> bool:
@@ -172,8 +181,8 @@ class ControlParser:
     The caller reads the stream (in chunks of any size), calls :meth:`feed` with
     each chunk and :meth:`feed_eof` when the stream ends. Events come in stream
     order. A :class:`ControlError` means the test broke the protocol: everything
-    returned before stays valid, and the parser stays broken (every further call
-    raises the same error).
+    returned before (and the error's ``events``) stays valid, and the parser stays
+    broken (every further call raises an error with the same message).
     """
 
     def __init__(self, max_result_bytes: int = DEFAULT_MAX_RESULT) -> None:
@@ -188,14 +197,22 @@ class ControlParser:
         self._closed = False
 
     def feed(self, data: bytes) -> list[Event]:
-        """Parse ``data``; returns the events it completes. Raises ControlError."""
+        """Parse ``data``; returns the events it completes.
+
+        Raises ControlError on a violation, carrying in ``error.events`` the
+        events completed before it in this call.
+        """
         self._check_usable()
         self._buf += data
+        events: list[Event] = []
         try:
-            return self._process()
+            self._process(events)
         except ControlError as error:
-            self._error = error
+            error.events = events
+            # Later calls raise a copy without events: those were delivered once.
+            self._error = ControlError(str(error))
             raise
+        return events
 
     def feed_eof(self) -> list[Event]:
         """Signal the end of the stream. Raises ControlError if it ends mid-line or mid-data."""
@@ -228,8 +245,7 @@ class ControlParser:
         if self._closed:
             raise ControlError("test-control: data fed after the end of the stream")
 
-    def _process(self) -> list[Event]:
-        events: list[Event] = []
+    def _process(self, events: list[Event]) -> None:
         pos = 0
         buf = self._buf
         try:
@@ -262,7 +278,6 @@ class ControlParser:
                         events.append(event)
         finally:
             del buf[:pos]
-        return events
 
     def _take_file_data(self, pos: int, events: list[Event]) -> int:
         name, _ = self._files[0]

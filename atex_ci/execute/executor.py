@@ -22,7 +22,7 @@ import shlex
 import tarfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -198,7 +198,9 @@ class Executor:
             return
         for script in phase.script:
             env = {**self._plan_env(plan), **plan.environment}
-            command = f"{_export(env)}; cd {shlex.quote(self.tree)} && bash -c {shlex.quote(script)}"
+            command = (
+                f"{_export(env)}; cd {shlex.quote(self.tree)} && bash -c {shlex.quote(script)}"
+            )
             rc, out, err = await self.transport.output(command)
             if rc != 0:
                 raise PhaseError(f"{label} failed (exit {rc}): {_tail(out + err)}")
@@ -337,15 +339,17 @@ class _TestRun:
                 self._close_current_file()
                 failure = await self._reboot(loop)
                 if failure is not None:
-                    return failure
+                    return failure, False
                 continue
             except TimeoutError:
                 await self._kill(CLEANUP_TIMEOUT)
                 # A machine where a test hung may be in any state: flag it so
                 # the scheduler discards it. A local slot is this host, and
                 # killing the test's process group is all there is to do.
-                return (Reason.TIMEOUT, f"timeout: ran past its duration of "
-                        f"{_fmt_seconds(self.test.duration)}"), not self.transport.supports_reboot
+                return (
+                    Reason.TIMEOUT,
+                    f"timeout: ran past its duration of {_fmt_seconds(self.test.duration)}",
+                ), not self.transport.supports_reboot
             except ControlError as exc:
                 await self._kill(CLEANUP_TIMEOUT)
                 return (Reason.TEST, f"test-control protocol violation: {exc}"), True
@@ -357,7 +361,10 @@ class _TestRun:
             finally:
                 self.timeout_cm = None
             if self.exit_code is None:
-                return (Reason.INFRA, "the test wrapper ended without reporting an exit code"), False
+                return (
+                    Reason.INFRA,
+                    "the test wrapper ended without reporting an exit code",
+                ), False
             return None, True
 
     async def _reboot(self, loop: asyncio.AbstractEventLoop) -> tuple[Reason, str] | None:
@@ -371,8 +378,10 @@ class _TestRun:
         remaining = self.deadline - loop.time()
         try:
             if not await self.transport.wait_disconnected(max(remaining, 0)):
-                return (Reason.TIMEOUT, "timeout: the machine did not go down for the "
-                        "reboot the test requested")
+                return (
+                    Reason.TIMEOUT,
+                    "timeout: the machine did not go down for the reboot the test requested",
+                )
             remaining = self.deadline - loop.time()
             if remaining <= 0:
                 return Reason.TIMEOUT, "timeout: ran past its duration while rebooting"
@@ -546,7 +555,9 @@ class _TestRun:
             log.warning("%s: skipped unsafe entries in TMT_TEST_DATA: %s", self.test.name, note)
         return None
 
-    def _results(self, failure: tuple[Reason, str] | None, start: str, duration: float) -> TestOutcome:
+    def _results(
+        self, failure: tuple[Reason, str] | None, start: str, duration: float
+    ) -> TestOutcome:
         custom: list[dict[str, Any]] | None = None
         if self.test.result == "custom" and failure is None:
             custom, problem = self._read_custom()
@@ -610,7 +621,9 @@ class _TestRun:
         if not data.is_dir():
             return []
         return sorted(
-            self.ex.rundir.relative(p) for p in data.rglob("*") if p.is_file() and not p.is_symlink()
+            self.ex.rundir.relative(p)
+            for p in data.rglob("*")
+            if p.is_file() and not p.is_symlink()
         )
 
     def _read_custom(self) -> tuple[list[dict[str, Any]] | None, str | None]:
@@ -677,10 +690,16 @@ for p in "${{pkgs[@]}}"; do check "$p" || missing+=("$p"); done
 [ ${{#missing[@]}} -eq 0 ] && exit 0
 if command -v dnf >/dev/null; then pm=(dnf install -y)
 elif command -v yum >/dev/null; then pm=(yum install -y)
-elif command -v apt-get >/dev/null; then pm=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q)
-else echo "no package manager (dnf, yum, apt-get) to install: ${{missing[*]}}" >&2; exit 1; fi
+elif command -v apt-get >/dev/null; then
+    pm=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q)
+else
+    echo "no package manager (dnf, yum, apt-get) to install: ${{missing[*]}}" >&2
+    exit 1
+fi
 if [ {one_by_one} = 1 ]; then
-    for p in "${{missing[@]}}"; do "${{pm[@]}}" "$p" >/dev/null 2>&1 || echo "skipped missing package $p" >&2; done
+    for p in "${{missing[@]}}"; do
+        "${{pm[@]}}" "$p" >/dev/null 2>&1 || echo "skipped missing package $p" >&2
+    done
     exit 0
 fi
 "${{pm[@]}}" "${{missing[@]}}" 2>&1

@@ -35,6 +35,10 @@ RESULT_MODES = frozenset(
     {"respect", "xfail", "pass", "info", "warn", "error", "fail", "custom", "restraint"}
 )
 
+# Where the executor stores the test's TMT_TEST_DATA inside its artifact
+# directory; custom results name their logs relative to TMT_TEST_DATA.
+TEST_DATA_DIR = "data"
+
 # Outcomes tmt accepts in a custom results file.
 _CUSTOM_OUTCOMES = frozenset({"pass", "fail", "info", "warn", "error", "skip", "pending"})
 
@@ -338,7 +342,12 @@ def _collect_custom(custom_results: list[dict[str, Any]] | None) -> list[Collect
             notes.append("custom test result name should start with '/'")
             name = "/" + name
         status = Status.parse(item.get("result"))
-        logs = item.get("log") or []
+        logs = []
+        for log in item.get("log") or []:
+            try:
+                logs.append(f"{TEST_DATA_DIR}/{sanitize_name(log)}")
+            except ControlError:
+                notes.append(f"invalid log path {log!r} ignored")
         extra = {
             key: value
             for key, value in item.items()

@@ -20,11 +20,13 @@ from .base import Provisioner
 class LocalProvisioner(Provisioner):
     kind = "local"
 
-    def reserve(self, rundir: RunDir, count: int | None = None, platform: str = "local") -> list[Machine]:
+    def reserve(
+        self, rundir: RunDir, count: int | None = None, platform: str = "local"
+    ) -> list[Machine]:
         """Record ``count`` slots (default: the number of CPUs)."""
         count = count or os.cpu_count() or 1
         existing = {m.id for m in rundir.read_machines()}
-        machines = []
+        machines: list[Machine] = []
         n = 0
         while len(machines) < count:
             n += 1

@@ -23,7 +23,9 @@ from .base import Provisioner
 #: Seconds release may spend cleaning a host before it just forgets it.
 RELEASE_TIMEOUT = 15.0
 
-_HOST_SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$")
+_HOST_SPEC = re.compile(
+    r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$"
+)
 
 
 @dataclass
@@ -54,7 +56,10 @@ class StaticProvisioner(Provisioner):
     async def reserve(
         self, rundir: RunDir, hosts: list[HostSpec], key: str | None, platform: str = "default"
     ) -> list[Machine]:
-        """Check every host answers over SSH and record it; InfraError naming the first that does not."""
+        """Check that every host answers over SSH and record it.
+
+        Raises InfraError naming a host that does not answer.
+        """
         if key is not None and not Path(key).is_file():
             raise ConfigError(f"SSH key {key} does not exist")
         existing = {m.id for m in rundir.read_machines()}
