@@ -227,6 +227,12 @@ def run(
         return
     if run_dir is None:
         raise ConfigError("missing option '-d/--run-dir' (needed unless --dry-run)")
+    if not any(plan.tests for plan in found):
+        names = ", ".join(plan.name for plan in found)
+        raise ConfigError(
+            f"no tests selected by plan(s) {names}; check the plans' discover phases, "
+            "filters and your -c context (try --dry-run)"
+        )
     from .execute.executor import Limits
     from .orchestrator import Orchestrator, RunOptions, _stderr_progress
     from .rundir import RunDir

@@ -61,7 +61,7 @@ UNSUPPORTED_DISCOVER_KEYS = {
     "adjust-tests": "'adjust-tests' is not supported",
     "dist-git-source": "dist-git sources are not supported",
 }
-UNSUPPORTED_INSTALL_KEYS = ("copr", "directory", "exclude", where)
+UNSUPPORTED_INSTALL_KEYS = ("copr", "directory", "exclude")
 
 
 # --------------------------------------------------------------------------- context
@@ -428,17 +428,15 @@ def _discover_phase(plan: str, raw: dict[str, Any], root: Path) -> _Phase:
         names.append(item)
     _compile_all(names, "test name", where)
     filters = _string_list(raw.get("filter"), f"{where}: 'filter'")
+    includes = _string_list(raw.get("include"), f"{where}: 'include'")
+    excludes = _string_list(raw.get("exclude"), f"{where}: 'exclude'")
     return _Phase(
         name=raw["name"],
         tree_path=_discover_path(raw.get("path"), root, where),
         names=names,
         filters=filters,
-        includes=_compile_all(
-            _string_list(raw.get("include", where), f"{where}: 'include'"), "include", where
-        ),
-        excludes=_compile_all(
-            _string_list(raw.get("exclude", where), f"{where}: 'exclude'"), "exclude", where
-        ),
+        includes=_compile_all(includes, "include", where),
+        excludes=_compile_all(excludes, "exclude", where),
     )
 
 

@@ -300,3 +300,25 @@ async def release_all(rundir: RunDir) -> list[Machine]:
         with contextlib.suppress(OSError):
             keys.rmdir()
     return machines
+
+
+async def run_tests(
+    run_dir: str | Path,
+    fmf_root: str | Path = ".",
+    plans: list[str] | tuple[str, ...] = (),
+    context: dict[str, str] | None = None,
+    options: RunOptions | None = None,
+) -> RunSummary:
+    """Discover and run tests on the machines of ``run_dir`` (local slots if none).
+
+    The async entry point of the toolbox; ``atex_ci.run`` wraps it for
+    synchronous callers. Raises ConfigError (bad input) or InfraError.
+    """
+    from .discover import discover
+
+    root = Path(fmf_root).resolve()
+    found = await asyncio.to_thread(discover, root, list(plans), context or {})
+    rundir = RunDir.open_or_create(run_dir)
+    with rundir.locked():
+        rundir.update_run(fmf={"root": str(root), "plans": list(plans), "context": context or {}})
+        return await Orchestrator(rundir, root, found, options).run()

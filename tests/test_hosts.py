@@ -216,9 +216,10 @@ def test_fixture_stops_hosts_when_the_test_fails(tmp_path: Path) -> None:
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(INNER_TEST))
     record = tmp_path / "record.json"
     env = dict(os.environ, PYTHONPATH=str(REPO), ATEX_HOSTS_RECORD=str(record))
+    pytest_command = [sys.executable, "-m", "pytest", "-p", "tests.conftest"]
+    pytest_command += ["-p", "no:cacheprovider", "--rootdir", str(tmp_path), "-q", "test_inner.py"]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider"]
-        + ["--rootdir", str(tmp_path), "-q", "test_inner.py"],
+        pytest_command,
         cwd=tmp_path,
         env=env,
         capture_output=True,
