@@ -457,6 +457,14 @@ class SSHHost:
         finally:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
+    def regenerate_host_key(self) -> None:
+        """Give the host a new host key, used from its next boot on ("reinstalled")."""
+        key = self.state_dir / "ssh_host_ed25519_key"
+        key.unlink()
+        key.with_suffix(".pub").unlink()
+        _keygen(key, f"root@{self.hostname}")
+        self.host_key = _public_key_line(key.with_suffix(".pub"))
+
     def freeze(self) -> None:
         """Stop every process of the host (SIGSTOP): it hangs without closing sockets."""
         self._signal_all(signal.SIGSTOP)

@@ -526,6 +526,14 @@ def test_plan_context_key_is_overridden_by_the_callers() -> None:
     assert names(plans) == {"/plans/ordered": ["/tests/core/smoke"], "/plans/context": []}
 
 
+def test_adjust_compares_context_case_insensitively() -> None:
+    # tmt 1.78 with -c distro=FEDORA-41: smoke's 'distro == fedora-41' rule applies
+    [plan] = discover(MAIN, ["/plans/ordered"], {"distro": "FEDORA-41"})
+    [smoke] = plan.tests
+    assert smoke.duration == 180.0
+    assert smoke.environment["DISTRO_IS"] == "fedora-41"
+
+
 def test_plan_filters_are_searched_regexes_in_tmt_order() -> None:
     # the order is tmt's (order key, then name), not the order of the filters
     plans = discover(MAIN, ["names", "^/plans/a"])

@@ -295,7 +295,9 @@ class _TestRun:
         finally:
             self._close_current_file()
             self.output.close()
-        if cancelled is None and machine_ok:
+        if cancelled is None and machine_ok and failure is not None:
+            # The wrapper sends TMT_TEST_DATA itself when the test ends; a test
+            # cut short (timeout, violation, cap) never got that far.
             data_failure = await self._collect_test_data()
             failure = failure or data_failure
         outcome = self._results(failure, start_wall, time.monotonic() - start)
@@ -333,7 +335,7 @@ class _TestRun:
                         stderr=self._on_output,
                         tty=False,
                     )
-                    self._handle(self.parser.feed_eof())
+                    self._on_eof()
             except _Reboot:
                 self.reboot_count += 1
                 self._close_current_file()
@@ -458,7 +460,21 @@ class _TestRun:
         self.output_bytes += len(chunk)
 
     def _on_control(self, chunk: bytes) -> None:
-        self._handle(self.parser.feed(chunk))
+        try:
+            events = self.parser.feed(chunk)
+        except ControlError as exc:
+            # Keep what the test reported before the violation.
+            self._handle(exc.events)
+            raise
+        self._handle(events)
+
+    def _on_eof(self) -> None:
+        try:
+            events = self.parser.feed_eof()
+        except ControlError as exc:
+            self._handle(exc.events)
+            raise
+        self._handle(events)
 
     def _handle(self, events: list[Event]) -> None:
         for event in events:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the test deps
+import yaml
 
 from atex_ci.execute.control import ControlError, sanitize_name
 from atex_ci.model import Reason, Status

@@ -27,10 +27,13 @@ from .base import OutputCallback, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
-#: OpenSSH's sshd allows 10 sessions per connection (MaxSessions); staying
-#: below it leaves room for the odd session another tool opens and means a
-#: channel that is still closing on the server never makes an open fail.
-DEFAULT_MAX_CHANNELS = 8
+#: Concurrent commands per connection. OpenSSH's sshd allows 10 sessions per
+#: connection (MaxSessions) and counts a session we have already seen closed
+#: until its main loop has processed our close and cleaned up; our next open
+#: can arrive in the same read. So up to this many closed-but-counted sessions
+#: plus this many live ones must fit: 5. With 8, sshd refused ~10 % of opens
+#: ("no more sessions") under a burst of short commands.
+DEFAULT_MAX_CHANNELS = 5
 
 #: Extra connect attempts after the first. sshd drops connections beyond
 #: MaxStartups (10 unauthenticated at once by default) when many orchestrator
@@ -41,6 +44,11 @@ DEFAULT_RETRIES = 5
 #: delay is randomised (50-100 %) so that workers do not retry in lockstep.
 DEFAULT_BACKOFF = 0.5
 DEFAULT_MAX_BACKOFF = 10.0
+
+#: A session refused by sshd ("no more sessions") is tried again this many
+#: times, after OPEN_RETRY_DELAY, doubling. See DEFAULT_MAX_CHANNELS.
+OPEN_ATTEMPTS = 6
+OPEN_RETRY_DELAY = 0.005
 
 #: How long close() waits for the server to acknowledge the disconnect.
 CLOSE_TIMEOUT = 5.0
@@ -89,6 +97,10 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
         self._describe = describe
         self._channel: asyncssh.SSHClientChannel[bytes] | None = None
         self._status: int | None = None
+
+    def forget_slot(self) -> None:
+        """Never give the slot back from here (the open failed; the caller owns it)."""
+        self._release_slot = None
 
     def release_slot(self) -> None:
         """Give the channel slot back; safe to call more than once."""
@@ -320,34 +332,64 @@ class SSHTransport(Transport):
         gives 128 + the signal number, as in a shell.
         """
         await self._channels.acquire()
-        session = _CommandSession(stdout, stderr, self._channels.release, self._name)
         try:
-            conn = self._conn
-            if conn is None:
-                raise TransportError(f"{self._name}: not connected")
-            try:
-                # Whatever the login shell is, it just starts bash with the
-                # command as one single-quoted word.
-                await conn.create_session(
-                    lambda: session,
-                    "bash -c " + shlex.quote(command),
-                    encoding=None,
-                    request_pty=tty,
-                    term_type=TTY_TERM_TYPE if tty else None,
-                )
-            except (OSError, asyncssh.Error) as exc:
-                raise TransportError(
-                    f"{self._name}: cannot start a command: {_describe(exc)}"
-                ) from None
+            session = await self._open_session(command, stdout, stderr, tty)
         except BaseException:
-            session.release_slot()
+            self._channels.release()
             raise
+        # From here on the session owns the slot and gives it back when the
+        # channel has closed, also after a cancellation.
         try:
             self._send_stdin(session, stdin)
             return await session.done
         finally:
             if not session.done.done():
-                session.abort()  # cancelled: the slot comes back when the channel closes
+                session.abort()  # cancelled
+
+    async def _open_session(
+        self,
+        command: str,
+        stdout: OutputCallback | None,
+        stderr: OutputCallback | None,
+        tty: bool,
+    ) -> _CommandSession:
+        """Open a channel running ``command``; the caller holds a channel slot."""
+        conn = self._conn
+        if conn is None:
+            raise TransportError(f"{self._name}: not connected")
+        # Whatever the login shell is, it only starts bash with the command
+        # as one single-quoted word.
+        remote_command = "bash -c " + shlex.quote(command)
+        for attempt in range(OPEN_ATTEMPTS):
+            session = _CommandSession(stdout, stderr, self._channels.release, self._name)
+            try:
+                await conn.create_session(
+                    lambda: session,  # noqa: B023 (called before the loop moves on)
+                    remote_command,
+                    encoding=None,
+                    request_pty=tty,
+                    term_type=TTY_TERM_TYPE if tty else None,
+                )
+                return session
+            except asyncssh.ChannelOpenError as exc:
+                session.forget_slot()  # the caller releases it or tries again
+                refused = exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
+                if not refused or attempt == OPEN_ATTEMPTS - 1 or conn.is_closed():
+                    raise TransportError(
+                        f"{self._name}: cannot start a command: {_describe(exc)}"
+                    ) from None
+            except (OSError, asyncssh.Error) as exc:
+                session.forget_slot()
+                raise TransportError(
+                    f"{self._name}: cannot start a command: {_describe(exc)}"
+                ) from None
+            except BaseException:
+                session.forget_slot()
+                raise
+            # sshd refused the session: it counts channels we already closed
+            # until its main loop has cleaned them up. Wait a moment.
+            await asyncio.sleep(OPEN_RETRY_DELAY * 2**attempt)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _send_stdin(session: _CommandSession, stdin: bytes | None) -> None:

@@ -61,4 +61,25 @@ rc=$?
 # Anything the test left running in its group would keep our output pipes
 # open and the controller waiting; end it, as a finished test's leftovers.
 kill -KILL -- "-$pid" 2>/dev/null
+
+# Send the regular files the test left in TMT_TEST_DATA as files of its own
+# result (named data/...), in this same stream: no second round trip. Links
+# and special files are not followed. The shims' library is loaded in a
+# subshell only, so its settings never reach the test.
+(
+    source "${BASH_SOURCE[0]%/*}/bin/.atex-lib.sh"
+    shopt -s globstar dotglob nullglob
+    pairs=()
+    for f in "$TMT_TEST_DATA"/**; do
+        [[ -f $f && ! -L $f ]] || continue
+        pairs+=("data/${f#"$TMT_TEST_DATA"/}" "$f")
+        if [[ ${#pairs[@]} -ge 200 ]]; then
+            atex_send_result '"partial":true' "${pairs[@]}"
+            pairs=()
+        fi
+    done
+    if [[ ${#pairs[@]} -gt 0 ]]; then
+        atex_send_result '"partial":true' "${pairs[@]}"
+    fi
+)
 report_exit "$rc"

@@ -1,0 +1,411 @@
+"""SSHTransport against real sshd test hosts (tests/hosts.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import socket
+import tarfile
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from atex_ci.transport.base import TransportError
+from atex_ci.transport.ssh import SSHTransport
+from tests.conftest import StartHosts
+from tests.hosts import SSHHost
+
+T = TypeVar("T")
+
+
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    async def wrapper() -> T:
+        return await main()
+
+    return asyncio.run(wrapper())
+
+
+def transport_for(host: SSHHost, **options: Any) -> SSHTransport:
+    options.setdefault("known_host_key", host.host_key)
+    return SSHTransport(host.address, host.port, host.user, host.key_path, **options)
+
+
+def test_stdout_stderr_exit_status_and_bytes(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        async with transport_for(ssh_host) as transport:
+            assert await transport.output("echo out; echo err >&2; exit 3") == (
+                3,
+                b"out\n",
+                b"err\n",
+            )
+            assert await transport.output("printf '\\xff\\xfe\\x00a'; printf '\\x80' >&2") == (
+                0,
+                b"\xff\xfe\x00a",
+                b"\x80",
+            )
+            for status in (0, 1, 42, 254, 255):
+                assert await transport.run(f"exit {status}") == status
+            # Killed by a signal: the status a shell would report.
+            assert await transport.run("kill -KILL $$") == 128 + 9
+            assert await transport.run("kill -TERM $$") == 128 + 15
+
+    run_async(main)
+
+
+def test_command_runs_under_bash_with_quoting_intact(ssh_host: SSHHost) -> None:
+    command = """x='it'"'"'s'; y="$x \\"q\\" \\$HOME"
+[[ -n $BASH_VERSION ]] && printf '%s|%s\\n' "$x" "$y"
+echo $'tab\\there'"""
+
+    async def main() -> None:
+        async with transport_for(ssh_host) as transport:
+            rc, out, err = await transport.output(command)
+            assert (rc, err) == (0, b"")
+            assert out == b'it\'s|it\'s "q" $HOME\ntab\there\n'
+
+    run_async(main)
+
+
+def test_stdin_is_written_then_closed(ssh_host: SSHHost) -> None:
+    big = bytes(range(256)) * 20_000  # 5 MB, every byte value
+
+    async def main() -> None:
+        async with transport_for(ssh_host) as transport:
+            assert await transport.output("cat", stdin=b"a\x00\xffb") == (0, b"a\x00\xffb", b"")
+            # No stdin: the command sees EOF at once instead of hanging.
+            assert await transport.output("cat") == (0, b"", b"")
+            rc, out, _ = await transport.output("sha256sum", stdin=big)
+            assert rc == 0
+            assert out.split()[0].decode() == hashlib.sha256(big).hexdigest()
+            # A command that ignores its stdin still gives its status.
+            assert await transport.run("exit 7", stdin=big) == 7
+
+    run_async(main)
+
+
+def test_big_output_is_streamed_in_chunks(ssh_host: SSHHost) -> None:
+    size = 20 * 1024 * 1024
+
+    async def main() -> None:
+        chunks: list[int] = []
+        digest = hashlib.sha256()
+
+        def on_stdout(data: bytes) -> None:
+            chunks.append(len(data))
+            digest.update(data)
+
+        async with transport_for(ssh_host) as transport:
+            command = f"head -c {size} /dev/urandom | tee >(sha256sum >&2)"
+            err: list[bytes] = []
+            rc = await transport.run(command, stdout=on_stdout, stderr=err.append)
+            assert rc == 0
+            assert sum(chunks) == size
+            assert len(chunks) > 100  # streamed, not collected into one piece
+            assert b"".join(err).split()[0].decode() == digest.hexdigest()
+
+    run_async(main)
+
+
+def test_output_arrives_while_the_command_runs(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        arrivals: list[tuple[float, bytes]] = []
+        async with transport_for(ssh_host) as transport:
+            started = time.monotonic()
+            rc = await transport.run(
+                "echo first; sleep 1; echo second >&2",
+                stdout=lambda data: arrivals.append((time.monotonic() - started, data)),
+                stderr=lambda data: arrivals.append((time.monotonic() - started, data)),
+            )
+            finished = time.monotonic() - started
+        assert rc == 0
+        assert [data for _, data in arrivals] == [b"first\n", b"second\n"]
+        assert arrivals[0][0] < finished - 0.5
+
+    run_async(main)
+
+
+def test_tty(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        async with transport_for(ssh_host) as transport:
+            assert await transport.run("test -t 0 && test -t 1", tty=True) == 0
+            assert await transport.run("test -t 0 || test -t 1") == 1
+
+    run_async(main)
+
+
+def test_many_concurrent_runs_share_one_connection(ssh_host: SSHHost) -> None:
+    max_channels = 4
+
+    async def one(transport: SSHTransport, index: int) -> int:
+        # Each command counts the commands running with it (itself included).
+        rc, out, _ = await transport.output(
+            f"touch /tmp/active/{index}; sleep 0.2; ls /tmp/active | wc -l; rm /tmp/active/{index}"
+        )
+        assert rc == 0
+        return int(out)
+
+    async def main() -> None:
+        async with transport_for(ssh_host, max_channels=max_channels) as transport:
+            await transport.run("mkdir /tmp/active")
+            counts = await asyncio.gather(*(one(transport, index) for index in range(30)))
+            assert max(counts) == max_channels  # in parallel, and never more
+            # Bursts of short commands at the limit: sshd never refuses one.
+            results = await asyncio.gather(*(transport.run("true") for _ in range(300)))
+            assert results == [0] * 300
+
+    run_async(main)
+    log = ssh_host.sshd_log.read_text()
+    assert log.count("Accepted publickey") == 1
+    assert "no more sessions" not in log
+
+
+def test_default_channel_limit_survives_bursts(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        async with transport_for(ssh_host) as transport:
+            results = await asyncio.gather(*(transport.run("true") for _ in range(500)))
+            assert results == [0] * 500
+
+    run_async(main)
+
+
+def test_put_tar(ssh_host: SSHHost) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (("a.txt", b"alpha\n"), ("sub/b.bin", b"\xff\x00beta")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+    async def main() -> None:
+        async with transport_for(ssh_host) as transport:
+            await transport.put_tar(buffer.getvalue(), "/var/tmp/work dir/tree")
+            assert await transport.output("cat '/var/tmp/work dir/tree/a.txt'") == (
+                0,
+                b"alpha\n",
+                b"",
+            )
+            rc, out, _ = await transport.output("cat '/var/tmp/work dir/tree/sub/b.bin'")
+            assert (rc, out) == (0, b"\xff\x00beta")
+            with pytest.raises(TransportError, match="unpacking files into /proc/x"):
+                await transport.put_tar(buffer.getvalue(), "/proc/x")
+
+    run_async(main)
+
+
+def test_host_key_recorded_then_verified(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        first = transport_for(ssh_host, known_host_key=None)
+        assert first.host_key is None
+        async with first:
+            assert first.host_key == ssh_host.host_key
+        async with transport_for(ssh_host, known_host_key=first.host_key) as second:
+            assert await second.run("true") == 0
+
+    run_async(main)
+
+
+def test_wrong_host_key_fails_at_once(ssh_hosts: StartHosts) -> None:
+    host, other = ssh_hosts(2)
+
+    async def main() -> None:
+        transport = transport_for(host, known_host_key=other.host_key, retries=5, backoff=2.0)
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="host key does not match"):
+            await transport.connect()
+        assert time.monotonic() - started < 2  # no retries for a wrong key
+        assert not transport.connected
+
+    run_async(main)
+
+
+def test_pinned_key_is_checked_on_reconnect(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        transport = transport_for(ssh_host, known_host_key=None)
+        async with transport:
+            pinned = transport.host_key
+            ssh_host.regenerate_host_key()
+            ssh_host.reboot()
+            with pytest.raises(TransportError, match="host key does not match"):
+                await transport.reconnect(10)
+            assert transport.host_key == pinned
+
+    run_async(main)
+
+
+def test_reconnect_after_reboot(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        async with transport_for(ssh_host) as transport:
+            await transport.run("touch /tmp/before")
+            with pytest.raises(TransportError, match="connection lost"):
+                await transport.run("reboot")
+            with pytest.raises(TransportError):
+                await transport.run("true")
+            await transport.reconnect(30)
+            assert ssh_host.boot_count == 2
+            assert await transport.run("test -e /tmp/before") == 1
+            assert await transport.output("hostname") == (0, f"{ssh_host.hostname}\n".encode(), b"")
+
+    run_async(main)
+
+
+def test_killed_host_fails_running_command_then_reconnect_times_out(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        async with transport_for(ssh_host, connect_timeout=1) as transport:
+            started: asyncio.Event = asyncio.Event()
+            task = asyncio.create_task(
+                transport.run("echo started; sleep 60", stdout=lambda _: started.set())
+            )
+            await asyncio.wait_for(started.wait(), 10)
+            await asyncio.to_thread(ssh_host.kill)
+            killed = time.monotonic()
+            with pytest.raises(TransportError, match="connection lost"):
+                await asyncio.wait_for(task, 10)
+            assert time.monotonic() - killed < 2
+            before = time.monotonic()
+            with pytest.raises(TransportError, match="cannot connect"):
+                await transport.reconnect(2)
+            assert time.monotonic() - before < 4
+
+    run_async(main)
+
+
+def test_keepalive_detects_a_hung_host(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        transport = transport_for(ssh_host, keepalive_interval=0.5, keepalive_count_max=2)
+        async with transport:
+            started: asyncio.Event = asyncio.Event()
+            task = asyncio.create_task(
+                transport.run("echo started; sleep 60", stdout=lambda _: started.set())
+            )
+            await asyncio.wait_for(started.wait(), 10)
+            ssh_host.freeze()  # the socket stays open, nothing answers
+            try:
+                frozen = time.monotonic()
+                with pytest.raises(TransportError, match="connection lost"):
+                    await asyncio.wait_for(task, 10)
+                assert time.monotonic() - frozen < 4
+            finally:
+                ssh_host.thaw()
+
+    run_async(main)
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_connect_to_dead_address_gives_up_after_retries() -> None:
+    async def main() -> None:
+        transport = SSHTransport("127.0.0.1", free_loopback_port(), retries=3, backoff=0.1)
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="after 4 attempts") as error:
+            await transport.connect()
+        elapsed = time.monotonic() - started
+        assert 0.35 < elapsed < 2  # three backoff pauses of 0.05-0.1, 0.1-0.2, 0.2-0.4 s
+        assert "127.0.0.1" in str(error.value)
+
+    run_async(main)
+
+
+def test_connect_timeout_bounds_a_silent_server() -> None:
+    async def main() -> None:
+        with socket.socket() as silent:
+            # The kernel completes the TCP handshake; nobody ever sends a banner.
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            port = silent.getsockname()[1]
+            transport = SSHTransport(
+                "127.0.0.1", port, connect_timeout=0.5, retries=1, backoff=0.1
+            )
+            started = time.monotonic()
+            with pytest.raises(TransportError, match="after 2 attempts"):
+                await transport.connect()
+            assert 1.0 < time.monotonic() - started < 3
+
+    run_async(main)
+
+
+def test_run_before_connect_fails_clearly() -> None:
+    async def main() -> None:
+        with pytest.raises(TransportError, match="not connected"):
+            await SSHTransport("127.0.0.1").run("true")
+
+    run_async(main)
+
+
+class CallbackFailed(Exception):
+    pass
+
+
+def test_callback_raising_closes_the_channel(ssh_host: SSHHost) -> None:
+    def fail(_data: bytes) -> None:
+        raise CallbackFailed
+
+    async def main() -> None:
+        async with transport_for(ssh_host, max_channels=2) as transport:
+            for _ in range(5):  # more than max_channels: each slot comes back
+                with pytest.raises(CallbackFailed):
+                    await asyncio.wait_for(transport.run("exec yes", stdout=fail), 10)
+            assert await asyncio.wait_for(transport.run("true"), 10) == 0
+            # Closing the channel closed the pipe: `yes` died of SIGPIPE.
+            rc = 0
+            for _ in range(100):
+                rc = await transport.run("pgrep -x yes")
+                if rc == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert rc == 1
+
+    run_async(main)
+
+
+def test_cancellation_closes_the_channel(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        async with transport_for(ssh_host, max_channels=2) as transport:
+            for _ in range(5):  # more than max_channels: each slot comes back
+                started: asyncio.Event = asyncio.Event()
+                task = asyncio.create_task(
+                    transport.run("echo started; exec sleep 60", stdout=lambda _: started.set())
+                )
+                await asyncio.wait_for(started.wait(), 10)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.wait_for(task, 5)
+            assert await asyncio.wait_for(transport.run("true"), 10) == 0
+            # Cancelled while waiting for a slot: nothing leaks either.
+            blockers = [asyncio.create_task(transport.run("sleep 0.5")) for _ in range(2)]
+            waiting = asyncio.create_task(transport.run("true"))
+            await asyncio.sleep(0.1)
+            waiting.cancel()
+            assert await asyncio.gather(*blockers) == [0, 0]
+            assert await asyncio.wait_for(transport.run("true"), 10) == 0
+
+    run_async(main)
+
+
+def test_close_is_idempotent_and_bounded(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        transport = transport_for(ssh_host)
+        await transport.close()  # never connected
+        await transport.connect()
+        await transport.connect()  # already connected: no second connection
+        assert transport.connected
+        ssh_host.freeze()
+        try:
+            started = time.monotonic()
+            await transport.close()
+            await transport.close()
+            assert time.monotonic() - started < 7
+        finally:
+            ssh_host.thaw()
+        assert not transport.connected
+        with pytest.raises(TransportError, match="not connected"):
+            await transport.run("true")
+
+    run_async(main)
+    assert ssh_host.sshd_log.read_text().count("Accepted publickey") == 1
