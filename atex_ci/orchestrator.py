@@ -86,6 +86,7 @@ class Orchestrator:
         self.run_id = rundir.read_run()["id"]
         self._done = 0
         self._total = 0
+        self._all_tests = [t for plan in plans for t in plan.tests]
         self._infra_failure = False
         # A test run again in the same run directory gets the next attempt
         # number; reporters keep the last attempt.
@@ -135,7 +136,8 @@ class Orchestrator:
         return RunSummary(self.results, infra_failure=self._infra_failure)
 
     def _tars(self) -> tuple[bytes, bytes]:
-        return build_tree_tar(self.fmf_root), build_remote_tar()
+        tests = [t for plan in self.plan_list for t in plan.tests]
+        return build_tree_tar(self.fmf_root), build_remote_tar(tests)
 
     def _todo(self, platform: str) -> list[Test]:
         tests = [t for plan in self.plan_list for t in plan.tests]
@@ -166,7 +168,7 @@ class Orchestrator:
                 if machine.host_key is None and transport.host_key:
                     machine.host_key = transport.host_key
                     self.rundir.update_machine(machine)
-                await executor.setup(tree_tar, remote_tar)
+                await executor.setup(tree_tar, remote_tar, self._all_tests)
             except TransportError as exc:
                 self._machine_broken(machine, scheduler, f"setup failed: {exc}")
                 return

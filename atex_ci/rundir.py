@@ -23,6 +23,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,8 +67,8 @@ def atomic_write_json(path: Path, data: Any) -> None:
         raise
 
 
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON object as one line, durable before returning."""
+def append_jsonl(path: Path, record: dict[str, Any], *, durable: bool = True) -> None:
+    """Append one JSON object as one line; with ``durable``, fsynced before returning."""
     line = json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
     with open(path, "ab") as f:
         # If a previous writer crashed mid-line, start on a fresh line so the
@@ -79,7 +80,8 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
                     f.write(b"\n")
         f.write(line.encode("utf-8"))
         f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            os.fsync(f.fileno())
 
 
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -127,6 +129,8 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock_fd: int | None = None
+        # Results may be appended from worker threads (fsync off the event loop).
+        self._append_lock = threading.Lock()
 
     # -- creation and validation -------------------------------------------------
 
@@ -283,7 +287,9 @@ class RunDir:
     # -- results.jsonl / events.jsonl ---------------------------------------------
 
     def append_result(self, result: Result) -> None:
-        append_jsonl(self.path / RESULTS_JSONL, result.to_dict())
+        """Append one result, fsynced; safe to call from several threads."""
+        with self._append_lock:
+            append_jsonl(self.path / RESULTS_JSONL, result.to_dict())
 
     def read_results(self) -> list[Result]:
         """Every intact result; a torn last line (crash mid-write) is skipped."""
@@ -299,8 +305,10 @@ class RunDir:
         return read_jsonl(self.path / RESULTS_JSONL)[1]
 
     def append_event(self, event: str, **fields: Any) -> None:
+        """Append to the timeline: flushed, not fsynced (it is for humans and
+        the HTML report; results.jsonl is the record that must survive)."""
         record = {"time": now_iso(), "event": event, **fields}
-        append_jsonl(self.path / EVENTS_JSONL, record)
+        append_jsonl(self.path / EVENTS_JSONL, record, durable=False)
 
     def read_events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / EVENTS_JSONL)[0]

@@ -21,6 +21,11 @@ from tests.hosts import SSHHost
 T = TypeVar("T")
 
 
+def set_on_output(event: asyncio.Event) -> Callable[[bytes], None]:
+    """An output callback that sets ``event`` (the command has started)."""
+    return lambda _data: event.set()
+
+
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
     async def wrapper() -> T:
         return await main()
@@ -64,7 +69,7 @@ echo $'tab\\there'"""
         async with transport_for(ssh_host) as transport:
             rc, out, err = await transport.output(command)
             assert (rc, err) == (0, b"")
-            assert out == b'it\'s|it\'s "q" $HOME\ntab\there\n'
+            assert out == b"it's|it's \"q\" $HOME\ntab\there\n"
 
     run_async(main)
 
@@ -251,12 +256,30 @@ def test_reconnect_after_reboot(ssh_host: SSHHost) -> None:
     run_async(main)
 
 
+def test_wait_disconnected_sees_the_machine_go_down(ssh_host: SSHHost) -> None:
+    async def main() -> None:
+        async with transport_for(ssh_host) as transport:
+            assert transport.supports_reboot
+            assert await transport.wait_disconnected(0.3) is False
+            reboot = asyncio.create_task(transport.run("sleep 0.5; reboot"))
+            started = time.monotonic()
+            assert await transport.wait_disconnected(10) is True
+            assert 0.4 < time.monotonic() - started < 3
+            with pytest.raises(TransportError):
+                await reboot
+            await transport.reconnect(30)
+            assert ssh_host.boot_count == 2
+            assert await transport.wait_disconnected(0.1) is False
+
+    run_async(main)
+
+
 def test_killed_host_fails_running_command_then_reconnect_times_out(ssh_host: SSHHost) -> None:
     async def main() -> None:
         async with transport_for(ssh_host, connect_timeout=1) as transport:
             started: asyncio.Event = asyncio.Event()
             task = asyncio.create_task(
-                transport.run("echo started; sleep 60", stdout=lambda _: started.set())
+                transport.run("echo started; sleep 60", stdout=set_on_output(started))
             )
             await asyncio.wait_for(started.wait(), 10)
             await asyncio.to_thread(ssh_host.kill)
@@ -278,7 +301,7 @@ def test_keepalive_detects_a_hung_host(ssh_host: SSHHost) -> None:
         async with transport:
             started: asyncio.Event = asyncio.Event()
             task = asyncio.create_task(
-                transport.run("echo started; sleep 60", stdout=lambda _: started.set())
+                transport.run("echo started; sleep 60", stdout=set_on_output(started))
             )
             await asyncio.wait_for(started.wait(), 10)
             ssh_host.freeze()  # the socket stays open, nothing answers
@@ -319,9 +342,7 @@ def test_connect_timeout_bounds_a_silent_server() -> None:
             silent.bind(("127.0.0.1", 0))
             silent.listen(8)
             port = silent.getsockname()[1]
-            transport = SSHTransport(
-                "127.0.0.1", port, connect_timeout=0.5, retries=1, backoff=0.1
-            )
+            transport = SSHTransport("127.0.0.1", port, connect_timeout=0.5, retries=1, backoff=0.1)
             started = time.monotonic()
             with pytest.raises(TransportError, match="after 2 attempts"):
                 await transport.connect()
@@ -366,24 +387,37 @@ def test_callback_raising_closes_the_channel(ssh_host: SSHHost) -> None:
 
 def test_cancellation_closes_the_channel(ssh_host: SSHHost) -> None:
     async def main() -> None:
-        async with transport_for(ssh_host, max_channels=2) as transport:
+        async with (
+            transport_for(ssh_host, max_channels=2) as transport,
+            transport_for(ssh_host) as helper,
+        ):
             for _ in range(5):  # more than max_channels: each slot comes back
                 started: asyncio.Event = asyncio.Event()
                 task = asyncio.create_task(
-                    transport.run("echo started; exec sleep 60", stdout=lambda _: started.set())
+                    transport.run("echo started; exec sleep 60", stdout=set_on_output(started))
                 )
                 await asyncio.wait_for(started.wait(), 10)
+                cancelled = time.monotonic()
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
-                    await asyncio.wait_for(task, 5)
+                    await task
+                assert time.monotonic() - cancelled < 0.5
+                # sshd keeps the session (and so the slot) until the command
+                # ends; killing it is the caller's job (by process group).
+                assert await helper.run("pkill -x sleep") == 0
             assert await asyncio.wait_for(transport.run("true"), 10) == 0
+
             # Cancelled while waiting for a slot: nothing leaks either.
             blockers = [asyncio.create_task(transport.run("sleep 0.5")) for _ in range(2)]
             waiting = asyncio.create_task(transport.run("true"))
             await asyncio.sleep(0.1)
             waiting.cancel()
             assert await asyncio.gather(*blockers) == [0, 0]
-            assert await asyncio.wait_for(transport.run("true"), 10) == 0
+            assert waiting.cancelled()
+            results = await asyncio.wait_for(
+                asyncio.gather(transport.run("true"), transport.run("true")), 10
+            )
+            assert results == [0, 0]
 
     run_async(main)
 

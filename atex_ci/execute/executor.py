@@ -21,7 +21,7 @@ import re
 import shlex
 import tarfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -105,19 +105,47 @@ def build_tree_tar(root: Path) -> bytes:
     return buf.getvalue()
 
 
-def build_remote_tar() -> bytes:
-    """The wrapper and the tmt shims, executable."""
+def test_dir(test: Test) -> str:
+    """The test's scratch directory on the machine, relative to the work dir."""
+    plan = safe_component(test.plan.strip("/").replace("/", "-"))
+    name = safe_component(test.name.strip("/").replace("/", "-"))
+    return f"tests/{plan}/{test.serial_number}-{name}"
+
+
+def test_metadata(test: Test) -> bytes:
+    """TMT_TEST_METADATA: the test's fmf node (JSON, which is YAML too)."""
+    data = dict(test.data)
+    data.setdefault("name", test.name)
+    return json.dumps(data, indent=2, default=str).encode() + b"\n"
+
+
+def build_remote_tar(tests: Iterable[Test] = ()) -> bytes:
+    """The wrapper and the tmt shims, plus a scratch directory with its metadata
+    for each of ``tests``, so that starting a test costs no extra process."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(REMOTE_DIR.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
-                info = tar.gettarinfo(str(path), arcname=str(path.relative_to(REMOTE_DIR)))
-                info.mode = 0o755
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
+                info = _tar_info(f"remote/{path.relative_to(REMOTE_DIR)}", 0o755)
+                info.size = path.stat().st_size
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
+        for test in tests:
+            info = _tar_info(f"{test_dir(test)}/data", 0o755, tarfile.DIRTYPE)
+            tar.addfile(info)
+            metadata = test_metadata(test)
+            info = _tar_info(f"{test_dir(test)}/metadata.yaml", 0o644)
+            info.size = len(metadata)
+            tar.addfile(info, io.BytesIO(metadata))
     return buf.getvalue()
+
+
+def _tar_info(name: str, mode: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.mtime = int(time.time())
+    return info
 
 
 def _skip_vcs(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
@@ -155,16 +183,18 @@ class Executor:
         self.limits = limits or Limits()
         self.tree = f"{self.base}/tree"
         self._prepared: set[str] = set()
-        self._package_manager: str | None = None
+        self._staged: set[str] = set()
 
     # -- machine setup -------------------------------------------------------------
 
-    async def setup(self, tree_tar: bytes, remote_tar: bytes) -> None:
-        """Upload the fmf tree and the wrapper/shims. Raises TransportError."""
+    async def setup(self, tree_tar: bytes, remote_tar: bytes, tests: Iterable[Test] = ()) -> None:
+        """Upload the fmf tree, and the wrapper, shims and test directories made
+        by ``build_remote_tar(tests)``. Raises TransportError."""
         q = shlex.quote
         await self.transport.run(f"rm -rf {q(self.base)}")
         await self.transport.put_tar(tree_tar, self.tree)
-        await self.transport.put_tar(remote_tar, f"{self.base}/remote")
+        await self.transport.put_tar(remote_tar, self.base)
+        self._staged = {test_dir(t) for t in tests}
 
     def plan_dir(self, plan: str) -> str:
         return f"{self.base}/plans/{safe_component(plan.strip('/').replace('/', '-'))}"
@@ -254,10 +284,7 @@ class _TestRun:
         self.attempt = attempt
         self.limits = executor.limits
         self.artdir = executor.rundir.artifact_dir(platform, test.name, attempt, plan.name)
-        self.remote_dir = (
-            f"{executor.base}/tests/{test.serial_number}-{attempt}-"
-            f"{safe_component(test.name.strip('/').replace('/', '-'))}"
-        )
+        self.remote_dir = f"{executor.base}/{test_dir(test)}"
         self.collector = ResultCollector()
         self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
         self.output: IO[bytes] | None = None
@@ -302,13 +329,19 @@ class _TestRun:
             failure = failure or data_failure
         outcome = self._results(failure, start_wall, time.monotonic() - start)
         outcome.machine_ok = machine_ok and cancelled is None
-        # Written before anything else can happen, so a crash or a second
-        # Ctrl-C right after loses nothing.
-        for result in outcome.results:
-            self.ex.rundir.append_result(result)
         if cancelled is not None:
+            # Written at once, before anything else can happen, so a crash or
+            # a second Ctrl-C right after loses nothing.
+            for result in outcome.results:
+                self.ex.rundir.append_result(result)
             raise cancelled
+        # fsync can take milliseconds: keep the event loop (other machines) going.
+        await asyncio.to_thread(self._append_results, outcome.results)
         return outcome
+
+    def _append_results(self, results: list[Result]) -> None:
+        for result in results:
+            self.ex.rundir.append_result(result)
 
     async def _requirements(self) -> tuple[tuple[Reason, str] | None, bool]:
         try:
@@ -330,7 +363,6 @@ class _TestRun:
                     self.timeout_cm = cm
                     await self.transport.run(
                         self._command(),
-                        stdin=self._metadata(),
                         stdout=self._on_control,
                         stderr=self._on_output,
                         tty=False,
@@ -432,18 +464,16 @@ class _TestRun:
                 "ATEX_TEST_DIR": self.remote_dir,
                 "ATEX_TEST_TTY": "1" if test.tty else "0",
                 "ATEX_LOCAL_SLOT": "0" if self.transport.supports_reboot else "1",
+                "ATEX_TEST_FRESH": "1" if self.reboot_count == 0 else "0",
             }
         )
+        if test_dir(test) not in ex._staged:
+            env["ATEX_TEST_METADATA_JSON"] = test_metadata(test).decode()
         path = f"{ex.base}/remote/bin"
         return (
             f'{_export(env)}; export PATH={shlex.quote(path)}:"$PATH"; '
-            f"exec bash {shlex.quote(ex.base + '/remote/wrapper.sh')}"
+            f"source {shlex.quote(ex.base + '/remote/wrapper.sh')}"
         )
-
-    def _metadata(self) -> bytes:
-        data = dict(self.test.data)
-        data.setdefault("name", self.test.name)
-        return json.dumps(data, indent=2, default=str).encode() + b"\n"
 
     # -- stream callbacks (synchronous, called by the transport) -----------------------
 

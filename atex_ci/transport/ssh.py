@@ -170,6 +170,9 @@ class SSHTransport(Transport):
     whole truth about how to reach a machine.
     """
 
+    #: A machine reached over SSH really reboots; see wait_disconnected().
+    supports_reboot = True
+
     def __init__(
         self,
         host: str,
@@ -301,6 +304,21 @@ class SSHTransport(Transport):
         kind = self.host_key.split()[0] if self.host_key else "unknown"
         return f"the expected {kind} key"
 
+    async def wait_disconnected(self, timeout: float) -> bool:
+        """Wait until the connection drops (the machine went down for a reboot).
+
+        Returns False if it is still up after ``timeout`` seconds. A machine
+        that hangs instead of closing the socket is noticed by the keepalive.
+        """
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return True
+        try:
+            await asyncio.wait_for(conn.wait_closed(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def _drop_connection(self) -> None:
         """Close the current connection (if any), waiting a bounded time. Never raises."""
         conn, self._conn = self._conn, None
@@ -329,7 +347,9 @@ class SSHTransport(Transport):
 
         Raises TransportError when not connected or when the connection is
         lost before the exit status arrives. A process killed by a signal
-        gives 128 + the signal number, as in a shell.
+        gives 128 + the signal number, as in a shell. After a cancellation
+        (or a callback error) the channel slot comes back only once the
+        remote command has ended: sshd keeps counting the session until then.
         """
         await self._channels.acquire()
         try:

@@ -2,19 +2,25 @@
 # atex-ci test wrapper: runs one test on the machine and speaks the test-control
 # stream (docs/test-control.md) on its stdout.
 #
-# The controller starts it as `bash wrapper.sh` with the test's environment
-# exported and these variables set:
+# The controller sources it in the bash that SSH starts (one process less per
+# test than running it as a script), with the test's environment exported
+# and these variables set:
 #   ATEX_TEST_COMMAND  the fmf `test` key, run with bash -c
 #   ATEX_TEST_CWD      directory to run it in
 #   ATEX_TEST_DIR      per-test scratch dir on the machine (pid file, metadata)
 #   ATEX_TEST_TTY      1 to give the test a terminal (needs `script`)
-# The test's metadata arrives on stdin and is saved as $TMT_TEST_METADATA.
+#   ATEX_TEST_FRESH    1 on the test's first boot: clear what an earlier
+#                      attempt left in TMT_TEST_DATA
+#   ATEX_TEST_METADATA_JSON  the metadata, when it was not uploaded beforehand
 #
 # File descriptors: our stdout is the control channel, handed to the test as
 # fd 3 (ATEX_TEST_CONTROL); the test's stdout and stderr both go to our
 # stderr, which the controller captures as the test's output. The wrapper
 # always exits 0 and reports the test's real exit code with `exitcode`, so an
 # SSH failure (255) is never mistaken for the test's own 255.
+#
+# Every external command costs a process start (milliseconds on a busy
+# machine), so the common path uses only bash builtins and the test itself.
 
 exec 3>&1 1>&2
 export ATEX_TEST_CONTROL=3
@@ -24,8 +30,17 @@ report_exit() {
     exit 0
 }
 
-mkdir -p "$ATEX_TEST_DIR" "$TMT_TEST_DATA" || report_exit 2
-cat > "$TMT_TEST_METADATA" || report_exit 2
+if [[ ! -d $TMT_TEST_DATA ]]; then
+    mkdir -p "$TMT_TEST_DATA" || report_exit 2
+elif [[ ${ATEX_TEST_FRESH:-1} == 1 && -s $ATEX_TEST_DIR/pid ]]; then
+    # The directory was used by an earlier attempt of this test.
+    rm -rf "$TMT_TEST_DATA" && mkdir -p "$TMT_TEST_DATA" || report_exit 2
+fi
+# An old pid must never be taken for this run's (the controller kills by it).
+: > "$ATEX_TEST_DIR/pid"
+if [[ -n ${ATEX_TEST_METADATA_JSON+set} ]]; then
+    printf '%s\n' "$ATEX_TEST_METADATA_JSON" > "$TMT_TEST_METADATA" || report_exit 2
+fi
 
 if ! cd "$ATEX_TEST_CWD" 2>/dev/null; then
     echo "atex-ci: test directory $ATEX_TEST_CWD does not exist on the machine" >&2
@@ -65,21 +80,25 @@ kill -KILL -- "-$pid" 2>/dev/null
 # Send the regular files the test left in TMT_TEST_DATA as files of its own
 # result (named data/...), in this same stream: no second round trip. Links
 # and special files are not followed. The shims' library is loaded in a
-# subshell only, so its settings never reach the test.
-(
-    source "${BASH_SOURCE[0]%/*}/bin/.atex-lib.sh"
-    shopt -s globstar dotglob nullglob
-    pairs=()
-    for f in "$TMT_TEST_DATA"/**; do
-        [[ -f $f && ! -L $f ]] || continue
-        pairs+=("data/${f#"$TMT_TEST_DATA"/}" "$f")
-        if [[ ${#pairs[@]} -ge 200 ]]; then
+# subshell only, so its settings never reach the test, and only when there is
+# something to send (most tests leave nothing).
+shopt -s globstar dotglob nullglob
+data=("$TMT_TEST_DATA"/*)
+if [[ ${#data[@]} -gt 0 ]]; then
+    (
+        source "${BASH_SOURCE[0]%/*}/bin/.atex-lib.sh"
+        pairs=()
+        for f in "$TMT_TEST_DATA"/**; do
+            [[ -f $f && ! -L $f ]] || continue
+            pairs+=("data/${f#"$TMT_TEST_DATA"/}" "$f")
+            if [[ ${#pairs[@]} -ge 200 ]]; then
+                atex_send_result '"partial":true' "${pairs[@]}"
+                pairs=()
+            fi
+        done
+        if [[ ${#pairs[@]} -gt 0 ]]; then
             atex_send_result '"partial":true' "${pairs[@]}"
-            pairs=()
         fi
-    done
-    if [[ ${#pairs[@]} -gt 0 ]]; then
-        atex_send_result '"partial":true' "${pairs[@]}"
-    fi
-)
+    )
+fi
 report_exit "$rc"

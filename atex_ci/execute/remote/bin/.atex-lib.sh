@@ -29,10 +29,11 @@ atex_require_control() {
 _atex_ctrl=()
 _atex_ctrl_escape=()
 for _atex_i in {1..31}; do
-    printf -v "_atex_ctrl[_atex_i]" "\\$(printf '%03o' "$_atex_i")"
+    printf -v _atex_oct '%03o' "$_atex_i"  # no $(...): a fork per character adds up
+    printf -v "_atex_ctrl[_atex_i]" "\\$_atex_oct"
     printf -v "_atex_ctrl_escape[_atex_i]" '\\u%04x' "$_atex_i"
 done
-unset _atex_i
+unset _atex_i _atex_oct
 
 # atex_json_quote STRING: sets REPLY to STRING as a JSON string literal.
 # Bytes >= 0x80 pass through unchanged (the controller decodes UTF-8).

@@ -1,0 +1,146 @@
+"""Per-test overhead over SSH: atex-ci's orchestrator against a bare asyncssh loop.
+
+Starts 4 real sshd test hosts (tests/hosts.py; needs root and openssh-server),
+then, in the same run and on the same hosts:
+
+  (a) baseline: one asyncssh connection per host and ``conn.run("true")`` in a
+      loop on each, N commands in all;
+  (b) atex-ci: N trivial fmf tests (``test: "true"``) run by the Orchestrator
+      on the same 4 hosts (static machines), in this process.
+
+It prints the orchestrator's CPU time per test (this process and any children
+it started, from os.times) and the wall time per test of both. Goals: at most
+5 ms of orchestrator CPU per test, and wall time per test at most 2x the bare
+loop's. The last line is machine-readable:
+
+    cpu_ms_per_test=X wall_ms_per_test=Y baseline_wall_ms=Z
+
+    python benchmarks/overhead.py [--tests N] [--hosts N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from atex_ci.discover import discover  # noqa: E402
+from atex_ci.model import Machine  # noqa: E402
+from atex_ci.orchestrator import Orchestrator, RunOptions  # noqa: E402
+from atex_ci.rundir import RunDir  # noqa: E402
+from tests.hosts import HostPool, SSHHost, missing_requirements  # noqa: E402
+
+GOAL_CPU_MS = 5.0
+GOAL_WALL_RATIO = 2.0
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+async def baseline(hosts: list[SSHHost], count: int) -> float:
+    """Wall seconds for ``count`` runs of ``true``, spread over one connection per host."""
+    import asyncssh
+
+    conns = [
+        await asyncssh.connect(
+            h.address, username="root", client_keys=[str(h.key_path)], known_hosts=None
+        )
+        for h in hosts
+    ]
+    per_host = count // len(hosts)
+    try:
+
+        async def loop(conn: asyncssh.SSHClientConnection) -> None:
+            for _ in range(per_host):
+                await conn.run("true", check=True)
+
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as tg:
+            for conn in conns:
+                tg.create_task(loop(conn))
+        return time.perf_counter() - start
+    finally:
+        for conn in conns:
+            conn.close()
+            await conn.wait_closed()
+
+
+def make_tree(root: Path, count: int) -> None:
+    (root / ".fmf").mkdir(parents=True)
+    (root / ".fmf" / "version").write_text("1\n")
+    (root / "plan.fmf").write_text("discover:\n    how: fmf\nexecute:\n    how: tmt\n")
+    lines = [f'/t{n:04d}:\n    test: "true"\n' for n in range(count)]
+    (root / "tests.fmf").write_text("".join(lines))
+
+
+async def atex_run(hosts: list[SSHHost], root: Path, run_dir: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the orchestrator running every test of ``root``."""
+    plans = discover(root)
+    rundir = RunDir.create(run_dir)
+    rundir.write_machines(
+        [
+            Machine(
+                id=f"host-{h.address}",
+                provisioner="static",
+                host=h.address,
+                user="root",
+                key=str(h.key_path),
+                host_key=h.host_key,
+            )
+            for h in hosts
+        ]
+    )
+    orchestrator = Orchestrator(rundir, root, plans, RunOptions())
+    cpu = _cpu()
+    start = time.perf_counter()
+    summary = await orchestrator.run()
+    wall = time.perf_counter() - start
+    cpu = _cpu() - cpu
+    bad = [r for r in summary.results if r.status.is_failure]
+    if bad:
+        raise SystemExit(f"{len(bad)} tests did not pass, e.g. {bad[0].test}: {bad[0].note}")
+    return wall, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tests", type=int, default=400)
+    parser.add_argument("--hosts", type=int, default=4)
+    args = parser.parse_args()
+    reason = missing_requirements()
+    if reason:
+        raise SystemExit(f"cannot start test hosts: {reason}")
+    pool = HostPool()
+    try:
+        hosts = pool.start(args.hosts)
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "tree"
+            make_tree(root, args.tests)
+            base_wall = asyncio.run(baseline(hosts, args.tests))
+            wall, cpu = asyncio.run(atex_run(hosts, root, Path(tmp) / "run"))
+    finally:
+        pool.stop_all()
+    n = args.tests
+    cpu_ms = cpu / n * 1000
+    wall_ms = wall / n * 1000
+    base_ms = base_wall / n * 1000
+    print(f"tests: {n} on {args.hosts} hosts")
+    print(f"bare asyncssh run('true'): {base_wall:.2f} s wall, {base_ms:.2f} ms per command")
+    print(f"atex-ci orchestrator:      {wall:.2f} s wall, {wall_ms:.2f} ms per test, "
+          f"{cpu_ms:.2f} ms CPU per test")
+    print(f"wall ratio atex-ci / bare: {wall_ms / base_ms:.2f} (goal <= {GOAL_WALL_RATIO})")
+    print(f"CPU per test: {cpu_ms:.2f} ms (goal <= {GOAL_CPU_MS})")
+    print(f"cpu_ms_per_test={cpu_ms:.2f} wall_ms_per_test={wall_ms:.2f} baseline_wall_ms={base_ms:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""End to end on real sshd test hosts, through the real CLI (reserve --host, run, release)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .treeutil import DEMO, atex, make_tree, own_results, results
+
+
+def reserve(run: Path, hosts, platform: str | None = None) -> None:
+    args = ["reserve", "-d", str(run), "--key", str(hosts[0].key_path)]
+    for host in hosts:
+        args += ["--host", f"root@{host.address}"]
+    if platform:
+        args += ["--platform", platform]
+    proc = atex(*args)
+    assert proc.returncode == 0, proc.stderr
+
+
+def run_tree(run: Path, tree: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return atex("run", "-d", str(run), "--fmf-root", str(tree), *extra)
+
+
+def test_demo_on_two_hosts(tmp_path, ssh_hosts):
+    hosts = ssh_hosts(2)
+    run = tmp_path / "run"
+    reserve(run, hosts)
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert [m["host_key"] for m in machines] == [h.host_key for h in hosts]
+    proc = run_tree(run, DEMO)
+    assert proc.returncode == 1, proc.stderr
+    own = own_results(run)
+    assert len(own) == 12
+    assert own["/tests/broken/fails"]["status"] == "fail"
+    assert sum(r["status"] == "pass" for r in own.values()) == 10
+    assert {r["machine"] for r in own.values()} == {m["id"] for m in machines}
+    proc = atex("release", "-d", str(run))
+    assert proc.returncode == 0, proc.stderr
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert {m["state"] for m in machines} == {"released"}
+
+
+def test_features_on_a_host(tmp_path, ssh_host):
+    finish_dir = Path(tempfile.mkdtemp(prefix="atex-finish-", dir=Path.home()))
+    try:
+        tree = make_tree(
+            tmp_path / "tree",
+            {
+                "exit-255": {"test": "exit 255"},
+                "hostname": {"test": f'test "$(hostname)" = {ssh_host.hostname}'},
+                "prepared": {"test": "test -f /tmp/prepared-by-plan"},
+                "require-present": {"test": "true", "require": ["bash"]},
+                "require-missing": {"test": "true", "require": ["no-such-package-atex-ci"]},
+                "tty": {"test": "test -t 0 && test -t 1", "tty": True},
+                "no-tty": {"test": "! test -t 0"},
+                "xfail": {"test": "exit 1", "result": "xfail"},
+                "data": {"test": 'mkdir -p "$TMT_TEST_DATA/sub"; echo 7 > "$TMT_TEST_DATA/sub/n"'},
+                "duration-extended": {
+                    "test": 'echo "duration +10" >&"$ATEX_TEST_CONTROL"; sleep 3',
+                    "duration": "2s",
+                },
+                "subresults": {
+                    "test": "rstrnt-report-result /a PASS; rhts-report-result /b FAIL /dev/null"
+                },
+            },
+            plan={
+                "prepare": [{"how": "shell", "script": "touch /tmp/prepared-by-plan"}],
+                "finish": [{"how": "shell", "script": f"hostname > {finish_dir}/finished"}],
+            },
+        )
+        run = tmp_path / "run"
+        reserve(run, [ssh_host])
+        proc = run_tree(run, tree)
+        own = own_results(run)
+        statuses = {name.removeprefix("/tests/"): r["status"] for name, r in own.items()}
+        assert statuses == {
+            "exit-255": "error",
+            "hostname": "pass",
+            "prepared": "pass",
+            "require-present": "pass",
+            "require-missing": "error",
+            "tty": "pass",
+            "no-tty": "pass",
+            "xfail": "pass",
+            "data": "pass",
+            "duration-extended": "pass",
+            "subresults": "fail",
+        }, proc.stderr
+        assert own["/tests/exit-255"]["exit_code"] == 255
+        assert "no-such-package-atex-ci" in own["/tests/require-missing"]["note"]
+        data = [f for f in own["/tests/data"]["files"] if f.endswith("data/sub/n")]
+        assert data and (run / "artifacts" / data[0]).read_text() == "7\n"
+        assert (finish_dir / "finished").read_text().strip() == ssh_host.hostname
+    finally:
+        shutil.rmtree(finish_dir, ignore_errors=True)
+
+
+def test_reboot_mid_test(tmp_path, ssh_host):
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "reboot": {
+                "test": (
+                    'echo "boot $TMT_REBOOT_COUNT"; '
+                    "tmt-report-result /before-$TMT_REBOOT_COUNT PASS; "
+                    'if [ "$TMT_REBOOT_COUNT" -lt 2 ]; then tmt-reboot; fi; '
+                    'test -z "$(ls /tmp)"'  # /tmp is a tmpfs: empty after a real reboot
+                ),
+                "duration": "2m",
+            },
+            "z-after": {"test": "true"},
+        },
+    )
+    run = tmp_path / "run"
+    reserve(run, [ssh_host])
+    boots = ssh_host.boot_count
+    proc = run_tree(run, tree)
+    assert proc.returncode == 0, proc.stderr
+    assert ssh_host.boot_count == boots + 2
+    got = [(r["test"], r["name"], r["status"]) for r in results(run)]
+    assert got == [
+        ("/tests/reboot", "/before-0", "pass"),
+        ("/tests/reboot", "/before-1", "pass"),
+        ("/tests/reboot", "/before-2", "pass"),
+        ("/tests/reboot", None, "pass"),
+        ("/tests/z-after", None, "pass"),
+    ]
+    output = (run / "artifacts" / own_results(run)["/tests/reboot"]["files"][0]).read_text()
+    assert "boot 0" in output and "boot 1" in output and "boot 2" in output
+
+
+def test_machine_killed_mid_test(tmp_path, ssh_hosts):
+    doomed, survivor = ssh_hosts(2)
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "a-victim": {"test": 'touch "/run/started-$(hostname)"; sleep 60'},
+            **{f"b-{n}": {"test": "sleep 0.5"} for n in range(6)},
+        },
+    )
+    run = tmp_path / "run"
+    reserve(run, [doomed, survivor])
+
+    def kill_when_started() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                ["ssh", "-i", str(doomed.key_path), "-o", "StrictHostKeyChecking=no",
+                 "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+                 f"root@{doomed.address}", f"test -f /run/started-{doomed.hostname}"],
+                capture_output=True,
+            )
+            if probe.returncode == 0:
+                doomed.kill()
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_when_started)
+    killer.start()
+    try:
+        proc = run_tree(run, tree)
+    finally:
+        killer.join()
+    own = own_results(run)
+    victim = own["/tests/a-victim"]
+    if victim["machine"].endswith(survivor.address + "-22"):
+        pytest.skip("the victim test was scheduled on the surviving host")
+    assert victim["status"] == "error"
+    assert victim["reason"] == "infra"
+    assert all(own[f"/tests/b-{n}"]["status"] == "pass" for n in range(6))
+    assert proc.returncode == 3, proc.stderr
+    machines = {m["host"]: m["state"] for m in json.loads((run / "machines.json").read_text())["machines"]}
+    assert machines[doomed.address] == "broken"
+    assert machines[survivor.address] == "ready"
+
+
+def test_timeout_with_sigterm_ignored_discards_machine(tmp_path, ssh_hosts):
+    first, second = ssh_hosts(2)
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "stubborn": {
+                "test": "trap '' TERM; (trap '' TERM; sleep 300) & sleep 300",
+                "duration": "2s",
+            },
+            **{f"z-{n}": {"test": "true"} for n in range(4)},
+        },
+    )
+    run = tmp_path / "run"
+    reserve(run, [first, second])
+    proc = run_tree(run, tree)
+    own = own_results(run)
+    assert own["/tests/stubborn"]["status"] == "error"
+    assert own["/tests/stubborn"]["reason"] == "timeout"
+    assert all(own[f"/tests/z-{n}"]["status"] == "pass" for n in range(4))
+    assert proc.returncode == 1, proc.stderr
+    timed_out_on = own["/tests/stubborn"]["machine"]
+    states = {m["id"]: m["state"] for m in json.loads((run / "machines.json").read_text())["machines"]}
+    assert states[timed_out_on] == "broken"
+    # The stubborn processes are gone from that host.
+    host = first if timed_out_on.endswith(f"{first.address}-22") else second
+    assert not [p for p in host.processes() if _cmdline(p).startswith("sleep 300")]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def test_big_output_and_protocol_violations(tmp_path, ssh_host):
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "big-output": {"test": "head -c 100000000 /dev/zero | tr '\\0' 'x'"},
+            "bad-word": {"test": 'echo "bogus" >&"$ATEX_TEST_CONTROL"; sleep 5'},
+            "eof-mid-data": {"test": 'printf "result 50\\n{\\"status\\"" >&"$ATEX_TEST_CONTROL"'},
+            "endless-line": {
+                "test": "head -c 100000 /dev/zero | tr '\\0' a >&\"$ATEX_TEST_CONTROL\"; sleep 5"
+            },
+            "lying-length": {
+                "test": 'printf "result 5\\n{\\"status\\": \\"pass\\"}\\n" >&"$ATEX_TEST_CONTROL"'
+            },
+            "z-fine": {"test": "true"},
+        },
+    )
+    run = tmp_path / "run"
+    reserve(run, [ssh_host])
+    run_tree(run, tree)
+    own = own_results(run)
+    big = own["/tests/big-output"]
+    assert big["status"] == "pass"
+    assert (run / "artifacts" / big["files"][0]).stat().st_size == 100_000_000
+    for name in ("bad-word", "eof-mid-data", "endless-line", "lying-length"):
+        assert own[f"/tests/{name}"]["status"] == "error", name
+        assert own[f"/tests/{name}"]["reason"] == "test", name
+        assert "protocol" in own[f"/tests/{name}"]["note"], name
+    assert own["/tests/z-fine"]["status"] == "pass"
+
+
+def test_abort_stops_the_rest_of_the_plan(tmp_path, ssh_host):
+    tree = make_tree(
+        tmp_path / "tree",
+        {"a": {"test": "true"}, "b": {"test": "tmt-abort; sleep 10"}, "c": {"test": "true"}},
+    )
+    run = tmp_path / "run"
+    reserve(run, [ssh_host])
+    proc = run_tree(run, tree)
+    own = own_results(run)
+    assert own["/tests/a"]["status"] == "pass"
+    assert own["/tests/b"]["status"] == "error"
+    assert "/tests/c" not in own
+    assert proc.returncode == 1, proc.stderr
+
+
+def test_host_key_change_is_refused(tmp_path, ssh_hosts):
+    real, other = ssh_hosts(2)
+    run = tmp_path / "run"
+    reserve(run, [real])
+    data = json.loads((run / "machines.json").read_text())
+    data["machines"][0]["host_key"] = other.host_key  # as if the machine was replaced
+    (run / "machines.json").write_text(json.dumps(data))
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}})
+    proc = run_tree(run, tree)
+    assert proc.returncode == 3, proc.stderr
+    assert "host key" in proc.stderr.lower()
+    assert own_results(run)["/tests/a"]["reason"] == "infra"
+
+
+def test_unreachable_host_is_one_line_error(tmp_path, ssh_host):
+    run = tmp_path / "run"
+    proc = atex(
+        "reserve", "-d", str(run), "--key", str(ssh_host.key_path),
+        "--host", f"root@{ssh_host.address}", "--host", "root@127.0.0.254:2",
+    )
+    assert proc.returncode == 3
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "127.0.0.254" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_interrupt_kills_remote_test(tmp_path, ssh_host):
+    tree = make_tree(tmp_path / "tree", {"long": {"test": "touch /run/long-started; sleep 300"}})
+    run = tmp_path / "run"
+    reserve(run, [ssh_host])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(_cmdline(p) == "sleep 300" for p in ssh_host.processes()):
+            assert time.monotonic() < deadline, "the test never started"
+            time.sleep(0.1)
+        proc.send_signal(2)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert own_results(run)["/tests/long"]["reason"] == "interrupted"
+    assert not any(_cmdline(p) == "sleep 300" for p in ssh_host.processes())
