@@ -27,7 +27,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import ConfigError
 from .model import Machine, Plan, Result
@@ -67,21 +67,57 @@ def atomic_write_json(path: Path, data: Any) -> None:
         raise
 
 
+class JsonlAppender:
+    """Appends JSON objects to one JSON Lines file, one line per write() call.
+
+    The file stays open between appends (opening it per line costs more than
+    the write). Each line is flushed, and with ``durable`` fsynced, before
+    ``append`` returns, so a crash loses at most the line being written. If an
+    earlier writer crashed mid-line, the first append starts on a fresh line so
+    the torn fragment never swallows a record. Thread-safe.
+    """
+
+    def __init__(self, path: Path, *, durable: bool) -> None:
+        self.path = path
+        self.durable = durable
+        self._file: BinaryIO | None = None
+        self._end = -1  # file size after our last append
+        self._lock = threading.Lock()
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        with self._lock:
+            f = self._file
+            if f is None or f.closed:
+                f = self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+                self._end = -1
+            size = os.fstat(f.fileno()).st_size
+            if size != self._end and size > 0:
+                # Someone else wrote since our last line (or this is our first):
+                # check for a torn line.
+                with open(self.path, "rb") as r:
+                    r.seek(size - 1)
+                    if r.read(1) != b"\n":
+                        line = b"\n" + line
+            f.write(line)  # unbuffered: one write(2) per line, O_APPEND
+            self._end = size + len(line)
+            if self.durable:
+                os.fsync(f.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
 def append_jsonl(path: Path, record: dict[str, Any], *, durable: bool = True) -> None:
-    """Append one JSON object as one line; with ``durable``, fsynced before returning."""
-    line = json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
-    with open(path, "ab") as f:
-        # If a previous writer crashed mid-line, start on a fresh line so the
-        # torn fragment never swallows this record.
-        if f.tell() > 0:
-            with open(path, "rb") as r:
-                r.seek(-1, os.SEEK_END)
-                if r.read(1) != b"\n":
-                    f.write(b"\n")
-        f.write(line.encode("utf-8"))
-        f.flush()
-        if durable:
-            os.fsync(f.fileno())
+    """Append one JSON object as one line (opening and closing the file)."""
+    appender = JsonlAppender(path, durable=durable)
+    try:
+        appender.append(record)
+    finally:
+        appender.close()
 
 
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -129,8 +165,9 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock_fd: int | None = None
-        # Results may be appended from worker threads (fsync off the event loop).
-        self._append_lock = threading.Lock()
+        self._results = JsonlAppender(self.path / RESULTS_JSONL, durable=True)
+        # The timeline is for humans and the HTML report: flushed, not fsynced.
+        self._events = JsonlAppender(self.path / EVENTS_JSONL, durable=False)
 
     # -- creation and validation -------------------------------------------------
 
@@ -212,6 +249,8 @@ class RunDir:
             self._lock_fd = fd
             yield self
         finally:
+            self._results.close()
+            self._events.close()
             self._lock_fd = None
             os.close(fd)  # closing releases the flock
 
@@ -288,8 +327,7 @@ class RunDir:
 
     def append_result(self, result: Result) -> None:
         """Append one result, fsynced; safe to call from several threads."""
-        with self._append_lock:
-            append_jsonl(self.path / RESULTS_JSONL, result.to_dict())
+        self._results.append(result.to_dict())
 
     def read_results(self) -> list[Result]:
         """Every intact result; a torn last line (crash mid-write) is skipped."""
@@ -307,26 +345,27 @@ class RunDir:
     def append_event(self, event: str, **fields: Any) -> None:
         """Append to the timeline: flushed, not fsynced (it is for humans and
         the HTML report; results.jsonl is the record that must survive)."""
-        record = {"time": now_iso(), "event": event, **fields}
-        append_jsonl(self.path / EVENTS_JSONL, record, durable=False)
+        self._events.append({"time": now_iso(), "event": event, **fields})
 
     def read_events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / EVENTS_JSONL)[0]
 
     # -- directories --------------------------------------------------------------
 
-    def artifact_dir(self, platform: str, test: str, attempt: int, plan: str = "") -> Path:
-        """artifacts/<platform>/<test>/<attempt>/, created; test names keep their slashes.
-
-        Each component is sanitised, so a test name can never point outside
-        the artifacts tree.
-        """
+    def artifact_path(self, platform: str, test: str, attempt: int, plan: str = "") -> Path:
+        """artifacts/<platform>/<plan>/<test>/<attempt>/ (not created); test names
+        keep their slashes. Each component is sanitised, so a name can never
+        point outside the artifacts tree."""
         parts = [safe_component(platform)]
         if plan:
             parts.append(safe_component(plan.strip("/").replace("/", "-")) or "_")
         parts += [safe_component(p) for p in test.split("/") if p]
         parts.append(str(attempt))
-        path = self.path.joinpath(ARTIFACTS, *parts)
+        return self.path.joinpath(ARTIFACTS, *parts)
+
+    def artifact_dir(self, platform: str, test: str, attempt: int, plan: str = "") -> Path:
+        """Like artifact_path, and created."""
+        path = self.artifact_path(platform, test, attempt, plan)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -4,7 +4,9 @@ Each ``SSHHost`` is an ``sshd`` running as root in its own mount, UTS and PID
 namespace, listening on its own address ``127.0.0.N:22`` (N >= 2; Linux routes
 all of 127.0.0.0/8 to ``lo``, so no configuration is needed). Inside a host:
 
-- private tmpfs on /tmp, /var/tmp, /run (with /run/sshd) and /usr/local/sbin;
+- private tmpfs on /tmp, /run (with /run/sshd) and /usr/local/sbin, emptied by
+  a reboot; a private /var/tmp that survives reboots, as on a real disk (tmt
+  and atex-ci keep their work directories there across a test's reboots);
 - its own hostname (``hostN``) and its own /proc (``ps`` sees only its processes);
 - ``reboot`` in /usr/local/sbin (first in root's PATH under sshd) reboots it;
 - an empty file bound over /root/.bashrc, whose ``pyenv init`` would cost
@@ -68,8 +70,10 @@ mount -t proc proc /proc
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p /run/sshd __STATE__
 mount --bind "$state" __STATE__
+mkdir -p "$state/var-tmp"
+chmod 1777 "$state/var-tmp"
+mount --bind "$state/var-tmp" /var/tmp
 mount -t tmpfs -o mode=1777 tmpfs /tmp
-mount -t tmpfs -o mode=1777 tmpfs /var/tmp
 mount -t tmpfs -o mode=0755 tmpfs /usr/local/sbin
 install -m 0755 __STATE__/reboot /usr/local/sbin/reboot
 if [ -e /root/.bashrc ]; then mount --bind __STATE__/empty /root/.bashrc; fi

@@ -112,7 +112,7 @@ def test_bashrc_is_empty_inside_only(ssh_host: SSHHost) -> None:
 def test_reboot_from_inside(ssh_host: SSHHost) -> None:
     host = ssh_host
     assert host.boot_count == 1
-    ssh_ok(host, "touch /tmp/before-reboot; nohup sleep 600 >/dev/null 2>&1 &")
+    ssh_ok(host, "touch /tmp/before-reboot /var/tmp/kept; nohup sleep 600 >/dev/null 2>&1 &")
     assert "sleep 600" in ssh_ok(host, "ps ax")
 
     with host.namespace() as old_boot:
@@ -127,6 +127,7 @@ def test_reboot_from_inside(ssh_host: SSHHost) -> None:
     assert host.boot_count == 2
     assert "sleep 600" not in ssh_ok(host, "ps ax")
     assert ssh_ok(host, "ls -A /tmp").strip() == ""
+    assert ssh_ok(host, "ls -A /var/tmp").strip() == "kept"  # a disk, not a tmpfs
     assert ssh_ok(host, "hostname").strip() == host.hostname
 
 

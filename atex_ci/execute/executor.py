@@ -283,7 +283,7 @@ class _TestRun:
         self.platform = platform
         self.attempt = attempt
         self.limits = executor.limits
-        self.artdir = executor.rundir.artifact_dir(platform, test.name, attempt, plan.name)
+        self.artdir = executor.rundir.artifact_path(platform, test.name, attempt, plan.name)
         self.remote_dir = f"{executor.base}/{test_dir(test)}"
         self.collector = ResultCollector()
         self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
@@ -309,7 +309,9 @@ class _TestRun:
         failure: tuple[Reason, str] | None = None
         machine_ok = True
         cancelled: asyncio.CancelledError | None = None
-        self.output = open(self.artdir / "output.txt", "ab")  # noqa: SIM115 (closed in finally)
+        # Creating directories and files can take milliseconds on a busy disk:
+        # do it off the event loop, which serves every other machine.
+        self.output = await asyncio.to_thread(self._open_output)
         try:
             failure, machine_ok = await self._requirements()
             if failure is None:
@@ -342,6 +344,10 @@ class _TestRun:
     def _append_results(self, results: list[Result]) -> None:
         for result in results:
             self.ex.rundir.append_result(result)
+
+    def _open_output(self) -> IO[bytes]:
+        self.artdir.mkdir(parents=True, exist_ok=True)
+        return open(self.artdir / "output.txt", "ab")  # noqa: SIM115 (closed by execute)
 
     async def _requirements(self) -> tuple[tuple[Reason, str] | None, bool]:
         try:

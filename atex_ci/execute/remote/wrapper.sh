@@ -70,6 +70,9 @@ else
     bash -c "$ATEX_TEST_COMMAND" </dev/null &
 fi
 pid=$!
+# Job control stays off otherwise: bash would print "[1]+ Done ..." into
+# the test's output when the job ends.
+set +m
 echo "$pid" > "$ATEX_TEST_DIR/pid"
 wait "$pid"
 rc=$?
