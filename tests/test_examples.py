@@ -11,7 +11,13 @@ from .treeutil import DEMO, REPO
 
 def test_custom_runner_example(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "custom_runner.py"), str(DEMO), str(tmp_path / "r"), "3"],
+        [
+            sys.executable,
+            str(REPO / "examples" / "custom_runner.py"),
+            str(DEMO),
+            str(tmp_path / "r"),
+            "3",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -155,9 +154,21 @@ def test_machine_killed_mid_test(tmp_path, ssh_hosts):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             probe = subprocess.run(
-                ["ssh", "-i", str(doomed.key_path), "-o", "StrictHostKeyChecking=no",
-                 "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-                 f"root@{doomed.address}", f"test -f /run/started-{doomed.hostname}"],
+                [
+                    "ssh",
+                    "-i",
+                    str(doomed.key_path),
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "LogLevel=ERROR",
+                    f"root@{doomed.address}",
+                    f"test -f /run/started-{doomed.hostname}",
+                ],
                 capture_output=True,
             )
             if probe.returncode == 0:
@@ -179,7 +190,9 @@ def test_machine_killed_mid_test(tmp_path, ssh_hosts):
     assert victim["reason"] == "infra"
     assert all(own[f"/tests/b-{n}"]["status"] == "pass" for n in range(6))
     assert proc.returncode == 3, proc.stderr
-    machines = {m["host"]: m["state"] for m in json.loads((run / "machines.json").read_text())["machines"]}
+    machines = {
+        m["host"]: m["state"] for m in json.loads((run / "machines.json").read_text())["machines"]
+    }
     assert machines[doomed.address] == "broken"
     assert machines[survivor.address] == "ready"
 
@@ -205,7 +218,9 @@ def test_timeout_with_sigterm_ignored_discards_machine(tmp_path, ssh_hosts):
     assert all(own[f"/tests/z-{n}"]["status"] == "pass" for n in range(4))
     assert proc.returncode == 1, proc.stderr
     timed_out_on = own["/tests/stubborn"]["machine"]
-    states = {m["id"]: m["state"] for m in json.loads((run / "machines.json").read_text())["machines"]}
+    states = {
+        m["id"]: m["state"] for m in json.loads((run / "machines.json").read_text())["machines"]
+    }
     assert states[timed_out_on] == "broken"
     # The stubborn processes are gone from that host.
     host = first if timed_out_on.endswith(f"{first.address}-22") else second
@@ -281,8 +296,15 @@ def test_host_key_change_is_refused(tmp_path, ssh_hosts):
 def test_unreachable_host_is_one_line_error(tmp_path, ssh_host):
     run = tmp_path / "run"
     proc = atex(
-        "reserve", "-d", str(run), "--key", str(ssh_host.key_path),
-        "--host", f"root@{ssh_host.address}", "--host", "root@127.0.0.254:2",
+        "reserve",
+        "-d",
+        str(run),
+        "--key",
+        str(ssh_host.key_path),
+        "--host",
+        f"root@{ssh_host.address}",
+        "--host",
+        "root@127.0.0.254:2",
     )
     assert proc.returncode == 3
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -296,7 +318,9 @@ def test_interrupt_kills_remote_test(tmp_path, ssh_host):
     reserve(run, [ssh_host])
     proc = subprocess.Popen(
         [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

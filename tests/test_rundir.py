@@ -109,9 +109,9 @@ def test_update_machine_replaces_by_id(tmp_path):
 
 def test_second_lock_fails_with_clear_message(tmp_path):
     rundir = RunDir.create(tmp_path)
+    second = RunDir.open(tmp_path)
     with rundir.locked(), pytest.raises(ConfigError, match="another atex-ci command is using"):
-        with RunDir.open(tmp_path).locked():
-            pass
+        second.locked().__enter__()
     with RunDir.open(tmp_path).locked():  # released after the first holder is done
         pass
 

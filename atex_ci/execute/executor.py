@@ -347,7 +347,7 @@ class _TestRun:
 
     def _open_output(self) -> IO[bytes]:
         self.artdir.mkdir(parents=True, exist_ok=True)
-        return open(self.artdir / "output.txt", "ab")  # noqa: SIM115 (closed by execute)
+        return open(self.artdir / "output.txt", "ab")
 
     async def _requirements(self) -> tuple[tuple[Reason, str] | None, bool]:
         try:
