@@ -320,3 +320,111 @@ def test_reserve_local_then_run_uses_those_slots(tmp_path):
     assert atex("release", "-d", str(run)).returncode == 0
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert {m["state"] for m in machines} == {"released"}
+
+
+def test_duration_adjustments_from_the_control_stream(tmp_path):
+    ctl = '>&"$ATEX_TEST_CONTROL"'
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            # Each sleeps past its fmf duration and survives only thanks to the adjustment.
+            "set": {"test": f"echo 'duration 30' {ctl}; sleep 2", "duration": "1s"},
+            "plus": {"test": f"echo 'duration +30' {ctl}; sleep 2", "duration": "1s"},
+            "save-restore": {
+                "test": (
+                    f"echo 'duration save' {ctl}; echo 'duration 30' {ctl}; "
+                    f"echo 'duration save' {ctl}; sleep 2; echo 'duration restore' {ctl}; "
+                    f"echo 'duration restore' {ctl}; sleep 0.2"
+                ),
+                "duration": "1s",
+            },
+            # And these run out of time because of it.
+            "minus": {"test": f"echo 'duration -9' {ctl}; sleep 3", "duration": "10s"},
+            # The time left at the outer save (about 2 s) comes back at restore,
+            # whatever the window set: the sleep after it is too long.
+            "restore-charges-after": {
+                "test": (
+                    f"echo 'duration save' {ctl}; echo 'duration 1h' {ctl}; sleep 0.5; "
+                    f"echo 'duration restore' {ctl}; sleep 4"
+                ),
+                "duration": "2s",
+            },
+        },
+    )
+    run = tmp_path / "run"
+    atex("run", "-d", str(run), "--fmf-root", str(tree))
+    own = {
+        n.removeprefix("/tests/"): (r["status"], r["reason"]) for n, r in own_results(run).items()
+    }
+    assert own == {
+        "set": ("pass", None),
+        "plus": ("pass", None),
+        "save-restore": ("pass", None),
+        "minus": ("error", "timeout"),
+        "restore-charges-after": ("error", "timeout"),
+    }
+
+
+def test_result_custom_and_overrides(tmp_path):
+    custom = (
+        'cat > "$TMT_TEST_DATA/results.yaml" <<EOF\n'
+        "- name: /\n  result: pass\n"
+        "- name: /part-a\n  result: fail\n  note: [broken]\n"
+        "EOF\n"
+    )
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "custom": {"test": custom, "result": "custom"},
+            "custom-missing": {"test": "true", "result": "custom"},
+            "forced-info": {"test": "exit 1", "result": "info"},
+            "xfail-passing": {"test": "true", "result": "xfail"},
+        },
+    )
+    run = tmp_path / "run"
+    atex("run", "-d", str(run), "--fmf-root", str(tree))
+    got = {(r["test"], r["name"]): r["status"] for r in results(run)}
+    assert got == {
+        ("/tests/custom", None): "pass",
+        ("/tests/custom", "/part-a"): "fail",
+        ("/tests/custom-missing", None): "error",
+        ("/tests/forced-info", None): "info",
+        ("/tests/xfail-passing", None): "fail",
+    }
+
+
+def test_upload_cap_errors_the_test(tmp_path):
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "big-file": {
+                "test": "head -c 3000000 /dev/zero > big.bin; tmt-file-submit -l big.bin; sleep 1"
+            },
+            "big-data": {"test": 'head -c 3000000 /dev/zero > "$TMT_TEST_DATA/big.bin"'},
+            "small": {"test": "echo ok > s.txt; tmt-file-submit -l s.txt"},
+        },
+    )
+    run = tmp_path / "run"
+    atex("run", "-d", str(run), "--fmf-root", str(tree), "--max-upload", "1M")
+    own = own_results(run)
+    for name in ("big-file", "big-data"):
+        assert own[f"/tests/{name}"]["status"] == "error", name
+        assert "uploaded more than" in own[f"/tests/{name}"]["note"], name
+    assert own["/tests/small"]["status"] == "pass"
+    for path in (run / "artifacts").rglob("*.bin"):
+        assert path.stat().st_size <= 1024 * 1024, path
+
+
+def test_plan_environment_file_and_recommend(tmp_path):
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "a-writer": {"test": 'echo "FROM_EARLIER=yes" >> "$TMT_PLAN_ENVIRONMENT_FILE"'},
+            "b-reader": {"test": 'test "$FROM_EARLIER" = yes'},
+            "recommend": {"test": "true", "recommend": ["no-such-package-atex-ci"]},
+        },
+    )
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert {r["status"] for r in own_results(run).values()} == {"pass"}
