@@ -371,7 +371,10 @@ class RunDir:
 
     def relative(self, path: Path) -> str:
         """A path inside artifacts/ as stored in results (relative to RUN/artifacts)."""
-        return str(path.relative_to(self.path / ARTIFACTS))
+        try:
+            return str(path.relative_to(self.path / ARTIFACTS))
+        except ValueError:  # one of them is relative, or went through a symlink
+            return str(path.resolve().relative_to((self.path / ARTIFACTS).resolve()))
 
     @property
     def keys_dir(self) -> Path:

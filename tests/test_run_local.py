@@ -428,3 +428,15 @@ def test_plan_environment_file_and_recommend(tmp_path):
     proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
     assert proc.returncode == 0, proc.stderr
     assert {r["status"] for r in own_results(run).values()} == {"pass"}
+
+
+def test_relative_run_dir_as_in_the_readme(tmp_path):
+    proc = atex("run", "-d", "demo-run", "--fmf-root", str(DEMO), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(own_results(tmp_path / "demo-run")) == 12
+    data = own_results(tmp_path / "demo-run")["/tests/reporting/data-file"]["files"]
+    assert any(f.endswith("data/measurement.txt") for f in data)
+    proc = atex("report", "-d", "demo-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "demo-run/junit.xml" in proc.stderr and "demo-run/summary.md" in proc.stderr
