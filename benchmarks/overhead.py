@@ -48,8 +48,8 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-async def baseline(hosts: list[SSHHost], count: int) -> float:
-    """Wall seconds for ``count`` runs of ``true``, spread over one connection per host."""
+async def baseline(hosts: list[SSHHost], count: int) -> tuple[float, float]:
+    """(wall, CPU seconds) for ``count`` runs of ``true``, over one connection per host."""
     import asyncssh
 
     conns = [
@@ -65,11 +65,12 @@ async def baseline(hosts: list[SSHHost], count: int) -> float:
             for _ in range(per_host):
                 await conn.run("true", check=True)
 
+        cpu = _cpu()
         start = time.perf_counter()
         async with asyncio.TaskGroup() as tg:
             for conn in conns:
                 tg.create_task(loop(conn))
-        return time.perf_counter() - start
+        return time.perf_counter() - start, _cpu() - cpu
     finally:
         for conn in conns:
             conn.close()
@@ -123,6 +124,7 @@ def main() -> None:
     if reason:
         raise SystemExit(f"cannot start test hosts: {reason}")
     base_walls: list[float] = []
+    base_cpus: list[float] = []
     walls: list[float] = []
     cpus: list[float] = []
     pool = HostPool()
@@ -136,7 +138,9 @@ def main() -> None:
             make_tree(root, args.tests)
             # Alternate the two, so a noisy neighbour hurts both alike.
             for n in range(args.rounds):
-                base_walls.append(asyncio.run(baseline(hosts, args.tests)))
+                base_wall, base_cpu = asyncio.run(baseline(hosts, args.tests))
+                base_walls.append(base_wall)
+                base_cpus.append(base_cpu)
                 wall, cpu = asyncio.run(atex_run(hosts, root, Path(tmp) / f"run{n}"))
                 walls.append(wall)
                 cpus.append(cpu)
@@ -150,7 +154,11 @@ def main() -> None:
     wall_ms = wall / n * 1000
     base_ms = base_wall / n * 1000
     print(f"tests: {n} on {args.hosts} hosts, median of {args.rounds} alternating rounds")
-    print(f"bare asyncssh run('true'): {base_wall:.2f} s wall, {base_ms:.2f} ms per command")
+    base_cpu_ms = statistics.median(base_cpus) / n * 1000
+    print(
+        f"bare asyncssh run('true'): {base_wall:.2f} s wall, {base_ms:.2f} ms per command, "
+        f"{base_cpu_ms:.2f} ms CPU per command"
+    )
     print(
         f"atex-ci orchestrator:      {wall:.2f} s wall, {wall_ms:.2f} ms per test, "
         f"{cpu_ms:.2f} ms CPU per test (connect, upload and release included)"
