@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from .treeutil import DEMO, atex, make_tree, own_results, results
+from .treeutil import DEMO, atex, interrupt_run, make_tree, own_results, results
 
 DEMO_TESTS = [
     "/tests/basics/environment",
@@ -257,24 +255,12 @@ def test_interrupt_records_interrupted_and_cleans_up(tmp_path):
         },
     )
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    returncode, err = interrupt_run(
+        run,
+        tree,
+        lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0,
     )
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, "the test never started"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    assert returncode == 130, err
     assert "Traceback" not in err
     own = own_results(run)
     assert own["/tests/long"]["status"] == "error"

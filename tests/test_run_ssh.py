@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from .treeutil import DEMO, atex, make_tree, own_results, results
+from .treeutil import DEMO, atex, interrupt_run, make_tree, own_results, results
 
 
 def reserve(run: Path, hosts, platform: str | None = None) -> None:
@@ -303,23 +302,9 @@ def test_interrupt_kills_remote_test(tmp_path, ssh_host):
     tree = make_tree(tmp_path / "tree", {"long": {"test": "touch /run/long-started; sleep 300"}})
     run = tmp_path / "run"
     reserve(run, [ssh_host])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    returncode, err = interrupt_run(
+        run, tree, lambda: any(_cmdline(p) == "sleep 300" for p in ssh_host.processes())
     )
-    try:
-        deadline = time.monotonic() + 60
-        while not any(_cmdline(p) == "sleep 300" for p in ssh_host.processes()):
-            assert time.monotonic() < deadline, "the test never started"
-            time.sleep(0.1)
-        proc.send_signal(2)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    assert returncode == 130, err
     assert own_results(run)["/tests/long"]["reason"] == "interrupted"
     assert not any(_cmdline(p) == "sleep 300" for p in ssh_host.processes())

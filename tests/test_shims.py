@@ -14,6 +14,8 @@ import pytest
 
 from atex_ci.execute.control import ControlParser, Event, FileChunk, FileEnd, ResultEvent
 
+from .test_control import merged
+
 BIN = Path(__file__).resolve().parent.parent / "atex_ci" / "execute" / "remote" / "bin"
 
 
@@ -61,21 +63,6 @@ def run_shim(
 def _read_all(fd: int, chunks: list[bytes]) -> None:
     with os.fdopen(fd, "rb") as stream:
         chunks.append(stream.read())
-
-
-def merged(events: list[Event]) -> list[Event]:
-    out: list[Event] = []
-    for event in events:
-        previous = out[-1] if out else None
-        if (
-            isinstance(event, FileChunk)
-            and isinstance(previous, FileChunk)
-            and previous.name == event.name
-        ):
-            out[-1] = FileChunk(event.name, previous.data + event.data)
-            continue
-        out.append(event)
-    return out
 
 
 def test_report_result_plain(tmp_path: Path) -> None:

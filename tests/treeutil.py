@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +57,29 @@ def results(run_dir: Path) -> list[dict[str, Any]]:
 def own_results(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Each test's own result (no sub-results), by test name; the last attempt wins."""
     return {r["test"]: r for r in results(run_dir) if r["name"] is None}
+
+
+def interrupt_run(run_dir: Path, tree: Path, started: Callable[[], bool]) -> tuple[int, str]:
+    """Start ``atex-ci run``, send SIGINT once ``started()`` is true; (exit code, stderr).
+
+    The process is killed if it outlives the test, so nothing is left running.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atex_ci", "run", "-d", str(run_dir), "--fmf-root", str(tree)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not started():
+            assert time.monotonic() < deadline, "the test never started"
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err

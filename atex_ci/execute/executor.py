@@ -54,6 +54,9 @@ KILL_GRACE = 2.0
 CLEANUP_TIMEOUT = 30.0
 #: How long a cancelled (Ctrl-C) run may spend killing its remote tests.
 CANCEL_CLEANUP_TIMEOUT = 10.0
+#: Bound on one prepare/finish script or one package installation: generous,
+#: but a hung package manager must not hold a machine for ever.
+PHASE_TIMEOUT = 3600.0
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -231,7 +234,7 @@ class Executor:
             command = (
                 f"{_export(env)}; cd {shlex.quote(self.tree)} && bash -c {shlex.quote(script)}"
             )
-            rc, out, err = await self.transport.output(command)
+            rc, out, err = await self._bounded(command, label)
             if rc != 0:
                 raise PhaseError(f"{label} failed (exit {rc}): {_tail(out + err)}")
 
@@ -242,9 +245,16 @@ class Executor:
         """
         if not packages:
             return
-        rc, out, err = await self.transport.output(_install_script(packages, missing_ok))
+        rc, out, err = await self._bounded(_install_script(packages, missing_ok), what)
         if rc != 0:
             raise PhaseError(f"{what}: installing {' '.join(packages)} failed: {_tail(out + err)}")
+
+    async def _bounded(self, command: str, what: str) -> tuple[int, bytes, bytes]:
+        try:
+            async with asyncio.timeout(PHASE_TIMEOUT):
+                return await self.transport.output(command)
+        except TimeoutError:
+            raise PhaseError(f"{what}: no end after {_fmt_seconds(PHASE_TIMEOUT)}") from None
 
     def _plan_env(self, plan: Plan) -> dict[str, str]:
         plan_dir = self.plan_dir(plan.name)
