@@ -426,3 +426,29 @@ def test_relative_run_dir_as_in_the_readme(tmp_path):
     proc = atex("report", "-d", "demo-run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "demo-run/junit.xml" in proc.stderr and "demo-run/summary.md" in proc.stderr
+
+
+def test_shell_framework_options_and_environment_as_tmt(tmp_path):
+    # Expectations from tmt 1.78 (local provision): the shell framework runs a
+    # test with `set -eo pipefail`, so both of the first two fail.
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "errexit": {"test": "false; true"},
+            "pipefail": {"test": "false | true"},
+            "variables": {
+                "test": (
+                    'test "$REBOOTCOUNT" = 0 && test "$RSTRNT_REBOOTCOUNT" = 0 && '
+                    'test "$TMT_TEST_SERIAL_NUMBER" = 3 && test -d "$TMT_TEST_INVOCATION_PATH" && '
+                    'test "$TMT_RESTRAINT_COMPATIBLE" = 0 && test -n "$TMT_TEST_ITERATION_ID" && '
+                    'test -f "$TMT_TEST_METADATA" && test -d "$TMT_PLAN_DATA" && '
+                    'test -f "$TMT_PLAN_ENVIRONMENT_FILE" && '
+                    'test "$TMT_TEST_NAME" = /tests/variables'
+                )
+            },
+        },
+    )
+    run = tmp_path / "run"
+    atex("run", "-d", str(run), "--fmf-root", str(tree))
+    own = {n: r["status"] for n, r in own_results(run).items()}
+    assert own == {"/tests/errexit": "fail", "/tests/pipefail": "fail", "/tests/variables": "pass"}

@@ -183,6 +183,7 @@ class Executor:
         self.machine = machine
         self.rundir = rundir
         self.base = base.rstrip("/")
+        self.run_id = rundir.read_run()["id"] if (rundir.path / "run.json").exists() else ""
         self.limits = limits or Limits()
         self.tree = f"{self.base}/tree"
         self._prepared: set[str] = set()
@@ -472,10 +473,16 @@ class _TestRun:
                 "TMT_TEST_NAME": test.name,
                 "TMT_TEST_DATA": f"{self.remote_dir}/data",
                 "TMT_TEST_METADATA": f"{self.remote_dir}/metadata.yaml",
+                "TMT_TEST_INVOCATION_PATH": self.remote_dir,
+                "TMT_TEST_ITERATION_ID": f"{ex.run_id}-{test.serial_number}",
                 "TMT_REBOOT_COUNT": str(self.reboot_count),
+                # The restraint/beaker spellings of the same count.
+                "REBOOTCOUNT": str(self.reboot_count),
+                "RSTRNT_REBOOTCOUNT": str(self.reboot_count),
                 "TMT_TEST_RESTART_COUNT": str(self.reboot_count),
                 "TMT_TEST_SERIAL_NUMBER": str(test.serial_number),
-                "ATEX_TEST_COMMAND": test.test,
+                "TMT_RESTRAINT_COMPATIBLE": "0",
+                "ATEX_TEST_COMMAND": _test_command(test),
                 "ATEX_TEST_CWD": f"{ex.tree}/{test.path.strip('/')}".rstrip("/"),
                 "ATEX_TEST_DIR": self.remote_dir,
                 "ATEX_TEST_TTY": "1" if test.tty else "0",
@@ -734,6 +741,18 @@ def _extract_data(tar_bytes: bytes, dest: Path) -> list[str]:
     except tarfile.TarError as exc:
         skipped.append(f"(damaged archive: {exc})")
     return skipped
+
+
+#: What tmt's shell framework runs before a test's command (checked against
+#: tmt 1.78): a failing command or pipeline stage fails the test.
+SHELL_FRAMEWORK_OPTIONS = "set -eo pipefail"
+
+
+def _test_command(test: Test) -> str:
+    """The command the wrapper runs: tmt's shell options first, for the shell framework."""
+    if test.framework == "shell":
+        return f"{SHELL_FRAMEWORK_OPTIONS}; {test.test}"
+    return test.test
 
 
 def _install_script(packages: list[str], missing_ok: bool) -> str:
