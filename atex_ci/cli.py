@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -46,7 +47,9 @@ def _parse_size(text: str) -> int:
     try:
         value = float(raw[: len(raw) - len(unit)])
     except ValueError:
-        raise ConfigError(f"invalid size {text!r}: expected e.g. 500M, 2G or 1048576") from None
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"invalid size {text!r}: expected e.g. 500M, 2G or 1048576")
     return int(value * units[unit])
 
 
@@ -256,7 +259,7 @@ def run(
         except asyncio.CancelledError:
             _fail(f"interrupted; results so far are in {rundir.path}", 130)
     totals: dict[str, int] = {}
-    for result in summary.results:
+    for result in summary.final or summary.results:
         if result.name is None:
             totals[str(result.status)] = totals.get(str(result.status), 0) + 1
     counts = ", ".join(f"{n} {s}" for s, n in sorted(totals.items())) or "no tests"
@@ -289,8 +292,11 @@ def report(run_dir: Path, junit: Path | None, markdown: Path | None) -> None:
         log.warning("skipped %d damaged line(s) in %s", damaged, rundir.path / "results.jsonl")
     junit = junit or rundir.path / "junit.xml"
     markdown = markdown or rundir.path / "summary.md"
-    write_junit(results, junit, rundir_path=rundir.path)
-    write_markdown(results, markdown, rundir_path=rundir.path)
+    try:
+        write_junit(results, junit, rundir_path=rundir.path)
+        write_markdown(results, markdown, rundir_path=rundir.path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report {exc.filename}: {exc.strerror}") from None
     click.echo(f"atex-ci: JUnit XML: {junit}", err=True)
     click.echo(f"atex-ci: Markdown summary: {markdown}", err=True)
 
@@ -346,8 +352,8 @@ def main() -> None:
         if leaf is None:
             raise
         _fail(str(leaf), leaf.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _fail("interrupted; what was done so far is in the run directory", 130)
     except BrokenPipeError:
         sys.exit(1)
 

@@ -7,6 +7,7 @@ units are added up, then every multiplier is applied, as tmt does.
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -14,13 +15,16 @@ _PART = re.compile(r"(?:(?P<num>\d+(?:\.\d+)?)(?P<unit>[smhd]?)|\*(?P<mul>\d+(?:
 
 DEFAULT_DURATION = "5m"
 
+#: Longer than any sensible test; also keeps timers finite (no inf/NaN deadlines).
+MAX_DURATION = 366 * 86400.0
+
 
 def parse_duration(spec: object) -> float:
     """Seconds for a duration spec; ValueError with the offending text if invalid."""
     if isinstance(spec, bool):
         raise ValueError(f"invalid duration {spec!r}")
     if isinstance(spec, int | float):
-        if spec < 0:
+        if not math.isfinite(spec) or spec < 0 or spec > MAX_DURATION:
             raise ValueError(f"invalid duration {spec!r}")
         return float(spec)
     if not isinstance(spec, str):
@@ -46,4 +50,7 @@ def parse_duration(spec: object) -> float:
             seen_amount = True
     if not seen_amount:
         raise ValueError(f"invalid duration {spec!r}: no amount")
-    return total * multiplier
+    seconds = total * multiplier
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError(f"invalid duration {spec!r}: longer than a year")
+    return seconds

@@ -50,7 +50,12 @@ class RunOptions:
 
 @dataclass
 class RunSummary:
+    """What a run did (``results``: this invocation's) and what the run
+    directory now says about the selected tests (``final``: the last attempt of
+    each, including earlier invocations', e.g. before ``--resume``)."""
+
     results: list[Result]
+    final: list[Result] = field(default_factory=list)
     interrupted: bool = False
     infra_failure: bool = False
 
@@ -59,9 +64,10 @@ class RunSummary:
         """0 all passed, 1 test failures, 3 infrastructure errors, 130 interrupted."""
         if self.interrupted:
             return 130
-        if self.infra_failure or any(r.reason == Reason.INFRA for r in self.results):
+        final = self.final or self.results
+        if self.infra_failure or any(r.reason == Reason.INFRA for r in final):
             return 3
-        if any(r.status.is_failure for r in self.results):
+        if any(r.status.is_failure for r in final):
             return 1
         return 0
 
@@ -116,7 +122,7 @@ class Orchestrator:
         rundir.update_run(state="running", platforms=platforms)
         schedulers = {p: self.options.scheduler_factory(self._todo(p)) for p in platforms}
         self._total = sum(len(s.pending()) for s in schedulers.values())
-        interrupted = False
+        state = "crashed"  # unless we get to say otherwise
         try:
             tree_tar, remote_tar = await asyncio.to_thread(self._tars)
             async with asyncio.TaskGroup() as tg:
@@ -125,15 +131,34 @@ class Orchestrator:
                     scheduler.add_machine(machine.id)
                     tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
             for platform, scheduler in schedulers.items():
-                self._unrunnable(platform, scheduler.drain())
+                self._not_run(
+                    platform,
+                    scheduler.drain(),
+                    f"not run: no usable machine left for platform {platform}",
+                    Status.ERROR,
+                )
+            state = "finished"
         except asyncio.CancelledError:
-            interrupted = True
+            state = "interrupted"
             raise
         finally:
             if auto:
                 await asyncio.shield(self._release_all(machines))
-            rundir.update_run(state="interrupted" if interrupted else "finished")
-        return RunSummary(self.results, infra_failure=self._infra_failure)
+            rundir.update_run(state=state)
+        return RunSummary(
+            self.results, final=self._final(platforms), infra_failure=self._infra_failure
+        )
+
+    def _final(self, platforms: list[str]) -> list[Result]:
+        """The last attempt of every selected test on these platforms, from the run directory."""
+        from .report.summary import final_results
+
+        selected = {(t.plan, t.name) for t in self._all_tests}
+        return [
+            r
+            for r in final_results(self.rundir.read_results())
+            if r.platform in platforms and (r.plan, r.test) in selected
+        ]
 
     def _tars(self) -> tuple[bytes, bytes]:
         tests = [t for plan in self.plan_list for t in plan.tests]
@@ -175,11 +200,15 @@ class Orchestrator:
             self.rundir.append_event("machine_ready", machine=machine.id)
             while (test := scheduler.next_test(machine.id)) is not None:
                 outcome = await self._run_one(executor, machine, test)
-                action = scheduler.test_finished(
-                    machine.id, test, machine_ok=outcome.machine_ok, abort=outcome.abort
-                )
                 if outcome.abort:
                     self.progress(f"atex-ci: {test.name} aborted plan {test.plan}")
+                    self._not_run(
+                        machine.platform,
+                        scheduler.abort_plan(test.plan),
+                        f"not run: plan {test.plan} was aborted by {test.name} (tmt-abort)",
+                        Status.SKIP,
+                    )
+                action = scheduler.test_finished(machine.id, test, machine_ok=outcome.machine_ok)
                 if action is MachineAction.DISCARD:
                     self._machine_broken(machine, scheduler, "discarded after a failed test")
                     return
@@ -198,6 +227,7 @@ class Orchestrator:
                 plan=test.plan,
                 platform=machine.platform,
                 status=Status.ERROR,
+                attempt=self._next_attempt(machine.platform, test),
                 machine=machine.id,
                 start=now_iso(),
                 end=now_iso(),
@@ -210,11 +240,15 @@ class Orchestrator:
             return TestOutcome([result], machine_ok=False)
         self.rundir.append_event("test_started", test=test.name, plan=test.plan, machine=machine.id)
         self.progress(f"atex-ci: start  {test.name} on {machine.id}")
-        key = (machine.platform, test.plan, test.name)
-        attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
+        attempt = self._next_attempt(machine.platform, test)
         outcome = await executor.run_test(test, plan, platform=machine.platform, attempt=attempt)
         self._record(test, machine, outcome.results)
         return outcome
+
+    def _next_attempt(self, platform: str, test: Test) -> int:
+        key = (platform, test.plan, test.name)
+        self._attempts[key] = self._attempts.get(key, 0) + 1
+        return self._attempts[key]
 
     def _record(self, test: Test, machine: Machine, results: list[Result]) -> None:
         self.results.extend(results)
@@ -252,21 +286,23 @@ class Orchestrator:
         self.rundir.append_event("machine_broken", machine=machine.id, note=why)
         self.progress(f"atex-ci: machine {machine.id} is out of use: {why}")
 
-    def _unrunnable(self, platform: str, tests: list[Test]) -> None:
-        """Tests left in a queue when no machine of the platform is usable."""
-        if tests:
+    def _not_run(self, platform: str, tests: list[Test], note: str, status: Status) -> None:
+        """Record tests that will not run (no machine left, plan aborted)."""
+        if tests and status is Status.ERROR:
             self._infra_failure = True
         for test in tests:
             result = Result(
                 test=test.name,
                 plan=test.plan,
                 platform=platform,
-                status=Status.ERROR,
-                note=f"not run: no usable machine left for platform {platform}",
-                reason=Reason.INFRA,
+                status=status,
+                attempt=self._next_attempt(platform, test),
+                note=note,
+                reason=Reason.INFRA if status is Status.ERROR else None,
             )
             self.rundir.append_result(result)
             self.results.append(result)
+            self._done += 1
 
     async def _release_all(self, machines: list[Machine]) -> None:
         for machine in machines:

@@ -40,7 +40,6 @@ class Scheduler:
         self._queue: deque[Test] = deque(self.order(list(tests)))
         self._machines: set[str] = set()
         self._running: dict[str, Test] = {}
-        self._aborted_plans: set[str] = set()
 
     def order(self, tests: list[Test]) -> list[Test]:
         """The order tests are handed out in; discovery order by default."""
@@ -66,15 +65,10 @@ class Scheduler:
         return test
 
     def test_finished(
-        self, machine_id: str, test: Test, *, machine_ok: bool = True, abort: bool = False
+        self, machine_id: str, test: Test, *, machine_ok: bool = True
     ) -> MachineAction:
-        """Record the end of ``test`` on the machine and decide the machine's fate.
-
-        ``abort`` (the test ran tmt-abort) drops the rest of its plan's queue.
-        """
+        """Record the end of ``test`` on the machine and decide the machine's fate."""
         self._running.pop(machine_id, None)
-        if abort:
-            self.abort_plan(test.plan)
         if not machine_ok:
             self.remove_machine(machine_id)
             return MachineAction.DISCARD
@@ -82,7 +76,6 @@ class Scheduler:
 
     def abort_plan(self, plan: str) -> list[Test]:
         """Remove every queued test of ``plan``; returns them."""
-        self._aborted_plans.add(plan)
         dropped = [t for t in self._queue if t.plan == plan]
         self._queue = deque(t for t in self._queue if t.plan != plan)
         return dropped

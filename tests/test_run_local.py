@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -452,3 +453,83 @@ def test_shell_framework_options_and_environment_as_tmt(tmp_path):
     atex("run", "-d", str(run), "--fmf-root", str(tree))
     own = {n: r["status"] for n, r in own_results(run).items()}
     assert own == {"/tests/errexit": "fail", "/tests/pipefail": "fail", "/tests/variables": "pass"}
+
+
+def test_a_test_that_breaks_file_storage_errors_alone(tmp_path):
+    # "a" is first a file, then a directory: the second write cannot succeed.
+    clash = (
+        "printf x > a; tmt-file-submit -l a; "
+        """j='{"name":"/x","files":[{"name":"a/b","length":1}]}'; """
+        """printf 'result %d\\n%sy' ${#j} "$j" >&"$ATEX_TEST_CONTROL"; sleep 0.2"""
+    )
+    tree = make_tree(
+        tmp_path / "tree",
+        {"clash": {"test": clash}, "sleeper": {"test": "sleep 2"}},
+    )
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "2")
+    assert "Traceback" not in proc.stderr
+    own = own_results(run)
+    assert own["/tests/clash"]["status"] == "error"
+    assert "cannot store the file" in own["/tests/clash"]["note"]
+    assert own["/tests/sleeper"]["status"] == "pass"
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads((run / "run.json").read_text())["state"] == "finished"
+
+
+def test_prepare_failure_is_the_latest_attempt(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"ok": {"test": "true"}})
+    run = tmp_path / "run"
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
+    make_tree(
+        tree, {"ok": {"test": "true"}}, plan={"prepare": {"how": "shell", "script": "exit 1"}}
+    )
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 3, proc.stderr
+    latest = max(results(run), key=lambda r: r["attempt"])
+    assert (latest["attempt"], latest["status"], latest["reason"]) == (3, "error", "infra")
+    assert "prepare failed" in latest["note"]
+    atex("report", "-d", str(run))
+    assert "prepare failed" in (run / "summary.md").read_text()
+
+
+def test_resume_exit_code_counts_earlier_failures(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a-fails": {"test": "false"}, "b-ok": {"test": "true"}})
+    run = tmp_path / "run"
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 1
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume")
+    assert proc.returncode == 1, proc.stderr  # nothing ran, but a failure is on record
+    assert "1 fail, 1 pass" in proc.stderr
+
+
+def test_sigterm_is_an_orderly_interrupt(tmp_path):
+    marker = f"atex-term-{os.getpid()}-{time.monotonic_ns()}"
+    tree = make_tree(tmp_path / "tree", {"long": {"test": f"exec -a {marker} sleep 300"}})
+    run = tmp_path / "run"
+    returncode, err = interrupt_run(
+        run,
+        tree,
+        lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0,
+        signal.SIGTERM,
+    )
+    assert returncode == 130, err
+    assert own_results(run)["/tests/long"]["reason"] == "interrupted"
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+
+
+def test_abort_records_the_tests_it_dropped(tmp_path):
+    tree = make_tree(
+        tmp_path / "tree",
+        {"a": {"test": "tmt-abort"}, "b": {"test": "true"}, "c": {"test": "true"}},
+    )
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 1, proc.stderr
+    own = own_results(run)
+    assert own["/tests/a"]["status"] == "error"
+    assert {own[t]["status"] for t in ("/tests/b", "/tests/c")} == {"skip"}
+    assert "aborted by /tests/a" in own["/tests/b"]["note"]
+    # Final results: --resume does not run them again.
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume").returncode == 1
+    assert len(results(run)) == 3

@@ -261,7 +261,7 @@ def test_abort_stops_the_rest_of_the_plan(tmp_path, ssh_host):
     own = own_results(run)
     assert own["/tests/a"]["status"] == "pass"
     assert own["/tests/b"]["status"] == "error"
-    assert "/tests/c" not in own
+    assert own["/tests/c"]["status"] == "skip"  # not run: the plan was aborted
     assert proc.returncode == 1, proc.stderr
 
 
@@ -308,3 +308,34 @@ def test_interrupt_kills_remote_test(tmp_path, ssh_host):
     assert returncode == 130, err
     assert own_results(run)["/tests/long"]["reason"] == "interrupted"
     assert not any(_cmdline(p) == "sleep 300" for p in ssh_host.processes())
+
+
+def test_one_host_reserved_twice_gets_two_workers(tmp_path, ssh_host):
+    run = tmp_path / "run"
+    reserve(run, [ssh_host, ssh_host])
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    ids = [m["id"] for m in machines]
+    assert len(set(ids)) == 2, ids
+    tree = make_tree(tmp_path / "tree", {f"t{n}": {"test": "sleep 0.3"} for n in range(8)})
+    proc = run_tree(run, tree)
+    assert proc.returncode == 0, proc.stderr
+    own = own_results(run)
+    assert {r["status"] for r in own.values()} == {"pass"}
+    assert {r["machine"] for r in own.values()} == set(ids)
+
+
+def test_unusable_key_is_one_line_error(tmp_path, ssh_host):
+    bad_key = tmp_path / "not-a-key"
+    bad_key.write_text("hello\n")
+    proc = atex(
+        "reserve",
+        "-d",
+        str(tmp_path / "run"),
+        "--key",
+        str(bad_key),
+        "--host",
+        f"root@{ssh_host.address}",
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not-a-key" in lines[0] and "Traceback" not in proc.stderr

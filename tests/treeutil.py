@@ -59,8 +59,13 @@ def own_results(run_dir: Path) -> dict[str, dict[str, Any]]:
     return {r["test"]: r for r in results(run_dir) if r["name"] is None}
 
 
-def interrupt_run(run_dir: Path, tree: Path, started: Callable[[], bool]) -> tuple[int, str]:
-    """Start ``atex-ci run``, send SIGINT once ``started()`` is true; (exit code, stderr).
+def interrupt_run(
+    run_dir: Path,
+    tree: Path,
+    started: Callable[[], bool],
+    sig: signal.Signals = signal.SIGINT,
+) -> tuple[int, str]:
+    """Start ``atex-ci run``, send ``sig`` once ``started()`` is true; (exit code, stderr).
 
     The process is killed if it outlives the test, so nothing is left running.
     """
@@ -76,7 +81,7 @@ def interrupt_run(run_dir: Path, tree: Path, started: Callable[[], bool]) -> tup
             assert time.monotonic() < deadline, "the test never started"
             assert proc.poll() is None, proc.communicate()[1]
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ..duration import MAX_DURATION
 from ..model import Machine, Phase, Plan, Reason, Result, Status, Test
 from ..rundir import RunDir, now_iso, safe_component
 from ..transport.base import Transport, TransportError
@@ -320,26 +321,33 @@ class _TestRun:
         failure: tuple[Reason, str] | None = None
         machine_ok = True
         cancelled: asyncio.CancelledError | None = None
-        # Creating directories and files can take milliseconds on a busy disk:
-        # do it off the event loop, which serves every other machine.
-        self.output = await asyncio.to_thread(self._open_output)
         try:
+            # Creating directories and files can take milliseconds on a busy
+            # disk: do it off the event loop, which serves every other machine.
+            self.output = await asyncio.to_thread(self._open_output)
             failure, machine_ok = await self._requirements()
             if failure is None:
                 failure, machine_ok = await self._boot_loop()
+            if machine_ok and failure is not None:
+                # The wrapper sends TMT_TEST_DATA itself when the test ends; a
+                # test cut short (timeout, violation, cap) never got that far.
+                self._close_current_file()
+                await self._collect_test_data()  # the test's failure is the one to report
         except asyncio.CancelledError as exc:
             cancelled = exc
             failure = (Reason.INTERRUPTED, "the run was interrupted")
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._kill(CANCEL_CLEANUP_TIMEOUT))
+        except Exception as exc:
+            log.exception("internal error while running %s", self.test.name)
+            failure = (Reason.INFRA, f"internal error in atex-ci: {type(exc).__name__}: {exc}")
+            machine_ok = False
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
         finally:
             self._close_current_file()
-            self.output.close()
-        if cancelled is None and machine_ok and failure is not None:
-            # The wrapper sends TMT_TEST_DATA itself when the test ends; a test
-            # cut short (timeout, violation, cap) never got that far.
-            data_failure = await self._collect_test_data()
-            failure = failure or data_failure
+            if self.output is not None:
+                self.output.close()
         outcome = self._results(failure, start_wall, time.monotonic() - start)
         outcome.machine_ok = machine_ok and cancelled is None
         if cancelled is not None:
@@ -550,14 +558,19 @@ class _TestRun:
             raise _LimitExceeded(
                 f"the test uploaded more than the limit of {self.limits.max_upload} bytes"
             )
-        if self.current_name != event.name:
-            self._close_current_file()
-            path = safe_join(self.artdir, event.name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.current_file = open(path, "ab")  # noqa: SIM115 (closed on FileEnd)
-            self.current_name = event.name
-        assert self.current_file is not None
-        self.current_file.write(event.data)
+        try:
+            if self.current_name != event.name:
+                self._close_current_file()
+                path = safe_join(self.artdir, event.name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.current_file = open(path, "ab")  # noqa: SIM115 (closed on FileEnd)
+                self.current_name = event.name
+            assert self.current_file is not None
+            self.current_file.write(event.data)
+        except OSError as exc:
+            # E.g. a name that is a file in one result and a directory in
+            # another, or one too long for the filesystem: the test's fault.
+            raise _TestError(f"cannot store the file {event.name!r}: {exc.strerror}") from None
 
     def _close_current_file(self) -> None:
         if self.current_file is not None:
@@ -584,6 +597,7 @@ class _TestRun:
                 self.deadline += event.seconds
             elif event.op == "sub":
                 self.deadline -= event.seconds
+        self.deadline = min(self.deadline, now + MAX_DURATION)
         if self.timeout_cm is not None:
             self.timeout_cm.reschedule(self.deadline)
 
@@ -618,7 +632,10 @@ class _TestRun:
             return Reason.INFRA, f"could not collect TMT_TEST_DATA: {exc or 'timeout'}"
         if rc != 0 or not chunks:
             return None
-        skipped = _extract_data(b"".join(chunks), self.artdir / "data")
+        try:
+            skipped = _extract_data(b"".join(chunks), self.artdir / "data")
+        except OSError as exc:
+            return Reason.TEST, f"cannot store TMT_TEST_DATA: {exc}"
         if skipped:
             note = ", ".join(skipped[:5])
             log.warning("%s: skipped unsafe entries in TMT_TEST_DATA: %s", self.test.name, note)

@@ -62,12 +62,15 @@ class StaticProvisioner(Provisioner):
         """
         if key is not None and not Path(key).is_file():
             raise ConfigError(f"SSH key {key} does not exist")
-        existing = {m.id for m in rundir.read_machines()}
+        taken = {m.id for m in rundir.read_machines()}
         machines = []
-        for n, spec in enumerate(hosts, start=1):
-            machine_id = f"{platform}-{spec.host}-{spec.port}"
-            if machine_id in existing:
-                machine_id = f"{machine_id}-{n}"
+        for spec in hosts:
+            base_id = machine_id = f"{platform}-{spec.host}-{spec.port}"
+            n = 1
+            while machine_id in taken:
+                n += 1
+                machine_id = f"{base_id}-{n}"
+            taken.add(machine_id)
             machines.append(
                 Machine(
                     id=machine_id,
@@ -120,7 +123,8 @@ class StaticProvisioner(Provisioner):
         )
 
     def work_dir(self, machine: Machine, run_id: str) -> str:
-        return f"/var/tmp/atex-ci/{run_id}"
+        # The machine id too: one host may be reserved twice (two workers on it).
+        return f"/var/tmp/atex-ci/{run_id}/{machine.id}"
 
     async def release(self, machine: Machine, rundir: RunDir) -> None:
         if machine.state != MachineState.RELEASED:

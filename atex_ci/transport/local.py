@@ -17,6 +17,8 @@ from .base import OutputCallback, Transport
 
 #: Read size for output pipes; large enough that a 100 MB output costs few wakeups.
 READ_CHUNK = 256 * 1024
+#: How long close() waits for each abandoned command to end.
+CLOSE_TIMEOUT = 5.0
 
 
 class LocalTransport(Transport):
@@ -25,6 +27,7 @@ class LocalTransport(Transport):
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self._env = env
+        self._orphans: set[asyncio.subprocess.Process] = set()
 
     async def connect(self) -> None:
         return None
@@ -33,7 +36,11 @@ class LocalTransport(Transport):
         return None
 
     async def close(self) -> None:
-        return None
+        """Collect commands abandoned by a cancelled or failed run() (bounded)."""
+        orphans, self._orphans = self._orphans, set()
+        for proc in orphans:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), CLOSE_TIMEOUT)
 
     async def run(
         self,
@@ -68,14 +75,14 @@ class LocalTransport(Transport):
                 raise group.exceptions[0] from None
             return await proc.wait()
         except BaseException:
-            # Like closing an SSH channel: the command loses its pipes. Only
-            # the bash we started is signalled; the test's own process group
-            # is the executor's to kill.
+            # Like closing an SSH channel: only the bash we started is
+            # signalled; the test's own process group is the executor's to
+            # kill. Its pipes stay open until then, so waiting for it here
+            # would only wait for that kill: close() collects it instead.
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGHUP)
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(asyncio.wait_for(proc.wait(), 5))
+                self._orphans.add(proc)
             raise
         finally:
             for pipe in (proc.stdout, proc.stderr):

@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncssh
 
+from ..errors import ConfigError
 from .base import OutputCallback, Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,12 @@ class SSHTransport(Transport):
             try:
                 self._conn = await self._connect_once(timeout)
                 return
+            except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+                # Not transient either; never show the key, only its path.
+                raise ConfigError(
+                    f"cannot use the SSH key {self.key_path}: {exc}; a passphrase-protected "
+                    "key must be loaded into ssh-agent instead"
+                ) from None
             except asyncssh.HostKeyNotVerifiable:
                 # Not transient: a different machine answers at this address.
                 raise TransportError(

@@ -51,6 +51,8 @@ fi
 if [ -s "${TMT_PLAN_ENVIRONMENT_FILE:-}" ]; then
     while IFS= read -r line || [ -n "$line" ]; do
         case "$line" in
+            # Never the variables that tell a test where it is and who it is.
+            ATEX_* | TMT_TEST_* | TMT_PLAN_* | TMT_TREE=* | TMT_REBOOT_COUNT=*) ;;
             [A-Za-z_]*=*) export "${line%%=*}=${line#*=}" ;;
         esac
     done < "$TMT_PLAN_ENVIRONMENT_FILE"
