@@ -339,3 +339,15 @@ def test_unusable_key_is_one_line_error(tmp_path, ssh_host):
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "not-a-key" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_release_removes_the_work_directory(tmp_path, ssh_host):
+    run = tmp_path / "run"
+    reserve(run, [ssh_host])
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}})
+    assert run_tree(run, tree).returncode == 0
+    run_id = json.loads((run / "run.json").read_text())["id"]
+    work = Path(f"/proc/{ssh_host.init_pid}/root/var/tmp/atex-ci/{run_id}")
+    assert work.is_dir()
+    assert atex("release", "-d", str(run)).returncode == 0
+    assert not work.exists()

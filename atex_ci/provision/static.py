@@ -132,6 +132,11 @@ class StaticProvisioner(Provisioner):
                 async with asyncio.timeout(RELEASE_TIMEOUT):
                     async with self.transport(machine, rundir) as transport:
                         run_id = rundir.read_run()["id"]
-                        await transport.run(f"rm -rf {shlex.quote(self.work_dir(machine, run_id))}")
+                        work = self.work_dir(machine, run_id)
+                        parent = work.rsplit("/", 1)[0]
+                        # The run's directory goes too once its last machine is gone.
+                        await transport.run(
+                            f"rm -rf {shlex.quote(work)}; rmdir {shlex.quote(parent)} 2>/dev/null"
+                        )
         machine.state = MachineState.RELEASED
         machine.released_at = machine.released_at or now_iso()
