@@ -533,3 +533,38 @@ def test_abort_records_the_tests_it_dropped(tmp_path):
     # Final results: --resume does not run them again.
     assert atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume").returncode == 1
     assert len(results(run)) == 3
+
+
+def test_beakerlib_framework_verdict_from_test_results(tmp_path):
+    # A stand-in for beakerlib's rlJournalEnd: what matters to the runner is
+    # the environment it gets and the TestResults file it leaves.
+    def journal(result: str, state: str = "complete") -> str:
+        return (
+            'test "$TESTID" -gt 0 && test -x "$BEAKERLIB_COMMAND_REPORT_RESULT" && '
+            '"$BEAKERLIB_COMMAND_REPORT_RESULT" /phase-setup PASS /dev/null && '
+            f'printf "TESTRESULT_RESULT_STRING={result}\\nTESTRESULT_STATE={state}\\n" '
+            '> "$BEAKERLIB_DIR/TestResults"'
+        )
+
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "pass": {"test": journal("PASS"), "framework": "beakerlib"},
+            "fail-exit-0": {"test": journal("FAIL"), "framework": "beakerlib"},
+            "incomplete": {"test": journal("PASS", "incomplete"), "framework": "beakerlib"},
+            "no-journal": {"test": "true", "framework": "beakerlib"},
+        },
+    )
+    run = tmp_path / "run"
+    atex("run", "-d", str(run), "--fmf-root", str(tree))
+    own = {n.removeprefix("/tests/"): r for n, r in own_results(run).items()}
+    assert {n: r["status"] for n, r in own.items()} == {
+        "pass": "pass",
+        "fail-exit-0": "fail",
+        "incomplete": "error",
+        "no-journal": "error",
+    }
+    assert "TestResults" in own["no-journal"]["note"]
+    assert any(f.endswith("data/TestResults") for f in own["pass"]["files"])
+    phases = [r for r in results(run) if r["test"] == "/tests/pass" and r["name"]]
+    assert [(r["name"], r["status"]) for r in phases] == [("/phase-setup", "pass")]

@@ -498,6 +498,18 @@ class _TestRun:
                 "ATEX_TEST_FRESH": "1" if self.reboot_count == 0 else "0",
             }
         )
+        if test.framework == "beakerlib":
+            bin_dir = f"{ex.base}/remote/bin"
+            env.update(
+                {
+                    # In TMT_TEST_DATA, so the journal and TestResults are collected.
+                    "BEAKERLIB_DIR": f"{self.remote_dir}/data",
+                    "BEAKERLIB_COMMAND_SUBMIT_LOG": f"{bin_dir}/tmt-file-submit",
+                    # Called by every rlPhaseEnd (only when TESTID is set).
+                    "BEAKERLIB_COMMAND_REPORT_RESULT": f"{bin_dir}/rhts-report-result",
+                    "TESTID": str(test.serial_number),
+                }
+            )
         if test_dir(test) not in ex._staged:
             env["ATEX_TEST_METADATA_JSON"] = test_metadata(test).decode()
         path = f"{ex.base}/remote/bin"
@@ -645,6 +657,10 @@ class _TestRun:
         self, failure: tuple[Reason, str] | None, start: str, duration: float
     ) -> TestOutcome:
         custom: list[dict[str, Any]] | None = None
+        if self.test.framework == "beakerlib" and failure is None:
+            # As tmt: the journal's verdict is the test's own result; phase
+            # results reported on the way are only details.
+            self.collector.add(_beakerlib_result(self.artdir / "data" / "TestResults"))
         if self.test.result == "custom" and failure is None:
             custom, problem = self._read_custom()
             if problem:
@@ -758,6 +774,21 @@ def _extract_data(tar_bytes: bytes, dest: Path) -> list[str]:
     except tarfile.TarError as exc:
         skipped.append(f"(damaged archive: {exc})")
     return skipped
+
+
+def _beakerlib_result(path: Path) -> dict[str, Any]:
+    """The test's own result from beakerlib's TestResults file, judged as tmt does."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {"status": "error", "note": "beakerlib: no TestResults file (no rlJournalEnd?)"}
+    result = re.search(r"TESTRESULT_RESULT_STRING=(.*)", text)
+    state = re.search(r'TESTRESULT_STATE="?(\w+)"?', text)
+    if result is None or state is None:
+        return {"status": "error", "note": "beakerlib: result or state missing in TestResults"}
+    if state.group(1) != "complete":
+        return {"status": "error", "note": f"beakerlib: state {state.group(1)!r}"}
+    return {"status": result.group(1).strip().strip('"').lower()}
 
 
 #: What tmt's shell framework runs before a test's command (checked against
