@@ -15,14 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, InfraError
-from .execute.executor import (
-    Executor,
-    Limits,
-    PhaseError,
-    TestOutcome,
-    build_remote_tar,
-    build_tree_tar,
-)
+from .execute.executor import Executor, Limits, PhaseError, TestOutcome
+from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
 from .provision import get_provisioner
 from .provision.local import LocalProvisioner

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from atex_ci.discover import discover
-from atex_ci.execute.executor import Executor, build_remote_tar, build_tree_tar
+from atex_ci.execute.executor import Executor
+from atex_ci.execute.staging import build_remote_tar, build_tree_tar
 from atex_ci.provision.local import LocalProvisioner
 from atex_ci.report.junit import write_junit
 from atex_ci.rundir import RunDir

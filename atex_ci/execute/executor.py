@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import json
 import logging
 import os
 import re
 import shlex
-import tarfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..duration import MAX_DURATION
-from ..model import Machine, Phase, Plan, Reason, Result, Status, Test
+from ..model import Machine, Phase, Plan, Reason, Result, Test
 from ..rundir import RunDir, now_iso, safe_component
 from ..transport.base import Transport, TransportError
 from .control import (
@@ -42,11 +39,15 @@ from .control import (
     ResultEvent,
     safe_join,
 )
-from .results import Collected, ResultCollector, parse_custom_results
+from .packages import install_script
+from .results import ResultCollector, parse_custom_results
+from .staging import (
+    extract_regular_files,
+    test_dir,
+    test_metadata,
+)
 
 log = logging.getLogger("atex_ci.execute")
-
-REMOTE_DIR = Path(__file__).parent / "remote"
 
 #: Seconds to wait after SIGTERM before SIGKILL when ending a test's process group.
 KILL_GRACE = 2.0
@@ -99,65 +100,6 @@ class _TestError(Exception):
 
 class _LimitExceeded(_TestError):
     """A test went over one of its Limits."""
-
-
-def build_tree_tar(root: Path) -> bytes:
-    """The fmf tree as an uncompressed tar (without .git), uploaded once per machine."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(root, arcname=".", filter=_skip_vcs)
-    return buf.getvalue()
-
-
-def test_dir(test: Test) -> str:
-    """The test's scratch directory on the machine, relative to the work dir."""
-    plan = safe_component(test.plan.strip("/").replace("/", "-"))
-    name = safe_component(test.name.strip("/").replace("/", "-"))
-    return f"tests/{plan}/{test.serial_number}-{name}"
-
-
-def test_metadata(test: Test) -> bytes:
-    """TMT_TEST_METADATA: the test's fmf node (JSON, which is YAML too)."""
-    data = dict(test.data)
-    data.setdefault("name", test.name)
-    return json.dumps(data, indent=2, default=str).encode() + b"\n"
-
-
-def build_remote_tar(tests: Iterable[Test] = ()) -> bytes:
-    """The wrapper and the tmt shims, plus a scratch directory with its metadata
-    for each of ``tests``, so that starting a test costs no extra process."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(REMOTE_DIR.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                info = _tar_info(f"remote/{path.relative_to(REMOTE_DIR)}", 0o755)
-                info.size = path.stat().st_size
-                with open(path, "rb") as f:
-                    tar.addfile(info, f)
-        for test in tests:
-            info = _tar_info(f"{test_dir(test)}/data", 0o755, tarfile.DIRTYPE)
-            tar.addfile(info)
-            metadata = test_metadata(test)
-            info = _tar_info(f"{test_dir(test)}/metadata.yaml", 0o644)
-            info.size = len(metadata)
-            tar.addfile(info, io.BytesIO(metadata))
-    return buf.getvalue()
-
-
-def _tar_info(name: str, mode: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode
-    info.mtime = int(time.time())
-    return info
-
-
-def _skip_vcs(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    if info.name.split("/")[-1] in (".git", ".hg", ".svn", "__pycache__"):
-        return None
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
 
 
 def _export(env: Mapping[str, str]) -> str:
@@ -247,7 +189,7 @@ class Executor:
         """
         if not packages:
             return
-        rc, out, err = await self._bounded(_install_script(packages, missing_ok), what)
+        rc, out, err = await self._bounded(install_script(packages, missing_ok), what)
         if rc != 0:
             raise PhaseError(f"{what}: installing {' '.join(packages)} failed: {_tail(out + err)}")
 
@@ -645,7 +587,7 @@ class _TestRun:
         if rc != 0 or not chunks:
             return None
         try:
-            skipped = _extract_data(b"".join(chunks), self.artdir / "data")
+            skipped = extract_regular_files(b"".join(chunks), self.artdir / "data")
         except OSError as exc:
             return Reason.TEST, f"cannot store TMT_TEST_DATA: {exc}"
         if skipped:
@@ -739,43 +681,6 @@ class _TestRun:
         return None, "result: custom, but the test wrote no results.yaml or results.json"
 
 
-def _extract_data(tar_bytes: bytes, dest: Path) -> list[str]:
-    """Unpack regular files and directories only; returns the entries skipped.
-
-    Links, devices and any name that would land outside ``dest`` are skipped,
-    so a symlink in TMT_TEST_DATA pointing at /etc never leaks anything.
-    """
-    skipped: list[str] = []
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
-            for member in tar:
-                name = member.name
-                if name in (".", "./"):
-                    continue
-                if not (member.isfile() or member.isdir()):
-                    skipped.append(name)
-                    continue
-                try:
-                    target = safe_join(dest, name)
-                except ControlError:
-                    skipped.append(name)
-                    continue
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                source = tar.extractfile(member)
-                if source is None:
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with open(target, "wb") as out:
-                    while block := source.read(1024 * 1024):
-                        out.write(block)
-    except tarfile.TarError as exc:
-        skipped.append(f"(damaged archive: {exc})")
-    return skipped
-
-
 def _beakerlib_result(path: Path) -> dict[str, Any]:
     """The test's own result from beakerlib's TestResults file, judged as tmt does."""
     try:
@@ -803,38 +708,6 @@ def _test_command(test: Test) -> str:
     return test.test
 
 
-def _install_script(packages: list[str], missing_ok: bool) -> str:
-    """A bash script that installs what is missing with dnf, yum or apt-get."""
-    pkgs = " ".join(shlex.quote(p) for p in packages)
-    one_by_one = "1" if missing_ok else "0"
-    return f"""
-pkgs=({pkgs})
-if command -v rpm >/dev/null && ! command -v dpkg >/dev/null; then
-    check() {{ rpm -q --whatprovides "$1" >/dev/null 2>&1; }}
-else
-    check() {{ dpkg -s "$1" 2>/dev/null | grep -q '^Status:.* installed'; }}
-fi
-missing=()
-for p in "${{pkgs[@]}}"; do check "$p" || missing+=("$p"); done
-[ ${{#missing[@]}} -eq 0 ] && exit 0
-if command -v dnf >/dev/null; then pm=(dnf install -y)
-elif command -v yum >/dev/null; then pm=(yum install -y)
-elif command -v apt-get >/dev/null; then
-    pm=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q)
-else
-    echo "no package manager (dnf, yum, apt-get) to install: ${{missing[*]}}" >&2
-    exit 1
-fi
-if [ {one_by_one} = 1 ]; then
-    for p in "${{missing[@]}}"; do
-        "${{pm[@]}}" "$p" >/dev/null 2>&1 || echo "skipped missing package $p" >&2
-    done
-    exit 0
-fi
-"${{pm[@]}}" "${{missing[@]}}" 2>&1
-"""
-
-
 def _tail(data: bytes, limit: int = 1500) -> str:
     text = data.decode(errors="replace").strip()
     return text[-limit:] if text else "(no output)"
@@ -850,13 +723,4 @@ def _dedupe(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-__all__ = [
-    "Collected",
-    "Executor",
-    "Limits",
-    "PhaseError",
-    "Status",
-    "TestOutcome",
-    "build_remote_tar",
-    "build_tree_tar",
-]
+__all__ = ["Executor", "Limits", "PhaseError", "TestOutcome"]
