@@ -136,7 +136,12 @@ def cli(verbose: int) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="SSH private key for --host machines (default: your SSH agent/keys).",
 )
-@click.option("--platform", default=None, help="Platform name the machines provide.")
+@click.option(
+    "--platform",
+    default=None,
+    help="Platform the machines provide (default: 'default'). Every test runs once per "
+    "platform; machines of one platform share its tests.",
+)
 def reserve(
     run_dir: Path,
     local: int | None,
@@ -163,7 +168,7 @@ def reserve(
                 )
             )
         if local or not hosts:
-            machines += LocalProvisioner().reserve(rundir, local, platform or "local")
+            machines += LocalProvisioner().reserve(rundir, local, platform or "default")
         rundir.write_machines(rundir.read_machines() + machines)
         for machine in machines:
             rundir.append_event(

@@ -351,3 +351,31 @@ def test_release_removes_the_work_directory(tmp_path, ssh_host):
     assert work.is_dir()
     assert atex("release", "-d", str(run)).returncode == 0
     assert not work.exists()
+
+
+def test_local_slots_and_hosts_share_one_queue(tmp_path, ssh_host):
+    run = tmp_path / "run"
+    assert atex("reserve", "-d", str(run), "--local", "1").returncode == 0
+    reserve(run, [ssh_host])
+    tree = make_tree(tmp_path / "tree", {f"t{n}": {"test": "sleep 0.3"} for n in range(6)})
+    assert run_tree(run, tree).returncode == 0
+    own = results(run)
+    assert len(own) == 6  # each test once: one platform
+    assert {r["platform"] for r in own} == {"default"}
+    assert len({r["machine"] for r in own}) == 2
+
+
+def test_platforms_each_run_every_test(tmp_path, ssh_hosts):
+    first, second = ssh_hosts(2)
+    run = tmp_path / "run"
+    reserve(run, [first], platform="fedora-41")
+    reserve(run, [second], platform="centos-stream-9")
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "hostname"}, "b": {"test": "true"}})
+    assert run_tree(run, tree).returncode == 0
+    got = sorted((r["platform"], r["test"]) for r in results(run))
+    assert got == [
+        ("centos-stream-9", "/tests/a"),
+        ("centos-stream-9", "/tests/b"),
+        ("fedora-41", "/tests/a"),
+        ("fedora-41", "/tests/b"),
+    ]

@@ -21,7 +21,7 @@ class LocalProvisioner(Provisioner):
     kind = "local"
 
     def reserve(
-        self, rundir: RunDir, count: int | None = None, platform: str = "local"
+        self, rundir: RunDir, count: int | None = None, platform: str = "default"
     ) -> list[Machine]:
         """Record ``count`` slots (default: the number of CPUs)."""
         count = count or os.cpu_count() or 1
