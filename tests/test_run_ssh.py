@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -379,3 +381,36 @@ def test_platforms_each_run_every_test(tmp_path, ssh_hosts):
         ("fedora-41", "/tests/a"),
         ("fedora-41", "/tests/b"),
     ]
+
+
+def test_second_interrupt_exits_at_once_and_keeps_results(tmp_path, ssh_host):
+    tree = make_tree(tmp_path / "tree", {"long": {"test": "sleep 300"}})
+    run = tmp_path / "run"
+    reserve(run, [ssh_host])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(_cmdline(p) == "sleep 300" for p in ssh_host.processes()):
+            assert time.monotonic() < deadline, "the test never started"
+            time.sleep(0.1)
+        # A hung machine: the orderly clean-up (killing the remote test) cannot finish.
+        ssh_host.freeze()
+        proc.send_signal(signal.SIGINT)
+        while "cleaning up" not in (line := proc.stderr.readline()):
+            assert line, "no word about cleaning up"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ssh_host.thaw()
+    assert proc.returncode == 130
+    assert "results so far are in" not in err  # it did not wait for the clean-up
+    assert own_results(run)["/tests/long"]["reason"] == "interrupted"

@@ -278,8 +278,6 @@ class _TestRun:
         except asyncio.CancelledError as exc:
             cancelled = exc
             failure = (Reason.INTERRUPTED, "the run was interrupted")
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(self._kill(CANCEL_CLEANUP_TIMEOUT))
         except Exception as exc:
             log.exception("internal error while running %s", self.test.name)
             failure = (Reason.INFRA, f"internal error in atex-ci: {type(exc).__name__}: {exc}")
@@ -293,10 +291,12 @@ class _TestRun:
         outcome = self._results(failure, start_wall, time.monotonic() - start)
         outcome.machine_ok = machine_ok and cancelled is None
         if cancelled is not None:
-            # Written at once, before anything else can happen, so a crash or
-            # a second Ctrl-C right after loses nothing.
+            # Written at once, before the (possibly slow) kill, so a crash or a
+            # second Ctrl-C that ends atex-ci at once loses nothing.
             for result in outcome.results:
                 self.ex.rundir.append_result(result)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._kill(CANCEL_CLEANUP_TIMEOUT))
             raise cancelled
         # fsync can take milliseconds: keep the event loop (other machines) going.
         await asyncio.to_thread(self._append_results, outcome.results)
