@@ -192,7 +192,19 @@ class Orchestrator:
                 self._machine_broken(machine, scheduler, f"setup failed: {exc}")
                 return
             self.rundir.append_event("machine_ready", machine=machine.id)
-            while (test := scheduler.next_test(machine.id)) is not None:
+            while True:
+                # A connection that dropped between tests (a network blip, a
+                # machine rebooted from outside) is re-established here, before
+                # a test is taken: a test is never handed to a machine that
+                # cannot be reached.
+                try:
+                    await transport.connect()
+                except TransportError as exc:
+                    self._machine_broken(machine, scheduler, f"unreachable: {exc}")
+                    return
+                test = scheduler.next_test(machine.id)
+                if test is None:
+                    break
                 outcome = await self._run_one(executor, machine, test)
                 if outcome.abort:
                     self.progress(f"atex-ci: {test.name} aborted plan {test.plan}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -11,6 +12,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from atex_ci.rundir import RunDir
 
 from .treeutil import DEMO, atex, interrupt_run, make_tree, own_results, results
 
@@ -414,3 +417,32 @@ def test_second_interrupt_exits_at_once_and_keeps_results(tmp_path, ssh_host):
     assert proc.returncode == 130
     assert "results so far are in" not in err  # it did not wait for the clean-up
     assert own_results(run)["/tests/long"]["reason"] == "interrupted"
+
+
+def test_connection_lost_between_tests_is_reestablished(tmp_path, ssh_host):
+    from atex_ci.discover import discover
+    from atex_ci.orchestrator import Orchestrator, RunOptions
+    from atex_ci.schedule import Scheduler
+
+    class RebootAfterFirst(Scheduler):
+        """Reboots the machine from outside once the first test is done."""
+
+        def test_finished(self, machine_id, test, *, machine_ok=True):
+            if test.name == "/tests/a":
+                ssh_host.reboot()  # returns once the host answers again
+            return super().test_finished(machine_id, test, machine_ok=machine_ok)
+
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}, "b": {"test": "true"}})
+    run = tmp_path / "run"
+    reserve(run, [ssh_host])
+    rundir = RunDir.open(run)
+    options = RunOptions(scheduler_factory=RebootAfterFirst)
+    boots = ssh_host.boot_count
+    with rundir.locked():
+        summary = asyncio.run(Orchestrator(rundir, tree, discover(tree), options).run())
+    assert ssh_host.boot_count == boots + 1
+    assert [(r.test, str(r.status)) for r in summary.results] == [
+        ("/tests/a", "pass"),
+        ("/tests/b", "pass"),
+    ]
+    assert summary.exit_code == 0

@@ -26,7 +26,7 @@ from typing import IO, Any
 from ..duration import MAX_DURATION
 from ..model import Machine, Phase, Plan, Reason, Result, Test
 from ..rundir import RunDir, now_iso, safe_component
-from ..transport.base import Transport, TransportError
+from ..transport.base import NotStartedError, Transport, TransportError
 from .control import (
     ControlError,
     ControlParser,
@@ -59,6 +59,8 @@ CANCEL_CLEANUP_TIMEOUT = 10.0
 #: Bound on one prepare/finish script or one package installation: generous,
 #: but a hung package manager must not hold a machine for ever.
 PHASE_TIMEOUT = 3600.0
+#: How long to try to reconnect to a machine whose idle connection dropped.
+RECONNECT_TIMEOUT = 60.0
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -323,6 +325,7 @@ class _TestRun:
     async def _boot_loop(self) -> tuple[tuple[Reason, str] | None, bool]:
         """Run the test, again after each reboot it asks for, until it ends."""
         loop = asyncio.get_running_loop()
+        reconnected = False
         while True:
             self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
             try:
@@ -357,6 +360,17 @@ class _TestRun:
             except _TestError as exc:
                 await self._kill(CLEANUP_TIMEOUT)
                 return (Reason.TEST, str(exc)), True
+            except NotStartedError as exc:
+                # The connection died while the machine was idle (noticed only
+                # now): nothing ran, so reconnect once and start the test.
+                if reconnected:
+                    return (Reason.INFRA, f"cannot start the test: {exc}"), False
+                reconnected = True
+                try:
+                    await self.transport.reconnect(min(RECONNECT_TIMEOUT, self._remaining()))
+                except TransportError as again:
+                    return (Reason.INFRA, f"machine unreachable: {again}"), False
+                continue
             except TransportError as exc:
                 return (Reason.INFRA, f"connection to the machine lost: {exc}"), False
             finally:
@@ -367,6 +381,9 @@ class _TestRun:
                     "the test wrapper ended without reporting an exit code",
                 ), False
             return None, True
+
+    def _remaining(self) -> float:
+        return max(self.deadline - asyncio.get_running_loop().time(), 0.0)
 
     async def _reboot(self, loop: asyncio.AbstractEventLoop) -> tuple[Reason, str] | None:
         """After ``disconnect``: wait for the machine to go down and come back."""

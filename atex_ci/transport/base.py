@@ -26,6 +26,11 @@ class TransportError(InfraError):
     """The machine could not be reached or the connection was lost."""
 
 
+class NotStartedError(TransportError):
+    """The command could not be started at all (no connection, channel refused):
+    nothing ran on the machine, so it is safe to reconnect and try again."""
+
+
 class Transport(abc.ABC):
     """Runs commands on one machine. Safe to use from many tasks at once."""
 

@@ -24,7 +24,7 @@ from typing import Any
 import asyncssh
 
 from ..errors import ConfigError
-from .base import OutputCallback, Transport, TransportError
+from .base import NotStartedError, OutputCallback, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +398,7 @@ class SSHTransport(Transport):
         """Open a channel running ``command``; the caller holds a channel slot."""
         conn = self._conn
         if conn is None:
-            raise TransportError(f"{self._name}: not connected")
+            raise NotStartedError(f"{self._name}: not connected")
         # Whatever the login shell is, it only starts bash with the command
         # as one single-quoted word; when it is bash already, that extra bash
         # (a process start per command) is skipped.
@@ -418,12 +418,12 @@ class SSHTransport(Transport):
                 session.forget_slot()  # the caller releases it or tries again
                 refused = exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
                 if not refused or attempt == OPEN_ATTEMPTS - 1 or conn.is_closed():
-                    raise TransportError(
+                    raise NotStartedError(
                         f"{self._name}: cannot start a command: {_describe(exc)}"
                     ) from None
             except (OSError, asyncssh.Error) as exc:
                 session.forget_slot()
-                raise TransportError(
+                raise NotStartedError(
                     f"{self._name}: cannot start a command: {_describe(exc)}"
                 ) from None
             except BaseException:
