@@ -49,7 +49,6 @@ class Reason(enum.StrEnum):
 
 class MachineState(enum.StrEnum):
     READY = "ready"
-    BUSY = "busy"
     BROKEN = "broken"
     RELEASED = "released"
 

@@ -111,15 +111,6 @@ class JsonlAppender:
                 self._file = None
 
 
-def append_jsonl(path: Path, record: dict[str, Any], *, durable: bool = True) -> None:
-    """Append one JSON object as one line (opening and closing the file)."""
-    appender = JsonlAppender(path, durable=durable)
-    try:
-        appender.append(record)
-    finally:
-        appender.close()
-
-
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Read every intact line of a JSON Lines file.
 
@@ -164,7 +155,6 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._lock_fd: int | None = None
         self._results = JsonlAppender(self.path / RESULTS_JSONL, durable=True)
         # The timeline is for humans and the HTML report: flushed, not fsynced.
         self._events = JsonlAppender(self.path / EVENTS_JSONL, durable=False)
@@ -246,12 +236,10 @@ class RunDir:
                 ) from None
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-            self._lock_fd = fd
             yield self
         finally:
             self._results.close()
             self._events.close()
-            self._lock_fd = None
             os.close(fd)  # closing releases the flock
 
     # -- run.json -----------------------------------------------------------------

@@ -133,3 +133,21 @@ def test_artifact_dir_cannot_escape(tmp_path):
     rundir = RunDir.create(tmp_path)
     path = rundir.artifact_dir("../..", "/../../etc/passwd", 1, "/plans/../x")
     assert path.resolve().is_relative_to((tmp_path / "artifacts").resolve())
+
+
+def test_tests_and_events_round_trip(tmp_path):
+    from atex_ci.model import Phase, Plan, Test
+
+    rundir = RunDir.create(tmp_path)
+    plan = Plan(
+        name="/p",
+        environment={"A": "1"},
+        prepare=[Phase(how="shell", script=["true"])],
+        tests=[Test(name="/t", plan="/p", test="true", path="t", duration=60.0)],
+    )
+    rundir.write_tests({"default": [plan]})
+    assert rundir.read_tests() == {"default": [plan]}
+    rundir.append_event("machine_ready", machine="m1")
+    events = rundir.read_events()
+    assert [(e["event"], e["machine"]) for e in events] == [("machine_ready", "m1")]
+    assert events[0]["time"].endswith("+00:00")
