@@ -568,3 +568,31 @@ def test_beakerlib_framework_verdict_from_test_results(tmp_path):
     assert any(f.endswith("data/TestResults") for f in own["pass"]["files"])
     phases = [r for r in results(run) if r["test"] == "/tests/pass" and r["name"]]
     assert [(r["name"], r["status"]) for r in phases] == [("/phase-setup", "pass")]
+
+
+def test_many_data_files_are_not_charged_to_the_duration(tmp_path):
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "many": {
+                "test": (
+                    'cd "$TMT_TEST_DATA"; mkdir -p sub; '
+                    "for i in $(seq 1500); do echo $i > f$i; done; : > sub/empty"
+                ),
+                "duration": "3s",
+            },
+            "zero-length-upload": {"test": ": > empty.log; tmt-file-submit -l empty.log"},
+        },
+    )
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    assert proc.returncode == 0, proc.stderr
+    own = own_results(run)
+    data = [f for f in own["/tests/many"]["files"] if "/data/" in f]
+    assert len(data) == 1501
+    assert (
+        run / "artifacts" / next(f for f in data if f.endswith("/f1500"))
+    ).read_text() == "1500\n"
+    assert not any(f.endswith(".tar") for f in own["/tests/many"]["files"])
+    for f in own["/tests/many"]["files"] + own["/tests/zero-length-upload"]["files"]:
+        assert (run / "artifacts" / f).is_file(), f  # every listed file exists, empty ones too

@@ -446,3 +446,32 @@ def test_connection_lost_between_tests_is_reestablished(tmp_path, ssh_host):
         ("/tests/b", "pass"),
     ]
     assert summary.exit_code == 0
+
+
+def test_failing_reboot_command_errors_the_test_and_keeps_the_machine(tmp_path, ssh_host):
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "a-bad-reboot": {"test": "tmt-reboot -c false", "duration": "10m"},
+            "b-next": {"test": "true"},
+            "c-tty-reboot": {
+                "test": 'echo "boot $TMT_REBOOT_COUNT"; [ "$TMT_REBOOT_COUNT" = 1 ] || tmt-reboot',
+                "tty": True,
+            },
+        },
+    )
+    run = tmp_path / "run"
+    reserve(run, [ssh_host])
+    boots = ssh_host.boot_count
+    proc = run_tree(run, tree)
+    own = own_results(run)
+    bad = own["/tests/a-bad-reboot"]
+    assert (bad["status"], bad["reason"]) == ("error", "test"), bad
+    assert "reboot command failed (exit 1)" in bad["note"]
+    assert own["/tests/b-next"]["status"] == "pass"  # the machine stayed in use
+    tty = own["/tests/c-tty-reboot"]
+    assert tty["status"] == "pass", tty
+    output = (run / "artifacts" / tty["files"][0]).read_text()
+    assert "boot 0" in output and "boot 1" in output  # nothing lost before the reboot
+    assert ssh_host.boot_count == boots + 1
+    assert proc.returncode == 1, proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import socket
@@ -420,6 +421,24 @@ def test_cancellation_closes_the_channel(ssh_host: SSHHost) -> None:
             assert results == [0, 0]
 
     run_async(main)
+
+
+def test_cancelling_while_the_channel_opens_leaks_no_session(ssh_host: SSHHost) -> None:
+    # A channel whose opening was cancelled still opens on the server; unless
+    # it is closed, sshd's MaxSessions (10) fills up and nothing starts.
+    async def main() -> list[int]:
+        async with transport_for(ssh_host) as transport:
+            for n in range(150):
+                task = asyncio.create_task(transport.run("true"))
+                await asyncio.sleep((n % 4) * 0.001)  # cut in at various stages
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            return await asyncio.wait_for(
+                asyncio.gather(*[transport.run("sleep 0.2") for _ in range(5)]), 30
+            )
+
+    assert run_async(main) == [0, 0, 0, 0, 0]
 
 
 def test_close_is_idempotent_and_bounded(ssh_host: SSHHost) -> None:

@@ -42,6 +42,7 @@ from .control import (
 from .packages import install_script
 from .results import ResultCollector, parse_custom_results
 from .staging import (
+    TEST_DATA_ARCHIVE,
     extract_regular_files,
     test_dir,
     test_metadata,
@@ -59,6 +60,9 @@ CANCEL_CLEANUP_TIMEOUT = 10.0
 #: Bound on one prepare/finish script or one package installation: generous,
 #: but a hung package manager must not hold a machine for ever.
 PHASE_TIMEOUT = 3600.0
+#: How often to look for the note of a failed reboot command while waiting for
+#: the machine to go down.
+REBOOT_POLL_INTERVAL = 1.0
 #: How long to try to reconnect to a machine whose idle connection dropped.
 RECONNECT_TIMEOUT = 60.0
 
@@ -272,10 +276,12 @@ class _TestRun:
             failure, machine_ok = await self._requirements()
             if failure is None:
                 failure, machine_ok = await self._boot_loop()
-            if machine_ok and failure is not None:
+            self._close_current_file()
+            if (self.artdir / TEST_DATA_ARCHIVE).exists():
+                failure = failure or await asyncio.to_thread(self._unpack_test_data)
+            elif machine_ok and failure is not None:
                 # The wrapper sends TMT_TEST_DATA itself when the test ends; a
                 # test cut short (timeout, violation, cap) never got that far.
-                self._close_current_file()
                 await self._collect_test_data()  # the test's failure is the one to report
         except asyncio.CancelledError as exc:
             cancelled = exc
@@ -341,12 +347,18 @@ class _TestRun:
             except _Reboot:
                 self.reboot_count += 1
                 self._close_current_file()
-                failure = await self._reboot(loop)
-                if failure is not None:
-                    return failure, False
+                ended = await self._reboot(loop)
+                if ended is not None:
+                    return ended
                 continue
             except TimeoutError:
                 await self._kill(CLEANUP_TIMEOUT)
+                if self.exit_code is not None:
+                    return (
+                        Reason.TEST,
+                        "the test's files (TMT_TEST_DATA) did not arrive in "
+                        f"{_fmt_seconds(self._data_timeout())}",
+                    ), True
                 # A machine where a test hung may be in any state: flag it so
                 # the scheduler discards it. A local slot is this host, and
                 # killing the test's process group is all there is to do.
@@ -382,31 +394,76 @@ class _TestRun:
                 ), False
             return None, True
 
+    def _data_timeout(self) -> float:
+        """Time allowed to fetch a test's files: a floor plus 10 MB/s of the cap."""
+        return CLEANUP_TIMEOUT + self.limits.max_upload / 10e6
+
     def _remaining(self) -> float:
         return max(self.deadline - asyncio.get_running_loop().time(), 0.0)
 
-    async def _reboot(self, loop: asyncio.AbstractEventLoop) -> tuple[Reason, str] | None:
-        """After ``disconnect``: wait for the machine to go down and come back."""
+    async def _reboot(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[tuple[Reason, str], bool] | None:
+        """After ``disconnect``: wait for the machine to go down and come back.
+
+        Returns None when the test can start again, else (failure, machine_ok).
+        """
         if not self.transport.supports_reboot:
             # A local slot cannot reboot: end the test's processes before they
             # see the closed channel and run a real reboot command, then start
             # the test again as if the machine had rebooted.
             await self._kill(CLEANUP_TIMEOUT)
             return None
-        remaining = self.deadline - loop.time()
         try:
-            if not await self.transport.wait_disconnected(max(remaining, 0)):
-                return (
-                    Reason.TIMEOUT,
-                    "timeout: the machine did not go down for the reboot the test requested",
-                )
+            failed = await self._wait_down_or_failed(loop)
+            if failed is not None:
+                await self._kill(CLEANUP_TIMEOUT)
+                return (Reason.TEST, f"the reboot command failed (exit {failed})"), True
             remaining = self.deadline - loop.time()
             if remaining <= 0:
-                return Reason.TIMEOUT, "timeout: ran past its duration while rebooting"
+                return (Reason.TIMEOUT, "timeout: ran past its duration while rebooting"), False
             await self.transport.reconnect(remaining)
+        except TimeoutError:
+            return (
+                Reason.TIMEOUT,
+                "timeout: the machine did not go down for the reboot the test requested",
+            ), False
         except TransportError as exc:
-            return Reason.INFRA, f"the machine did not come back after a reboot: {exc}"
+            if loop.time() >= self.deadline:
+                return (Reason.TIMEOUT, "timeout: ran past its duration while rebooting"), False
+            return (Reason.INFRA, f"the machine did not come back after a reboot: {exc}"), False
         return None
+
+    async def _wait_down_or_failed(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        """Wait for the connection to drop; meanwhile watch for the note tmt-reboot
+        leaves when the reboot command failed. Returns that exit code, or None
+        once the machine went down. TimeoutError at the test's deadline."""
+        marker = shlex.quote(f"{self.remote_dir}/reboot-failed-{self.reboot_count - 1}")
+
+        async def watch() -> str | None:
+            while True:
+                await asyncio.sleep(REBOOT_POLL_INTERVAL)
+                try:
+                    rc, out, _err = await self.transport.output(f"cat {marker} 2>/dev/null")
+                except TransportError:
+                    return None  # going down, as it should
+                if rc == 0:
+                    return out.decode(errors="replace").strip() or "?"
+
+        remaining = max(self.deadline - loop.time(), 0)
+        down = asyncio.ensure_future(self.transport.wait_disconnected(remaining))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({down, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if watcher.done() and watcher.result() is not None:
+                return watcher.result()
+            if not await down:
+                raise TimeoutError
+            return None
+        finally:
+            for task in (down, watcher):
+                task.cancel()
+            await asyncio.gather(down, watcher, return_exceptions=True)
 
     async def _kill(self, timeout: float) -> None:
         """End the test's process group: SIGTERM, then SIGKILL after a grace period."""
@@ -513,11 +570,19 @@ class _TestRun:
             if isinstance(event, FileChunk):
                 self._write_file(event)
             elif isinstance(event, FileEnd):
+                if self.current_name != event.name:
+                    # A file of length 0: no data came, but it exists.
+                    self._write_file(FileChunk(event.name, b""))
                 self._close_current_file()
             elif isinstance(event, ResultEvent):
                 self.collector.add(event.data)
             elif isinstance(event, ExitCode):
                 self.exit_code = event.code
+                # The test itself is over; what follows (its TMT_TEST_DATA)
+                # gets its own time limit instead of the test's duration.
+                if self.timeout_cm is not None:
+                    now = asyncio.get_running_loop().time()
+                    self.timeout_cm.reschedule(now + self._data_timeout())
             elif isinstance(event, Duration):
                 self._adjust_deadline(event)
             elif isinstance(event, Disconnect):
@@ -592,7 +657,7 @@ class _TestRun:
             chunks.append(chunk)
 
         try:
-            async with asyncio.timeout(CLEANUP_TIMEOUT + self.limits.max_upload / 10e6):
+            async with asyncio.timeout(self._data_timeout()):
                 rc = await self.transport.run(
                     f"[ -d {q(data_dir)} ] || exit 0; tar -c -f - -C {q(data_dir)} .",
                     stdout=take,
@@ -641,7 +706,11 @@ class _TestRun:
         abort = False
         data_files = self._data_files()
         for item in collected:
-            files = [rundir.relative(safe_join(self.artdir, f)) for f in item.files]
+            files = [
+                rundir.relative(safe_join(self.artdir, f))
+                for f in item.files
+                if f != TEST_DATA_ARCHIVE
+            ]
             if item.testout:
                 files.append(self._attach_output(item.testout))
             if item.name is None:
@@ -676,6 +745,23 @@ class _TestRun:
             with contextlib.suppress(OSError):
                 os.link(self.artdir / "output.txt", target)
         return self.ex.rundir.relative(target)
+
+    def _unpack_test_data(self) -> tuple[Reason, str] | None:
+        """Turn the archive the wrapper sent into data/ (regular files only)."""
+        archive = self.artdir / TEST_DATA_ARCHIVE
+        try:
+            skipped = extract_regular_files(archive, self.artdir / "data")
+        except OSError as exc:
+            return Reason.TEST, f"cannot store TMT_TEST_DATA: {exc}"
+        finally:
+            archive.unlink(missing_ok=True)
+        if skipped:
+            log.warning(
+                "%s: skipped unsafe entries in TMT_TEST_DATA: %s",
+                self.test.name,
+                ", ".join(skipped[:5]),
+            )
+        return None
 
     def _data_files(self) -> list[str]:
         data = self.artdir / "data"

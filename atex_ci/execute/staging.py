@@ -82,16 +82,25 @@ def _skip_vcs(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return info
 
 
-def extract_regular_files(tar_bytes: bytes, dest: Path) -> list[str]:
+#: The name under which the wrapper attaches the test's TMT_TEST_DATA as one
+#: tar archive; the executor unpacks it into data/ and drops it.
+TEST_DATA_ARCHIVE = ".atex-test-data.tar"
+
+
+def extract_regular_files(archive: bytes | Path, dest: Path) -> list[str]:
     """Unpack regular files and directories only; returns the entries skipped.
 
-    Links, devices and any name that would land outside ``dest`` are skipped,
-    so a symlink in TMT_TEST_DATA pointing at /etc never leaks anything.
+    ``archive`` is the tar data or a tar file. Links, devices and any name
+    that would land outside ``dest`` are skipped, so a symlink in
+    TMT_TEST_DATA pointing at /etc never leaks anything. Raises OSError if
+    ``dest`` cannot be written.
     """
     skipped: list[str] = []
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
+        stream = io.BytesIO(archive) if isinstance(archive, bytes) else None
+        path = None if isinstance(archive, bytes) else archive
+        with tarfile.open(path, mode="r:", fileobj=stream) as tar:
             for member in tar:
                 name = member.name
                 if name in (".", "./"):

@@ -18,6 +18,7 @@ import shlex
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -379,18 +380,15 @@ class SSHTransport(Transport):
         (or a callback error) the channel slot comes back only once the
         remote command has ended: sshd keeps counting the session until then.
         """
+        if stdin is None and not tty:
+            # Stdin from /dev/null on the machine instead of an EOF message:
+            # one packet less for every command.
+            command = "exec </dev/null; " + command
         await self._channels.acquire()
-        try:
-            if stdin is None and not tty:
-                # Stdin from /dev/null on the machine instead of an EOF
-                # message: one packet less for every command.
-                command = "exec </dev/null; " + command
-            session = await self._open_session(command, stdout, stderr, tty)
-        except BaseException:
-            self._channels.release()
-            raise
-        # From here on the session owns the slot and gives it back when the
-        # channel has closed, also after a cancellation.
+        # _open_session gives the slot back if it fails; from then on the
+        # session owns it and gives it back when the channel has closed, also
+        # after a cancellation.
+        session = await self._open_session(command, stdout, stderr, tty)
         try:
             if stdin is not None or tty:
                 self._send_stdin(session, stdin)
@@ -406,9 +404,14 @@ class SSHTransport(Transport):
         stderr: OutputCallback | None,
         tty: bool,
     ) -> _CommandSession:
-        """Open a channel running ``command``; the caller holds a channel slot."""
+        """Open a channel running ``command``.
+
+        The caller holds a channel slot; on any failure it is given back here
+        (at once, or when a channel whose opening was cancelled has closed).
+        """
         conn = self._conn
         if conn is None:
+            self._channels.release()
             raise NotStartedError(f"{self._name}: not connected")
         # Whatever the login shell is, it only starts bash with the command
         # as one single-quoted word; when it is bash already, that extra bash
@@ -416,33 +419,46 @@ class SSHTransport(Transport):
         remote_command = command if self._login_bash else "bash -c " + shlex.quote(command)
         for attempt in range(OPEN_ATTEMPTS):
             session = _CommandSession(stdout, stderr, self._channels.release, self._name)
-            try:
-                await conn.create_session(
+            opening = asyncio.ensure_future(
+                conn.create_session(
                     lambda: session,  # noqa: B023 (called before the loop moves on)
                     remote_command,
                     encoding=None,
                     request_pty=tty,
                     term_type=TTY_TERM_TYPE if tty else None,
                 )
+            )
+            try:
+                # Shielded: a cancelled open still completes on the server, and
+                # that channel must be closed, or sshd's session limit fills up.
+                await asyncio.shield(opening)
                 return session
+            except asyncio.CancelledError:
+                opening.add_done_callback(partial(_settle_cancelled_open, session))
+                raise
             except asyncssh.ChannelOpenError as exc:
-                session.forget_slot()  # the caller releases it or tries again
+                session.forget_slot()  # kept for the next attempt, or released below
                 refused = exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
                 if not refused or attempt == OPEN_ATTEMPTS - 1 or conn.is_closed():
+                    self._channels.release()
                     raise NotStartedError(
                         f"{self._name}: cannot start a command: {_describe(exc)}"
                     ) from None
-            except (OSError, asyncssh.Error) as exc:
+            except BaseException as exc:
                 session.forget_slot()
-                raise NotStartedError(
-                    f"{self._name}: cannot start a command: {_describe(exc)}"
-                ) from None
-            except BaseException:
-                session.forget_slot()
+                self._channels.release()
+                if isinstance(exc, OSError | asyncssh.Error):
+                    raise NotStartedError(
+                        f"{self._name}: cannot start a command: {_describe(exc)}"
+                    ) from None
                 raise
             # sshd refused the session: it counts channels we already closed
             # until its main loop has cleaned them up. Wait a moment.
-            await asyncio.sleep(OPEN_RETRY_DELAY * 2**attempt)
+            try:
+                await asyncio.sleep(OPEN_RETRY_DELAY * 2**attempt)
+            except BaseException:
+                self._channels.release()
+                raise
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -456,6 +472,15 @@ class SSHTransport(Transport):
             if stdin:
                 channel.write(stdin)
             channel.write_eof()
+
+
+def _settle_cancelled_open(session: _CommandSession, opening: asyncio.Future[Any]) -> None:
+    """After a cancelled open: close the channel if it opened after all (the
+    slot comes back when it has closed), else give the slot back now."""
+    if opening.cancelled() or opening.exception() is not None:
+        session.release_slot()
+    else:
+        session.abort()
 
 
 async def _login_shell_is_bash(conn: asyncssh.SSHClientConnection) -> bool:
