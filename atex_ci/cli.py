@@ -26,17 +26,20 @@ T = TypeVar("T")
 
 log = logging.getLogger("atex_ci")
 
-RUN_DIR_HELP = "Run directory that holds the run's state (created if missing)."
+NEW_RUN_DIR_HELP = "Run directory that holds the run's state (created if missing)."
+EXISTING_RUN_DIR_HELP = "An existing run directory."
 
 
-def _run_dir_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _run_dir_option(
+    required: bool = True, help: str = NEW_RUN_DIR_HELP
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option(
         "-d",
         "--run-dir",
         "run_dir",
         type=click.Path(file_okay=False, path_type=Path),
         required=required,
-        help=RUN_DIR_HELP,
+        help=help,
     )
 
 
@@ -273,7 +276,7 @@ def run(
 
 
 @cli.command()
-@_run_dir_option()
+@_run_dir_option(help=EXISTING_RUN_DIR_HELP)
 @click.option(
     "--junit",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -325,7 +328,7 @@ def collect(run_dir: Path, sources: tuple[Path, ...]) -> None:
 
 
 @cli.command()
-@_run_dir_option()
+@_run_dir_option(help=EXISTING_RUN_DIR_HELP)
 def release(run_dir: Path) -> None:
     """Release every machine of the run and delete its private keys (idempotent)."""
     from .orchestrator import release_all

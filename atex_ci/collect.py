@@ -55,7 +55,7 @@ def collect(dest: Path, sources: list[Path]) -> int:
 def _merge_one(src: RunDir, out: RunDir, result: Result, attempt: int) -> None:
     """Copy one result's artifacts under its new attempt number and append it."""
     old_dir = src.relative(
-        src.artifact_dir(result.platform, result.test, result.attempt, result.plan)
+        src.artifact_path(result.platform, result.test, result.attempt, result.plan)
     )
     new_dir = out.relative(out.artifact_dir(result.platform, result.test, attempt, result.plan))
     files = []

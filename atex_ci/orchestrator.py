@@ -20,6 +20,7 @@ from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
 from .provision import get_provisioner
 from .provision.local import LocalProvisioner
+from .report.summary import final_results
 from .rundir import RunDir, now_iso
 from .schedule import MachineAction, Scheduler
 from .transport.base import TransportError
@@ -145,8 +146,6 @@ class Orchestrator:
 
     def _final(self, platforms: list[str]) -> list[Result]:
         """The last attempt of every selected test on these platforms, from the run directory."""
-        from .report.summary import final_results
-
         selected = {(t.plan, t.name) for t in self._all_tests}
         return [
             r
@@ -164,7 +163,7 @@ class Orchestrator:
             return tests
         done = {
             (r.plan, r.test)
-            for r in self.rundir.read_results()
+            for r in final_results(self.rundir.read_results())
             if r.platform == platform and r.name is None and r.reason != Reason.INTERRUPTED
         }
         return [t for t in tests if (t.plan, t.name) not in done]

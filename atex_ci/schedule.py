@@ -6,9 +6,11 @@ The orchestrator talks to a scheduler only through these methods::
 
     add_machine(machine_id)
     next_test(machine_id) -> Test | None      # None: nothing left for it
-    test_finished(machine_id, test, outcome) -> MachineAction
+    test_finished(machine_id, test, machine_ok=...) -> MachineAction
     remove_machine(machine_id)                 # lost/broken machine
-    has_pending() -> bool
+    pending() -> list[Test]                    # what is still queued
+    abort_plan(plan) -> list[Test]             # tmt-abort: drop the plan's queue
+    drain() -> list[Test]                      # no machine left: take the rest
 
 Ad hoc by design: a machine asks for work only when it is free, so a slow
 test never holds back tests queued "behind" it on the same machine, and

@@ -34,13 +34,13 @@ async def main(fmf_root: Path, run_dir: Path, slots: int) -> int:
 
     async def worker(machine):
         scheduler.add_machine(machine.id)
-        transport = provisioner.transport(machine, rundir)
-        executor = Executor(transport, machine, rundir, base=provisioner.work_dir(machine, "x"))
-        await executor.setup(tree, remote)
-        while (test := scheduler.next_test(machine.id)) is not None:
-            outcome = await executor.run_test(test, plans[test.plan], platform="local")
-            print(outcome.results[-1].status, test.name, file=sys.stderr)
-            scheduler.test_finished(machine.id, test, machine_ok=outcome.machine_ok)
+        async with provisioner.transport(machine, rundir) as transport:
+            executor = Executor(transport, machine, rundir, base=provisioner.work_dir(machine, "x"))
+            await executor.setup(tree, remote)
+            while (test := scheduler.next_test(machine.id)) is not None:
+                outcome = await executor.run_test(test, plans[test.plan], platform="local")
+                print(outcome.results[-1].status, test.name, file=sys.stderr)
+                scheduler.test_finished(machine.id, test, machine_ok=outcome.machine_ok)
 
     try:
         async with asyncio.TaskGroup() as tg:

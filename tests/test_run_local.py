@@ -596,3 +596,35 @@ def test_many_data_files_are_not_charged_to_the_duration(tmp_path):
     assert not any(f.endswith(".tar") for f in own["/tests/many"]["files"])
     for f in own["/tests/many"]["files"] + own["/tests/zero-length-upload"]["files"]:
         assert (run / "artifacts" / f).is_file(), f  # every listed file exists, empty ones too
+
+
+def test_resume_reruns_a_test_whose_last_attempt_was_interrupted(tmp_path):
+    marker = f"atex-resume-{os.getpid()}-{time.monotonic_ns()}"
+    tree = make_tree(tmp_path / "tree", {"slow": {"test": f"exec -a {marker} sleep 300"}})
+    run = tmp_path / "run"
+    make_tree(tree, {"slow": {"test": "true"}})
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0  # attempt 1
+    make_tree(tree, {"slow": {"test": f"exec -a {marker} sleep 300"}})
+    returncode, err = interrupt_run(
+        run,
+        tree,
+        lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0,
+    )
+    assert returncode == 130, err  # attempt 2: interrupted
+    make_tree(tree, {"slow": {"test": "true"}})
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert [(r["attempt"], r["reason"]) for r in results(run)] == [
+        (1, None),
+        (2, "interrupted"),
+        (3, None),
+    ]
+
+
+def test_tiny_output_cap_is_clean(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"chatty": {"test": "seq 100000"}})
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--max-output", "10")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "feed_data" not in proc.stderr
+    assert "output exceeded" in own_results(run)["/tests/chatty"]["note"]

@@ -279,7 +279,7 @@ class _TestRun:
             self._close_current_file()
             if (self.artdir / TEST_DATA_ARCHIVE).exists():
                 failure = failure or await asyncio.to_thread(self._unpack_test_data)
-            elif machine_ok and failure is not None:
+            elif failure is not None and (machine_ok or failure[0] is Reason.TIMEOUT):
                 # The wrapper sends TMT_TEST_DATA itself when the test ends; a
                 # test cut short (timeout, violation, cap) never got that far.
                 await self._collect_test_data()  # the test's failure is the one to report

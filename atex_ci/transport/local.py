@@ -40,7 +40,7 @@ class LocalTransport(Transport):
         orphans, self._orphans = self._orphans, set()
         for proc in orphans:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), CLOSE_TIMEOUT)
+                await asyncio.wait_for(_reap(proc), CLOSE_TIMEOUT)
 
     async def run(
         self,
@@ -84,10 +84,19 @@ class LocalTransport(Transport):
                     os.kill(proc.pid, signal.SIGHUP)
                 self._orphans.add(proc)
             raise
-        finally:
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.feed_eof()
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Read an abandoned command's pipes to their end and wait for it, so its
+    transport closes while the event loop still runs."""
+
+    async def drain(reader: asyncio.StreamReader | None) -> None:
+        if reader is not None:
+            while await reader.read(READ_CHUNK):
+                pass
+
+    await asyncio.gather(drain(proc.stdout), drain(proc.stderr))
+    await proc.wait()
 
 
 async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
