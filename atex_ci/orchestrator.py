@@ -154,13 +154,12 @@ class Orchestrator:
         ]
 
     def _tars(self) -> tuple[bytes, bytes]:
-        tests = [t for plan in self.plan_list for t in plan.tests]
-        return build_tree_tar(self.fmf_root), build_remote_tar(tests)
+        return build_tree_tar(self.fmf_root), build_remote_tar(self._all_tests)
 
     def _todo(self, platform: str) -> list[Test]:
-        tests = [t for plan in self.plan_list for t in plan.tests]
+        tests = self._all_tests
         if not self.options.resume:
-            return tests
+            return list(tests)
         done = {
             (r.plan, r.test)
             for r in final_results(self.rundir.read_results())

@@ -194,7 +194,10 @@ def test_timeout_with_sigterm_ignored_discards_machine(tmp_path, ssh_hosts):
         tmp_path / "tree",
         {
             "stubborn": {
-                "test": "trap '' TERM; (trap '' TERM; sleep 300) & sleep 300",
+                "test": (
+                    'echo "got this far" > "$TMT_TEST_DATA/progress.txt"; '
+                    "trap '' TERM; (trap '' TERM; sleep 300) & sleep 300"
+                ),
                 "duration": "2s",
             },
             **{f"z-{n}": {"test": "true"} for n in range(4)},
@@ -206,6 +209,9 @@ def test_timeout_with_sigterm_ignored_discards_machine(tmp_path, ssh_hosts):
     own = own_results(run)
     assert own["/tests/stubborn"]["status"] == "error"
     assert own["/tests/stubborn"]["reason"] == "timeout"
+    # What the test left in TMT_TEST_DATA before it hung is still collected.
+    progress = [f for f in own["/tests/stubborn"]["files"] if f.endswith("data/progress.txt")]
+    assert progress and (run / "artifacts" / progress[0]).read_text() == "got this far\n"
     assert all(own[f"/tests/z-{n}"]["status"] == "pass" for n in range(4))
     assert proc.returncode == 1, proc.stderr
     timed_out_on = own["/tests/stubborn"]["machine"]

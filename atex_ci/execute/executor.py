@@ -668,14 +668,7 @@ class _TestRun:
             return Reason.INFRA, f"could not collect TMT_TEST_DATA: {exc or 'timeout'}"
         if rc != 0 or not chunks:
             return None
-        try:
-            skipped = extract_regular_files(b"".join(chunks), self.artdir / "data")
-        except OSError as exc:
-            return Reason.TEST, f"cannot store TMT_TEST_DATA: {exc}"
-        if skipped:
-            note = ", ".join(skipped[:5])
-            log.warning("%s: skipped unsafe entries in TMT_TEST_DATA: %s", self.test.name, note)
-        return None
+        return self._store_test_data(b"".join(chunks))
 
     def _results(
         self, failure: tuple[Reason, str] | None, start: str, duration: float
@@ -747,14 +740,19 @@ class _TestRun:
         return self.ex.rundir.relative(target)
 
     def _unpack_test_data(self) -> tuple[Reason, str] | None:
-        """Turn the archive the wrapper sent into data/ (regular files only)."""
+        """Turn the archive the wrapper sent into data/, then drop the archive."""
         archive = self.artdir / TEST_DATA_ARCHIVE
+        try:
+            return self._store_test_data(archive)
+        finally:
+            archive.unlink(missing_ok=True)
+
+    def _store_test_data(self, archive: bytes | Path) -> tuple[Reason, str] | None:
+        """Unpack TMT_TEST_DATA into data/ (regular files only); a failure if it cannot."""
         try:
             skipped = extract_regular_files(archive, self.artdir / "data")
         except OSError as exc:
             return Reason.TEST, f"cannot store TMT_TEST_DATA: {exc}"
-        finally:
-            archive.unlink(missing_ok=True)
         if skipped:
             log.warning(
                 "%s: skipped unsafe entries in TMT_TEST_DATA: %s",
