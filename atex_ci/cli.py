@@ -230,7 +230,8 @@ def run(
     """
     from .discover import discover
 
-    found = discover(fmf_root, plans, _parse_context(context))
+    fmf_context = _parse_context(context)
+    found = discover(fmf_root, plans, fmf_context)
     if dry_run:
         for plan in found:
             for test in plan.tests:
@@ -245,33 +246,26 @@ def run(
             "filters and your -c context (try --dry-run)"
         )
     from .execute.executor import Limits
-    from .orchestrator import Orchestrator, RunOptions, _stderr_progress
-    from .rundir import RunDir
+    from .orchestrator import RunOptions, run_tests, stderr_progress
 
-    limits = Limits(max_output=_parse_size(max_output), max_upload=_parse_size(max_upload))
-    rundir = RunDir.open_or_create(run_dir)
-    with rundir.locked():
-        rundir.update_run(
-            fmf={
-                "root": str(fmf_root.resolve()),
-                "plans": list(plans),
-                "context": dict(_parse_context(context)),
-            },
+    options = RunOptions(
+        limits=Limits(max_output=_parse_size(max_output), max_upload=_parse_size(max_upload)),
+        local_slots=local,
+        resume=resume,
+        progress=stderr_progress,
+    )
+    try:
+        summary = run_async(
+            lambda: run_tests(run_dir, fmf_root, plans, fmf_context, options, discovered=found)
         )
-        options = RunOptions(
-            limits=limits, local_slots=local, resume=resume, progress=_stderr_progress
-        )
-        orchestrator = Orchestrator(rundir, fmf_root.resolve(), found, options)
-        try:
-            summary = run_async(orchestrator.run)
-        except asyncio.CancelledError:
-            _fail(f"interrupted; results so far are in {rundir.path}", 130)
+    except asyncio.CancelledError:
+        _fail(f"interrupted; results so far are in {run_dir}", 130)
     totals: dict[str, int] = {}
     for result in summary.final or summary.results:
         if result.name is None:
             totals[str(result.status)] = totals.get(str(result.status), 0) + 1
     counts = ", ".join(f"{n} {s}" for s, n in sorted(totals.items())) or "no tests"
-    click.echo(f"atex-ci: {counts}; results in {rundir.path}", err=True)
+    click.echo(f"atex-ci: {counts}; results in {run_dir}", err=True)
     sys.exit(summary.exit_code)
 
 

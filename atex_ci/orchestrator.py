@@ -67,7 +67,8 @@ class RunSummary:
         return 0
 
 
-def _stderr_progress(line: str) -> None:
+def stderr_progress(line: str) -> None:
+    """Progress printer for the CLI: one line on stderr, flushed."""
     print(line, file=sys.stderr, flush=True)
 
 
@@ -350,17 +351,21 @@ async def run_tests(
     plans: list[str] | tuple[str, ...] = (),
     context: dict[str, str] | None = None,
     options: RunOptions | None = None,
+    discovered: list[Plan] | None = None,
 ) -> RunSummary:
     """Discover and run tests on the machines of ``run_dir`` (local slots if none).
 
     The async entry point of the toolbox; ``atex_ci.run`` wraps it for
-    synchronous callers. Raises ConfigError (bad input) or InfraError.
+    synchronous callers. ``discovered`` skips discovery when the caller has
+    already done it with the same arguments. Raises ConfigError (bad input)
+    or InfraError.
     """
     from .discover import discover
 
     root = Path(fmf_root).resolve()
-    found = await asyncio.to_thread(discover, root, list(plans), context or {})
+    if discovered is None:
+        discovered = await asyncio.to_thread(discover, root, list(plans), context or {})
     rundir = RunDir.open_or_create(run_dir)
     with rundir.locked():
         rundir.update_run(fmf={"root": str(root), "plans": list(plans), "context": context or {}})
-        return await Orchestrator(rundir, root, found, options).run()
+        return await Orchestrator(rundir, root, discovered, options).run()
