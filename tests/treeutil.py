@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "demo"
 
@@ -26,10 +24,10 @@ def make_tree(
     (root / ".fmf" / "version").write_text("1\n")
     plan_data: dict[str, Any] = {"discover": {"how": "fmf"}, "execute": {"how": "tmt"}}
     plan_data.update(plan or {})
-    (root / "plan.fmf").write_text(yaml.safe_dump(plan_data))
+    (root / "plan.fmf").write_text(json.dumps(plan_data, indent=2))
     (root / "tests").mkdir(exist_ok=True)
     nodes = {f"/{name.strip('/')}": data for name, data in tests.items()}
-    (root / "tests" / "main.fmf").write_text(yaml.safe_dump(nodes, sort_keys=False))
+    (root / "tests" / "main.fmf").write_text(json.dumps(nodes, indent=2))
     return root
 
 

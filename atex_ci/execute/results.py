@@ -14,8 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from atex_ci import untrusted_yaml
 from atex_ci.execute.control import ControlError, sanitize_name
 from atex_ci.model import Reason, Status
 
@@ -377,11 +376,18 @@ def parse_custom_results(text: str, filename: str) -> list[dict[str, Any]]:
     """
     try:
         if filename.endswith(".json"):
-            loaded = json.loads(text) if text.strip() else None
+            if len(text) > untrusted_yaml.MAX_BYTES:
+                raise untrusted_yaml.UntrustedYAMLError(
+                    f"larger than {untrusted_yaml.MAX_BYTES} bytes"
+                )
+            try:
+                parsed = json.loads(text) if text.strip() else None
+            except RecursionError:
+                raise untrusted_yaml.UntrustedYAMLError("nested too deeply") from None
+            loaded = untrusted_yaml.to_plain(parsed)
         else:
-            # Through JSON, so that YAML timestamps and the like become plain strings.
-            loaded = json.loads(json.dumps(yaml.safe_load(text), default=str))
-    except (ValueError, yaml.YAMLError) as error:
+            loaded = untrusted_yaml.load(text)
+    except (ValueError, untrusted_yaml.UntrustedYAMLError) as error:
         raise ValueError(f"{filename}: cannot parse: {error}") from None
     if loaded is None:
         return []
