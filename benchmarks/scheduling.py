@@ -37,9 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from atex_ci.model import Machine, Test  # noqa: E402
-from atex_ci.schedule import History, Job, Scheduler, lower_bound  # noqa: E402
-from atex_ci.simulate import simulate  # noqa: E402
+from atex_ci.model import Machine, Test
+from atex_ci.schedule import History, Job, Scheduler, lower_bound
+from atex_ci.simulate import simulate
 
 TESTS = 200
 MACHINES = 8
