@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, InfraError
+from .errors import ConfigError, InfraError, StorageError
 from .execute.executor import Executor, Limits, PhaseError, TestOutcome
 from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
@@ -119,13 +119,23 @@ class Orchestrator:
         schedulers = {p: self.options.scheduler_factory(self._todo(p)) for p in platforms}
         self._total = sum(len(s.pending()) for s in schedulers.values())
         state = "crashed"  # unless we get to say otherwise
+        failed = True
         try:
             tree_tar, remote_tar = await asyncio.to_thread(self._tars)
-            async with asyncio.TaskGroup() as tg:
-                for machine in usable:
-                    scheduler = schedulers[machine.platform]
-                    scheduler.add_machine(machine.id)
-                    tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for machine in usable:
+                        scheduler = schedulers[machine.platform]
+                        scheduler.add_machine(machine.id)
+                        tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
+            except BaseExceptionGroup as group:
+                # The run directory could not be written (disk full, read-only,
+                # removed): the workers stopped (their tests were recorded as
+                # interrupted where that was still possible); say it in one line.
+                storage = _first(group, StorageError)
+                if storage is None:
+                    raise
+                raise storage from None
             for platform, scheduler in schedulers.items():
                 self._not_run(
                     platform,
@@ -134,13 +144,19 @@ class Orchestrator:
                     Status.ERROR,
                 )
             state = "finished"
+            failed = False
         except asyncio.CancelledError:
             state = "interrupted"
             raise
         finally:
             if auto:
                 await asyncio.shield(self._release_all(machines))
-            rundir.update_run(state=state)
+            try:
+                rundir.update_run(state=state)
+            except StorageError:
+                if not failed:
+                    raise
+                # The run already fails with its own error; that one is the news.
         return RunSummary(
             self.results, final=self._final(platforms), infra_failure=self._infra_failure
         )
@@ -164,7 +180,7 @@ class Orchestrator:
         done = {
             (r.plan, r.test)
             for r in final_results(self.rundir.read_results())
-            if r.platform == platform and r.name is None and r.reason != Reason.INTERRUPTED
+            if r.platform == platform and r.name is None and not _unfinished(r)
         }
         return [t for t in tests if (t.plan, t.name) not in done]
 
@@ -219,6 +235,10 @@ class Orchestrator:
                     return
             await self._finish(executor, machine)
         finally:
+            # Whatever the run's tests and prepare scripts left running on the
+            # machine (daemons, setsid sessions) ends with the run.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(executor.cleanup(CLEANUP_TIMEOUT))
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(transport.close(), 10))
 
@@ -315,7 +335,11 @@ class Orchestrator:
 
 
 async def release_machine(rundir: RunDir, machine: Machine) -> None:
-    """Release one machine and record it; idempotent, never raises."""
+    """Release one machine and record it; idempotent, never raises.
+
+    If the run directory cannot be written (disk full, read-only), the machine
+    is released all the same and a warning says the record is missing.
+    """
     if machine.state == MachineState.RELEASED:
         return
     try:
@@ -325,8 +349,32 @@ async def release_machine(rundir: RunDir, machine: Machine) -> None:
         log.warning("releasing %s: %s", machine.id, exc)
         machine.state = MachineState.RELEASED
         machine.released_at = now_iso()
-    rundir.update_machine(machine)
-    rundir.append_event("machine_released", machine=machine.id)
+    try:
+        rundir.update_machine(machine)
+        rundir.append_event("machine_released", machine=machine.id)
+    except (StorageError, ConfigError) as exc:
+        log.warning("released %s, but could not record it: %s", machine.id, exc)
+
+
+def _unfinished(result: Result) -> bool:
+    """A test's own result that --resume runs again: interrupted, or never run
+    for want of a machine (no machine recorded, an infrastructure error)."""
+    if result.reason == Reason.INTERRUPTED:
+        return True
+    return result.reason == Reason.INFRA and result.machine is None
+
+
+def _first(
+    group: BaseExceptionGroup[BaseException], kind: type[StorageError]
+) -> StorageError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, kind)
+            if found is not None:
+                return found
+    return None
 
 
 async def release_all(rundir: RunDir) -> list[Machine]:

@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import json
 import logging
 import os
 import re
 import shlex
 import time
+import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from .. import untrusted_yaml
 from ..duration import MAX_DURATION
-from ..model import Machine, Phase, Plan, Reason, Result, Test
-from ..rundir import RunDir, now_iso, safe_component
+from ..errors import StorageError
+from ..model import Machine, Phase, Plan, Reason, Result, Status, Test
+from ..rundir import RunDir, now_iso, safe_component, storage_error
 from ..transport.base import NotStartedError, Transport, TransportError
 from .control import (
     ControlError,
@@ -40,9 +45,11 @@ from .control import (
     safe_join,
 )
 from .packages import install_script
+from .reaper import OWNER_VARIABLE, phase_owner, reap_command, run_owner, test_owner
 from .results import ResultCollector, parse_custom_results
 from .staging import (
     TEST_DATA_ARCHIVE,
+    ArchiveLimitError,
     extract_regular_files,
     test_dir,
     test_metadata,
@@ -65,6 +72,23 @@ PHASE_TIMEOUT = 3600.0
 REBOOT_POLL_INTERVAL = 1.0
 #: How long to try to reconnect to a machine whose idle connection dropped.
 RECONNECT_TIMEOUT = 60.0
+#: Time a test that has ended (``exitcode``) gets beyond its duration to start
+#: sending TMT_TEST_DATA (the wrapper packs it first). Only the sending itself
+#: gets the longer data timeout, so a test that writes ``exitcode`` itself and
+#: goes on running still times out.
+EXIT_GRACE = 30.0
+#: Errors writing to the run directory that are the controller's problem (the
+#: disk, not the test): they stop the run instead of failing one test.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+#: A result line longer than this (note and extra keys, once partial results
+#: are merged) is cut down: results.jsonl lines are read whole by every
+#: reporter, and no real result needs more.
+MAX_RESULT_LINE = 1024 * 1024
+#: Characters of a note kept in a result line.
+MAX_NOTE = 64 * 1024
+#: Tar headers and padding on top of the test's own bytes when TMT_TEST_DATA
+#: is fetched as an archive.
+TAR_OVERHEAD = 1024 * 1024
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -79,6 +103,13 @@ class Limits:
     max_upload: int = 1024 * 1024 * 1024
     #: Bytes of one result's JSON.
     max_result_json: int = 1024 * 1024
+    #: Bytes of every result's JSON together: a test that reports millions of
+    #: small results must not grow the controller's memory without end.
+    max_results_total: int = 64 * 1024 * 1024
+    #: Files and directories a test may create in its artifact directory
+    #: (uploaded files plus TMT_TEST_DATA entries): each one costs a system
+    #: call on the controller and an inode, whatever its size.
+    max_files: int = 10_000
 
 
 @dataclass
@@ -144,10 +175,19 @@ class Executor:
         """Upload the fmf tree, and the wrapper, shims and test directories made
         by ``build_remote_tar(tests)``. Raises TransportError."""
         q = shlex.quote
-        await self.transport.run(f"rm -rf {q(self.base)}")
+        # An earlier invocation of this run on this machine may have been
+        # killed (kill -9, a lost controller) with tests still running: end
+        # them before their work directory is replaced under them.
+        await self.transport.run(f"{reap_command(run_owner(self.base))}; rm -rf {q(self.base)}")
         await self.transport.put_tar(tree_tar, self.tree)
         await self.transport.put_tar(remote_tar, self.base)
         self._staged = {test_dir(t) for t in tests}
+
+    async def cleanup(self, timeout: float) -> None:
+        """End every process this run started on the machine (bounded; never raises)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await self.transport.run(reap_command(run_owner(self.base)))
 
     def plan_dir(self, plan: str) -> str:
         return f"{self.base}/plans/{safe_component(plan.strip('/').replace('/', '-'))}"
@@ -212,6 +252,7 @@ class Executor:
             "TMT_TREE": self.tree,
             "TMT_PLAN_DATA": f"{plan_dir}/data",
             "TMT_PLAN_ENVIRONMENT_FILE": f"{plan_dir}/environment",
+            OWNER_VARIABLE: phase_owner(self.base),
         }
 
     # -- one test ------------------------------------------------------------------
@@ -258,6 +299,16 @@ class _TestRun:
         self.timeout_cm: asyncio.Timeout | None = None
         self.saved_remaining: float | None = None
         self.save_depth = 0
+        #: ATEX_CI_OWNER of this test's processes (see reaper.py).
+        self.owner = test_owner(executor.base, test.serial_number, attempt)
+        #: Bytes of result JSON received (Limits.max_results_total).
+        self.result_bytes = 0
+        #: Names of the files the test created through the control stream.
+        self.created: set[str] = set()
+        #: Bytes of the TMT_TEST_DATA archive received through the control stream.
+        self.archive_bytes = 0
+        #: The wrapper has started sending TMT_TEST_DATA after ``exitcode``.
+        self.archive_started = False
 
     # -- driving -------------------------------------------------------------------
 
@@ -269,6 +320,7 @@ class _TestRun:
         failure: tuple[Reason, str] | None = None
         machine_ok = True
         cancelled: asyncio.CancelledError | None = None
+        storage: StorageError | None = None
         try:
             # Creating directories and files can take milliseconds on a busy
             # disk: do it off the event loop, which serves every other machine.
@@ -277,17 +329,20 @@ class _TestRun:
             if failure is None:
                 failure, machine_ok = await self._boot_loop()
             self._close_current_file()
-            if (self.artdir / TEST_DATA_ARCHIVE).exists():
-                failure = failure or await asyncio.to_thread(self._unpack_test_data)
-            elif failure is not None and (machine_ok or failure[0] is Reason.TIMEOUT):
-                # The wrapper sends TMT_TEST_DATA itself when the test ends; a
-                # test cut short (timeout, violation, cap) never got that far.
-                await self._collect_test_data()  # the test's failure is the one to report
+            failure = await self._finish_test_data(failure, machine_ok)
         except asyncio.CancelledError as exc:
             cancelled = exc
             failure = (Reason.INTERRUPTED, "the run was interrupted")
+        except StorageError as exc:
+            # The run directory cannot take more (disk full, read-only): not
+            # this test's fault, and no later test could be recorded either.
+            storage = exc
+            failure = (Reason.INFRA, str(exc))
+            machine_ok = False
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
         except Exception as exc:
-            log.exception("internal error while running %s", self.test.name)
+            self._internal_error(exc)
             failure = (Reason.INFRA, f"internal error in atex-ci: {type(exc).__name__}: {exc}")
             machine_ok = False
             with contextlib.suppress(BaseException):
@@ -295,28 +350,81 @@ class _TestRun:
         finally:
             self._close_current_file()
             if self.output is not None:
-                self.output.close()
-        outcome = self._results(failure, start_wall, time.monotonic() - start)
-        outcome.machine_ok = machine_ok and cancelled is None
+                with contextlib.suppress(OSError):
+                    self.output.close()
+        duration = time.monotonic() - start
         if cancelled is not None:
+            outcome = self._safe_results(failure, start_wall, duration)
+            outcome.machine_ok = False
             # Written at once, before the (possibly slow) kill, so a crash or a
             # second Ctrl-C that ends atex-ci at once loses nothing.
-            for result in outcome.results:
-                self.ex.rundir.append_result(result)
+            with contextlib.suppress(StorageError):
+                self._append_results(outcome.results)
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._kill(CANCEL_CLEANUP_TIMEOUT))
             raise cancelled
-        # fsync can take milliseconds: keep the event loop (other machines) going.
+        # Reading results.yaml, walking TMT_TEST_DATA and fsync can take a
+        # while: keep the event loop (other machines) going.
+        outcome = await asyncio.to_thread(self._safe_results, failure, start_wall, duration)
+        outcome.machine_ok = outcome.machine_ok and machine_ok
         await asyncio.to_thread(self._append_results, outcome.results)
+        if storage is not None:
+            raise storage
         return outcome
+
+    def _internal_error(self, exc: BaseException) -> None:
+        """Keep the traceback of an unexpected error for debugging (events.jsonl,
+        and the log at -vv), not on the terminal: the test's note says what happened."""
+        text = "".join(traceback.format_exception(exc))
+        log.debug("internal error while handling %s:\n%s", self.test.name, text)
+        with contextlib.suppress(Exception):
+            self.ex.rundir.append_event(
+                "internal_error", test=self.test.name, plan=self.test.plan, traceback=text
+            )
+
+    def _safe_results(
+        self, failure: tuple[Reason, str] | None, start: str, duration: float
+    ) -> TestOutcome:
+        """The test's results; whatever goes wrong turning its data into results
+        ends as this test's error, never as an exception for the run."""
+        try:
+            return self._results(failure, start, duration)
+        except StorageError:
+            raise
+        except Exception as exc:
+            self._internal_error(exc)
+            note = (
+                "atex-ci could not turn what the test sent into results: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            if failure is not None:
+                note = f"{failure[1]}; {note}"
+            result = self._result(
+                name=None,
+                status=Status.ERROR,
+                note=note[:MAX_NOTE],
+                files=[],
+                reason=Reason.INFRA,
+                start=start,
+                duration=duration,
+                extra={},
+            )
+            return TestOutcome(results=[result])
 
     def _append_results(self, results: list[Result]) -> None:
         for result in results:
             self.ex.rundir.append_result(result)
 
     def _open_output(self) -> IO[bytes]:
-        self.artdir.mkdir(parents=True, exist_ok=True)
-        return open(self.artdir / "output.txt", "ab")
+        path = self.artdir / "output.txt"
+        try:
+            self.artdir.mkdir(parents=True, exist_ok=True)
+            # Unbuffered: every chunk is on disk (in the page cache) as soon as
+            # it arrives, so killing atex-ci loses none of a test's output. A
+            # chunk is one write(2) however many lines it holds.
+            return open(path, "ab", buffering=0)
+        except OSError as exc:
+            raise storage_error(exc, path) from None
 
     async def _requirements(self) -> tuple[tuple[Reason, str] | None, bool]:
         try:
@@ -353,7 +461,7 @@ class _TestRun:
                 continue
             except TimeoutError:
                 await self._kill(CLEANUP_TIMEOUT)
-                if self.exit_code is not None:
+                if self.archive_started:
                     return (
                         Reason.TEST,
                         "the test's files (TMT_TEST_DATA) did not arrive in "
@@ -469,13 +577,17 @@ class _TestRun:
         """End the test's process group: SIGTERM, then SIGKILL after a grace period."""
         pidfile = shlex.quote(f"{self.remote_dir}/pid")
         steps = int(KILL_GRACE / 0.1)
-        command = (
+        group = (
             f"for i in $(seq 20); do [ -s {pidfile} ] && break; sleep 0.1; done; "
             f"p=$(cat {pidfile} 2>/dev/null) || exit 0; "
             f'kill -TERM -- "-$p" 2>/dev/null || exit 0; '
             f'for i in $(seq {steps}); do kill -0 -- "-$p" 2>/dev/null || exit 0; sleep 0.1; done; '
             f'kill -KILL -- "-$p" 2>/dev/null; exit 0'
         )
+        # The group gets SIGTERM first (a test may clean up); then whatever
+        # the test started outside its group (setsid daemons) is found by its
+        # ATEX_CI_OWNER and killed.
+        command = f"( {group} ); {reap_command(self.owner)}"
         with contextlib.suppress(Exception):
             async with asyncio.timeout(timeout):
                 await self.transport.run(command)
@@ -512,6 +624,7 @@ class _TestRun:
                 "ATEX_TEST_TTY": "1" if test.tty else "0",
                 "ATEX_LOCAL_SLOT": "0" if self.transport.supports_reboot else "1",
                 "ATEX_TEST_FRESH": "1" if self.reboot_count == 0 else "0",
+                OWNER_VARIABLE: self.owner,
             }
         )
         if test.framework == "beakerlib":
@@ -537,16 +650,22 @@ class _TestRun:
     # -- stream callbacks (synchronous, called by the transport) -----------------------
 
     def _on_output(self, chunk: bytes) -> None:
-        assert self.output is not None
         room = self.limits.max_output - self.output_bytes
         if len(chunk) > room:
-            self.output.write(chunk[: max(room, 0)])
+            self._write_output(chunk[: max(room, 0)])
             self.output_bytes = self.limits.max_output
             raise _LimitExceeded(
                 f"the test's output exceeded the limit of {self.limits.max_output} bytes"
             )
-        self.output.write(chunk)
+        self._write_output(chunk)
         self.output_bytes += len(chunk)
+
+    def _write_output(self, data: bytes) -> None:
+        assert self.output is not None
+        try:
+            self.output.write(data)
+        except OSError as exc:
+            raise storage_error(exc, self.artdir / "output.txt") from None
 
     def _on_control(self, chunk: bytes) -> None:
         try:
@@ -575,38 +694,68 @@ class _TestRun:
                     self._write_file(FileChunk(event.name, b""))
                 self._close_current_file()
             elif isinstance(event, ResultEvent):
+                self.result_bytes += event.size
+                if self.result_bytes > self.limits.max_results_total:
+                    raise _LimitExceeded(
+                        "the test's results exceeded the limit of "
+                        f"{self.limits.max_results_total} bytes of JSON"
+                    )
                 self.collector.add(event.data)
+                if self.exit_code is not None and any(
+                    f["name"] == TEST_DATA_ARCHIVE for f in event.data["files"]
+                ):
+                    # The wrapper sends the test's files: that time is not the
+                    # test's, the files get their own limit.
+                    self.archive_started = True
+                    self._reschedule(asyncio.get_running_loop().time() + self._data_timeout())
             elif isinstance(event, ExitCode):
                 self.exit_code = event.code
-                # The test itself is over; what follows (its TMT_TEST_DATA)
-                # gets its own time limit instead of the test's duration.
-                if self.timeout_cm is not None:
-                    now = asyncio.get_running_loop().time()
-                    self.timeout_cm.reschedule(now + self._data_timeout())
+                # The test itself is over; the wrapper packs TMT_TEST_DATA next,
+                # which gets a grace period past the duration. (The test could
+                # have written this line itself: it gets no more than that.)
+                now = asyncio.get_running_loop().time()
+                self.deadline = max(self.deadline, now + EXIT_GRACE)
+                self._reschedule(self.deadline)
             elif isinstance(event, Duration):
                 self._adjust_deadline(event)
             elif isinstance(event, Disconnect):
                 raise _Reboot()
 
+    def _reschedule(self, when: float) -> None:
+        if self.timeout_cm is not None:
+            self.timeout_cm.reschedule(when)
+
     def _write_file(self, event: FileChunk) -> None:
         self.upload_bytes += len(event.data)
+        if event.name == TEST_DATA_ARCHIVE:
+            self.archive_bytes += len(event.data)
         if self.upload_bytes > self.limits.max_upload:
             raise _LimitExceeded(
                 f"the test uploaded more than the limit of {self.limits.max_upload} bytes"
             )
+        if event.name not in self.created:
+            if len(self.created) >= self.limits.max_files:
+                raise _LimitExceeded(
+                    f"the test uploaded more than the limit of {self.limits.max_files} files"
+                )
+            self.created.add(event.name)
         try:
             if self.current_name != event.name:
                 self._close_current_file()
                 path = safe_join(self.artdir, event.name)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self.current_file = open(path, "ab")  # noqa: SIM115 (closed on FileEnd)
+                self.current_file = open(path, "ab", buffering=0)  # noqa: SIM115 (closed on FileEnd)
                 self.current_name = event.name
             assert self.current_file is not None
             self.current_file.write(event.data)
         except OSError as exc:
+            if exc.errno in STORAGE_ERRNOS:
+                raise storage_error(exc, self.artdir) from None
             # E.g. a name that is a file in one result and a directory in
             # another, or one too long for the filesystem: the test's fault.
-            raise _TestError(f"cannot store the file {event.name!r}: {exc.strerror}") from None
+            raise _TestError(
+                f"cannot store the file {event.name!r}: {exc.strerror or exc}"
+            ) from None
 
     def _close_current_file(self) -> None:
         if self.current_file is not None:
@@ -639,36 +788,103 @@ class _TestRun:
 
     # -- after the test ------------------------------------------------------------
 
+    async def _finish_test_data(
+        self, failure: tuple[Reason, str] | None, machine_ok: bool
+    ) -> tuple[Reason, str] | None:
+        """Unpack the TMT_TEST_DATA archive the wrapper sent, or fetch the files
+        of a test cut short; returns the test's failure (or a new one)."""
+        archive = self.artdir / TEST_DATA_ARCHIVE
+        if failure is None:
+            if archive.exists():
+                return await asyncio.to_thread(self._unpack_test_data)
+            return None
+        if archive.exists():
+            # Sent only in part (a cap or the time ran out while it came): an
+            # archive cut in the middle is no data, remove it.
+            await asyncio.to_thread(archive.unlink, True)
+        elif machine_ok or failure[0] is Reason.TIMEOUT:
+            # The wrapper sends TMT_TEST_DATA itself when the test ends; a
+            # test cut short (timeout, violation, cap) never got that far.
+            await self._collect_test_data()  # the test's failure is the one to report
+        return failure
+
     async def _collect_test_data(self) -> tuple[Reason, str] | None:
-        """Fetch TMT_TEST_DATA into artifacts/.../data (regular files and dirs only)."""
+        """Fetch TMT_TEST_DATA into artifacts/.../data (regular files and dirs only).
+
+        The archive streams to a file in the artifact directory as it comes
+        (within the upload cap), and is unpacked off the event loop.
+        """
         q = shlex.quote
         data_dir = f"{self.remote_dir}/data"
-        chunks: list[bytes] = []
+        archive = self.artdir / TEST_DATA_ARCHIVE
         size = 0
         room = self.limits.max_upload - self.upload_bytes
+        try:
+            out = open(archive, "wb", buffering=0)  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise storage_error(exc, archive) from None
 
         def take(chunk: bytes) -> None:
             nonlocal size
             size += len(chunk)
-            if size > room + 1024 * 1024:  # tar headers are not the test's bytes
+            if size > room + TAR_OVERHEAD:  # tar headers are not the test's bytes
                 raise _LimitExceeded(
                     f"the test uploaded more than the limit of {self.limits.max_upload} bytes"
                 )
-            chunks.append(chunk)
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise storage_error(exc, archive) from None
 
         try:
-            async with asyncio.timeout(self._data_timeout()):
-                rc = await self.transport.run(
-                    f"[ -d {q(data_dir)} ] || exit 0; tar -c -f - -C {q(data_dir)} .",
-                    stdout=take,
-                )
+            try:
+                async with asyncio.timeout(self._data_timeout()):
+                    rc = await self.transport.run(
+                        f"[ -d {q(data_dir)} ] || exit 0; tar -c -f - -C {q(data_dir)} .",
+                        stdout=take,
+                    )
+            finally:
+                out.close()
         except _LimitExceeded as exc:
+            await asyncio.to_thread(archive.unlink, True)
             return Reason.TEST, str(exc)
         except (TransportError, TimeoutError) as exc:
+            await asyncio.to_thread(archive.unlink, True)
             return Reason.INFRA, f"could not collect TMT_TEST_DATA: {exc or 'timeout'}"
-        if rc != 0 or not chunks:
+        if rc != 0 or size == 0:
+            await asyncio.to_thread(archive.unlink, True)
             return None
-        return self._store_test_data(b"".join(chunks))
+        return await asyncio.to_thread(self._unpack_test_data)
+
+    def _result(
+        self,
+        *,
+        name: str | None,
+        status: Status,
+        note: str | None,
+        files: list[str],
+        reason: Reason | None,
+        start: str,
+        duration: float,
+        extra: dict[str, Any],
+    ) -> Result:
+        return Result(
+            test=self.test.name,
+            plan=self.test.plan,
+            name=name,
+            platform=self.platform,
+            status=status,
+            attempt=self.attempt,
+            machine=self.ex.machine.id,
+            start=start,
+            end=now_iso(),
+            duration=round(duration, 3),
+            note=note,
+            files=files,
+            exit_code=self.exit_code if name is None else None,
+            reason=reason,
+            extra=extra,
+        )
 
     def _results(
         self, failure: tuple[Reason, str] | None, start: str, duration: float
@@ -693,49 +909,75 @@ class _TestRun:
             collected = ResultCollector().finish(
                 exit_code=self.exit_code, failure=(Reason.TEST, str(exc))
             )
-        end = now_iso()
         rundir = self.ex.rundir
         results = []
+        problems: list[str] = []
         abort = False
         data_files = self._data_files()
         for item in collected:
-            files = [
-                rundir.relative(safe_join(self.artdir, f))
-                for f in item.files
-                if f != TEST_DATA_ARCHIVE
-            ]
+            label = f"result {item.name!r}" if item.name else "the test's result"
+            files = []
+            for name in item.files:
+                if name == TEST_DATA_ARCHIVE:
+                    continue
+                try:
+                    files.append(rundir.relative(safe_join(self.artdir, name)))
+                except (ControlError, ValueError, OSError) as exc:
+                    problems.append(f"{label}: file {name!r} not kept: {exc}")
             if item.testout:
-                files.append(self._attach_output(item.testout))
+                try:
+                    files.append(self._attach_output(item.testout))
+                except (ControlError, ValueError, OSError) as exc:
+                    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+                        raise storage_error(exc, self.artdir) from None
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                    problems.append(
+                        f"{label}: cannot attach the output as 'testout' {item.testout!r}: {why}"
+                    )
             if item.name is None:
                 files = [rundir.relative(self.artdir / "output.txt"), *files, *data_files]
             if item.extra.get("abort") is True:
                 abort = True
+            note, extra = item.note, item.extra
+            if note is not None and len(note) > MAX_NOTE:
+                note = f"{note[:MAX_NOTE]}... (note cut at {MAX_NOTE} characters)"
+            if extra and len(json.dumps(extra, default=str)) > MAX_RESULT_LINE:
+                problems.append(
+                    f"{label}: its other keys were dropped: more than {MAX_RESULT_LINE} bytes"
+                )
+                extra = {}
             results.append(
-                Result(
-                    test=self.test.name,
-                    plan=self.test.plan,
+                self._result(
                     name=item.name,
-                    platform=self.platform,
                     status=item.status,
-                    attempt=self.attempt,
-                    machine=self.ex.machine.id,
-                    start=start,
-                    end=end,
-                    duration=round(duration, 3),
-                    note=item.note,
+                    note=note,
                     files=_dedupe(files),
-                    exit_code=self.exit_code if item.name is None else None,
                     reason=item.reason,
-                    extra=item.extra,
+                    start=start,
+                    duration=duration,
+                    extra=extra,
                 )
             )
+        if problems:
+            own = next((r for r in results if r.name is None), None)
+            if own is not None:
+                # What the test sent could not all be kept: the test's fault,
+                # and its own result says exactly what.
+                before = f"before that the result was {own.status}" + (
+                    f": {own.note}" if own.note else ""
+                )
+                note = "; ".join([*problems[:5], before])
+                if own.status is not Status.ERROR or own.reason is None:
+                    own.reason = Reason.TEST
+                own.status = Status.ERROR
+                own.note = note[:MAX_NOTE]
         return TestOutcome(results=results, abort=abort)
 
     def _attach_output(self, name: str) -> str:
         target = safe_join(self.artdir, name)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target != self.artdir / "output.txt":
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(FileExistsError):
                 os.link(self.artdir / "output.txt", target)
         return self.ex.rundir.relative(target)
 
@@ -747,11 +989,22 @@ class _TestRun:
         finally:
             archive.unlink(missing_ok=True)
 
-    def _store_test_data(self, archive: bytes | Path) -> tuple[Reason, str] | None:
-        """Unpack TMT_TEST_DATA into data/ (regular files only); a failure if it cannot."""
+    def _store_test_data(self, archive: Path) -> tuple[Reason, str] | None:
+        """Unpack TMT_TEST_DATA into data/ (regular files only), within what
+        is left of the upload and file caps; a failure if it cannot."""
+        room = self.limits.max_upload - (self.upload_bytes - self.archive_bytes)
         try:
-            skipped = extract_regular_files(archive, self.artdir / "data")
+            skipped = extract_regular_files(
+                archive,
+                self.artdir / "data",
+                max_bytes=max(room, 0),
+                max_files=max(self.limits.max_files - len(self.created), 0),
+            )
+        except ArchiveLimitError as exc:
+            return Reason.TEST, f"TMT_TEST_DATA: {exc}"
         except OSError as exc:
+            if exc.errno in STORAGE_ERRNOS:
+                raise storage_error(exc, self.artdir / "data") from None
             return Reason.TEST, f"cannot store TMT_TEST_DATA: {exc}"
         if skipped:
             log.warning(
@@ -776,8 +1029,15 @@ class _TestRun:
             path = self.artdir / "data" / name
             if path.is_file():
                 try:
-                    return parse_custom_results(path.read_text(errors="replace"), name), None
-                except ValueError as exc:
+                    with open(path, "rb") as f:
+                        # Never more than the parser accepts: a results file
+                        # of gigabytes is refused after reading a little more.
+                        raw = f.read(untrusted_yaml.MAX_BYTES + 1)
+                    if len(raw) > untrusted_yaml.MAX_BYTES:
+                        raise ValueError(f"{name}: larger than {untrusted_yaml.MAX_BYTES} bytes")
+                    text = raw.decode(errors="replace")
+                    return parse_custom_results(text, name), None
+                except (ValueError, OSError) as exc:
                     return None, f"result: custom: {exc}"
         return None, "result: custom, but the test wrote no results.yaml or results.json"
 

@@ -10,11 +10,15 @@ import asyncio
 import os
 import shutil
 
+from ..execute.reaper import reap_command, run_owner
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
 from ..transport.base import Transport
-from ..transport.local import LocalTransport
+from ..transport.local import LocalTransport, test_environment
 from .base import Provisioner
+
+#: Bound on ending a slot's leftover processes at release.
+REAP_TIMEOUT = 30.0
 
 
 class LocalProvisioner(Provisioner):
@@ -49,7 +53,7 @@ class LocalProvisioner(Provisioner):
         return machines
 
     def transport(self, machine: Machine, rundir: RunDir) -> Transport:
-        return LocalTransport()
+        return LocalTransport(env=test_environment(os.environ))
 
     def work_dir(self, machine: Machine, run_id: str) -> str:
         assert machine.workdir is not None
@@ -57,6 +61,25 @@ class LocalProvisioner(Provisioner):
 
     async def release(self, machine: Machine, rundir: RunDir) -> None:
         if machine.workdir:
+            # Every process the run started in this slot ends first (also
+            # those of a controller that was killed, and setsid daemons).
+            await _reap(machine.workdir)
             await asyncio.to_thread(shutil.rmtree, machine.workdir, True)
         machine.state = MachineState.RELEASED
         machine.released_at = machine.released_at or now_iso()
+
+
+async def _reap(workdir: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        reap_command(run_owner(workdir)),
+        stdin=asyncio.subprocess.DEVNULL,
+        env=test_environment(os.environ),
+    )
+    try:
+        async with asyncio.timeout(REAP_TIMEOUT):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

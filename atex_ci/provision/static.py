@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, InfraError
+from ..execute.reaper import reap_command, run_owner
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
 from ..transport.base import Transport
@@ -63,6 +64,7 @@ class StaticProvisioner(Provisioner):
         if key is not None and not Path(key).is_file():
             raise ConfigError(f"SSH key {key} does not exist")
         taken = {m.id for m in rundir.read_machines()}
+        run_id = rundir.read_run()["id"]
         machines = []
         for spec in hosts:
             base_id = machine_id = f"{platform}-{spec.host}-{spec.port}"
@@ -83,6 +85,10 @@ class StaticProvisioner(Provisioner):
                     reserved_at=now_iso(),
                 )
             )
+            # Recorded, so that release finds the work directory (and the
+            # processes that carry it, see execute/reaper.py) even when
+            # run.json is damaged.
+            machines[-1].workdir = self.work_dir(machines[-1], run_id)
 
         async def check(machine: Machine) -> None:
             transport = self.transport(machine, rundir)
@@ -123,6 +129,8 @@ class StaticProvisioner(Provisioner):
         )
 
     def work_dir(self, machine: Machine, run_id: str) -> str:
+        if machine.workdir:
+            return machine.workdir
         # The machine id too: one host may be reserved twice (two workers on it).
         return f"/var/tmp/atex-ci/{run_id}/{machine.id}"
 
@@ -131,11 +139,13 @@ class StaticProvisioner(Provisioner):
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(RELEASE_TIMEOUT):
                     async with self.transport(machine, rundir) as transport:
-                        run_id = rundir.read_run()["id"]
-                        work = self.work_dir(machine, run_id)
+                        work = machine.workdir or self.work_dir(machine, rundir.read_run()["id"])
                         parent = work.rsplit("/", 1)[0]
-                        # The run's directory goes too once its last machine is gone.
+                        # Every process the run started there ends first (also
+                        # those of a controller that was killed); the run's
+                        # directory goes too once its last machine is gone.
                         await transport.run(
+                            f"{reap_command(run_owner(work))}\n"
                             f"rm -rf {shlex.quote(work)}; rmdir {shlex.quote(parent)} 2>/dev/null"
                         )
         machine.state = MachineState.RELEASED
