@@ -256,6 +256,7 @@ def _build_plan(node: fmf.Tree, trees: _Trees, cli_context: dict[str, list[str]]
         raise ConfigError(
             f"plan {name}: 'environment-file' is not supported yet; use 'environment'"
         )
+    _check_execute(name, data.get("execute"))
     # tmt: the plan's own context, overridden by the caller's.
     context = {**_plan_context(name, data.get("context")), **cli_context}
     plan = Plan(
@@ -270,6 +271,27 @@ def _build_plan(node: fmf.Tree, trees: _Trees, cli_context: dict[str, list[str]]
             f"plan {name} has no 'discover' step; add 'discover: {{how: fmf}}' to select its tests"
         )
     return _plan_tests(plan, discover_phases, trees, context)
+
+
+#: The execute methods atex-ci runs tests as (tmt's default; tmt calls it the
+#: internal executor).
+EXECUTE_METHODS = ("tmt",)
+
+
+def _check_execute(plan: str, raw: object) -> None:
+    """Refuse an execute method atex-ci does not implement, instead of running
+    the tests some other way than the plan asks."""
+    for phase in raw if isinstance(raw, list) else [raw]:
+        if phase is None:
+            continue
+        if not isinstance(phase, dict):
+            raise ConfigError(f"plan {plan}: each 'execute' phase must be a mapping")
+        how = phase.get("how", "tmt")
+        if how not in EXECUTE_METHODS:
+            raise ConfigError(
+                f"plan {plan}: execute 'how: {how}' is not supported; atex-ci runs tests "
+                f"as 'how: tmt' does"
+            )
 
 
 def _plan_context(plan: str, raw: object) -> dict[str, list[str]]:

@@ -250,6 +250,19 @@ class RunDir:
         return rundir
 
     @classmethod
+    def open_for_release(cls, path: str | os.PathLike[str]) -> RunDir:
+        """Open a run directory to release its machines: like ``open``, but a
+        damaged or missing run.json is enough when machines.json is there
+        (releasing must never be blocked by the file that says what state the
+        run is in)."""
+        try:
+            return cls.open(path)
+        except ConfigError:
+            if not (Path(path) / MACHINES_JSON).is_file():
+                raise
+            return cls(path)
+
+    @classmethod
     def open_or_create(cls, path: str | os.PathLike[str]) -> RunDir:
         if (Path(path) / RUN_JSON).exists():
             return cls.open(path)

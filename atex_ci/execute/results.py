@@ -76,18 +76,25 @@ def merge_partial(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     null deletes a key, new keys are added, scalars are replaced, lists are
     appended, dicts merge recursively and a change of type replaces.
     """
-    merged = copy.deepcopy(old)
+    return _merge_into(copy.deepcopy(old), copy.deepcopy(new))
+
+
+def _merge_into(target: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """merge_partial's rules, changing ``target`` in place and taking ``new``'s
+    values without copying them (the caller owns both). The cost is that of
+    ``new`` only: a test sending thousands of partial results that each append
+    to a list must not cost the square of their number."""
     for key, value in new.items():
-        current = merged.get(key)
+        current = target.get(key)
         if value is None:
-            merged.pop(key, None)
+            target.pop(key, None)
         elif isinstance(current, dict) and isinstance(value, dict):
-            merged[key] = merge_partial(current, value)
+            _merge_into(current, value)
         elif isinstance(current, list) and isinstance(value, list):
-            merged[key] = current + copy.deepcopy(value)
+            current.extend(value)
         else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+            target[key] = value
+    return target
 
 
 @dataclass
@@ -206,7 +213,9 @@ class ResultCollector:
         files = _file_names(data)
         pending = self._pending.pop(name, None)
         if pending is not None:
-            entry = _Entry(name, merge_partial(pending.data, body), pending.files + files)
+            # The pending entry is ours alone: merge in place (see _merge_into).
+            pending.files.extend(files)
+            entry = _Entry(name, _merge_into(pending.data, body), pending.files)
         else:
             entry = _Entry(name, {k: v for k, v in body.items() if v is not None}, files)
         if data.get("partial") is True:
