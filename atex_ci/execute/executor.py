@@ -72,11 +72,6 @@ PHASE_TIMEOUT = 3600.0
 REBOOT_POLL_INTERVAL = 1.0
 #: How long to try to reconnect to a machine whose idle connection dropped.
 RECONNECT_TIMEOUT = 60.0
-#: Time a test that has ended (``exitcode``) gets beyond its duration to start
-#: sending TMT_TEST_DATA (the wrapper packs it first). Only the sending itself
-#: gets the longer data timeout, so a test that writes ``exitcode`` itself and
-#: goes on running still times out.
-EXIT_GRACE = 30.0
 #: Errors writing to the run directory that are the controller's problem (the
 #: disk, not the test): they stop the run instead of failing one test.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
@@ -103,6 +98,11 @@ class Limits:
     max_upload: int = 1024 * 1024 * 1024
     #: Bytes of one result's JSON.
     max_result_json: int = 1024 * 1024
+    #: Seconds a test that has ended (``exitcode``) gets past its duration to
+    #: start sending TMT_TEST_DATA (the wrapper packs it first). Only sending
+    #: it gets the longer data timeout, so a test that writes ``exitcode``
+    #: itself and goes on running still times out.
+    exit_grace: float = 30.0
     #: Bytes of every result's JSON together: a test that reports millions of
     #: small results must not grow the controller's memory without end.
     max_results_total: int = 64 * 1024 * 1024
@@ -714,7 +714,7 @@ class _TestRun:
                 # which gets a grace period past the duration. (The test could
                 # have written this line itself: it gets no more than that.)
                 now = asyncio.get_running_loop().time()
-                self.deadline = max(self.deadline, now + EXIT_GRACE)
+                self.deadline = max(self.deadline, now + self.limits.exit_grace)
                 self._reschedule(self.deadline)
             elif isinstance(event, Duration):
                 self._adjust_deadline(event)
@@ -916,6 +916,8 @@ class _TestRun:
         data_files = self._data_files()
         for item in collected:
             label = f"result {item.name!r}" if item.name else "the test's result"
+            if item.problem:
+                problems.append(f"{label}: {item.problem}")
             files = []
             for name in item.files:
                 if name == TEST_DATA_ARCHIVE:
@@ -1001,7 +1003,11 @@ class _TestRun:
                 max_files=max(self.limits.max_files - len(self.created), 0),
             )
         except ArchiveLimitError as exc:
-            return Reason.TEST, f"TMT_TEST_DATA: {exc}"
+            if exc.kind == "files":
+                limit = f"{self.limits.max_files} files"
+            else:
+                limit = f"{self.limits.max_upload} bytes once unpacked"
+            return Reason.TEST, f"TMT_TEST_DATA: more than the limit of {limit} (at {exc.entry!r})"
         except OSError as exc:
             if exc.errno in STORAGE_ERRNOS:
                 raise storage_error(exc, self.artdir / "data") from None

@@ -60,6 +60,10 @@ class Collected:
     testout: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     reason: Reason | None = None
+    #: Something the test sent for this result that could not be honoured
+    #: (e.g. an invalid 'testout' name); the caller makes the test's own
+    #: result an error saying so.
+    problem: str | None = None
 
 
 def worst_status(statuses: list[Status]) -> Status:
@@ -144,11 +148,13 @@ def _to_collected(entry: _Entry) -> Collected:
     if "status" not in data:
         note = _join_notes(note, "the result has no status")
     testout: str | None = None
+    problem: str | None = None
     if isinstance(data.get("testout"), str):
         try:
             testout = sanitize_name(data["testout"])
-        except ControlError:
+        except ControlError as error:
             note = _join_notes(note, "invalid 'testout' file name ignored")
+            problem = f"invalid 'testout' file name: {str(error).removeprefix('test-control: ')}"
     extra = {
         key: value
         for key, value in data.items()
@@ -162,6 +168,7 @@ def _to_collected(entry: _Entry) -> Collected:
         testout=testout,
         extra=extra,
         reason=Reason.TEST if status is Status.ERROR else None,
+        problem=problem,
     )
 
 

@@ -88,7 +88,13 @@ TEST_DATA_ARCHIVE = ".atex-test-data.tar"
 
 
 class ArchiveLimitError(Exception):
-    """Unpacking an archive would go over a cap; the message says which."""
+    """Unpacking an archive would go over a cap: ``kind`` is "bytes" or "files",
+    ``entry`` the archive member where it happened."""
+
+    def __init__(self, kind: str, entry: str) -> None:
+        super().__init__(f"too many {kind} at {entry!r}")
+        self.kind = kind
+        self.entry = entry
 
 
 #: Bytes read and written per step while unpacking.
@@ -117,7 +123,7 @@ def extract_regular_files(
         nonlocal created
         created += 1
         if max_files is not None and created > max_files:
-            raise ArchiveLimitError(f"more than the limit of {max_files} files (at {name!r})")
+            raise ArchiveLimitError("files", name)
 
     try:
         with tarfile.open(archive, mode="r:") as tar:
@@ -147,10 +153,7 @@ def extract_regular_files(
                     while block := source.read(_BLOCK):
                         written += len(block)
                         if max_bytes is not None and written > max_bytes:
-                            raise ArchiveLimitError(
-                                f"more than the limit of {max_bytes} bytes once unpacked"
-                                f" (at {name!r})"
-                            )
+                            raise ArchiveLimitError("bytes", name)
                         out.write(block)
     except tarfile.TarError as exc:
         skipped.append(f"(damaged archive: {exc})")
