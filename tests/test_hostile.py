@@ -257,6 +257,8 @@ def test_timed_out_tests_data_streams_to_disk_on_a_host(tmp_path, ssh_host):
         f"root@{ssh_host.address}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    # A host where a test timed out is discarded: the other test needs a slot.
+    assert atex("reserve", "-d", str(run), "--local", "1").returncode == 0
     code, err, peak = run_measured(tmp_path, "run", "-d", str(run), "--fmf-root", str(tree))
     assert code == 1, err
     own = own_results(run)
@@ -369,15 +371,7 @@ def test_kill9_then_release_ends_everything_on_local_slots(tmp_path):
 
 def test_kill9_then_resume_and_release_end_everything_on_a_host(tmp_path, ssh_host):
     tag = f"7{os.getpid() % 1000:03d}"
-    tree = make_tree(
-        tmp_path / "tree",
-        {
-            "stuck": {
-                "test": f"setsid sleep {tag}1 >/dev/null 2>&1 & sleep {tag}2",
-                "duration": "3s",
-            }
-        },
-    )
+    tree = make_tree(tmp_path / "tree", {"stuck": {"test": "true"}})
     run = tmp_path / "run"
     proc = atex(
         "reserve", "-d", str(run), "--key", str(ssh_host.key_path), "--host",
@@ -400,12 +394,11 @@ def test_kill9_then_resume_and_release_end_everything_on_a_host(tmp_path, ssh_ho
         _kill9(controller)
     before = set(on_host())
     assert len(before) == 2
-    # --resume starts by ending what the killed run left on the machine; the
-    # test runs again (and times out), and the run's end leaves nothing.
+    # --resume starts by ending what the killed run left on the machine, then
+    # runs the test again (this time it ends at once).
     resumed = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume")
-    assert resumed.returncode == 1, resumed.stderr
-    assert own_results(run)["/tests/stuck"]["reason"] == "timeout"
-    assert not before & set(on_host())
+    assert resumed.returncode == 0, resumed.stderr
+    assert own_results(run)["/tests/stuck"]["status"] == "pass"
     assert on_host() == []
     # And release after another kill -9 ends it too.
     controller = _start_run(run, long_tree)
@@ -446,7 +439,7 @@ def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
     }
     tree = hostile_tree(tmp_path / "tree", hostile_tests, normal=4)
     run = tmp_path / "run"
-    args = ["run", "-d", str(run), "--fmf-root", str(tree), "--max-upload", "20M"]
+    args = ["run", "-d", str(run), "--fmf-root", str(tree), "--max-upload", "32M"]
     args += ["--max-output", "1M"]
     expected = {"tree", "run"}
     if with_host:
