@@ -54,7 +54,10 @@ def now_iso() -> str:
 def storage_error(exc: OSError, path: Path) -> StorageError:
     """The one-line error for a run-directory write that failed (disk full, read-only...)."""
     why = exc.strerror or str(exc)
-    return StorageError(f"cannot write {path}: {why}; what was recorded before is kept")
+    return StorageError(
+        f"cannot write {path}: {why}; what was recorded before is kept (make room, then "
+        "'atex-ci run --resume' runs the rest)"
+    )
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
