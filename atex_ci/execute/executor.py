@@ -81,6 +81,8 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 MAX_RESULT_LINE = 1024 * 1024
 #: Characters of a note kept in a result line.
 MAX_NOTE = 64 * 1024
+#: Bytes of beakerlib's TestResults file read for the verdict.
+MAX_TEST_RESULTS_FILE = 1024 * 1024
 #: Tar headers and padding on top of the test's own bytes when TMT_TEST_DATA
 #: is fetched as an archive.
 TAR_OVERHEAD = 1024 * 1024
@@ -1051,7 +1053,9 @@ class _TestRun:
 def _beakerlib_result(path: Path) -> dict[str, Any]:
     """The test's own result from beakerlib's TestResults file, judged as tmt does."""
     try:
-        text = path.read_text(errors="replace")
+        with open(path, "rb") as f:
+            # A few hundred bytes in practice; the test wrote it, so read a bounded part.
+            text = f.read(MAX_TEST_RESULTS_FILE).decode(errors="replace")
     except OSError:
         return {"status": "error", "note": "beakerlib: no TestResults file (no rlJournalEnd?)"}
     result = re.search(r"TESTRESULT_RESULT_STRING=(.*)", text)
