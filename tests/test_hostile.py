@@ -244,7 +244,7 @@ def test_timed_out_tests_data_streams_to_disk_on_a_host(tmp_path, ssh_host):
     tree = hostile_tree(
         tmp_path / "tree",
         {"big-data": hostile("big-data", "200", duration="1s")},
-        normal=1,
+        normal=0,
     )
     # The data is written before the test sleeps; a 1 s duration can cut it
     # short, so give the writing time and let the sleep run out instead.
@@ -257,8 +257,6 @@ def test_timed_out_tests_data_streams_to_disk_on_a_host(tmp_path, ssh_host):
         f"root@{ssh_host.address}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    # A host where a test timed out is discarded: the other test needs a slot.
-    assert atex("reserve", "-d", str(run), "--local", "1").returncode == 0
     code, err, peak = run_measured(tmp_path, "run", "-d", str(run), "--fmf-root", str(tree))
     assert code == 1, err
     own = own_results(run)
@@ -267,7 +265,7 @@ def test_timed_out_tests_data_streams_to_disk_on_a_host(tmp_path, ssh_host):
     data = run / "artifacts" / "default" / "plan" / "tests" / "big-data" / "1" / "data" / "big.bin"
     assert data.stat().st_size == 200 * 1024 * 1024
     assert peak < MAX_CONTROLLER_RSS_KB, f"controller peaked at {peak} KiB"
-    assert own["/tests/ok-0"]["status"] == "pass"
+    assert big["machine"].startswith("default-127.")
     assert atex("release", "-d", str(run)).returncode == 0
 
 
