@@ -1,37 +1,36 @@
 """Run one test on one machine through a Transport, and turn what happened into results.
 
-The executor owns the per-machine work directory (the uploaded fmf tree, the
-wrapper and shims, per-test scratch dirs), the test's environment, the
-deadline (``duration`` with runtime adjustment), reboots, resource caps, the
-collection of uploaded files and TMT_TEST_DATA, and the mapping of every way
-a test can end to results. Parsing the control stream is ``control.py``'s
-job, merging results is ``results.py``'s; this module only does the I/O
-between them.
+The executor drives a test: it owns the per-machine work directory (the
+uploaded fmf tree, the wrapper and shims, per-test scratch dirs), starts the
+wrapper, follows reboots, kills what must end, and maps every way a test can
+end to results. The parts with one job each live beside it:
+
+- ``control.py`` parses the test-control stream, ``results.py`` merges results;
+- ``frameworks.py``: shell and beakerlib, as strategies;
+- ``environment.py``: the test's environment and the command that starts it;
+- ``deadline.py``: the ``duration`` arithmetic (pure, ``now`` passed in);
+- ``artifacts.py``: the artifact sink (caps, safe names, streaming to disk);
+- ``reaper.py``: finding and killing the run's processes on the machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
-import os
-import re
 import shlex
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from .. import untrusted_yaml
-from ..duration import MAX_DURATION
 from ..errors import StorageError
 from ..model import Machine, Phase, Plan, Reason, Result, Status, Test
-from ..rundir import RunDir, now_iso, safe_component, storage_error
+from ..rundir import RunDir, now_iso
 from ..transport.base import NotStartedError, Transport, TransportError
+from .artifacts import ArtifactSink, LimitExceeded, TestError
 from .control import (
     ControlError,
     ControlParser,
@@ -42,18 +41,15 @@ from .control import (
     FileChunk,
     FileEnd,
     ResultEvent,
-    safe_join,
 )
+from .deadline import Deadline
+from .environment import WorkDir, build_test_environment, export, wrapper_command
+from .frameworks import SHELL_FRAMEWORK_OPTIONS, framework_for
+from .limits import Limits
 from .packages import install_script
 from .reaper import OWNER_VARIABLE, phase_owner, reap_command, run_owner, test_owner
-from .results import ResultCollector, parse_custom_results
-from .staging import (
-    TEST_DATA_ARCHIVE,
-    ArchiveLimitError,
-    extract_regular_files,
-    test_dir,
-    test_metadata,
-)
+from .results import ResultCollector
+from .staging import TEST_DATA_ARCHIVE, test_dir, test_metadata
 
 log = logging.getLogger("atex_ci.execute")
 
@@ -72,46 +68,12 @@ PHASE_TIMEOUT = 3600.0
 REBOOT_POLL_INTERVAL = 1.0
 #: How long to try to reconnect to a machine whose idle connection dropped.
 RECONNECT_TIMEOUT = 60.0
-#: Errors writing to the run directory that are the controller's problem (the
-#: disk, not the test): they stop the run instead of failing one test.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 #: A result line longer than this (note and extra keys, once partial results
 #: are merged) is cut down: results.jsonl lines are read whole by every
 #: reporter, and no real result needs more.
 MAX_RESULT_LINE = 1024 * 1024
 #: Characters of a note kept in a result line.
 MAX_NOTE = 64 * 1024
-#: Bytes of beakerlib's TestResults file read for the verdict.
-MAX_TEST_RESULTS_FILE = 1024 * 1024
-#: Tar headers and padding on top of the test's own bytes when TMT_TEST_DATA
-#: is fetched as an archive.
-TAR_OVERHEAD = 1024 * 1024
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-@dataclass
-class Limits:
-    """Per-test resource caps; exceeding one ends the test as error."""
-
-    #: Bytes of captured stdout+stderr kept in output.txt.
-    max_output: int = 1024 * 1024 * 1024
-    #: Bytes of files a test may upload (result files plus TMT_TEST_DATA).
-    max_upload: int = 1024 * 1024 * 1024
-    #: Bytes of one result's JSON.
-    max_result_json: int = 1024 * 1024
-    #: Seconds a test that has ended (``exitcode``) gets past its duration to
-    #: start sending TMT_TEST_DATA (the wrapper packs it first). Only sending
-    #: it gets the longer data timeout, so a test that writes ``exitcode``
-    #: itself and goes on running still times out.
-    exit_grace: float = 30.0
-    #: Bytes of every result's JSON together: a test that reports millions of
-    #: small results must not grow the controller's memory without end.
-    max_results_total: int = 64 * 1024 * 1024
-    #: Files and directories a test may create in its artifact directory
-    #: (uploaded files plus TMT_TEST_DATA entries): each one costs a system
-    #: call on the controller and an inode, whatever its size.
-    max_files: int = 10_000
 
 
 @dataclass
@@ -133,18 +95,6 @@ class _Reboot(Exception):
     """Raised from the control callback when the test announced a reboot."""
 
 
-class _TestError(Exception):
-    """The test did something that ends it as error (the message says what)."""
-
-
-class _LimitExceeded(_TestError):
-    """A test went over one of its Limits."""
-
-
-def _export(env: Mapping[str, str]) -> str:
-    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-
-
 class Executor:
     """Runs tests on one machine. Not safe for concurrent tests: one executor per machine slot.
 
@@ -164,10 +114,11 @@ class Executor:
         self.transport = transport
         self.machine = machine
         self.rundir = rundir
-        self.base = base.rstrip("/")
+        self.work = WorkDir(base)
+        self.base = self.work.base
         self.run_id = rundir.read_run()["id"] if (rundir.path / "run.json").exists() else ""
         self.limits = limits or Limits()
-        self.tree = f"{self.base}/tree"
+        self.tree = self.work.tree
         self._prepared: set[str] = set()
         self._staged: set[str] = set()
 
@@ -192,7 +143,7 @@ class Executor:
                 await self.transport.run(reap_command(run_owner(self.base)))
 
     def plan_dir(self, plan: str) -> str:
-        return f"{self.base}/plans/{safe_component(plan.strip('/').replace('/', '-'))}"
+        return self.work.plan_dir(plan)
 
     async def prepare_plan(self, plan: Plan) -> None:
         """Run the plan's prepare phases once on this machine. Raises PhaseError."""
@@ -222,10 +173,13 @@ class Executor:
             await self.install(phase.package, missing_ok=phase.missing == "skip", what=label)
             return
         for script in phase.script:
-            env = {**self._plan_env(plan), **plan.environment}
-            command = (
-                f"{_export(env)}; cd {shlex.quote(self.tree)} && bash -c {shlex.quote(script)}"
-            )
+            env = {
+                **self.work.plan_environment(plan.name),
+                **plan.environment,
+                # Last: a plan's own variables never hide its scripts from the reaper.
+                OWNER_VARIABLE: phase_owner(self.base),
+            }
+            command = f"{export(env)}; cd {shlex.quote(self.tree)} && bash -c {shlex.quote(script)}"
             rc, out, err = await self._bounded(command, label)
             if rc != 0:
                 raise PhaseError(f"{label} failed (exit {rc}): {_tail(out + err)}")
@@ -248,15 +202,6 @@ class Executor:
         except TimeoutError:
             raise PhaseError(f"{what}: no end after {_fmt_seconds(PHASE_TIMEOUT)}") from None
 
-    def _plan_env(self, plan: Plan) -> dict[str, str]:
-        plan_dir = self.plan_dir(plan.name)
-        return {
-            "TMT_TREE": self.tree,
-            "TMT_PLAN_DATA": f"{plan_dir}/data",
-            "TMT_PLAN_ENVIRONMENT_FILE": f"{plan_dir}/environment",
-            OWNER_VARIABLE: phase_owner(self.base),
-        }
-
     # -- one test ------------------------------------------------------------------
 
     async def run_test(
@@ -267,7 +212,9 @@ class Executor:
 
         Never raises for anything the test or the machine does; on
         cancellation, records the test as error (interrupted), kills its
-        processes and re-raises CancelledError.
+        processes and re-raises CancelledError. Raises StorageError (after
+        killing the test and recording what it can) when the run directory
+        cannot be written.
         """
         run = _TestRun(self, test, plan, platform=platform, attempt=attempt)
         return await run.execute()
@@ -286,39 +233,32 @@ class _TestRun:
         self.platform = platform
         self.attempt = attempt
         self.limits = executor.limits
-        self.artdir = executor.rundir.artifact_path(platform, test.name, attempt, plan.name)
+        self.framework = framework_for(test)
+        artdir = executor.rundir.artifact_path(platform, test.name, attempt, plan.name)
+        self.sink = ArtifactSink(executor.rundir, artdir, self.limits)
         self.remote_dir = f"{executor.base}/{test_dir(test)}"
         self.collector = ResultCollector()
         self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
-        self.output: IO[bytes] | None = None
-        self.output_bytes = 0
-        self.upload_bytes = 0
-        self.current_file: IO[bytes] | None = None
-        self.current_name: str | None = None
         self.exit_code: int | None = None
         self.reboot_count = 0
-        self.deadline = 0.0
+        self.deadline = Deadline(0.0, test.duration)
         self.timeout_cm: asyncio.Timeout | None = None
-        self.saved_remaining: float | None = None
-        self.save_depth = 0
         #: ATEX_CI_OWNER of this test's processes (see reaper.py).
         self.owner = test_owner(executor.base, test.serial_number, attempt)
         #: Bytes of result JSON received (Limits.max_results_total).
         self.result_bytes = 0
-        #: Names of the files the test created through the control stream.
-        self.created: set[str] = set()
-        #: Bytes of the TMT_TEST_DATA archive received through the control stream.
-        self.archive_bytes = 0
         #: The wrapper has started sending TMT_TEST_DATA after ``exitcode``.
         self.archive_started = False
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     # -- driving -------------------------------------------------------------------
 
     async def execute(self) -> TestOutcome:
-        loop = asyncio.get_running_loop()
         start_wall = now_iso()
         start = time.monotonic()
-        self.deadline = loop.time() + self.test.duration
+        self.deadline = Deadline(self._now(), self.test.duration)
         failure: tuple[Reason, str] | None = None
         machine_ok = True
         cancelled: asyncio.CancelledError | None = None
@@ -326,11 +266,11 @@ class _TestRun:
         try:
             # Creating directories and files can take milliseconds on a busy
             # disk: do it off the event loop, which serves every other machine.
-            self.output = await asyncio.to_thread(self._open_output)
+            await asyncio.to_thread(self.sink.open)
             failure, machine_ok = await self._requirements()
             if failure is None:
                 failure, machine_ok = await self._boot_loop()
-            self._close_current_file()
+            self.sink.close_file()
             failure = await self._finish_test_data(failure, machine_ok)
         except asyncio.CancelledError as exc:
             cancelled = exc
@@ -350,10 +290,7 @@ class _TestRun:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
         finally:
-            self._close_current_file()
-            if self.output is not None:
-                with contextlib.suppress(OSError):
-                    self.output.close()
+            self.sink.close()
         duration = time.monotonic() - start
         if cancelled is not None:
             outcome = self._safe_results(failure, start_wall, duration)
@@ -417,17 +354,6 @@ class _TestRun:
         for result in results:
             self.ex.rundir.append_result(result)
 
-    def _open_output(self) -> IO[bytes]:
-        path = self.artdir / "output.txt"
-        try:
-            self.artdir.mkdir(parents=True, exist_ok=True)
-            # Unbuffered: every chunk is on disk (in the page cache) as soon as
-            # it arrives, so killing atex-ci loses none of a test's output. A
-            # chunk is one write(2) however many lines it holds.
-            return open(path, "ab", buffering=0)
-        except OSError as exc:
-            raise storage_error(exc, path) from None
-
     async def _requirements(self) -> tuple[tuple[Reason, str] | None, bool]:
         try:
             await self.ex.install(self.test.require, missing_ok=False, what="require")
@@ -445,7 +371,7 @@ class _TestRun:
         while True:
             self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
             try:
-                async with asyncio.timeout_at(self.deadline) as cm:
+                async with asyncio.timeout_at(self.deadline.at) as cm:
                     self.timeout_cm = cm
                     await self.transport.run(
                         self._command(),
@@ -456,7 +382,7 @@ class _TestRun:
                     self._on_eof()
             except _Reboot:
                 self.reboot_count += 1
-                self._close_current_file()
+                self.sink.close_file()
                 ended = await self._reboot(loop)
                 if ended is not None:
                     return ended
@@ -479,7 +405,7 @@ class _TestRun:
             except ControlError as exc:
                 await self._kill(CLEANUP_TIMEOUT)
                 return (Reason.TEST, f"test-control protocol violation: {exc}"), True
-            except _TestError as exc:
+            except TestError as exc:
                 await self._kill(CLEANUP_TIMEOUT)
                 return (Reason.TEST, str(exc)), True
             except NotStartedError as exc:
@@ -509,7 +435,7 @@ class _TestRun:
         return CLEANUP_TIMEOUT + self.limits.max_upload / 10e6
 
     def _remaining(self) -> float:
-        return max(self.deadline - asyncio.get_running_loop().time(), 0.0)
+        return self.deadline.remaining(self._now())
 
     async def _reboot(
         self, loop: asyncio.AbstractEventLoop
@@ -529,7 +455,7 @@ class _TestRun:
             if failed is not None:
                 await self._kill(CLEANUP_TIMEOUT)
                 return (Reason.TEST, f"the reboot command failed (exit {failed})"), True
-            remaining = self.deadline - loop.time()
+            remaining = self.deadline.at - loop.time()
             if remaining <= 0:
                 return (Reason.TIMEOUT, "timeout: ran past its duration while rebooting"), False
             await self.transport.reconnect(remaining)
@@ -539,7 +465,7 @@ class _TestRun:
                 "timeout: the machine did not go down for the reboot the test requested",
             ), False
         except TransportError as exc:
-            if loop.time() >= self.deadline:
+            if loop.time() >= self.deadline.at:
                 return (Reason.TIMEOUT, "timeout: ran past its duration while rebooting"), False
             return (Reason.INFRA, f"the machine did not come back after a reboot: {exc}"), False
         return None
@@ -560,7 +486,7 @@ class _TestRun:
                 if rc == 0:
                     return out.decode(errors="replace").strip() or "?"
 
-        remaining = max(self.deadline - loop.time(), 0)
+        remaining = self.deadline.remaining(loop.time())
         down = asyncio.ensure_future(self.transport.wait_disconnected(remaining))
         watcher = asyncio.ensure_future(watch())
         try:
@@ -597,77 +523,29 @@ class _TestRun:
     # -- the command and its environment ---------------------------------------------
 
     def _command(self) -> str:
-        test = self.test
         ex = self.ex
-        env: dict[str, str] = {}
-        env.update(self.plan.environment)
-        env.update(test.environment)
-        bad = [k for k in env if not _ENV_NAME.fullmatch(k)]
-        if bad:
-            raise _TestError(f"invalid environment variable name {bad[0]!r}")
-        env.update(ex._plan_env(self.plan))
-        env.update(
-            {
-                "TMT_TEST_NAME": test.name,
-                "TMT_TEST_DATA": f"{self.remote_dir}/data",
-                "TMT_TEST_METADATA": f"{self.remote_dir}/metadata.yaml",
-                "TMT_TEST_INVOCATION_PATH": self.remote_dir,
-                "TMT_TEST_ITERATION_ID": f"{ex.run_id}-{test.serial_number}",
-                "TMT_REBOOT_COUNT": str(self.reboot_count),
-                # The restraint/beaker spellings of the same count.
-                "REBOOTCOUNT": str(self.reboot_count),
-                "RSTRNT_REBOOTCOUNT": str(self.reboot_count),
-                "TMT_TEST_RESTART_COUNT": str(self.reboot_count),
-                "TMT_TEST_SERIAL_NUMBER": str(test.serial_number),
-                "TMT_RESTRAINT_COMPATIBLE": "0",
-                "ATEX_TEST_COMMAND": _test_command(test),
-                "ATEX_TEST_CWD": f"{ex.tree}/{test.path.strip('/')}".rstrip("/"),
-                "ATEX_TEST_DIR": self.remote_dir,
-                "ATEX_TEST_TTY": "1" if test.tty else "0",
-                "ATEX_LOCAL_SLOT": "0" if self.transport.supports_reboot else "1",
-                "ATEX_TEST_FRESH": "1" if self.reboot_count == 0 else "0",
-                OWNER_VARIABLE: self.owner,
-            }
-        )
-        if test.framework == "beakerlib":
-            bin_dir = f"{ex.base}/remote/bin"
-            env.update(
-                {
-                    # In TMT_TEST_DATA, so the journal and TestResults are collected.
-                    "BEAKERLIB_DIR": f"{self.remote_dir}/data",
-                    "BEAKERLIB_COMMAND_SUBMIT_LOG": f"{bin_dir}/tmt-file-submit",
-                    # Called by every rlPhaseEnd (only when TESTID is set).
-                    "BEAKERLIB_COMMAND_REPORT_RESULT": f"{bin_dir}/rhts-report-result",
-                    "TESTID": str(test.serial_number),
-                }
+        try:
+            env = build_test_environment(
+                ex.work,
+                self.test,
+                self.plan,
+                framework=self.framework,
+                test_dir=self.remote_dir,
+                run_id=ex.run_id,
+                owner=self.owner,
+                reboot_count=self.reboot_count,
+                local_slot=not self.transport.supports_reboot,
             )
-        if test_dir(test) not in ex._staged:
-            env["ATEX_TEST_METADATA_JSON"] = test_metadata(test).decode()
-        path = f"{ex.base}/remote/bin"
-        return (
-            f'{_export(env)}; export PATH={shlex.quote(path)}:"$PATH"; '
-            f"source {shlex.quote(ex.base + '/remote/wrapper.sh')}"
-        )
+        except ValueError as exc:
+            raise TestError(str(exc)) from None
+        if test_dir(self.test) not in ex._staged:
+            env["ATEX_TEST_METADATA_JSON"] = test_metadata(self.test).decode()
+        return wrapper_command(ex.work, env)
 
     # -- stream callbacks (synchronous, called by the transport) -----------------------
 
     def _on_output(self, chunk: bytes) -> None:
-        room = self.limits.max_output - self.output_bytes
-        if len(chunk) > room:
-            self._write_output(chunk[: max(room, 0)])
-            self.output_bytes = self.limits.max_output
-            raise _LimitExceeded(
-                f"the test's output exceeded the limit of {self.limits.max_output} bytes"
-            )
-        self._write_output(chunk)
-        self.output_bytes += len(chunk)
-
-    def _write_output(self, data: bytes) -> None:
-        assert self.output is not None
-        try:
-            self.output.write(data)
-        except OSError as exc:
-            raise storage_error(exc, self.artdir / "output.txt") from None
+        self.sink.write_output(chunk)
 
     def _on_control(self, chunk: bytes) -> None:
         try:
@@ -689,16 +567,13 @@ class _TestRun:
     def _handle(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, FileChunk):
-                self._write_file(event)
+                self.sink.write_file(event)
             elif isinstance(event, FileEnd):
-                if self.current_name != event.name:
-                    # A file of length 0: no data came, but it exists.
-                    self._write_file(FileChunk(event.name, b""))
-                self._close_current_file()
+                self.sink.end_file(event.name)
             elif isinstance(event, ResultEvent):
                 self.result_bytes += event.size
                 if self.result_bytes > self.limits.max_results_total:
-                    raise _LimitExceeded(
+                    raise LimitExceeded(
                         "the test's results exceeded the limit of "
                         f"{self.limits.max_results_total} bytes of JSON"
                     )
@@ -709,84 +584,21 @@ class _TestRun:
                     # The wrapper sends the test's files: that time is not the
                     # test's, the files get their own limit.
                     self.archive_started = True
-                    self._reschedule(asyncio.get_running_loop().time() + self._data_timeout())
+                    self._reschedule(self._now() + self._data_timeout())
             elif isinstance(event, ExitCode):
                 self.exit_code = event.code
                 # The test itself is over; the wrapper packs TMT_TEST_DATA next,
                 # which gets a grace period past the duration. (The test could
                 # have written this line itself: it gets no more than that.)
-                now = asyncio.get_running_loop().time()
-                self.deadline = max(self.deadline, now + self.limits.exit_grace)
-                self._reschedule(self.deadline)
+                self._reschedule(self.deadline.test_ended(self._now(), self.limits.exit_grace))
             elif isinstance(event, Duration):
-                self._adjust_deadline(event)
+                self._reschedule(self.deadline.change(event, self._now()))
             elif isinstance(event, Disconnect):
                 raise _Reboot()
 
     def _reschedule(self, when: float) -> None:
         if self.timeout_cm is not None:
             self.timeout_cm.reschedule(when)
-
-    def _write_file(self, event: FileChunk) -> None:
-        self.upload_bytes += len(event.data)
-        if event.name == TEST_DATA_ARCHIVE:
-            self.archive_bytes += len(event.data)
-        if self.upload_bytes > self.limits.max_upload:
-            raise _LimitExceeded(
-                f"the test uploaded more than the limit of {self.limits.max_upload} bytes"
-            )
-        if event.name not in self.created:
-            if len(self.created) >= self.limits.max_files:
-                raise _LimitExceeded(
-                    f"the test uploaded more than the limit of {self.limits.max_files} files"
-                )
-            self.created.add(event.name)
-        try:
-            if self.current_name != event.name:
-                self._close_current_file()
-                path = safe_join(self.artdir, event.name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.current_file = open(path, "ab", buffering=0)  # noqa: SIM115 (closed on FileEnd)
-                self.current_name = event.name
-            assert self.current_file is not None
-            self.current_file.write(event.data)
-        except OSError as exc:
-            if exc.errno in STORAGE_ERRNOS:
-                raise storage_error(exc, self.artdir) from None
-            # E.g. a name that is a file in one result and a directory in
-            # another, or one too long for the filesystem: the test's fault.
-            raise _TestError(
-                f"cannot store the file {event.name!r}: {exc.strerror or exc}"
-            ) from None
-
-    def _close_current_file(self) -> None:
-        if self.current_file is not None:
-            self.current_file.close()
-        self.current_file = None
-        self.current_name = None
-
-    def _adjust_deadline(self, event: Duration) -> None:
-        now = asyncio.get_running_loop().time()
-        if event.op == "save":
-            if self.save_depth == 0:
-                self.saved_remaining = self.deadline - now
-            self.save_depth += 1
-        elif event.op == "restore":
-            if self.save_depth == 0:
-                raise ControlError("'duration restore' without 'duration save'")
-            self.save_depth -= 1
-            if self.save_depth == 0 and self.saved_remaining is not None:
-                self.deadline = now + self.saved_remaining
-        elif event.seconds is not None:
-            if event.op == "set":
-                self.deadline = now + event.seconds
-            elif event.op == "add":
-                self.deadline += event.seconds
-            elif event.op == "sub":
-                self.deadline -= event.seconds
-        self.deadline = min(self.deadline, now + MAX_DURATION)
-        if self.timeout_cm is not None:
-            self.timeout_cm.reschedule(self.deadline)
 
     # -- after the test ------------------------------------------------------------
 
@@ -795,10 +607,10 @@ class _TestRun:
     ) -> tuple[Reason, str] | None:
         """Unpack the TMT_TEST_DATA archive the wrapper sent, or fetch the files
         of a test cut short; returns the test's failure (or a new one)."""
-        archive = self.artdir / TEST_DATA_ARCHIVE
+        archive = self.sink.archive
         if failure is None:
             if archive.exists():
-                return await asyncio.to_thread(self._unpack_test_data)
+                return await self._unpack_test_data()
             return None
         if archive.exists():
             # Sent only in part (a cap or the time ran out while it came): an
@@ -818,45 +630,37 @@ class _TestRun:
         """
         q = shlex.quote
         data_dir = f"{self.remote_dir}/data"
-        archive = self.artdir / TEST_DATA_ARCHIVE
-        size = 0
-        room = self.limits.max_upload - self.upload_bytes
-        try:
-            out = open(archive, "wb", buffering=0)  # noqa: SIM115 (closed below)
-        except OSError as exc:
-            raise storage_error(exc, archive) from None
-
-        def take(chunk: bytes) -> None:
-            nonlocal size
-            size += len(chunk)
-            if size > room + TAR_OVERHEAD:  # tar headers are not the test's bytes
-                raise _LimitExceeded(
-                    f"the test uploaded more than the limit of {self.limits.max_upload} bytes"
-                )
-            try:
-                out.write(chunk)
-            except OSError as exc:
-                raise storage_error(exc, archive) from None
-
+        writer = self.sink.archive_writer()
         try:
             try:
                 async with asyncio.timeout(self._data_timeout()):
                     rc = await self.transport.run(
                         f"[ -d {q(data_dir)} ] || exit 0; tar -c -f - -C {q(data_dir)} .",
-                        stdout=take,
+                        stdout=writer.write,
                     )
             finally:
-                out.close()
-        except _LimitExceeded as exc:
-            await asyncio.to_thread(archive.unlink, True)
+                writer.close()
+        except LimitExceeded as exc:
+            await asyncio.to_thread(writer.discard)
             return Reason.TEST, str(exc)
         except (TransportError, TimeoutError) as exc:
-            await asyncio.to_thread(archive.unlink, True)
+            await asyncio.to_thread(writer.discard)
             return Reason.INFRA, f"could not collect TMT_TEST_DATA: {exc or 'timeout'}"
-        if rc != 0 or size == 0:
-            await asyncio.to_thread(archive.unlink, True)
+        if rc != 0 or writer.size == 0:
+            await asyncio.to_thread(writer.discard)
             return None
-        return await asyncio.to_thread(self._unpack_test_data)
+        return await self._unpack_test_data()
+
+    async def _unpack_test_data(self) -> tuple[Reason, str] | None:
+        """Turn the archive into data/ off the event loop, then drop the archive."""
+        problem = await asyncio.to_thread(self.sink.unpack_archive)
+        if self.sink.skipped:
+            log.warning(
+                "%s: skipped unsafe entries in TMT_TEST_DATA: %s",
+                self.test.name,
+                ", ".join(self.sink.skipped[:5]),
+            )
+        return (Reason.TEST, problem) if problem else None
 
     def _result(
         self,
@@ -892,12 +696,14 @@ class _TestRun:
         self, failure: tuple[Reason, str] | None, start: str, duration: float
     ) -> TestOutcome:
         custom: list[dict[str, Any]] | None = None
-        if self.test.framework == "beakerlib" and failure is None:
-            # As tmt: the journal's verdict is the test's own result; phase
-            # results reported on the way are only details.
-            self.collector.add(_beakerlib_result(self.artdir / "data" / "TestResults"))
+        if failure is None:
+            verdict = self.framework.own_result(self.sink.path)
+            if verdict is not None:
+                # As tmt: the framework's verdict is the test's own result;
+                # results reported on the way are only details.
+                self.collector.add(verdict)
         if self.test.result == "custom" and failure is None:
-            custom, problem = self._read_custom()
+            custom, problem = self.sink.read_custom_results()
             if problem:
                 failure = (Reason.TEST, problem)
         try:
@@ -911,11 +717,11 @@ class _TestRun:
             collected = ResultCollector().finish(
                 exit_code=self.exit_code, failure=(Reason.TEST, str(exc))
             )
-        rundir = self.ex.rundir
+        sink = self.sink
         results = []
         problems: list[str] = []
         abort = False
-        data_files = self._data_files()
+        data_files = sink.data_files()
         for item in collected:
             label = f"result {item.name!r}" if item.name else "the test's result"
             if item.problem:
@@ -925,21 +731,19 @@ class _TestRun:
                 if name == TEST_DATA_ARCHIVE:
                     continue
                 try:
-                    files.append(rundir.relative(safe_join(self.artdir, name)))
+                    files.append(sink.relative(name))
                 except (ControlError, ValueError, OSError) as exc:
                     problems.append(f"{label}: file {name!r} not kept: {exc}")
             if item.testout:
                 try:
-                    files.append(self._attach_output(item.testout))
+                    files.append(sink.attach_output(item.testout))
                 except (ControlError, ValueError, OSError) as exc:
-                    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
-                        raise storage_error(exc, self.artdir) from None
                     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                     problems.append(
                         f"{label}: cannot attach the output as 'testout' {item.testout!r}: {why}"
                     )
             if item.name is None:
-                files = [rundir.relative(self.artdir / "output.txt"), *files, *data_files]
+                files = [sink.output_file(), *files, *data_files]
             if item.extra.get("abort") is True:
                 abort = True
             note, extra = item.note, item.extra
@@ -977,107 +781,6 @@ class _TestRun:
                 own.note = note[:MAX_NOTE]
         return TestOutcome(results=results, abort=abort)
 
-    def _attach_output(self, name: str) -> str:
-        target = safe_join(self.artdir, name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target != self.artdir / "output.txt":
-            with contextlib.suppress(FileExistsError):
-                os.link(self.artdir / "output.txt", target)
-        return self.ex.rundir.relative(target)
-
-    def _unpack_test_data(self) -> tuple[Reason, str] | None:
-        """Turn the archive the wrapper sent into data/, then drop the archive."""
-        archive = self.artdir / TEST_DATA_ARCHIVE
-        try:
-            return self._store_test_data(archive)
-        finally:
-            archive.unlink(missing_ok=True)
-
-    def _store_test_data(self, archive: Path) -> tuple[Reason, str] | None:
-        """Unpack TMT_TEST_DATA into data/ (regular files only), within what
-        is left of the upload and file caps; a failure if it cannot."""
-        room = self.limits.max_upload - (self.upload_bytes - self.archive_bytes)
-        try:
-            skipped = extract_regular_files(
-                archive,
-                self.artdir / "data",
-                max_bytes=max(room, 0),
-                max_files=max(self.limits.max_files - len(self.created), 0),
-            )
-        except ArchiveLimitError as exc:
-            if exc.kind == "files":
-                limit = f"{self.limits.max_files} files"
-            else:
-                limit = f"{self.limits.max_upload} bytes once unpacked"
-            return Reason.TEST, f"TMT_TEST_DATA: more than the limit of {limit} (at {exc.entry!r})"
-        except OSError as exc:
-            if exc.errno in STORAGE_ERRNOS:
-                raise storage_error(exc, self.artdir / "data") from None
-            return Reason.TEST, f"cannot store TMT_TEST_DATA: {exc}"
-        if skipped:
-            log.warning(
-                "%s: skipped unsafe entries in TMT_TEST_DATA: %s",
-                self.test.name,
-                ", ".join(skipped[:5]),
-            )
-        return None
-
-    def _data_files(self) -> list[str]:
-        data = self.artdir / "data"
-        if not data.is_dir():
-            return []
-        return sorted(
-            self.ex.rundir.relative(p)
-            for p in data.rglob("*")
-            if p.is_file() and not p.is_symlink()
-        )
-
-    def _read_custom(self) -> tuple[list[dict[str, Any]] | None, str | None]:
-        for name in ("results.yaml", "results.json"):
-            path = self.artdir / "data" / name
-            if path.is_file():
-                try:
-                    with open(path, "rb") as f:
-                        # Never more than the parser accepts: a results file
-                        # of gigabytes is refused after reading a little more.
-                        raw = f.read(untrusted_yaml.MAX_BYTES + 1)
-                    if len(raw) > untrusted_yaml.MAX_BYTES:
-                        raise ValueError(f"{name}: larger than {untrusted_yaml.MAX_BYTES} bytes")
-                    text = raw.decode(errors="replace")
-                    return parse_custom_results(text, name), None
-                except (ValueError, OSError) as exc:
-                    return None, f"result: custom: {exc}"
-        return None, "result: custom, but the test wrote no results.yaml or results.json"
-
-
-def _beakerlib_result(path: Path) -> dict[str, Any]:
-    """The test's own result from beakerlib's TestResults file, judged as tmt does."""
-    try:
-        with open(path, "rb") as f:
-            # A few hundred bytes in practice; the test wrote it, so read a bounded part.
-            text = f.read(MAX_TEST_RESULTS_FILE).decode(errors="replace")
-    except OSError:
-        return {"status": "error", "note": "beakerlib: no TestResults file (no rlJournalEnd?)"}
-    result = re.search(r"TESTRESULT_RESULT_STRING=(.*)", text)
-    state = re.search(r'TESTRESULT_STATE="?(\w+)"?', text)
-    if result is None or state is None:
-        return {"status": "error", "note": "beakerlib: result or state missing in TestResults"}
-    if state.group(1) != "complete":
-        return {"status": "error", "note": f"beakerlib: state {state.group(1)!r}"}
-    return {"status": result.group(1).strip().strip('"').lower()}
-
-
-#: What tmt's shell framework runs before a test's command (checked against
-#: tmt 1.78): a failing command or pipeline stage fails the test.
-SHELL_FRAMEWORK_OPTIONS = "set -eo pipefail"
-
-
-def _test_command(test: Test) -> str:
-    """The command the wrapper runs: tmt's shell options first, for the shell framework."""
-    if test.framework == "shell":
-        return f"{SHELL_FRAMEWORK_OPTIONS}; {test.test}"
-    return test.test
-
 
 def _tail(data: bytes, limit: int = 1500) -> str:
     text = data.decode(errors="replace").strip()
@@ -1094,4 +797,4 @@ def _dedupe(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-__all__ = ["Executor", "Limits", "PhaseError", "TestOutcome"]
+__all__ = ["SHELL_FRAMEWORK_OPTIONS", "Executor", "Limits", "PhaseError", "TestOutcome"]

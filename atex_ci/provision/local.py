@@ -14,7 +14,7 @@ from ..execute.reaper import reap_command, run_owner
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
 from ..transport.base import Transport
-from ..transport.local import LocalTransport, test_environment
+from ..transport.local import LocalTransport, slot_environment
 from .base import Provisioner
 
 #: Bound on ending a slot's leftover processes at release.
@@ -53,7 +53,7 @@ class LocalProvisioner(Provisioner):
         return machines
 
     def transport(self, machine: Machine, rundir: RunDir) -> Transport:
-        return LocalTransport(env=test_environment(os.environ))
+        return LocalTransport(env=slot_environment(os.environ))
 
     def work_dir(self, machine: Machine, run_id: str) -> str:
         assert machine.workdir is not None
@@ -75,7 +75,7 @@ async def _reap(workdir: str) -> None:
         "-c",
         reap_command(run_owner(workdir)),
         stdin=asyncio.subprocess.DEVNULL,
-        env=test_environment(os.environ),
+        env=slot_environment(os.environ),
     )
     try:
         async with asyncio.timeout(REAP_TIMEOUT):

@@ -33,7 +33,7 @@ TEST_ENVIRONMENT = frozenset(
 TEST_ENVIRONMENT_PREFIXES = ("LC_",)
 
 
-def test_environment(environ: Mapping[str, str]) -> dict[str, str]:
+def slot_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment a local slot's commands start with: the allow-list
     above taken from ``environ``, and a default PATH if it has none."""
     env = {
