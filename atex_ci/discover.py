@@ -42,6 +42,8 @@ if TYPE_CHECKING:  # fmf is imported lazily: importing this module stays cheap
 # tmt's defaults (tmt's "L1" and "L2" metadata specification).
 DEFAULT_ORDER = 50
 DEFAULT_FRAMEWORK = "shell"
+#: tmt's test frameworks (tmt 1.78: shell and beakerlib).
+FRAMEWORK_VALUES = ("shell", "beakerlib")
 DEFAULT_RESULT = "respect"
 # What tmt calls a plan when a tree has none at all: one fmf discover phase.
 DEFAULT_PLAN_NAME = "/default/plan"
@@ -553,6 +555,12 @@ def _metadata(node: fmf.Tree) -> dict[str, Any]:
     }
     if not isinstance(metadata["framework"], str):
         raise ConfigError(f"{where}: 'framework' must be a string")
+    if metadata["framework"] not in FRAMEWORK_VALUES:
+        # Run some other way than asked, the test's verdict would mean nothing.
+        raise ConfigError(
+            f"{where}: 'framework' must be one of {', '.join(FRAMEWORK_VALUES)}, "
+            f"not {metadata['framework']!r}"
+        )
     if metadata["result"] not in RESULT_VALUES:
         raise ConfigError(
             f"{where}: 'result' must be one of {', '.join(RESULT_VALUES)}, "

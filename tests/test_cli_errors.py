@@ -125,3 +125,9 @@ def test_unknown_execute_method_is_refused(tmp_path):
     assert "how: bogus" in line and "/plan" in line
     tree = make_tree(tmp_path / "u", {"a": {"test": "true"}}, plan={"execute": [{"how": "tmt"}]})
     assert atex("run", "--dry-run", "--fmf-root", str(tree)).returncode == 0
+
+
+def test_unknown_framework_is_refused(tmp_path):
+    tree = make_tree(tmp_path / "t", {"a": {"test": "true", "framework": "pytest"}})
+    line = _one_line_error(atex("run", "--dry-run", "--fmf-root", str(tree)))
+    assert "'framework'" in line and "'pytest'" in line and "/tests/a" in line
