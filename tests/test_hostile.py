@@ -433,6 +433,11 @@ def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
         "many-files": hostile("many-files"),
         "daemons": hostile("daemons", tag),
         "big-output": {"test": "head -c 5M /dev/zero; echo after"},
+        # The tmt shims are a channel too: odd bytes in names, a file over the cap.
+        "shim-names": {
+            "test": "tmt-report-result \"/$(printf 'a\\377\\001b')\" PASS -o /etc/hostname"
+        },
+        "shim-big-file": {"test": "head -c 40M /dev/zero > big; tmt-file-submit -l big"},
         "timeout": {"test": f"setsid sleep {tag}9 & sleep {tag}8", "duration": "2s"},
     }
     tree = hostile_tree(tmp_path / "tree", hostile_tests, normal=4)
@@ -470,6 +475,7 @@ def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
         "sparse": "once unpacked",
         "many-files": "10000 files",
         "big-output": "output exceeded the limit",
+        "shim-big-file": "uploaded more than the limit of 33554432 bytes",
         "timeout": "ran past its duration",
     }
     for name, words in notes.items():
@@ -479,6 +485,11 @@ def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
     assert own["/tests/escaping-names"]["status"] == "pass"
     assert own["/tests/many-partials"]["status"] == "pass"
     assert own["/tests/daemons"]["status"] == "pass"
+    assert own["/tests/shim-names"]["status"] == "pass"
+    shim = [r for r in results(run) if r["test"] == "/tests/shim-names" and r["name"]]
+    # Result names are kept (invalid UTF-8 as U+FFFD); only file names are cleaned.
+    assert [(r["name"], r["status"]) for r in shim] == [("/a\ufffd\x01b", "pass")]
+    assert shim[0]["files"][0].endswith("/hostname")
     if with_host:
         assert atex("release", "-d", str(run)).returncode == 0
         assert [p for p in host.processes() if cmdline(p).startswith(f"sleep {tag}")] == []
