@@ -145,3 +145,51 @@ def test_sink_unpacks_within_what_is_left_of_the_caps(tmp_path):
     assert not sink.archive.exists()  # removed, also after a cap
     assert (sink.path / "data" / "big").stat().st_size <= 1000
     sink.close()
+
+
+def test_reaper_finds_processes_by_owner_in_any_session():
+    import subprocess
+
+    from atex_ci.execute.reaper import reap_command, run_owner, test_owner
+
+    def start(owner: str) -> subprocess.Popen[bytes]:
+        # A new session each, as a setsid daemon: no process group ties them.
+        env = {"PATH": "/usr/bin:/bin", "ATEX_CI_OWNER": owner}
+        return subprocess.Popen(["sleep", "1000"], env=env, start_new_session=True)
+
+    one = start(test_owner("/w", 1, 1))
+    two = start(test_owner("/w", 2, 1))
+    ten = start(test_owner("/w0", 1, 1))  # another work dir sharing a prefix
+    try:
+        subprocess.run(["bash", "-c", reap_command(test_owner("/w", 1, 1))], check=True)
+        assert one.wait(timeout=30) == -9
+        assert two.poll() is None and ten.poll() is None
+        subprocess.run(["bash", "-c", reap_command(run_owner("/w"))], check=True)
+        assert two.wait(timeout=30) == -9
+        assert ten.poll() is None
+    finally:
+        for proc in (one, two, ten):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_reaper_after_a_test_looks_at_newer_pids_only_when_safe():
+    import subprocess
+
+    from atex_ci.execute.reaper import _REAP_SH
+
+    env = {"PATH": "/usr/bin:/bin", "ATEX_CI_OWNER": "/w#1-1;"}
+    old = subprocess.Popen(["sleep", "1000"], env=env, start_new_session=True)
+    try:
+        # The pid given is newer than the process: it is left for the run's end...
+        script = f"source {_REAP_SH}; read -r last </proc/sys/kernel/ns_last_pid; "
+        subprocess.run(["bash", "-c", script + 'atex_reap "/w#1-1;" "$last"'], check=True)
+        assert old.poll() is None
+        # ...and found when the pid is older (or when the counter wrapped).
+        subprocess.run(["bash", "-c", script + f'atex_reap "/w#1-1;" {old.pid}'], check=True)
+        assert old.wait(timeout=30) == -9
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()

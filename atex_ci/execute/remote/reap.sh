@@ -15,16 +15,31 @@
 # start of a later run on the same machine). Only bash builtins, so it runs
 # on any machine and costs no process per /proc entry.
 
-# atex_reap PREFIX: SIGKILL every process (but this shell) whose ATEX_CI_OWNER
-# starts with PREFIX; scan again while it finds some (a process may fork while
-# we scan), at most ten times.
+# atex_reap PREFIX [FIRST_PID]: SIGKILL every process (but this shell) whose
+# ATEX_CI_OWNER starts with PREFIX; scan again while it finds some (a process
+# may fork while we scan), at most ten times. With FIRST_PID (the pid of a
+# test that just ended), only the pids allocated since are looked at, as long
+# as the kernel's pid counter has not wrapped in between (else every process
+# is): reading every process's environment costs milliseconds on a busy
+# machine, and this runs after every test. What that misses, the end of the
+# run finds.
 atex_reap() {
-    local prefix=$1 sep=$'\n' round pid found entries joined
+    local prefix=$1 first=${2:-0} sep=$'\n' round pid found entries joined last
+    local -a pids
     local IFS=$sep
     for round in 1 2 3 4 5 6 7 8 9 10; do
+        pids=()
+        if ((first > 0)) && read -r last 2>/dev/null </proc/sys/kernel/ns_last_pid &&
+            ((last >= first && last - first < 10000)); then
+            for ((pid = first; pid <= last; pid++)); do
+                [[ -d /proc/$pid ]] && pids+=("$pid")
+            done
+        else
+            pids=(/proc/[0-9]*)
+            pids=("${pids[@]#/proc/}")
+        fi
         found=0
-        for pid in /proc/[0-9]*; do
-            pid=${pid#/proc/}
+        for pid in "${pids[@]}"; do
             [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
             mapfile -d '' entries 2>/dev/null <"/proc/$pid/environ" || continue
             joined="$sep${entries[*]}"
