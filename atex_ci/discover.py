@@ -333,8 +333,8 @@ def _build_plan(node: fmf.Tree, state: _Discovery) -> Plan:
     plan = Plan(
         name=name,
         environment=environment,
-        prepare=_phases(name, "prepare", data.get("prepare"), context),
-        finish=_phases(name, "finish", data.get("finish"), context),
+        prepare=_phases(name, "prepare", data.get("prepare"), context, source.root),
+        finish=_phases(name, "finish", data.get("finish"), context, source.root),
         context=context,
     )
     plan.trees.update(trees)
@@ -523,7 +523,10 @@ def _enabled_by_when(phase: Mapping[str, Any], context: Mapping[str, list[str]])
 _COPR_NAME = re.compile(r"^([A-Za-z0-9.-]+/)?@?[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+$")
 
 
-def _phases(plan: str, step: str, raw: object, context: Mapping[str, list[str]]) -> list[Phase]:
+def _phases(
+    plan: str, step: str, raw: object, context: Mapping[str, list[str]], root: Path
+) -> list[Phase]:
+    """A plan's prepare or finish phases; ansible playbooks become paths on the controller."""
     result = []
     for phase in _raw_phases(plan, step, raw):
         where = f"plan {plan}: {step} phase {phase['name']!r}"
@@ -567,11 +570,16 @@ def _phases(plan: str, step: str, raw: object, context: Mapping[str, list[str]])
             playbooks = _string_list(phase.get("playbook"), f"{where}: 'playbook'")
             if not playbooks:
                 raise ConfigError(f"{where}: 'how: ansible' needs a 'playbook'")
+            paths = []
             for playbook in playbooks:
                 if re.match(r"^[a-z]+://", playbook):
                     raise ConfigError(
                         f"{where}: playbook URLs are not supported; put {playbook!r} in the tree"
                     )
+                path = (root / playbook.lstrip("/")).resolve()
+                if not path.is_relative_to(root.resolve()) or not path.is_file():
+                    raise ConfigError(f"{where}: playbook {playbook!r} is not a file in {root}")
+                paths.append(str(path))
             extra = phase.get("extra-args") or ""
             if not isinstance(extra, str):
                 raise ConfigError(f"{where}: 'extra-args' must be a string")
@@ -579,7 +587,7 @@ def _phases(plan: str, step: str, raw: object, context: Mapping[str, list[str]])
                 Phase(
                     how="ansible",
                     name=phase["name"],
-                    playbook=[p.lstrip("/") for p in playbooks],
+                    playbook=paths,
                     extra_args=extra,
                     order=_order(phase, where),
                 )

@@ -258,9 +258,15 @@ class LibraryResolver:
             plan.trees[target] = str(fetched.directory)
         test.require = _merge(test.require, requires)
         test.recommend = _merge(test.recommend, recommends)
+        # beakerlib's rlImport tries <root>/libs/<repo>/<name>/lib.sh and
+        # <root>/<repo>/<name>/lib.sh for each root in BEAKERLIB_LIBRARY_PATH.
         test.library_dirs = sorted(
-            {f"{STAGING_DIR}/{lib.destination}".rstrip("/") for lib in seen.values()}
-        )
+            {
+                STAGING_DIR if lib.destination == DEFAULT_DESTINATION
+                else f"{STAGING_DIR}/{lib.destination}"
+                for lib in seen.values()
+            }
+        )  # fmt: skip
 
     def _fetch(self, library: Library, context: Mapping[str, list[str]], where: str) -> _Fetched:
         from .remote_tree import resolve_dynamic_ref

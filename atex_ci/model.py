@@ -114,7 +114,7 @@ class Phase:
     order: int = 50
     #: install: Copr repositories to enable first (``owner/project``, ``@group/project``).
     copr: list[str] = field(default_factory=list)
-    #: ansible: playbooks (paths relative to the uploaded tree) and extra arguments.
+    #: ansible: playbooks (paths on the controller) and ansible-playbook's extra arguments.
     playbook: list[str] = field(default_factory=list)
     extra_args: str = ""
 
