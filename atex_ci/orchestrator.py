@@ -355,6 +355,18 @@ async def release_all(rundir: RunDir) -> list[Machine]:
     return machines
 
 
+def _check_controller_tools(plans: list[Plan]) -> None:
+    """Refuse at once what would fail on every machine: a missing ansible-playbook."""
+    from .execute.ansible import INSTALL_HINT, ansible_playbook
+
+    for plan in plans:
+        for phase in plan.prepare + plan.finish:
+            if phase.how == "ansible" and ansible_playbook() is None:
+                raise ConfigError(
+                    f"plan {plan.name}: phase {phase.name!r} uses 'how: ansible'; {INSTALL_HINT}"
+                )
+
+
 async def run_tests(
     run_dir: str | Path,
     fmf_root: str | Path = ".",
@@ -378,6 +390,7 @@ async def run_tests(
     git = GitCache()
     if discovered is None:
         discovered = await asyncio.to_thread(discover, root, list(plans), context or {}, git=git)
+    _check_controller_tools(discovered)
     # Libraries are fetched once per run, before any machine is touched.
     await asyncio.to_thread(LibraryResolver(git).resolve_plans, discovered)
     rundir = RunDir.open_or_create(run_dir)
