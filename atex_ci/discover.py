@@ -23,7 +23,7 @@ per-name adjust rules in ``test``, and prepare or finish methods other than
 ``install``/``shell``/``ansible``. Only what a selected plan or test uses is
 checked. See docs/discovery.md.
 
-Run ``python -m atex_ci.discover ROOT [-c KEY=VALUE ...] [-p PLAN_REGEX ...]``
+Run ``python -m atex_ci.discover ROOT [-c KEY=VALUE ...] [-p PLAN_REGEX ...] [--fetch]``
 to print the selected test names, one per line, plan after plan.
 """
 
@@ -983,10 +983,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("root", help="fmf tree root")
     parser.add_argument("-p", "--plan", action="append", default=[], help="plan name regex")
     parser.add_argument("-c", "--context", action="append", default=[], help="KEY=VALUE")
+    parser.add_argument(
+        "--fetch",
+        action="store_true",
+        help="also fetch the tests' beakerlib libraries, as a run does (and say how many "
+        "repositories were fetched, on stderr)",
+    )
     args = parser.parse_args(argv)
     try:
+        from atex_ci.libraries import LibraryResolver
+        from atex_ci.remote_tree import GitCache
+
+        git = GitCache()
         context = {k: ",".join(v) for k, v in parse_context_options(args.context).items()}
-        plans = discover(args.root, args.plan, context)
+        plans = discover(args.root, args.plan, context, git=git)
+        if args.fetch:
+            LibraryResolver(git).resolve_plans(plans)
+            print(f"fetched {git.fetches} repositories", file=sys.stderr)
     except ConfigError as error:
         print(f"atex-ci: {error}", file=sys.stderr)
         return error.exit_code
