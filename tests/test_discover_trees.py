@@ -432,3 +432,37 @@ def test_environment_files_then_environment(tmp_path: Path) -> None:
     (root / "plan.fmf").write_text(plan.replace("env/base.env", "../outside.env"))
     with pytest.raises(ConfigError, match="outside the fmf root"):
         discover(root)
+
+
+# ---------------------------------------------------------------- controller tools
+
+
+def test_ansible_phase_without_ansible_playbook_is_refused_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import atex_ci.execute.ansible as ansible
+    from atex_ci.orchestrator import run_tests
+
+    plan = "discover:\n    how: fmf\nexecute:\n    how: tmt\n"
+    plan += "prepare:\n    how: ansible\n    playbook: site.yml\n"
+    root = write(tmp_path / "t", {"plan.fmf": plan, "t.fmf": "test: ./t\n", "site.yml": "[]\n"})
+    # As on a controller where the 'ansible' extra is not installed.
+    monkeypatch.setattr(ansible, "ansible_playbook", lambda: None)
+    with pytest.raises(ConfigError) as caught:
+        asyncio.run(run_tests(tmp_path / "run", root))
+    assert str(caught.value) == (
+        "plan /plan: phase 'default-0' uses 'how: ansible'; install ansible-core on the "
+        "controller: pip install 'atex-ci[ansible]'"
+    )
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_playbook_outside_the_tree_is_refused(tmp_path: Path) -> None:
+    plan = "discover:\n    how: fmf\nexecute:\n    how: tmt\n"
+    plan += "prepare:\n    how: ansible\n    playbook: ../site.yml\n"
+    root = write(tmp_path / "t", {"plan.fmf": plan, "t.fmf": "test: ./t\n"})
+    (tmp_path / "site.yml").write_text("[]\n")
+    with pytest.raises(ConfigError, match=r"playbook '../site.yml' is not a file in"):
+        discover(root)
