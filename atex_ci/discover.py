@@ -336,6 +336,7 @@ def _build_plan(node: fmf.Tree, state: _Discovery) -> Plan:
         prepare=_phases(name, "prepare", data.get("prepare"), context, source.root),
         finish=_phases(name, "finish", data.get("finish"), context, source.root),
         context=context,
+        tree_path=source.upload,
     )
     plan.trees.update(trees)
     discover_phases = _raw_phases(name, "discover", data.get("discover"))

@@ -139,6 +139,9 @@ class Plan:
     #: Extra directories uploaded with the tree: path in the uploaded tree ->
     #: directory on the controller (remote trees, beakerlib libraries).
     trees: dict[str, str] = field(default_factory=dict)
+    #: Where the plan's own tree is in the uploaded tree ("" for its root; an
+    #: imported plan's repository otherwise): TMT_TREE and prepare's directory.
+    tree_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +152,7 @@ class Plan:
             "tests": [t.to_dict() for t in self.tests],
             "context": self.context,
             "trees": self.trees,
+            "tree_path": self.tree_path,
         }
 
     @classmethod
@@ -161,6 +165,7 @@ class Plan:
             tests=[Test.from_dict(t) for t in data.get("tests") or []],
             context=dict(data.get("context") or {}),
             trees=dict(data.get("trees") or {}),
+            tree_path=str(data.get("tree_path") or ""),
         )
 
 

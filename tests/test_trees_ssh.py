@@ -50,6 +50,9 @@ REMOTE = {
 /plans/theirs:
     discover:
         how: fmf
+    prepare:
+        how: shell
+        script: test -f marker-in-remote
     environment:
         THEIRS: "1"
     execute:
@@ -58,7 +61,7 @@ REMOTE = {
     /where:
         test: test -f marker-in-remote
     /env:
-        test: test "$THEIRS" = 1 && test "$OURS" = 2
+        test: test "$THEIRS" = 1 && test "$OURS" = 2 && test -f "$TMT_TREE/marker-in-remote"
 """,
 }
 

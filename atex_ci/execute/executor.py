@@ -150,6 +150,11 @@ class Executor:
         await self.transport.put_tar(remote_tar, self.base)
         self._staged = {test_dir(t) for t in tests}
 
+    def plan_tree(self, plan: Plan) -> str:
+        """The plan's tree on the machine: the uploaded tree, or the imported
+        plan's repository inside it."""
+        return f"{self.tree}/{plan.tree_path}" if plan.tree_path else self.tree
+
     def plan_dir(self, plan: str) -> str:
         return f"{self.base}/plans/{safe_component(plan.strip('/').replace('/', '-'))}"
 
@@ -199,7 +204,8 @@ class Executor:
         for script in phase.script:
             env = {**self._plan_env(plan), **plan.environment}
             command = (
-                f"{_export(env)}; cd {shlex.quote(self.tree)} && bash -c {shlex.quote(script)}"
+                f"{_export(env)}; cd {shlex.quote(self.plan_tree(plan))} && "
+                f"bash -c {shlex.quote(script)}"
             )
             rc, out, err = await self._bounded(command, label)
             if rc != 0:
@@ -226,7 +232,7 @@ class Executor:
     def _plan_env(self, plan: Plan) -> dict[str, str]:
         plan_dir = self.plan_dir(plan.name)
         return {
-            "TMT_TREE": self.tree,
+            "TMT_TREE": self.plan_tree(plan),
             "TMT_PLAN_DATA": f"{plan_dir}/data",
             "TMT_PLAN_ENVIRONMENT_FILE": f"{plan_dir}/environment",
         }
