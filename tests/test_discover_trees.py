@@ -466,3 +466,31 @@ def test_playbook_outside_the_tree_is_refused(tmp_path: Path) -> None:
     (tmp_path / "site.yml").write_text("[]\n")
     with pytest.raises(ConfigError, match=r"playbook '../site.yml' is not a file in"):
         discover(root)
+
+
+# ---------------------------------------------------------------- contest, if a clone is here
+
+CONTEST = Path(os.environ.get("ATEX_CI_CONTEST", "/tmp/contest"))
+CONTEST_COMMIT = "e1ff561"
+
+
+def _contest_at_commit() -> bool:
+    if not (CONTEST / ".fmf").is_dir():
+        return False
+    head = subprocess.run(
+        ["git", "-C", str(CONTEST), "rev-parse", "--short=7", "HEAD"],
+        capture_output=True,
+        text=True,
+    )
+    return head.stdout.strip() == CONTEST_COMMIT
+
+
+@pytest.mark.skipif(not _contest_at_commit(), reason=f"no contest clone at {CONTEST_COMMIT}")
+def test_contest_daily_matches_tmt() -> None:
+    """RHSecurityCompliance/contest (never vendored: a clone at $ATEX_CI_CONTEST):
+    tmt 1.78 selects 142 tests for /plans/daily with this context."""
+    plans = discover(CONTEST, ["/plans/daily"], {"distro": "rhel-9.6", "arch": "x86_64"})
+    tests = [t.name for t in plans[0].tests]
+    assert len(tests) == 142
+    assert tests[:2] == ["/hardening/oscap/anssi_bp28_high", "/hardening/oscap/bsi"]
+    assert tests[-2:] == ["/static-checks/rule-identifiers", "/static-checks/unit-tests-metadata"]
