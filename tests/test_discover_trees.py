@@ -494,3 +494,21 @@ def test_contest_daily_matches_tmt() -> None:
     assert len(tests) == 142
     assert tests[:2] == ["/hardening/oscap/anssi_bp28_high", "/hardening/oscap/bsi"]
     assert tests[-2:] == ["/static-checks/rule-identifiers", "/static-checks/unit-tests-metadata"]
+
+
+def test_library_dynamic_ref_follows_the_plan_context(tmp_path: Path, offline_git: Path) -> None:
+    repo = offline_git / "greet"
+    git_repo(repo, {**LIBRARY_FILES, "main.fmf": "/hello:\n    require: [old-package]\n"}, "v1")
+    git_repo(
+        repo,
+        {
+            "main.fmf": "/hello:\n    require: [new-package]\n",
+            "ref.fmf": "ref: main\nadjust:\n  - when: distro == rhel-9\n    ref: v1\n",
+        },
+    )
+    require = "[{url: 'https://example.test/greet', name: /hello, ref: '@ref.fmf'}]"
+    root = library_tree(tmp_path / "t", require)
+    for distro, package in (("rhel-9", "old-package"), ("fedora-41", "new-package")):
+        plans = discover(root, context={"distro": distro})
+        LibraryResolver(GitCache()).resolve_plans(plans)
+        assert plans[0].tests[0].require == [package]
