@@ -143,8 +143,10 @@ class GitCache:
     def _fetch(self, repo: Path, url: str) -> None:
         _git(["fetch", "--quiet", "--prune", "--tags", "--force", "origin"], repo, url)
         # The remote's default branch may have changed since the clone.
-        with contextlib.suppress(GitError):
-            _git(["remote", "set-head", "origin", "--auto"], repo, url)
+        head = _git(["ls-remote", "--symref", "origin", "HEAD"], repo, url)
+        match = re.match(r"ref: (refs/heads/\S+)\tHEAD", head)
+        if match:
+            _git(["symbolic-ref", "HEAD", match[1]], repo, url)
         self._fetched.add(url)
         self.fetches += 1
 
@@ -190,7 +192,8 @@ def _git_env() -> dict[str, str]:
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "echo"}
 
 
-def _git(args: list[str], cwd: Path | None, url: str) -> None:
+def _git(args: list[str], cwd: Path | None, url: str) -> str:
+    """Run git; its stdout. Raises GitError naming ``url``."""
     try:
         proc = subprocess.run(
             ["git", *args],
@@ -207,6 +210,7 @@ def _git(args: list[str], cwd: Path | None, url: str) -> None:
     if proc.returncode != 0:
         detail = " ".join(proc.stderr.split())[-GIT_ERROR_TAIL:] or f"exit {proc.returncode}"
         raise GitError(f"cannot fetch git repository {url}: {detail}")
+    return proc.stdout
 
 
 @contextlib.contextmanager

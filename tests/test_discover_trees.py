@@ -261,6 +261,12 @@ def test_git_cache_fetches_each_url_once_per_run_and_keeps_commits_across_runs(
     assert run2.fetches == 1
     with pytest.raises(ConfigError, match="has no ref 'nope'"):
         run2.checkout(url, "nope")
+    # The repository's default branch changes: the next run follows it.
+    subprocess.run(["git", "-C", str(repo), "checkout", "-q", "-b", "next"], check=True)
+    third = git_repo(repo, {"a": "3\n"})
+    run3 = GitCache(tmp_path / "cache")
+    assert run3.checkout(url, None).commit == third
+    assert run3.checkout(url, "main").commit == second
 
 
 # ---------------------------------------------------------------- requirements
