@@ -20,6 +20,7 @@ from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
 from .provision import get_provisioner
 from .provision.local import LocalProvisioner
+from .remote_tree import GitCache
 from .report.summary import final_results
 from .rundir import RunDir, now_iso
 from .schedule import MachineAction, Scheduler
@@ -374,20 +375,22 @@ async def run_tests(
     context: dict[str, str] | None = None,
     options: RunOptions | None = None,
     discovered: list[Plan] | None = None,
+    git: GitCache | None = None,
 ) -> RunSummary:
     """Discover and run tests on the machines of ``run_dir`` (local slots if none).
 
     The async entry point of the toolbox; ``atex_ci.run`` wraps it for
     synchronous callers. ``discovered`` skips discovery when the caller has
-    already done it with the same arguments. Raises ConfigError (bad input)
+    already done it with the same arguments; ``git`` is the run's repository
+    cache (pass the one discovery used, so no repository is fetched twice).
+    beakerlib libraries are fetched here. Raises ConfigError (bad input)
     or InfraError.
     """
     from .discover import discover
     from .libraries import LibraryResolver
-    from .remote_tree import GitCache
 
     root = Path(fmf_root).resolve()
-    git = GitCache()
+    git = git or GitCache()
     if discovered is None:
         discovered = await asyncio.to_thread(discover, root, list(plans), context or {}, git=git)
     _check_controller_tools(discovered)

@@ -518,3 +518,29 @@ def test_library_dynamic_ref_follows_the_plan_context(tmp_path: Path, offline_gi
         plans = discover(root, context={"distro": distro})
         LibraryResolver(GitCache()).resolve_plans(plans)
         assert plans[0].tests[0].require == [package]
+
+
+def test_a_run_fetches_each_repository_once(tmp_path: Path, offline_git: Path) -> None:
+    """The remote tree and a library of its test come from one repository: one fetch."""
+    import asyncio
+
+    from atex_ci.orchestrator import RunOptions, run_tests
+
+    both = {
+        ".fmf/version": "1\n",
+        "main.fmf": "/t:\n    test: . $BEAKERLIB_LIBRARY_PATH/libs/both/lib/lib.sh && mark\n"
+        "    require: [{url: 'https://example.test/both', name: /lib}]\n"
+        "/lib:\n    require: [bash]\n",
+        "lib/lib.sh": 'mark() { test -n "$BEAKERLIB_LIBRARY_PATH"; }\n',
+    }
+    git_repo(offline_git / "both", both)
+    plan = "discover:\n    how: fmf\n    url: https://example.test/both\nexecute:\n    how: tmt\n"
+    root = write(tmp_path / "t", {"plan.fmf": plan})
+    git = GitCache()
+    plans = discover(root, git=git)
+    run = tmp_path / "run"
+    summary = asyncio.run(
+        run_tests(run, root, options=RunOptions(local_slots=1), discovered=plans, git=git)
+    )
+    assert [(r.test, r.status) for r in summary.results] == [("/t", "pass")]
+    assert git.fetches == 1
