@@ -544,3 +544,22 @@ def test_a_run_fetches_each_repository_once(tmp_path: Path, offline_git: Path) -
     )
     assert [(r.test, r.status) for r in summary.results] == [("/t", "pass")]
     assert git.fetches == 1
+
+
+def test_ansible_phase_on_a_local_slot_runs_the_playbook_locally(tmp_path: Path) -> None:
+    import asyncio
+
+    from atex_ci.orchestrator import RunOptions, run_tests
+
+    mark = tmp_path / "mark"
+    playbook = (
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.copy:\n"
+        f"        dest: {mark}\n        content: '{{{{ inventory_hostname }}}}'\n"
+    )
+    plan = "discover:\n    how: fmf\nexecute:\n    how: tmt\n"
+    plan += "prepare:\n    how: ansible\n    playbook: /setup/site.yml\n"
+    files = {"plan.fmf": plan, "t.fmf": f"test: test -f {mark}\n", "setup/site.yml": playbook}
+    root = write(tmp_path / "t", files)
+    summary = asyncio.run(run_tests(tmp_path / "run", root, options=RunOptions(local_slots=1)))
+    assert [(r.test, r.status) for r in summary.results] == [("/t", "pass")]
+    assert mark.read_text() == "localhost"

@@ -47,7 +47,10 @@ def playbook_command(
     """The ansible-playbook command line for one playbook on ``machine``."""
     command = [ansible_playbook() or "ansible-playbook"]
     if machine.host is None:
+        # A local slot is this host: run the modules with our own interpreter,
+        # which certainly works, rather than whatever ansible's discovery finds.
         command += ["-i", "localhost,", "-c", "local"]
+        command += ["-e", f"ansible_python_interpreter={sys.executable}"]
     else:
         command += ["-i", f"{machine.host},", "-u", machine.user]
         command += ["-e", f"ansible_port={machine.port}"]
