@@ -46,11 +46,16 @@ class WorkDir:
     def plan_dir(self, plan: str) -> str:
         return f"{self.base}/plans/{safe_component(plan.strip('/').replace('/', '-'))}"
 
-    def plan_environment(self, plan: str) -> dict[str, str]:
+    def plan_tree(self, plan: Plan) -> str:
+        """The plan's tree on the machine: the uploaded tree, or the imported
+        plan's repository inside it."""
+        return f"{self.tree}/{plan.tree_path}" if plan.tree_path else self.tree
+
+    def plan_environment(self, plan: Plan) -> dict[str, str]:
         """tmt's plan variables, and the owner of a plan's scripts (reaper.py)."""
-        plan_dir = self.plan_dir(plan)
+        plan_dir = self.plan_dir(plan.name)
         return {
-            "TMT_TREE": self.tree,
+            "TMT_TREE": self.plan_tree(plan),
             "TMT_PLAN_DATA": f"{plan_dir}/data",
             "TMT_PLAN_ENVIRONMENT_FILE": f"{plan_dir}/environment",
             OWNER_VARIABLE: phase_owner(self.base),
@@ -78,7 +83,7 @@ def build_test_environment(
     bad = invalid_names(env)
     if bad:
         raise ValueError(f"invalid environment variable name {bad[0]!r}")
-    env.update(work.plan_environment(plan.name))
+    env.update(work.plan_environment(plan))
     env.update(
         {
             "TMT_TEST_NAME": test.name,
@@ -103,6 +108,8 @@ def build_test_environment(
         }
     )
     env.update(framework.environment(test, data_dir=f"{test_dir}/data", bin_dir=work.bin_dir))
+    if test.library_dirs:  # where rlImport finds the test's fetched libraries
+        env["BEAKERLIB_LIBRARY_PATH"] = ":".join(f"{work.tree}/{d}" for d in test.library_dirs)
     return env
 
 

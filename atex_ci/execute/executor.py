@@ -30,6 +30,7 @@ from ..errors import StorageError
 from ..model import Machine, Phase, Plan, Reason, Result, Status, Test
 from ..rundir import RunDir, now_iso
 from ..transport.base import NotStartedError, Transport, TransportError
+from .ansible import run_playbooks
 from .artifacts import ArtifactSink, LimitExceeded, TestError
 from .control import (
     ControlError,
@@ -46,7 +47,7 @@ from .deadline import Deadline
 from .environment import WorkDir, build_test_environment, export, wrapper_command
 from .frameworks import SHELL_FRAMEWORK_OPTIONS, framework_for
 from .limits import Limits
-from .packages import install_script
+from .packages import NO_DNF_EXIT, copr_script, install_script
 from .reaper import OWNER_VARIABLE, phase_owner, reap_command, run_owner, test_owner
 from .results import ResultCollector
 from .staging import TEST_DATA_ARCHIVE, test_dir, test_metadata
@@ -145,6 +146,10 @@ class Executor:
     def plan_dir(self, plan: str) -> str:
         return self.work.plan_dir(plan)
 
+    def plan_tree(self, plan: Plan) -> str:
+        """The plan's tree on the machine (see WorkDir.plan_tree)."""
+        return self.work.plan_tree(plan)
+
     async def prepare_plan(self, plan: Plan) -> None:
         """Run the plan's prepare phases once on this machine. Raises PhaseError."""
         if plan.name in self._prepared:
@@ -170,16 +175,35 @@ class Executor:
     async def _run_phase(self, plan: Plan, phase: Phase, stage: str) -> None:
         label = f"{stage} {phase.name or phase.how} of plan {plan.name}"
         if phase.how == "install":
+            if phase.copr:
+                rc, out, err = await self._bounded(copr_script(phase.copr), label)
+                if rc == NO_DNF_EXIT:
+                    raise PhaseError(f"{label}: 'copr' needs dnf, and {self.machine.id} has none")
+                if rc != 0:
+                    raise PhaseError(f"{label}: enabling Copr failed: {_tail(out + err)}")
             await self.install(phase.package, missing_ok=phase.missing == "skip", what=label)
+            return
+        if phase.how == "ansible":
+            try:
+                rc, output = await run_playbooks(
+                    self.machine, self.rundir, phase.playbook, phase.extra_args, PHASE_TIMEOUT
+                )
+            except FileNotFoundError as exc:
+                raise PhaseError(f"{label}: {exc}") from None
+            if rc != 0:
+                raise PhaseError(f"{label} failed (exit {rc}): {_tail(output.encode())}")
             return
         for script in phase.script:
             env = {
-                **self.work.plan_environment(plan.name),
+                **self.work.plan_environment(plan),
                 **plan.environment,
                 # Last: a plan's own variables never hide its scripts from the reaper.
                 OWNER_VARIABLE: phase_owner(self.base),
             }
-            command = f"{export(env)}; cd {shlex.quote(self.tree)} && bash -c {shlex.quote(script)}"
+            command = (
+                f"{export(env)}; cd {shlex.quote(self.plan_tree(plan))} && "
+                f"bash -c {shlex.quote(script)}"
+            )
             rc, out, err = await self._bounded(command, label)
             if rc != 0:
                 raise PhaseError(f"{label} failed (exit {rc}): {_tail(out + err)}")
@@ -234,7 +258,11 @@ class _TestRun:
         self.attempt = attempt
         self.limits = executor.limits
         self.framework = framework_for(test)
-        artdir = executor.rundir.artifact_path(platform, test.name, attempt, plan.name)
+        # A test the plan selects twice (tmt runs it twice) keeps two sets of files.
+        repeated = sum(1 for t in plan.tests if t.name == test.name) > 1
+        artdir = executor.rundir.artifact_path(
+            platform, test.name, attempt, plan.name, test.serial_number if repeated else None
+        )
         self.sink = ArtifactSink(executor.rundir, artdir, self.limits)
         self.remote_dir = f"{executor.base}/{test_dir(test)}"
         self.collector = ResultCollector()
@@ -690,6 +718,7 @@ class _TestRun:
             exit_code=self.exit_code if name is None else None,
             reason=reason,
             extra=extra,
+            serial_number=self.test.serial_number,
         )
 
     def _results(
