@@ -10,6 +10,7 @@ end to results. The parts with one job each live beside it:
 - ``environment.py``: the test's environment and the command that starts it;
 - ``deadline.py``: the ``duration`` arithmetic (pure, ``now`` passed in);
 - ``artifacts.py``: the artifact sink (caps, safe names, streaming to disk);
+- ``outcome.py``: collected results to the records of results.jsonl;
 - ``reaper.py``: finding and killing the run's processes on the machine.
 """
 
@@ -17,17 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shlex
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import StorageError
-from ..model import Machine, Phase, Plan, Reason, Result, Status, Test
+from ..model import Machine, Phase, Plan, Reason, Result, Test
 from ..rundir import RunDir, now_iso
 from ..transport.base import NotStartedError, Transport, TransportError
 from .ansible import run_playbooks
@@ -47,6 +46,7 @@ from .deadline import Deadline
 from .environment import WorkDir, build_test_environment, export, wrapper_command
 from .frameworks import SHELL_FRAMEWORK_OPTIONS, framework_for
 from .limits import Limits
+from .outcome import RunFacts, TestOutcome, internal_error, record
 from .packages import NO_DNF_EXIT, copr_script, install_script
 from .reaper import OWNER_VARIABLE, phase_owner, reap_command, run_owner, test_owner
 from .results import ResultCollector
@@ -69,23 +69,6 @@ PHASE_TIMEOUT = 3600.0
 REBOOT_POLL_INTERVAL = 1.0
 #: How long to try to reconnect to a machine whose idle connection dropped.
 RECONNECT_TIMEOUT = 60.0
-#: A result line longer than this (note and extra keys, once partial results
-#: are merged) is cut down: results.jsonl lines are read whole by every
-#: reporter, and no real result needs more.
-MAX_RESULT_LINE = 1024 * 1024
-#: Characters of a note kept in a result line.
-MAX_NOTE = 64 * 1024
-
-
-@dataclass
-class TestOutcome:
-    """What happened to one test run: its results and the machine's fate."""
-
-    results: list[Result]
-    #: False when the machine must not run more tests (lost, timed out, broken).
-    machine_ok: bool = True
-    #: The test asked to abort the rest of its plan (tmt-abort).
-    abort: bool = False
 
 
 class PhaseError(Exception):
@@ -366,17 +349,7 @@ class _TestRun:
             )
             if failure is not None:
                 note = f"{failure[1]}; {note}"
-            result = self._result(
-                name=None,
-                status=Status.ERROR,
-                note=note[:MAX_NOTE],
-                files=[],
-                reason=Reason.INFRA,
-                start=start,
-                duration=duration,
-                extra={},
-            )
-            return TestOutcome(results=[result])
+            return internal_error(self._facts(start, duration), note)
 
     def _append_results(self, results: list[Result]) -> None:
         for result in results:
@@ -690,35 +663,15 @@ class _TestRun:
             )
         return (Reason.TEST, problem) if problem else None
 
-    def _result(
-        self,
-        *,
-        name: str | None,
-        status: Status,
-        note: str | None,
-        files: list[str],
-        reason: Reason | None,
-        start: str,
-        duration: float,
-        extra: dict[str, Any],
-    ) -> Result:
-        return Result(
-            test=self.test.name,
-            plan=self.test.plan,
-            name=name,
+    def _facts(self, start: str, duration: float) -> RunFacts:
+        return RunFacts(
+            test=self.test,
             platform=self.platform,
-            status=status,
             attempt=self.attempt,
             machine=self.ex.machine.id,
             start=start,
-            end=now_iso(),
-            duration=round(duration, 3),
-            note=note,
-            files=files,
-            exit_code=self.exit_code if name is None else None,
-            reason=reason,
-            extra=extra,
-            serial_number=self.test.serial_number,
+            duration=duration,
+            exit_code=self.exit_code,
         )
 
     def _results(
@@ -746,69 +699,7 @@ class _TestRun:
             collected = ResultCollector().finish(
                 exit_code=self.exit_code, failure=(Reason.TEST, str(exc))
             )
-        sink = self.sink
-        results = []
-        problems: list[str] = []
-        abort = False
-        data_files = sink.data_files()
-        for item in collected:
-            label = f"result {item.name!r}" if item.name else "the test's result"
-            if item.problem:
-                problems.append(f"{label}: {item.problem}")
-            files = []
-            for name in item.files:
-                if name == TEST_DATA_ARCHIVE:
-                    continue
-                try:
-                    files.append(sink.relative(name))
-                except (ControlError, ValueError, OSError) as exc:
-                    problems.append(f"{label}: file {name!r} not kept: {exc}")
-            if item.testout:
-                try:
-                    files.append(sink.attach_output(item.testout))
-                except (ControlError, ValueError, OSError) as exc:
-                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                    problems.append(
-                        f"{label}: cannot attach the output as 'testout' {item.testout!r}: {why}"
-                    )
-            if item.name is None:
-                files = [sink.output_file(), *files, *data_files]
-            if item.extra.get("abort") is True:
-                abort = True
-            note, extra = item.note, item.extra
-            if note is not None and len(note) > MAX_NOTE:
-                note = f"{note[:MAX_NOTE]}... (note cut at {MAX_NOTE} characters)"
-            if extra and len(json.dumps(extra, default=str)) > MAX_RESULT_LINE:
-                problems.append(
-                    f"{label}: its other keys were dropped: more than {MAX_RESULT_LINE} bytes"
-                )
-                extra = {}
-            results.append(
-                self._result(
-                    name=item.name,
-                    status=item.status,
-                    note=note,
-                    files=_dedupe(files),
-                    reason=item.reason,
-                    start=start,
-                    duration=duration,
-                    extra=extra,
-                )
-            )
-        if problems:
-            own = next((r for r in results if r.name is None), None)
-            if own is not None:
-                # What the test sent could not all be kept: the test's fault,
-                # and its own result says exactly what.
-                before = f"before that the result was {own.status}" + (
-                    f": {own.note}" if own.note else ""
-                )
-                note = "; ".join([*problems[:5], before])
-                if own.status is not Status.ERROR or own.reason is None:
-                    own.reason = Reason.TEST
-                own.status = Status.ERROR
-                own.note = note[:MAX_NOTE]
-        return TestOutcome(results=results, abort=abort)
+        return record(self._facts(start, duration), collected, self.sink)
 
 
 def _tail(data: bytes, limit: int = 1500) -> str:
@@ -820,10 +711,6 @@ def _fmt_seconds(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
     return f"{seconds:g}s"
-
-
-def _dedupe(items: list[str]) -> list[str]:
-    return list(dict.fromkeys(items))
 
 
 __all__ = ["SHELL_FRAMEWORK_OPTIONS", "Executor", "Limits", "PhaseError", "TestOutcome"]
