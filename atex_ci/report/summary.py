@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model import Result, Status
+from ..model import Reason, Result, Status
 from ..rundir import ARTIFACTS
 
 OUTPUT_FILE = "output.txt"
@@ -59,31 +59,96 @@ def strip_ansi(text: str) -> str:
 
 # -- which results count -------------------------------------------------------------
 
+TestKey = tuple[str, str, str, object]
+
+
+def test_instance(result: Result) -> object:
+    """What tells apart two runs of one test in one plan on one platform; None today.
+
+    When results carry a per-instance identity (tmt's serial number), return
+    it here: every report and ``collect`` key tests by ``test_key``.
+    """
+    return None
+
+
+def test_key(result: Result) -> TestKey:
+    """The identity of a test instance: ``(platform, plan, test, instance)``."""
+    return (result.platform, result.plan, result.test, test_instance(result))
+
 
 def final_results(results: Iterable[Result]) -> list[Result]:
-    """The results of each test's latest attempt, in stable order.
+    """The results of each test instance's latest attempt, in stable order.
 
-    A test is identified by ``(platform, plan, test)``. Only results of its
+    A test instance is identified by ``test_key``. Only results of its
     highest ``attempt`` are kept, so a sub-result that only an earlier attempt
     reported cannot linger next to a passing rerun. Within that attempt, one
     result per ``name`` is kept (the last one seen, e.g. after ``--resume``
     wrote it again). Results are returned in the order their
-    ``(platform, plan, test, name)`` first appeared in ``results``.
+    ``(test key, name)`` first appeared in ``results``.
     """
     results = list(results)
-    latest: dict[tuple[str, str, str], int] = {}
+    latest: dict[TestKey, int] = {}
     for result in results:
-        test_key = (result.platform, result.plan, result.test)
-        latest[test_key] = max(latest.get(test_key, result.attempt), result.attempt)
+        key = test_key(result)
+        latest[key] = max(latest.get(key, result.attempt), result.attempt)
 
     # A dict keeps first-appearance order; values are filled by the chosen attempt.
-    chosen: dict[tuple[str, str, str, str | None], Result | None] = {}
+    chosen: dict[tuple[TestKey, str | None], Result | None] = {}
     for result in results:
-        key = (result.platform, result.plan, result.test, result.name)
-        chosen.setdefault(key, None)
-        if result.attempt == latest[(result.platform, result.plan, result.test)]:
-            chosen[key] = result
+        key = test_key(result)
+        slot = (key, result.name)
+        chosen.setdefault(slot, None)
+        if result.attempt == latest[key]:
+            chosen[slot] = result
     return [result for result in chosen.values() if result is not None]
+
+
+def own_results(results: Iterable[Result]) -> list[Result]:
+    """Each test's own result (``name`` None), in order."""
+    return [r for r in results if r.name is None]
+
+
+def flaky_attempts(results: Iterable[Result]) -> dict[TestKey, list[Result]]:
+    """Tests that failed on an earlier attempt and did not fail on their final one.
+
+    Maps the test key to the own results of its earlier failed attempts (in
+    attempt order). An attempt that ended in an infrastructure error or an
+    interruption does not make a test flaky: the test did not get to fail.
+    """
+    final: dict[TestKey, Result] = {}
+    failed: dict[TestKey, dict[int, Result]] = {}
+    for result in results:
+        if result.name is not None:
+            continue
+        key = test_key(result)
+        if key not in final or result.attempt >= final[key].attempt:
+            final[key] = result
+        if result.status.is_failure and result.reason not in (Reason.INFRA, Reason.INTERRUPTED):
+            failed.setdefault(key, {})[result.attempt] = result
+    flaky: dict[TestKey, list[Result]] = {}
+    for key, attempts in failed.items():
+        last = final[key]
+        if last.status.is_failure:
+            continue
+        earlier = [attempts[n] for n in sorted(attempts) if n < last.attempt]
+        if earlier:
+            flaky[key] = earlier
+    return flaky
+
+
+def report_duration(result: Result, own: Result | None) -> float | None:
+    """The time a report shows for ``result``; None when it has none of its own.
+
+    A sub-result that carries exactly its test's duration inherited it (the
+    executor records one duration per test run): reporting it again would
+    count the test's time twice, so it has none.
+    """
+    duration = result.duration
+    if duration is None or duration != duration or duration < 0:
+        return None
+    if result.name is not None and own is not None and own.duration == duration:
+        return None
+    return duration
 
 
 def totals(results: Iterable[Result]) -> dict[str, int]:
@@ -207,9 +272,8 @@ def read_output(
     relative = output_path(result)
     if relative is None:
         return None
-    artifacts = (Path(rundir_path) / ARTIFACTS).resolve()
-    path = (artifacts / relative).resolve()
-    if not path.is_relative_to(artifacts):
+    path = _artifact(rundir_path, relative)
+    if path is None:
         return None
     try:
         with open(path, "rb") as f:
@@ -232,6 +296,58 @@ def read_output(
             text = "".join(lines[-max_lines:]) if max_lines > 0 else ""
             truncated = True
     return OutputTail(text=text, path=relative, size=size, truncated=truncated)
+
+
+def _artifact(rundir_path: Path, relative: str) -> Path | None:
+    """RUN/artifacts/``relative`` if it stays inside RUN/artifacts (links resolved)."""
+    artifacts = (Path(rundir_path) / ARTIFACTS).resolve()
+    path = (artifacts / relative).resolve()
+    return path if path.is_relative_to(artifacts) else None
+
+
+def read_output_excerpt(
+    rundir_path: Path, result: Result, head_bytes: int, tail_bytes: int
+) -> OutputTail | None:
+    """The first ``head_bytes`` and last ``tail_bytes`` of the result's output.
+
+    At most ``head_bytes + tail_bytes`` are read, whatever the file's size.
+    When the file is longer, the text says how many bytes were left out
+    between the two and names the full log. Decoded as in ``read_output``
+    (invalid UTF-8 as U+FFFD, ANSI sequences removed); a character cut at
+    either edge shows as U+FFFD. None under the same conditions as
+    ``read_output``.
+    """
+    relative = output_path(result)
+    if relative is None:
+        return None
+    path = _artifact(rundir_path, relative)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= head_bytes + tail_bytes:
+                head, tail = f.read(head_bytes + tail_bytes), b""
+            else:
+                head = f.read(head_bytes)
+                f.seek(size - tail_bytes)
+                tail = f.read(tail_bytes)
+    except OSError:
+        return None
+
+    def decode(data: bytes) -> str:
+        return strip_ansi(data.decode("utf-8", errors="replace")).replace("\r\n", "\n")
+
+    if not tail:
+        return OutputTail(text=decode(head), path=relative, size=size, truncated=False)
+    left_out = size - len(head) - len(tail)
+    marker = (
+        f"\n[atex-ci: {left_out} bytes of output left out here; "
+        f"the full log is artifacts/{relative}]\n"
+    )
+    return OutputTail(
+        text=decode(head) + marker + decode(tail), path=relative, size=size, truncated=True
+    )
 
 
 def read_output_tail(

@@ -1,0 +1,77 @@
+"""How untrusted text is spelled in every report: names escaped, never deleted; sizes capped.
+
+This module owns, for JUnit, Markdown, HTML and GitHub annotations alike:
+
+* ``display_name``: the one spelling of a test, plan or platform name. Control
+  characters, lone surrogates (undecodable bytes) and the XML-illegal
+  U+FFFE/U+FFFF become visible escapes (``\\x1b``, ``\\n``, ``\\udcff``) and a
+  backslash is doubled, so the spelling is injective: two names that differ
+  only in a control character stay two names in every report, and the
+  result is legal XML 1.0, one line, and printable.
+* ``display_text``: the same for free text (notes, output), keeping line
+  breaks and tabs, and without doubling backslashes (text is read, not keyed).
+* ``cap_middle`` / ``cap_line``: a head and a tail of over-long text with a
+  visible note of what was left out.
+
+Format-specific escaping (XML entities, Markdown punctuation, workflow
+commands) is applied by each format's module after this.
+"""
+
+from __future__ import annotations
+
+import re
+
+# What is escaped in a name: C0 controls, DEL, C1 controls, surrogates,
+# U+FFFE/U+FFFF, and the backslash that starts an escape.
+_NAME_ESCAPE = re.compile("[\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+# In free text tab and LF stay as they are, and a backslash is just a backslash.
+_TEXT_ESCAPE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+_SHORT = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def display_name(name: str) -> str:
+    """``name`` as every report spells it: one line, printable, injective (see above)."""
+    return _NAME_ESCAPE.sub(_escape, name)
+
+
+def display_text(text: str) -> str:
+    """Free text (a note, output) with control characters made visible; LF and tab kept.
+
+    CRLF becomes LF first; a lone CR (progress bars) is shown as ``\\r``.
+    """
+    return _TEXT_ESCAPE.sub(_escape, text.replace("\r\n", "\n"))
+
+
+def cap_middle(text: str, max_chars: int, what: str = "characters") -> str:
+    """``text`` if it fits in ``max_chars``; else its head and tail around a visible note.
+
+    The head is a quarter of the budget, the tail the rest (the end of a log
+    usually says why it failed).
+    """
+    if len(text) <= max_chars:
+        return text
+    head = max_chars // 4
+    tail = max_chars - head
+    left_out = len(text) - head - tail
+    return f"{text[:head]}\n[... {left_out} {what} left out ...]\n{text[len(text) - tail :]}"
+
+
+def cap_line(text: str, max_chars: int) -> str:
+    """The first line of ``text``, at most ``max_chars`` characters, with "…" when cut."""
+    first, _, rest = text.strip().partition("\n")
+    first = first.strip()
+    if rest.strip() and len(first) + 2 <= max_chars:
+        return first + " …"
+    if len(first) > max_chars or rest.strip():
+        return first[: max(0, max_chars - 1)] + "…"
+    return first
