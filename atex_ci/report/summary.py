@@ -378,3 +378,73 @@ def format_duration(seconds: float | None) -> str:
     if hours:
         return f"{hours}h {minutes:02d}m {secs:02d}s"
     return f"{minutes}m {secs:02d}s"
+
+
+# -- machines ------------------------------------------------------------------------
+
+
+@dataclass
+class MachineUsage:
+    """One machine's time in a run, from events.jsonl.
+
+    ``tests`` holds ``(start, end, test, status)`` per test run on it, in
+    seconds since ``origin`` (the run's first event); ``begin``/``end`` are
+    when the machine was first and last seen. Busy time is the sum of test
+    intervals; the rest of ``end - begin`` the machine sat idle.
+    """
+
+    machine: str
+    begin: float
+    end: float
+    tests: list[tuple[float, float, str, str | None]]
+
+    @property
+    def busy(self) -> float:
+        return sum(end - start for start, end, _test, _status in self.tests)
+
+    @property
+    def span(self) -> float:
+        return max(0.0, self.end - self.begin)
+
+    @property
+    def utilisation(self) -> float | None:
+        return self.busy / self.span if self.span > 0 else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def machine_usage(events: Iterable[dict[str, object]]) -> tuple[list[MachineUsage], float | None]:
+    """Per-machine busy intervals from the run's events, and the origin time (epoch seconds).
+
+    Events come from a run directory anyone may have written: an event whose
+    fields have the wrong type is ignored, a ``test_started`` without a
+    ``test_finished`` ends at the machine's last event.
+    """
+    usage: dict[str, MachineUsage] = {}
+    open_tests: dict[str, tuple[float, str]] = {}
+    origin: float | None = None
+    for event in events:
+        stamp = _parse_time(_text(event.get("time")))
+        machine = _text(event.get("machine"))
+        if stamp is None or machine is None:
+            continue
+        seconds = stamp.timestamp()
+        if origin is None:
+            origin = seconds
+        moment = seconds - origin
+        entry = usage.setdefault(machine, MachineUsage(machine, moment, moment, []))
+        entry.begin = min(entry.begin, moment)
+        entry.end = max(entry.end, moment)
+        kind = event.get("event")
+        test = _text(event.get("test")) or "?"
+        if kind == "test_started":
+            open_tests[machine] = (moment, test)
+        elif kind == "test_finished":
+            start, started_test = open_tests.pop(machine, (moment, test))
+            entry.tests.append((start, moment, started_test, _text(event.get("status"))))
+    for machine, (start, test) in open_tests.items():
+        entry = usage[machine]
+        entry.tests.append((start, entry.end, test, None))
+    return list(usage.values()), origin
