@@ -180,7 +180,7 @@ class _Test:
         return main.status is Status.ERROR and main.reason in (Reason.INFRA, Reason.INTERRUPTED)
 
 
-def _tests(final: Sequence[Result]) -> list[_Test]:
+def group_tests(final: Sequence[Result]) -> list[_Test]:
     tests: dict[TestKey, _Test] = {}
     for result in final:
         test = tests.setdefault(test_key(result), _Test(test_key(result)))
@@ -350,7 +350,7 @@ def markdown_summary(
     head += [*_platform_table(final), "", _stats_line(final, flaky_count), ""]
     tail = _flaky_section(results, final) + _slowest_section(final) + _machines_section(events)
 
-    failed = failure_order(_tests(final))
+    failed = failure_order(group_tests(final))
     body: list[str] = []
     if not failed:
         body.append("No failures or errors.")
@@ -389,8 +389,7 @@ def markdown_summary(
     if len(text.encode()) > max_bytes:  # only if the fixed sections alone are too big
         cut = text.encode()[: max_bytes - 200].decode("utf-8", "ignore")
         text = cut.rsplit("\n", 1)[0] + (
-            f"\n\n**Summary truncated at {max_bytes // 1024} KiB; "
-            "see the JUnit or HTML report.**\n"
+            f"\n\n**Summary truncated at {max_bytes // 1024} KiB; see the JUnit or HTML report.**\n"
         )
     return text
 
