@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..model import Result, Status
-from .markdown import group_tests, failure_order
+from .markdown import failure_order, group_tests
 from .summary import final_results, flaky_attempts, totals
 from .text import cap_line, cap_middle, display_name, display_text
 
@@ -139,7 +139,7 @@ def _relative(path: Path, bases: Sequence[Path]) -> str:
     return str(path)
 
 
-def annotations(
+def make_annotations(
     results: Sequence[Result],
     fmf_root: Path | None = None,
     workspace: Path | None = None,
@@ -193,7 +193,7 @@ def github_report(
     and ``GITHUB_OUTPUT`` in ``environ`` (skipped when unset). Raises OSError
     when a file cannot be written.
     """
-    found, left_out = annotations(
+    found, left_out = make_annotations(
         results,
         fmf_root=fmf_root,
         workspace=Path(environ["GITHUB_WORKSPACE"]) if environ.get("GITHUB_WORKSPACE") else None,

@@ -292,9 +292,9 @@ def _write(
         out.write(f'<th data-key="{key}" data-type="{kind}">{label}</th>')
     out.write("</tr></thead><tbody>\n")
     for result in final:
-        key = test_key(result)
-        is_flaky = result.name is None and key in flaky
-        out.write(_row(result, own.get(key), is_flaky, rundir_path, out_dir))
+        identity = test_key(result)
+        is_flaky = result.name is None and identity in flaky
+        out.write(_row(result, own.get(identity), is_flaky, rundir_path, out_dir))
     out.write(f"</tbody></table>\n<script>{_SCRIPT}</script>\n</body></html>\n")
 
 

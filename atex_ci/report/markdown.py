@@ -47,7 +47,7 @@ from .summary import (
     totals,
     wall_clock,
 )
-from .text import cap_line, cap_middle, display_name, display_text
+from .text import cap_middle, display_name, display_text
 
 DEFAULT_TITLE = "atex-ci results"
 
