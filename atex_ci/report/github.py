@@ -120,7 +120,7 @@ def fmf_location(fmf_root: Path, test_name: str) -> tuple[Path, int] | None:
         last = test_name.rstrip("/").rsplit("/", 1)[-1]
         if source.stem == last or (source.name == "main.fmf" and source.parent.name == last):
             return source, 1
-        pattern = re.compile(rf"^\s*/?{re.escape(last)}\s*:")
+        pattern = re.compile(rf"""^\s*["']?/?{re.escape(last)}["']?\s*:""")
         with open(source, encoding="utf-8", errors="replace") as f:
             for number, line in enumerate(f, start=1):
                 if pattern.match(line):
