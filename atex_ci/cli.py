@@ -341,12 +341,22 @@ def report(
     type=click.Path(file_okay=False, exists=True, path_type=Path),
 )
 def collect(run_dir: Path, sources: tuple[Path, ...]) -> None:
-    """Merge the results and artifacts of run directories SOURCES into RUN."""
-    from .collect import collect as collect_runs
+    """Merge the results and artifacts of run directories SOURCES into RUN.
 
-    count = collect_runs(run_dir, list(sources))
+    The last source wins for a test that ran in several; earlier failed attempts make it
+    flaky. Also writes RUN/summary.json and RUN/history.json.
+    """
+    from .collect import collect as collect_runs
+    from .report.reporting import capped_lines
+
+    outcome = collect_runs(run_dir, list(sources))
+    for line in capped_lines(outcome.warnings):
+        click.echo(f"atex-ci: warning: {line}", err=True)
+    for line in capped_lines(outcome.conflicts):
+        click.echo(f"atex-ci: conflict: {line}", err=True)
     click.echo(
-        f"atex-ci: merged {count} result(s) from {len(sources)} run(s) into {run_dir}", err=True
+        f"atex-ci: merged {outcome.merged} result(s) from {len(sources)} run(s) into {run_dir}",
+        err=True,
     )
 
 

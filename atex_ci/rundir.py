@@ -379,6 +379,10 @@ class RunDir:
         the HTML report; results.jsonl is the record that must survive)."""
         self._events.append({"time": now_iso(), "event": event, **fields})
 
+    def append_event_record(self, record: dict[str, Any]) -> None:
+        """Append an event as given, time included (``collect`` copies other runs' events)."""
+        self._events.append(record)
+
     def read_events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / EVENTS_JSONL)[0]
 

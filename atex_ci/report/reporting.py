@@ -39,7 +39,8 @@ class ReportOutcome:
     annotations: list[str] = field(default_factory=list)
 
 
-def _capped(lines: list[str]) -> list[str]:
+def capped_lines(lines: list[str]) -> list[str]:
+    """At most ``MAX_WARNINGS`` lines for stderr, each one line of at most ``WARNING_MAX_CHARS``."""
     shown = [cap_line(display_text(line), WARNING_MAX_CHARS) for line in lines[:MAX_WARNINGS]]
     if len(lines) > MAX_WARNINGS:
         shown.append(f"and {len(lines) - MAX_WARNINGS} more")
@@ -74,7 +75,7 @@ def report_run(
         notes.append(
             f"{len(problems)} damaged line(s) in {RESULTS_JSONL} were skipped; first: {problems[0]}"
         )
-        outcome.warnings += _capped([f"skipped {p}" for p in problems])
+        outcome.warnings += capped_lines([f"skipped {p}" for p in problems])
     try:
         state = rundir.read_run().get("state")
     except (OSError, ValueError):
