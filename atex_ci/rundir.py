@@ -111,6 +111,13 @@ class JsonlAppender:
                 self._file = None
 
 
+# A results or events line is a few hundred bytes; a test's 50 MB note still
+# fits. Reading a line costs about three times its size (bytes, text, parsed),
+# so a larger one (a damaged file, or a hostile source given to collect) is
+# skipped as damaged instead of being read.
+MAX_JSONL_LINE_BYTES = 64 * 1024 * 1024
+
+
 def _json_line(record: dict[str, Any]) -> bytes:
     """One JSON Lines record as UTF-8 bytes.
 
@@ -139,11 +146,27 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
     except FileNotFoundError:
         return
     with f:
-        for number, line in enumerate(f, start=1):
+        number = 0
+        while True:
+            line = f.readline(MAX_JSONL_LINE_BYTES + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > MAX_JSONL_LINE_BYTES:
+                while line and not line.endswith(b"\n"):  # skip the rest, chunk by chunk
+                    line = f.readline(1024 * 1024)
+                yield number, None
+                continue
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line.decode("utf-8", errors="surrogateescape"))
+                obj = json.loads(line)  # UTF-8 bytes: no decoded copy of a huge line
+            except UnicodeDecodeError:
+                try:
+                    obj = json.loads(line.decode("utf-8", errors="surrogateescape"))
+                except ValueError:
+                    yield number, None
+                    continue
             except ValueError:
                 yield number, None
                 continue

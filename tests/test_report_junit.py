@@ -350,3 +350,19 @@ def test_results_file_with_bad_bytes_and_wrong_types_still_reports(tmp_path: Pat
     assert "'files' must be a list of strings" in problems[1]
     root = validate(junit_xml(results))
     assert [c.get("name") for c in cases(root)] == ["/tests/ok", "/tests/bad\\udcff\\udcfebytes"]
+
+
+def test_a_results_line_over_the_line_cap_is_skipped_not_read(tmp_path: Path) -> None:
+    from atex_ci.rundir import MAX_JSONL_LINE_BYTES
+
+    run = RunDir.create(tmp_path / "run")
+    with open(run.path / "results.jsonl", "wb") as f:
+        f.write(b'{"test": "/before", "status": "pass"}\n')
+        f.write(b'{"test": "/huge", "status": "fail", "note": "')
+        chunk = b"n" * (1024 * 1024)
+        for _ in range(MAX_JSONL_LINE_BYTES // len(chunk) + 1):
+            f.write(chunk)
+        f.write(b'"}\n{"test": "/after", "status": "fail"}\n')
+    results, problems = run.read_results_checked()
+    assert [r.test for r in results] == ["/before", "/after"]
+    assert len(problems) == 1 and "results.jsonl:2:" in problems[0]
