@@ -21,6 +21,7 @@ from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
 from .provision import get_provisioner
 from .provision.local import LocalProvisioner
 from .report.summary import final_results
+from .report.text import progress_note
 from .rundir import RunDir, now_iso
 from .schedule import MachineAction, Scheduler
 from .transport.base import TransportError
@@ -267,7 +268,7 @@ class Orchestrator:
             status=str(own.status) if own else None,
         )
         if own is not None:
-            note = f" - {own.note}" if own.note and own.status.is_failure else ""
+            note = f" - {progress_note(own.note)}" if own.note and own.status.is_failure else ""
             self.progress(
                 f"atex-ci: {own.status.upper():5} {test.name} on {machine.id} "
                 f"({own.duration or 0:.2f}s) [{self._done}/{self._total}]{note}"

@@ -199,3 +199,30 @@ def test_report_on_something_that_is_not_a_run_directory(tmp_path: Path) -> None
     proc = atex_env("report", "-d", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.startswith("atex-ci: ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_resume_and_progress_survive_hostile_results(tmp_path: Path) -> None:
+    """A mistyped line does not crash --resume; a huge note is one short progress line."""
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            # A 900 KB note, sent on the control stream (under its 1 MiB result cap).
+            "big-note": {
+                "test": "python3 -c \"import json, os; fd = int(os.environ['ATEX_TEST_CONTROL']); "
+                "body = json.dumps({'status': 'fail', 'note': 'x' * 900000}).encode(); "
+                "os.write(fd, b'result %d\\n' % len(body) + body)\"",
+            },
+            "ok": {"test": "true"},
+        },
+    )
+    run = tmp_path / "run"
+    proc = atex_env("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 1, proc.stderr
+    assert max(len(line) for line in proc.stderr.splitlines()) < 400
+    own = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert max(len(r["note"] or "") for r in own) == 900_000  # the note itself is kept
+    with open(run / "results.jsonl", "ab") as f:
+        f.write(b'{"test": "/tests/ok", "status": "pass", "attempt": "9", "files": {}}\n')
+    proc = atex_env("run", "-d", str(run), "--fmf-root", str(tree), "--resume")
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 1, proc.stderr

@@ -75,3 +75,15 @@ def cap_line(text: str, max_chars: int) -> str:
     if len(first) > max_chars or rest.strip():
         return first[: max(0, max_chars - 1)] + "…"
     return first
+
+
+# A progress line on stderr names the test and says why it failed; the
+# details are in the reports.
+PROGRESS_NOTE_MAX_CHARS = 200
+
+
+def progress_note(note: str) -> str:
+    """A test's note as it may appear in a one-line progress message on stderr."""
+    return cap_line(
+        display_text(cap_middle(note, 4 * PROGRESS_NOTE_MAX_CHARS)), PROGRESS_NOTE_MAX_CHARS
+    )
