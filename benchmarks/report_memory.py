@@ -75,7 +75,9 @@ def make_run(path: Path, count: int) -> Path:
                 "reason": None,
             }
         )
-        events.append({"time": start, "event": "test_started", "machine": f"m{n % 8}", "test": test})
+        events.append(
+            {"time": start, "event": "test_started", "machine": f"m{n % 8}", "test": test}
+        )
         events.append(
             {"time": start, "event": "test_finished", "machine": f"m{n % 8}", "test": test,
              "status": lines[-1]["status"]}
