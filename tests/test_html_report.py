@@ -158,3 +158,17 @@ def test_empty_run_is_a_valid_page(tmp_path: Path) -> None:
     tree = lxml_html.fromstring(report.read_text())
     assert "No test results" in tree.text_content()
     assert "No timeline" in tree.text_content()
+
+
+def test_huge_note_and_many_files_stay_capped(tmp_path: Path) -> None:
+    result = Result(
+        test="/tests/huge",
+        status=Status.FAIL,
+        note="N" * (50 * 1024 * 1024),
+        files=[f"default/tests/huge/1/f{n}" for n in range(5000)],
+    )
+    report = tmp_path / "report.html"
+    write_html([result], report, rundir_path=tmp_path)
+    assert report.stat().st_size < 64 * 1024
+    text = lxml_html.fromstring(report.read_text()).text_content()
+    assert "characters left out" in text and "and 4980 more" in text

@@ -226,3 +226,14 @@ def test_resume_and_progress_survive_hostile_results(tmp_path: Path) -> None:
     proc = atex_env("run", "-d", str(run), "--fmf-root", str(tree), "--resume")
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 1, proc.stderr
+
+
+def test_outputs_with_a_line_break_use_the_delimiter_form(tmp_path: Path) -> None:
+    from atex_ci.report.github import write_outputs
+
+    path = tmp_path / "out"
+    write_outputs(path, {"junit": "a\nb", "total": "3"})
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("junit<<ghadelimiter_")
+    assert lines[1:3] == ["a", "b"] and lines[3] == lines[0].split("<<", 1)[1]
+    assert lines[4] == "total=3"
