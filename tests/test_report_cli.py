@@ -149,7 +149,8 @@ def test_damaged_and_mistyped_results_give_warnings_not_a_traceback(tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
-    assert len(warnings) == 5
+    assert len(warnings) == 6
+    assert "skipped 5 damaged line(s) in " in warnings[0]
     assert all(len(line) < 400 for line in warnings)
     assert any("'duration' must be" in line for line in warnings)
     root = validate((run.path / "junit.xml").read_bytes())

@@ -75,7 +75,10 @@ def report_run(
         notes.append(
             f"{len(problems)} damaged line(s) in {RESULTS_JSONL} were skipped; first: {problems[0]}"
         )
-        outcome.warnings += capped_lines([f"skipped {p}" for p in problems])
+        outcome.warnings.append(
+            f"skipped {len(problems)} damaged line(s) in {rundir.path / RESULTS_JSONL}"
+        )
+        outcome.warnings += capped_lines(problems)
     try:
         state = rundir.read_run().get("state")
     except (OSError, ValueError):
