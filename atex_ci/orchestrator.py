@@ -21,7 +21,7 @@ from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
 from .provision import get_provisioner
 from .provision.local import LocalProvisioner
 from .report.summary import final_results
-from .report.text import progress_note
+from .report.text import progress_note, stderr_line
 from .rundir import RunDir, now_iso
 from .schedule import MachineAction, Scheduler
 from .transport.base import TransportError
@@ -69,8 +69,8 @@ class RunSummary:
 
 
 def stderr_progress(line: str) -> None:
-    """Progress printer for the CLI: one line on stderr, flushed."""
-    print(line, file=sys.stderr, flush=True)
+    """Progress printer for the CLI: one line on stderr, flushed, escaped and capped."""
+    print(stderr_line(line), file=sys.stderr, flush=True)
 
 
 class Orchestrator:

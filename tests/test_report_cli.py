@@ -39,6 +39,9 @@ def two_platform_run(tmp_path: Path) -> tuple[Path, Path]:
                 "test": "tmt-report-result /first PASS; tmt-report-result /second FAIL; true",
             },
             "a: b, 100% sure": {"test": "echo odd name; exit 1"},
+            # Names that differ only in a control character stay two tests everywhere.
+            "esc\x1b[31mred": {"test": "true"},
+            "escred": {"test": "exit 1"},
             # Both platforms run it once per run: the first two runs fail, later ones pass.
             "flaky": {
                 "test": f'touch {marker}; n=$(wc -l < {marker}); echo x >> {marker}; [ "$n" -ge 2 ]'
@@ -52,6 +55,9 @@ def two_platform_run(tmp_path: Path) -> tuple[Path, Path]:
     for _attempt in (1, 2):
         proc = atex_env("run", "-d", str(run), "--fmf-root", str(tree))
         assert proc.returncode == 1, proc.stderr
+        # Progress names the test with the escape; the terminal never gets the ESC.
+        assert "\x1b" not in proc.stderr
+        assert "/tests/esc\\x1b[31mred on local-" in proc.stderr
     assert atex_env("release", "-d", str(run)).returncode == 0
     return run, tree
 
@@ -73,16 +79,18 @@ def test_two_platform_run_report_html_and_github(tmp_path: Path) -> None:
     # JUnit: valid, and a consumer counts what the results say, per platform.
     junit = run / "junit.xml"
     validate(junit.read_bytes())
-    # 5 tests + 2 sub-results, on 2 platforms; /fail, the odd name, /subs (its /second
-    # sub-result failed, so it fails, as in tmt) and /subs/second fail.
-    assert consumer_counts(junit) == {"tests": 14, "failures": 8, "errors": 0, "skipped": 0}
+    # 7 tests + 2 sub-results, on 2 platforms; /fail, the odd name, /escred, /subs (its
+    # /second sub-result failed, so it fails, as in tmt) and /subs/second fail.
+    assert consumer_counts(junit) == {"tests": 18, "failures": 10, "errors": 0, "skipped": 0}
+    names = {case.get("name") for case in validate(junit.read_bytes()).iter("testcase")}
+    assert {"/tests/esc\\x1b[31mred", "/tests/escred"} <= names
 
     # GitHub outputs.
     values = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
     assert values == {
-        "total": "14",
-        "passed": "6",
-        "failed": "8",
+        "total": "18",
+        "passed": "8",
+        "failed": "10",
         "errors": "0",
         "skipped": "0",
         "flaky": "2",
@@ -97,14 +105,14 @@ def test_two_platform_run_report_html_and_github(tmp_path: Path) -> None:
     assert "| fedora-41 |" in text and "| centos-10 |" in text
     # Annotations on stdout: one per failed test and platform, with file and line.
     errors = [line for line in proc.stdout.splitlines() if line.startswith("::error ")]
-    assert len(errors) == 6
+    assert len(errors) == 8
     odd = escape_property("/tests/a: b, 100% sure (fedora-41)")
     assert any(f"title={odd}::" in line for line in errors)
     assert all("file=tests/main.fmf,line=" in line for line in errors)
     lines = (tree / "tests" / "main.fmf").read_text().splitlines()
     fail_line = next(n for n, line in enumerate(lines, 1) if '"/fail"' in line)
     assert any(f"line={fail_line},title=/tests/fail (" in line for line in errors)
-    assert html.read_text().count('<tr data-status="') == 14
+    assert html.read_text().count('<tr data-status="') == 18
 
 
 def test_workflow_command_escaping() -> None:

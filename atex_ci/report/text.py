@@ -87,3 +87,19 @@ def progress_note(note: str) -> str:
     return cap_line(
         display_text(cap_middle(note, 4 * PROGRESS_NOTE_MAX_CHARS)), PROGRESS_NOTE_MAX_CHARS
     )
+
+
+# One line on a terminal: a few screen widths at most.
+STDERR_LINE_MAX_CHARS = 500
+
+
+def stderr_line(text: str) -> str:
+    """``text`` safe to print as one line on a terminal: controls escaped, capped.
+
+    Names in it (a test called ``/esc\x1b[31mred``) cannot colour or move the
+    terminal, and a line break cannot start a fake line.
+    """
+    text = display_text(cap_middle(text, 4 * STDERR_LINE_MAX_CHARS)).replace("\n", "\\n")
+    if len(text) > STDERR_LINE_MAX_CHARS:
+        text = text[: STDERR_LINE_MAX_CHARS - 1] + "…"
+    return text
