@@ -413,3 +413,20 @@ def test_summary_cap_is_visible_when_even_the_list_does_not_fit() -> None:
     text = markdown_summary(results, max_bytes=64 * 1024)
     assert len(text.encode()) <= 64 * 1024
     assert "more not shown: the summary is capped at 64 KiB" in text
+
+
+def test_a_final_attempt_without_its_own_result_is_not_flaky(tmp_path: Path) -> None:
+    from atex_ci.report.html import write_html
+    from atex_ci.report.junit import junit_xml
+    from atex_ci.report.summary import flaky_attempts
+
+    results = [
+        Result(test="/t", status=Status.FAIL, attempt=1),
+        Result(test="/t", status=Status.PASS, attempt=2, name="/sub"),  # own line lost
+        Result(test="/u", status=Status.FAIL, attempt=1),
+        Result(test="/u", status=Status.PASS, attempt=2),
+    ]
+    assert [key[2] for key in flaky_attempts(results)] == ["/u"]
+    assert "## Flaky tests (1)" in markdown_summary(results)
+    assert "flakyFailure" in junit_xml(results)
+    write_html(results, tmp_path / "r.html")

@@ -115,20 +115,25 @@ def flaky_attempts(results: Iterable[Result]) -> dict[TestKey, list[Result]]:
     attempt order). An attempt that ended in an infrastructure error or an
     interruption does not make a test flaky: the test did not get to fail.
     """
+    results = list(results)
+    latest: dict[TestKey, int] = {}
+    for result in results:
+        key = test_key(result)
+        latest[key] = max(latest.get(key, result.attempt), result.attempt)
     final: dict[TestKey, Result] = {}
     failed: dict[TestKey, dict[int, Result]] = {}
     for result in results:
         if result.name is not None:
             continue
         key = test_key(result)
-        if key not in final or result.attempt >= final[key].attempt:
+        if result.attempt == latest[key]:
             final[key] = result
         if result.status.is_failure and result.reason not in (Reason.INFRA, Reason.INTERRUPTED):
             failed.setdefault(key, {})[result.attempt] = result
     flaky: dict[TestKey, list[Result]] = {}
     for key, attempts in failed.items():
-        last = final[key]
-        if last.status.is_failure:
+        last = final.get(key)
+        if last is None or last.status.is_failure:  # no own result in the final attempt
             continue
         earlier = [attempts[n] for n in sorted(attempts) if n < last.attempt]
         if earlier:
