@@ -137,6 +137,8 @@ def test_names_that_differ_only_in_control_characters_stay_apart() -> None:
         Result(test="/t/a\\x00b", status=Status.PASS),  # a literal backslash-x-0-0
         Result(test="/t/a\nb", status=Status.PASS),
         Result(test="/t/a\ud800b", status=Status.PASS),
+        Result(test="/t/a\u202eb", status=Status.PASS),  # right-to-left override
+        Result(test="/t/a\u200bb", status=Status.PASS),  # zero-width space
     ]
     root = validate(junit_xml(results))
     names = [c.get("name") for c in cases(root)]
@@ -147,6 +149,8 @@ def test_names_that_differ_only_in_control_characters_stay_apart() -> None:
         "/t/a\\\\x00b",
         "/t/a\\nb",
         "/t/a\\ud800b",
+        "/t/a\\u202eb",
+        "/t/a\\u200bb",
     ]
 
 

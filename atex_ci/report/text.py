@@ -30,26 +30,47 @@ _TEXT_ESCAPE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff
 _SHORT = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
+def _escape_char(char: str) -> str:
     short = _SHORT.get(char)
     if short is not None:
         return short
     code = ord(char)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def _escape(match: re.Match[str]) -> str:
+    return _escape_char(match.group())
 
 
 def display_name(name: str) -> str:
-    """``name`` as every report spells it: one line, printable, injective (see above)."""
-    return _NAME_ESCAPE.sub(_escape, name)
+    """``name`` as every report spells it: one line, printable, injective (see above).
+
+    Beyond controls, every other character Python does not call printable
+    (format characters such as bidirectional overrides and zero-width
+    spaces, unassigned and private-use code points, separators other than
+    the space) is escaped too, so a name cannot pose as another one.
+    """
+    name = _NAME_ESCAPE.sub(_escape, name)
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() or c == " " else _escape_char(c) for c in name)
+
+
+# Bidirectional overrides and isolates, and the line/paragraph separators,
+# which reorder or break the text around them when shown.
+_TEXT_SPOOF = re.compile("[\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def display_text(text: str) -> str:
     """Free text (a note, output) with control characters made visible; LF and tab kept.
 
     CRLF becomes LF first; a lone CR (progress bars) is shown as ``\\r``.
+    Bidirectional overrides and Unicode line separators are escaped too.
     """
-    return _TEXT_ESCAPE.sub(_escape, text.replace("\r\n", "\n"))
+    text = _TEXT_ESCAPE.sub(_escape, text.replace("\r\n", "\n"))
+    return _TEXT_SPOOF.sub(_escape, text)
 
 
 def cap_middle(text: str, max_chars: int, what: str = "characters") -> str:
