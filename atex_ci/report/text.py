@@ -3,11 +3,12 @@
 This module owns, for JUnit, Markdown, HTML and GitHub annotations alike:
 
 * ``display_name``: the one spelling of a test, plan or platform name. Control
-  characters, lone surrogates (undecodable bytes) and the XML-illegal
-  U+FFFE/U+FFFF become visible escapes (``\\x1b``, ``\\n``, ``\\udcff``) and a
-  backslash is doubled, so the spelling is injective: two names that differ
-  only in a control character stay two names in every report, and the
-  result is legal XML 1.0, one line, and printable.
+  characters, lone surrogates (undecodable bytes), the XML-illegal
+  U+FFFE/U+FFFF and every other non-printable character (bidirectional
+  overrides, zero-width spaces) become visible escapes (``\\x1b``, ``\\n``,
+  ``\\udcff``, ``\\u202e``) and a backslash is doubled, so the spelling is
+  injective: two names that differ only in such a character stay two names
+  in every report, and the result is legal XML 1.0, one line, and printable.
 * ``display_text``: the same for free text (notes, output), keeping line
   breaks and tabs, and without doubling backslashes (text is read, not keyed).
 * ``cap_middle`` / ``cap_line``: a head and a tail of over-long text with a
