@@ -186,10 +186,16 @@ def _copy(source_fd: int, target: Path) -> None:
 def _merge_one(src: RunDir, out: RunDir, result: Result, attempt: int) -> list[str]:
     """Copy one result's artifacts under its new attempt number and append it."""
     warnings: list[str] = []
-    old_dir = src.relative(
-        src.artifact_path(result.platform, result.test, result.attempt, result.plan)
+    # A repeated instance's files are under instance-<serial>/ (see RunDir.artifact_path).
+    serial = result.serial_number
+    old_path = src.artifact_path(result.platform, result.test, result.attempt, result.plan, serial)
+    if serial is None or not old_path.is_dir() or old_path.is_symlink():
+        serial = None
+        old_path = src.artifact_path(result.platform, result.test, result.attempt, result.plan)
+    old_dir = src.relative(old_path)
+    new_dir = out.relative(
+        out.artifact_path(result.platform, result.test, attempt, result.plan, serial)
     )
-    new_dir = out.relative(out.artifact_path(result.platform, result.test, attempt, result.plan))
     files = []
     for name in result.files[:MAX_FILES_PER_RESULT]:
         if not _safe_relative(name):
@@ -299,15 +305,16 @@ def write_history(out: RunDir, results: list[Result]) -> None:
     """
     path = out.path / HISTORY_JSON
     history: dict[tuple[str, str, str], list[float]] = {}
-    seen: set[tuple[str, str, str, int]] = set()
+    seen: set[tuple[str, str, str, int | None, int]] = set()
     statuses: dict[tuple[str, str, str], str] = {}
     for result in sorted(results, key=lambda r: r.attempt):
         if result.name is not None or result.duration is None:
             continue
         key = (result.platform, result.plan, result.test)
-        if (*key, result.attempt) in seen:
+        instance = (*key, result.serial_number, result.attempt)
+        if instance in seen:
             continue
-        seen.add((*key, result.attempt))
+        seen.add(instance)
         history.setdefault(key, []).append(round(result.duration, 3))
         statuses[key] = str(result.status)
     atomic_write_json(

@@ -370,3 +370,20 @@ def test_a_results_line_over_the_line_cap_is_skipped_not_read(tmp_path: Path) ->
     results, problems = run.read_results_checked()
     assert [r.test for r in results] == ["/before", "/after"]
     assert len(problems) == 1 and "results.jsonl:2:" in problems[0]
+
+
+def test_a_test_selected_twice_by_its_plan_gets_its_serial_number() -> None:
+    results = [
+        Result(test="/t", plan="/p", status=Status.PASS, serial_number=1),
+        Result(test="/t", plan="/p", status=Status.FAIL, serial_number=4),
+        Result(test="/u", plan="/p", status=Status.PASS, serial_number=2),
+        Result(test="/t", plan="/q", status=Status.PASS, serial_number=1),
+    ]
+    root = validate(junit_xml(results))
+    assert [(c.get("classname"), c.get("name")) for c in cases(root)] == [
+        ("default:/p", "/t #1"),
+        ("default:/p", "/t #4"),
+        ("default:/p", "/u"),
+        ("default:/q", "/t"),
+    ]
+    assert root.get("failures") == "1"

@@ -152,7 +152,10 @@ def _link(rundir_path: Path | None, out_dir: Path, relative: str) -> str | None:
     if rundir_path is None or relative.startswith("/") or ".." in Path(relative).parts:
         return None
     target = Path(rundir_path).resolve() / ARTIFACTS / relative
-    return quote(os.path.relpath(target, out_dir.resolve()))
+    try:  # a name from undecodable bytes links to those bytes
+        return quote(os.path.relpath(target, out_dir.resolve()), errors="surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no file name can hold
+        return None
 
 
 def _row(result: Result, own: Result | None, flaky: bool, rundir: Path | None, out: Path) -> str:

@@ -10,7 +10,8 @@ common JUnit schema (Jenkins' junit-10.xsd):
   both spelled by ``text.display_name`` (control characters escaped, never
   deleted, so names that differ only in one stay apart). Two results that
   still collide (test ``/a/b`` and sub-result ``b`` of test ``/a``) get
-  `` (2)``, `` (3)`` appended in order.
+  `` (2)``, `` (3)`` appended in order; a test its plan selects more than
+  once gets `` #<serial number>``.
 * **Caps.** The ``message`` attribute is one line of at most
   ``MESSAGE_MAX_CHARS``; a failure body holds at most ``NOTE_MAX_CHARS`` of
   the note (head and tail); ``<system-out>`` of a failure holds the head and
@@ -121,11 +122,16 @@ def classname_of(result: Result) -> str:
     return f"{platform}:{display_name(result.plan)}" if result.plan else platform
 
 
-def testcase_name(result: Result) -> str:
-    """The full name, plus ``#<instance>`` when results carry an instance identity."""
+def testcase_name(result: Result, repeated: bool = False) -> str:
+    """The full name, plus `` #<instance>`` for a test its plan selects more than once.
+
+    Only a repeated test gets the suffix, so a testcase keeps its name from
+    run to run (consumers track a test's history by name) when tests are
+    added or removed around it.
+    """
     name = display_name(result.full_name) or "(unnamed)"
     instance = test_instance(result)
-    return name if instance is None else f"{name} #{instance}"
+    return f"{name} #{instance}" if repeated and instance is not None else name
 
 
 def _message(result: Result) -> str:
@@ -251,13 +257,19 @@ def _plan_cases(results: Sequence[Result], subresults: str) -> dict[str, list[_C
     groups: dict[str, list[_Case]] = {}
     parents: dict[TestKey, _Case] = {}
     seen: set[tuple[str, str]] = set()
+    instances: dict[tuple[str, str], set[object]] = {}
+    for result in final:
+        base = (classname_of(result), testcase_name(result))
+        instances.setdefault(base, set()).add(test_instance(result))
     for result in final:
         key = test_key(result)
         parent = own.get(key)
         if subresults == "fold" and result.name is not None and key in parents:
             parents[key].folded.append(result)
             continue
-        classname, name = classname_of(result), testcase_name(result)
+        classname = classname_of(result)
+        repeated = len(instances[(classname, testcase_name(result))]) > 1
+        name = testcase_name(result, repeated)
         unique, n = name, 1
         while (classname, unique) in seen:
             n += 1

@@ -63,12 +63,13 @@ TestKey = tuple[str, str, str, object]
 
 
 def test_instance(result: Result) -> object:
-    """What tells apart two runs of one test in one plan on one platform; None today.
+    """What tells apart two instances of one test in one plan on one platform.
 
-    When results carry a per-instance identity (tmt's serial number), return
-    it here: every report and ``collect`` key tests by ``test_key``.
+    tmt's serial number (a plan may select one test twice); None in results
+    written before instances were told apart. Every report and ``collect``
+    key tests by ``test_key``, so this is the one place that says it.
     """
-    return None
+    return result.serial_number
 
 
 def test_key(result: Result) -> TestKey:
