@@ -24,8 +24,10 @@ from .staging import TEST_DATA_ARCHIVE
 #: are merged) is cut down: results.jsonl lines are read whole by every
 #: reporter, and no real result needs more.
 MAX_RESULT_LINE = 1024 * 1024
-#: Characters of a note kept in a result line.
-MAX_NOTE = 64 * 1024
+#: Characters of a note kept in a result line: as much as one result's JSON
+#: may hold on the control stream (Limits.max_result_json), so a note sent
+#: there is always kept whole; a custom results file can hold longer ones.
+MAX_NOTE = 1024 * 1024
 
 
 @dataclass
