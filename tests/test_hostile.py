@@ -208,6 +208,32 @@ def test_forged_exitcode_does_not_escape_the_duration(tmp_path):
     assert processes_of(run) == []
 
 
+def test_a_holder_that_escaped_the_reaper_costs_a_grace_period_only(tmp_path):
+    from atex_ci.execute.executor import Limits
+    from atex_ci.orchestrator import RunOptions, run_tests
+
+    tag = f"5{os.getpid() % 1000:03d}"
+    tree = hostile_tree(
+        tmp_path / "tree", {"holder": hostile("escaped-holder", tag, duration="1h")}, normal=1
+    )
+    run = tmp_path / "run"
+    options = RunOptions(limits=Limits(exit_grace=1.0), local_slots=2)
+    try:
+        summary = asyncio.run(run_tests(run, tree, options=options))
+        own = own_results(run)
+        holder = own["/tests/holder"]
+        assert (holder["status"], holder["reason"]) == ("error", "test"), holder
+        assert "kept its output open" in holder["note"]
+        assert any(f.endswith("data/some.txt") for f in holder["files"])  # the data came
+        assert own["/tests/ok-0"]["status"] == "pass"
+        assert summary.exit_code == 1
+        # The documented limit: a process without the variable is not found.
+        assert len(sleepers(tag)) == 1
+    finally:
+        for pid in sleepers(tag):
+            os.kill(pid, signal.SIGKILL)
+
+
 # -- class 2: small or large input, bounded memory ---------------------------------------
 
 

@@ -260,6 +260,8 @@ class _TestRun:
         self.result_bytes = 0
         #: The wrapper has started sending TMT_TEST_DATA after ``exitcode``.
         self.archive_started = False
+        #: ...and all of it has arrived: only the end of the stream may follow.
+        self.archive_done = False
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -390,6 +392,15 @@ class _TestRun:
                 continue
             except TimeoutError:
                 await self._kill(CLEANUP_TIMEOUT)
+                if self.archive_done:
+                    # Everything came, but something still held the stream
+                    # open: a process the test left that escaped the reaper.
+                    return (
+                        Reason.TEST,
+                        "a process the test left running kept its output open after the test "
+                        "ended (it dropped ATEX_CI_OWNER from its environment, see "
+                        "docs/test-limits.md)",
+                    ), True
                 if self.archive_started:
                     return (
                         Reason.TEST,
@@ -571,6 +582,11 @@ class _TestRun:
                 self.sink.write_file(event)
             elif isinstance(event, FileEnd):
                 self.sink.end_file(event.name)
+                if self.archive_started and event.name == TEST_DATA_ARCHIVE:
+                    # The wrapper exits right after: the stream ends within the
+                    # grace unless a leftover process holds it open.
+                    self.archive_done = True
+                    self._reschedule(self._now() + self.limits.exit_grace)
             elif isinstance(event, ResultEvent):
                 self.result_bytes += event.size
                 if self.result_bytes > self.limits.max_results_total:
@@ -614,9 +630,14 @@ class _TestRun:
                 return await self._unpack_test_data()
             return None
         if archive.exists():
-            # Sent only in part (a cap or the time ran out while it came): an
-            # archive cut in the middle is no data, remove it.
-            await asyncio.to_thread(archive.unlink, True)
+            if self.archive_done:
+                # All of it came before the failure: keep the test's files (its
+                # failure is still the one to report).
+                await self._unpack_test_data()
+            else:
+                # Sent only in part (a cap or the time ran out while it came):
+                # an archive cut in the middle is no data, remove it.
+                await asyncio.to_thread(archive.unlink, True)
         elif machine_ok or failure[0] is Reason.TIMEOUT:
             # The wrapper sends TMT_TEST_DATA itself when the test ends; a
             # test cut short (timeout, violation, cap) never got that far.

@@ -63,8 +63,15 @@ class LocalTransport(Transport):
         """Collect commands abandoned by a cancelled or failed run() (bounded)."""
         orphans, self._orphans = self._orphans, set()
         for proc in orphans:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(_reap(proc), CLOSE_TIMEOUT)
+            except Exception:
+                # A process that escaped every kill still holds the pipes.
+                # Stop reading them now, while the loop runs (asyncio has no
+                # public way: the transport is the Process's own).
+                transport = getattr(proc, "_transport", None)
+                if transport is not None:
+                    transport.close()
 
     async def run(
         self,
@@ -106,7 +113,8 @@ class LocalTransport(Transport):
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGHUP)
-                self._orphans.add(proc)
+            # Also when bash has exited: a process it left may hold the pipes.
+            self._orphans.add(proc)
             raise
 
 
