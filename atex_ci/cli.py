@@ -124,6 +124,38 @@ def cli(verbose: int) -> None:
         logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
+def _key_values(option: str, items: tuple[str, ...], *, from_env: bool = False) -> dict[str, str]:
+    """KEY=VALUE options as a dict; with ``from_env`` a bare KEY takes $KEY's value."""
+    values: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep and from_env and key:
+            if key not in os.environ:
+                raise ConfigError(f"{option} {key}: the environment variable {key} is not set")
+            value = os.environ[key]
+        elif not sep or not key:
+            raise ConfigError(f"invalid {option} {item!r}: expected KEY=VALUE")
+        values[key] = value
+    return values
+
+
+#: Options that only make sense with --provisioner testing-farm.
+_TF_OPTIONS = (
+    "compose",
+    "pool",
+    "hardware",
+    "kickstart",
+    "variables",
+    "secrets",
+    "tmt_context",
+    "duration",
+    "pipeline_timeout",
+    "ingress",
+    "ready_timeout",
+)
+
+
 @cli.command()
 @_run_dir_option()
 @click.option("--local", "local", type=click.IntRange(min=1), help="Reserve N local slots.")
@@ -133,6 +165,20 @@ def cli(verbose: int) -> None:
     multiple=True,
     metavar="[USER@]HOST[:PORT]",
     help="An existing machine reachable over SSH (repeatable).",
+)
+@click.option(
+    "--hosts",
+    "inventory",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Inventory of existing machines (YAML or JSON list of host, port, user, key, "
+    "platform); see docs/provisioners.md.",
+)
+@click.option(
+    "--skip-unreachable",
+    is_flag=True,
+    help="With --host/--hosts: skip a host that does not answer (with a warning) instead of "
+    "failing.",
 )
 @click.option(
     "--key",
@@ -145,42 +191,215 @@ def cli(verbose: int) -> None:
     help="Platform the machines provide (default: 'default'). Every test runs once per "
     "platform; machines of one platform share its tests.",
 )
+@click.option(
+    "--provisioner",
+    "provisioner_name",
+    metavar="testing-farm|MODULE:CLASS",
+    help="Reserve through a provisioner: 'testing-farm', or your own Provisioner subclass.",
+)
+@click.option(
+    "-o",
+    "--option",
+    "provisioner_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Keyword argument for your own provisioner class (repeatable; recorded in run.json, "
+    "so never a secret).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Machines to reserve with --provisioner (in parallel).",
+)
+@click.option("--compose", help="Testing Farm: the compose to install, e.g. Fedora-Rawhide.")
+@click.option("--arch", default="x86_64", show_default=True, help="Testing Farm: architecture.")
+@click.option("--pool", help="Testing Farm: infrastructure pool.")
+@click.option("--hardware", metavar="JSON", help="Testing Farm: hardware requirements (object).")
+@click.option(
+    "--kickstart", multiple=True, metavar="KEY=VALUE", help="Testing Farm: kickstart (repeatable)."
+)
+@click.option(
+    "--variable",
+    "variables",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Testing Farm: environment variable of the reservation (repeatable).",
+)
+@click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    metavar="KEY[=VALUE]",
+    help="Testing Farm: secret variable of the reservation; a bare KEY takes the value of "
+    "$KEY (repeatable; never recorded).",
+)
+@click.option(
+    "--tmt-context",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Testing Farm: tmt context of the request (repeatable).",
+)
+@click.option(
+    "--duration",
+    type=click.IntRange(min=1),
+    help="Testing Farm: minutes the machine is kept; bounds a machine never released "
+    "(default: 240).",
+)
+@click.option(
+    "--pipeline-timeout",
+    type=click.IntRange(min=1),
+    help="Testing Farm: settings.pipeline.timeout in minutes (at least the duration + 30).",
+)
+@click.option(
+    "--ingress",
+    metavar="CIDR",
+    help="Testing Farm, public ranch: network allowed in (default: this machine's public "
+    "address, looked up).",
+)
+@click.option(
+    "--ready-timeout",
+    metavar="DURATION",
+    help="Testing Farm: give up on a request that has no guest after this long and try "
+    "another (default: 1h).",
+)
 def reserve(
     run_dir: Path,
     local: int | None,
     hosts: tuple[str, ...],
+    inventory: Path | None,
+    skip_unreachable: bool,
     key: Path | None,
     platform: str | None,
+    provisioner_name: str | None,
+    provisioner_options: tuple[str, ...],
+    count: int,
+    **tf: Any,
 ) -> None:
     """Reserve machines for a run and record them in RUN/machines.json.
 
-    Without options, reserves one local slot per CPU.
+    Each machine is recorded as soon as it is ready. Without options, reserves
+    one local slot per CPU. Interrupted (Ctrl-C, SIGTERM), it gives back what it
+    had requested.
     """
-    from .provision.local import LocalProvisioner
+    from .model import Machine, MachineState
+    from .provision import Provisioner, record_reservations
+    from .provision.local import LocalProvisioner, default_slots
     from .provision.static import HostSpec, StaticProvisioner
     from .rundir import RunDir
 
-    rundir = RunDir.open_or_create(run_dir)
-    with rundir.locked():
-        machines = []
-        if hosts:
-            specs = [HostSpec.parse(h) for h in hosts]
-            machines += run_async(
-                lambda: StaticProvisioner().reserve(
-                    rundir, specs, str(key) if key else None, platform or "default"
-                )
-            )
-        if local or not hosts:
-            machines += LocalProvisioner().reserve(rundir, local, platform or "default")
-        rundir.write_machines(rundir.read_machines() + machines)
-        for machine in machines:
-            rundir.append_event(
-                "machine_reserved", machine=machine.id, provisioner=machine.provisioner
-            )
-        rundir.update_run(state="reserved")
-    for machine in machines:
+    platform = platform or "default"
+    tf_given = [name for name in _TF_OPTIONS if tf.get(name) not in (None, ())]
+    if provisioner_name is not None and (hosts or inventory or local):
+        raise ConfigError("--provisioner cannot be combined with --host, --hosts or --local")
+    if tf_given and provisioner_name != "testing-farm":
+        option = "--" + tf_given[0].replace("_", "-")
+        raise ConfigError(f"{option} needs --provisioner testing-farm")
+    if provisioner_options and provisioner_name in (None, "testing-farm"):
+        raise ConfigError("-o/--option is for your own provisioner (--provisioner module:Class)")
+    if skip_unreachable and not (hosts or inventory):
+        raise ConfigError("--skip-unreachable needs --host or --hosts")
+
+    def announce(machine: Machine) -> None:
         where = f"{machine.user}@{machine.host}:{machine.port}" if machine.host else machine.workdir
         click.echo(f"atex-ci: reserved {machine.id} ({where})", err=True)
+
+    jobs: list[tuple[Provisioner, int]] = []
+    recorded: dict[str, Any] | None = None
+    rundir = RunDir.open_or_create(run_dir)
+    if provisioner_name is not None:
+        provisioner, recorded = _build_provisioner(
+            provisioner_name, rundir, platform, provisioner_options, tf
+        )
+        jobs.append((provisioner, count))
+    if hosts or inventory:
+        from .provision.inventory import load_inventory
+
+        specs = [HostSpec.parse(h) for h in hosts]
+        if inventory is not None:
+            specs += load_inventory(inventory)
+        static = StaticProvisioner(
+            rundir,
+            platform,
+            specs,
+            str(key) if key else None,
+            skip_unreachable=skip_unreachable,
+        )
+        jobs.append((static, len(specs)))
+    if local or not jobs:
+        jobs.append((LocalProvisioner(rundir, platform), local or default_slots()))
+
+    async def reserve_all() -> list[Machine]:
+        machines: list[Machine] = []
+        for provisioner, n in jobs:
+            machines += await record_reservations(rundir, provisioner, n, on_ready=announce)
+        return machines
+
+    with rundir.locked():
+        if recorded is not None:
+            rundir.update_run(provisioner=recorded)
+        try:
+            machines = run_async(reserve_all)
+        except asyncio.CancelledError:
+            _fail("interrupted; every machine this command had requested was given back", 130)
+        finally:
+            if any(m.state != MachineState.RELEASED for m in rundir.read_machines()):
+                rundir.update_run(state="reserved")
+    click.echo(f"atex-ci: {len(machines)} machine(s) ready in {run_dir}", err=True)
+
+
+def _build_provisioner(
+    name: str,
+    rundir: Any,
+    platform: str,
+    options: tuple[str, ...],
+    tf: dict[str, Any],
+) -> tuple[Any, dict[str, Any]]:
+    """The provisioner named by --provisioner and what run.json records of it."""
+    from .provision import provisioner_class
+
+    if name != "testing-farm":
+        kwargs = _key_values("-o/--option", options)
+        cls = provisioner_class(name)
+        try:
+            return cls(rundir, platform, **kwargs), {"kind": name, "options": kwargs}
+        except TypeError as exc:
+            raise ConfigError(f"cannot create provisioner {name}: {exc}") from None
+    from .duration import parse_duration
+    from .provision.testingfarm import TestingFarmProvisioner, parse_json_option
+
+    extra: dict[str, Any] = {}
+    if tf["duration"] is not None:
+        extra["duration"] = tf["duration"]
+    if tf["ready_timeout"] is not None:
+        try:
+            extra["ready_timeout"] = parse_duration(tf["ready_timeout"])
+        except ValueError as exc:
+            raise ConfigError(f"invalid --ready-timeout: {exc}") from None
+    public = {
+        "compose": tf["compose"],
+        "arch": tf["arch"],
+        "pool": tf["pool"],
+        "hardware": parse_json_option("hardware", tf["hardware"]) if tf["hardware"] else None,
+        "kickstart": _key_values("--kickstart", tf["kickstart"]) or None,
+        "context": _key_values("--tmt-context", tf["tmt_context"]) or None,
+        "pipeline_timeout": tf["pipeline_timeout"],
+        "ingress": tf["ingress"],
+    }
+    provisioner = TestingFarmProvisioner(
+        rundir,
+        platform,
+        variables=_key_values("--variable", tf["variables"]),
+        secrets=_key_values("--secret", tf["secrets"], from_env=True),
+        **public,
+        **extra,
+    )
+    if not tf["compose"]:
+        raise ConfigError("--provisioner testing-farm needs --compose, e.g. Fedora-Rawhide")
+    # Secrets and variables stay out of run.json; the rest says what was asked.
+    recorded = {k: v for k, v in {**public, **extra}.items() if v is not None}
+    return provisioner, {"kind": "testing-farm", "options": recorded}
 
 
 @cli.command()
