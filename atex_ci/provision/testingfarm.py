@@ -683,26 +683,23 @@ class TestingFarmProvisioner(Provisioner):
         or takes longer than ready_timeout."""
         follower = LogFollower()
         deadline = time.monotonic() + self.ready_timeout
+        guest: tuple[str, str] | None = None
         while True:
             data = await self._state(request_id)
             state = data["state"]
+            run = data.get("run")
+            artifacts = run.get("artifacts") if isinstance(run, dict) else None
+            if isinstance(artifacts, str) and artifacts.startswith(("http://", "https://")):
+                url = artifacts.rstrip("/") + "/pipeline.log"
+                guest = guest or await self._follow(url, follower)
+                if guest is not None and state == "running":
+                    return guest
             if state not in ALIVE_STATES:
                 tail = follower.tail_text()
                 raise _Attempt(
                     f"Testing Farm request {request_id} ended ({state}) before its guest was "
                     f"ready" + (f"; pipeline.log ends: {tail}" if tail else "")
                 )
-            artifacts = (data.get("run") or {}).get("artifacts")
-            if state == "running" and isinstance(artifacts, str) and artifacts:
-                url = artifacts.rstrip("/") + "/pipeline.log"
-                while True:  # read everything new before sleeping again
-                    chunk = await asyncio.to_thread(self.api.read_range, url, follower.offset)
-                    if not chunk:
-                        break
-                    for line in follower.feed(chunk):
-                        guest = find_guest(line)
-                        if guest is not None:
-                            return guest
             if time.monotonic() >= deadline:
                 tail = follower.tail_text()
                 raise _Attempt(
@@ -711,6 +708,17 @@ class TestingFarmProvisioner(Provisioner):
                     + (f"; pipeline.log ends: {tail}" if tail else "; no pipeline.log yet")
                 )
             await asyncio.sleep(self.poll_interval)
+
+    async def _follow(self, url: str, follower: LogFollower) -> tuple[str, str] | None:
+        """Read what is new in pipeline.log; the guest if a new line names it."""
+        while True:  # everything new before the next poll
+            chunk = await asyncio.to_thread(self.api.read_range, url, follower.offset)
+            if not chunk:
+                return None
+            for line in follower.feed(chunk):
+                guest = find_guest(line)
+                if guest is not None:
+                    return guest
 
     async def _wait_for_ssh(self, request_id: str, machine: Machine) -> None:
         """Probe SSH until our key works (pinning the host key); _Attempt if it never does."""
