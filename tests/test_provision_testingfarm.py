@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -544,9 +543,3 @@ def test_cli_testing_farm_errors_are_one_line(tmp_path, ssh_host):
         assert no_token.returncode == 2
         assert "TESTING_FARM_API_TOKEN is not set" in no_token.stderr
 
-
-def wait_until(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
