@@ -542,4 +542,3 @@ def test_cli_testing_farm_errors_are_one_line(tmp_path, ssh_host):
         )  # fmt: skip
         assert no_token.returncode == 2
         assert "TESTING_FARM_API_TOKEN is not set" in no_token.stderr
-
