@@ -209,9 +209,7 @@ _TF_OPTIONS = (
 @click.option(
     "--count",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Machines to reserve with --provisioner (in parallel).",
+    help="Machines to reserve with --provisioner, in parallel (default: 1).",
 )
 @click.option("--compose", help="Testing Farm: the compose to install, e.g. Fedora-Rawhide.")
 @click.option("--arch", default="x86_64", show_default=True, help="Testing Farm: architecture.")
@@ -274,7 +272,7 @@ def reserve(
     platform: str | None,
     provisioner_name: str | None,
     provisioner_options: tuple[str, ...],
-    count: int,
+    count: int | None,
     **tf: Any,
 ) -> None:
     """Reserve machines for a run and record them in RUN/machines.json.
@@ -298,6 +296,8 @@ def reserve(
         raise ConfigError(f"{option} needs --provisioner testing-farm")
     if provisioner_options and provisioner_name in (None, "testing-farm"):
         raise ConfigError("-o/--option is for your own provisioner (--provisioner module:Class)")
+    if count is not None and provisioner_name is None:
+        raise ConfigError("--count is for --provisioner; use --local N for local slots")
     if skip_unreachable and not (hosts or inventory):
         raise ConfigError("--skip-unreachable needs --host or --hosts")
 
@@ -312,7 +312,7 @@ def reserve(
         provisioner, recorded = _build_provisioner(
             provisioner_name, rundir, platform, provisioner_options, tf
         )
-        jobs.append((provisioner, count))
+        jobs.append((provisioner, count or 1))
     if hosts or inventory:
         from .provision.inventory import load_inventory
 

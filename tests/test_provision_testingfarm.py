@@ -269,6 +269,18 @@ def test_a_request_that_errors_without_budget_fails_with_the_log_tail(tmp_path, 
         assert rundir.read_machines() == []
 
 
+def test_secrets_in_the_log_tail_are_hidden(tmp_path, ssh_host):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.behaviours = ["error"]
+        provisioner = provisioner_for(rundir, fake, retries=0, secrets={"PW": "hunter2-secret"})
+        with pytest.raises(InfraError) as info:
+            reserve_with(provisioner, 1)
+        assert "environment: " in str(info.value)
+        assert "hunter2-secret" not in str(info.value)
+        assert "***" in str(info.value)
+
+
 def test_a_request_that_never_names_a_guest_is_cancelled(tmp_path, ssh_host):
     rundir = RunDir.create(tmp_path / "run")
     with FakeTestingFarm([ssh_host]) as fake:

@@ -213,6 +213,9 @@ class FakeTestingFarm:
         if request.state == "queued":
             if request.behaviour == "error":
                 request.state = "error"
+                # Testing Farm's log can show the environment, secrets included.
+                secrets = request.body["environments"][0].get("secrets") or {}
+                self._log(request, f"environment: {' '.join(secrets.values())}")
                 self._log(request, "Result of testing: ERROR")
                 return
             if self._held:

@@ -221,6 +221,9 @@ class TestingFarmAPI:
             raise ConfigError(f"{TOKEN_ENV} contains whitespace or control characters")
         _mask_on_github(token)
         self._token = token
+        #: Further values to keep out of messages (the provisioner adds the
+        #: reservation's secrets).
+        self.secrets: set[str] = set()
         self.timeout = timeout
         if backoff is None:
             backoff = HTTP_BACKOFF * time_scale()
@@ -253,8 +256,10 @@ class TestingFarmAPI:
 
     def redact(self, text: str) -> str:
         """``text`` with the token (and its base64 forms) replaced by ***."""
-        for secret in (self._token, base64.b64encode(self._token.encode()).decode()):
-            text = text.replace(secret, "***")
+        token_forms = (self._token, base64.b64encode(self._token.encode()).decode())
+        for secret in sorted({*token_forms, *self.secrets}, key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, "***")
         return text
 
     # -- the endpoints -------------------------------------------------------------
@@ -535,6 +540,7 @@ class TestingFarmProvisioner(Provisioner):
         if count < 1:
             return
         api = self.api
+        api.secrets.update(v for v in self.secrets.values() if len(v) >= 4)
         key_path, public_key = await asyncio.to_thread(self._generate_key)
         ingress = await self._ingress_rule(api)
         spec = build_request(
@@ -695,13 +701,13 @@ class TestingFarmProvisioner(Provisioner):
                 if guest is not None and state == "running":
                     return guest
             if state not in ALIVE_STATES:
-                tail = follower.tail_text()
+                tail = self.api.redact(follower.tail_text())
                 raise _Attempt(
                     f"Testing Farm request {request_id} ended ({state}) before its guest was "
                     f"ready" + (f"; pipeline.log ends: {tail}" if tail else "")
                 )
             if time.monotonic() >= deadline:
-                tail = follower.tail_text()
+                tail = self.api.redact(follower.tail_text())
                 raise _Attempt(
                     f"Testing Farm request {request_id} named no guest within "
                     f"{self.ready_timeout:g} s (state {state})"
