@@ -267,6 +267,7 @@ def test_a_request_that_errors_without_budget_fails_with_the_log_tail(tmp_path, 
         assert "Result of testing: ERROR" in message
         assert "\n" not in message
         assert rundir.read_machines() == []
+        assert list((rundir.path / "keys").iterdir()) == []  # no machine, no key left
 
 
 def test_secrets_in_the_log_tail_are_hidden(tmp_path, ssh_host):
@@ -491,6 +492,7 @@ def test_cli_sigterm_while_queued_cancels_every_request(tmp_path, ssh_host):
             else []
         )
         assert [m for m in machines if m["state"] != "released"] == []
+        assert not (run / "keys").exists() or list((run / "keys").iterdir()) == []
 
 
 def test_cli_sigterm_after_one_is_ready_gives_that_one_back_too(tmp_path, ssh_host):

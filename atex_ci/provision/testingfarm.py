@@ -284,7 +284,8 @@ class TestingFarmAPI:
 
     def read_range(self, url: str, offset: int, limit: int = MAX_LOG_CHUNK) -> bytes | None:
         """Bytes of ``url`` from ``offset`` (at most ``limit``); None if not there yet."""
-        headers = {"Range": f"bytes={offset}-{offset + limit - 1}"}
+        # Offsets count the file's own bytes: no compression on the way.
+        headers = {"Range": f"bytes={offset}-{offset + limit - 1}", "Accept-Encoding": "identity"}
         try:
             with self._plain.get(url, headers=headers, timeout=self.timeout, stream=True) as r:
                 if r.status_code in (404, 403, 416):  # not created yet / nothing new
@@ -293,7 +294,9 @@ class TestingFarmAPI:
                     raise InfraError(
                         f"Testing Farm artifacts: HTTP {r.status_code} for {self.redact(url)}"
                     )
-                data = r.raw.read(limit + (offset if r.status_code == 200 else 0))
+                data = r.raw.read(
+                    limit + (offset if r.status_code == 200 else 0), decode_content=True
+                )
                 # A server that ignores Range sends the whole file.
                 return data[offset:] if r.status_code == 200 else data
         except requests.RequestException as exc:
@@ -307,7 +310,7 @@ class TestingFarmAPI:
             with self._plain.get(url, timeout=self.timeout, stream=True) as r:
                 if r.status_code != 200:
                     raise InfraError(f"HTTP {r.status_code} from {url}")
-                return r.raw.read(limit).decode("utf-8", "replace")
+                return r.raw.read(limit, decode_content=True).decode("utf-8", "replace")
         except requests.RequestException as exc:
             raise InfraError(f"cannot reach {url}: {_describe(exc)}") from None
 
@@ -541,8 +544,8 @@ class TestingFarmProvisioner(Provisioner):
             return
         api = self.api
         api.secrets.update(v for v in self.secrets.values() if len(v) >= 4)
-        key_path, public_key = await asyncio.to_thread(self._generate_key)
         ingress = await self._ingress_rule(api)
+        key_path, public_key = await asyncio.to_thread(self._generate_key)
         spec = build_request(
             compose=self.compose,
             arch=self.arch,
@@ -580,6 +583,10 @@ class TestingFarmProvisioner(Provisioner):
                 if not task.cancelled() and task.exception() is None:
                     handle: dict[str, str] = task.result().handle
                     await asyncio.shield(self._cancel_quietly(handle["request"]))
+            if not yielded:  # no machine uses the key pair: leave no key behind
+                for path in (key_path, key_path + ".pub"):
+                    with contextlib.suppress(OSError):
+                        (self.rundir.path / path).unlink()
         ready = len(yielded)
         failures = [t.exception() for t in tasks if not t.cancelled() and t.exception()]
         if failures:
