@@ -262,14 +262,23 @@ def test_reboot(tmp_path: Path, script: str, marker: str, ignore_sigpipe: bool) 
                 chunk = stream.read(1)
                 assert chunk, "the shim closed the channel without 'disconnect'"
                 seen += parser.feed(chunk)
-            # The reboot must wait until we close the channel.
-            time.sleep(0.3)
-            assert not (tmp_path / marker).exists()
-        deadline = time.monotonic() + 10
+            # The reboot must wait until we close the channel: the shim keeps
+            # writing noop until a write fails, and reboots only after that.
+            # A noop that arrives after the check proves it was still waiting.
+            after = b""
+            while after.count(b"noop\n") < 3:
+                rebooted_before = (tmp_path / marker).exists()
+                chunk = stream.read(64)
+                assert chunk, "the shim closed the channel before we did"
+                after += chunk
+                assert not rebooted_before
+            assert set(after.split(b"\n")[:-1]) == {b"noop"}
+        deadline = time.monotonic() + 60
         while not (tmp_path / marker).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert (tmp_path / marker).exists()
-        time.sleep(0.2)
+        # After the reboot command the shim never returns (a real reboot would
+        # end it); it is still running, and "returned" was never written.
         assert proc.poll() is None, "tmt-reboot must not return after starting the reboot"
         assert not (tmp_path / "returned").exists()
     finally:

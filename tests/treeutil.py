@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,38 @@ def make_tree(
     nodes = {f"/{name.strip('/')}": data for name, data in tests.items()}
     (root / "tests" / "main.fmf").write_text(json.dumps(nodes, indent=2))
     return root
+
+
+def barrier_tests(count: int, directory: Path) -> dict[str, dict[str, Any]]:
+    """``count`` tests that each wait until all ``count`` of them run at once.
+
+    They pass only if ``count`` machines run them side by side, which shows
+    that every machine takes work without depending on how fast any of them
+    is. ``directory`` must be visible to every machine: test hosts see the
+    controller's /dev/shm (use a fresh directory there and remove it after);
+    local slots see everything. A machine that never comes makes them fail
+    after two minutes instead of hanging.
+    """
+    wait = (
+        f'd={directory}; mkdir -p "$d"; touch "$d/$TMT_TEST_NAME_SAFE"; '
+        f'for i in $(seq 2400); do [ "$(ls "$d" | wc -l)" -ge {count} ] && exit 0; '
+        "sleep 0.05; done; "
+        "echo 'the other machines never ran their part' >&2; exit 1"
+    )
+    return {
+        f"barrier-{n}": {"test": wait.replace("$TMT_TEST_NAME_SAFE", f"barrier-{n}")}
+        for n in range(1, count + 1)
+    }
+
+
+@contextlib.contextmanager
+def shared_dir() -> Iterator[Path]:
+    """A fresh directory in /dev/shm, which local slots and test hosts all see."""
+    path = Path(tempfile.mkdtemp(prefix="atex-ci-barrier-", dir="/dev/shm"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def atex(
