@@ -35,6 +35,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -105,8 +106,11 @@ class FakeTestingFarm:
         self._faults: list[_Fault] = []
         self._held = False
         self._cond = threading.Condition()
+        self._connections: set[Any] = set()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        # Handler threads are joined on close (none outlives the stand-in).
+        self._server.daemon_threads = False
+        self._server.block_on_close = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     # -- life cycle ----------------------------------------------------------------
@@ -129,6 +133,11 @@ class FakeTestingFarm:
 
     def stop(self) -> None:
         self._server.shutdown()
+        with self._cond:
+            connections = list(self._connections)
+        for sock in connections:  # ends keep-alive connections' handler threads
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._server.server_close()
         self._thread.join(10)
         with self._cond:
@@ -276,6 +285,17 @@ class FakeTestingFarm:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 60  # an idle keep-alive connection is dropped after this
+
+            def setup(self) -> None:
+                super().setup()
+                with fake._cond:
+                    fake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with fake._cond:
+                    fake._connections.discard(self.connection)
+                super().finish()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet
