@@ -8,6 +8,7 @@ Exit codes: 0 all passed, 1 test failures, 2 usage or configuration error,
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import os
@@ -15,12 +16,15 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from . import __version__
 from .errors import AtexError, ConfigError
+
+if TYPE_CHECKING:
+    from .rundir import RunDir
 
 T = TypeVar("T")
 
@@ -300,25 +304,38 @@ def reserve(
         raise ConfigError("--count is for --provisioner; use --local N for local slots")
     if skip_unreachable and not (hosts or inventory):
         raise ConfigError("--skip-unreachable needs --host or --hosts")
+    if provisioner_name == "testing-farm" and not tf["compose"]:
+        raise ConfigError("--provisioner testing-farm needs --compose, e.g. Fedora-Rawhide")
+    # Everything that can be checked is checked before the run directory is made.
+    specs = [HostSpec.parse(h) for h in hosts]
+    if inventory is not None:
+        from .provision.inventory import load_inventory
+
+        specs += load_inventory(inventory)
+    recorded: dict[str, Any] | None = None
+    if provisioner_name is not None:
+        from .provision import provisioner_class
+
+        cls = provisioner_class(provisioner_name)
+        kwargs, recorded = _provisioner_arguments(provisioner_name, provisioner_options, tf)
+        try:
+            inspect.signature(cls).bind(None, platform, **kwargs)
+        except TypeError as exc:  # a class of your own that does not take these options
+            raise ConfigError(f"cannot create provisioner {provisioner_name}: {exc}") from None
 
     def announce(machine: Machine) -> None:
         where = f"{machine.user}@{machine.host}:{machine.port}" if machine.host else machine.workdir
         click.echo(f"atex-ci: reserved {machine.id} ({where})", err=True)
 
     jobs: list[tuple[Provisioner, int]] = []
-    recorded: dict[str, Any] | None = None
     rundir = RunDir.open_or_create(run_dir)
     if provisioner_name is not None:
-        provisioner, recorded = _build_provisioner(
-            provisioner_name, rundir, platform, provisioner_options, tf
-        )
+        try:
+            provisioner = cls(rundir, platform, **kwargs)
+        except TypeError as exc:  # a class of your own that does not take these options
+            raise ConfigError(f"cannot create provisioner {provisioner_name}: {exc}") from None
         jobs.append((provisioner, count or 1))
-    if hosts or inventory:
-        from .provision.inventory import load_inventory
-
-        specs = [HostSpec.parse(h) for h in hosts]
-        if inventory is not None:
-            specs += load_inventory(inventory)
+    if specs:
         static = StaticProvisioner(
             rundir,
             platform,
@@ -338,7 +355,7 @@ def reserve(
 
     with rundir.locked():
         if recorded is not None:
-            rundir.update_run(provisioner=recorded)
+            _record_provisioner(rundir, recorded)
         try:
             machines = run_async(reserve_all)
         except asyncio.CancelledError:
@@ -349,35 +366,35 @@ def reserve(
     click.echo(f"atex-ci: {len(machines)} machine(s) ready in {run_dir}", err=True)
 
 
-def _build_provisioner(
-    name: str,
-    rundir: Any,
-    platform: str,
-    options: tuple[str, ...],
-    tf: dict[str, Any],
-) -> tuple[Any, dict[str, Any]]:
-    """The provisioner named by --provisioner and what run.json records of it."""
-    from .provision import provisioner_class
+def _record_provisioner(rundir: RunDir, recorded: dict[str, Any]) -> None:
+    """Put --provisioner's kind and options in run.json, where a class of your own
+    finds its options again; one such class per run directory."""
+    current = rundir.read_run().get("provisioner")
+    kind = str(current.get("kind")) if isinstance(current, dict) else ""
+    if ":" in kind and kind != recorded["kind"]:
+        if ":" in recorded["kind"]:
+            raise ConfigError(
+                f"{rundir.path} already has machines of {kind}; "
+                "use another run directory for another provisioner class"
+            )
+        return  # keep the options the other class needs to release its machines
+    rundir.update_run(provisioner=recorded)
 
+
+def _provisioner_arguments(
+    name: str, options: tuple[str, ...], tf: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword arguments for the --provisioner class, and what run.json records of them.
+
+    Only parses (every bad value is a ConfigError here, before anything is created).
+    """
     if name != "testing-farm":
-        kwargs = _key_values("-o/--option", options)
-        cls = provisioner_class(name)
-        try:
-            return cls(rundir, platform, **kwargs), {"kind": name, "options": kwargs}
-        except TypeError as exc:
-            raise ConfigError(f"cannot create provisioner {name}: {exc}") from None
+        own = _key_values("-o/--option", options)
+        return own, {"kind": name, "options": own}
     from .duration import parse_duration
-    from .provision.testingfarm import TestingFarmProvisioner, parse_json_option
+    from .provision.testingfarm import parse_ingress, parse_json_option
 
-    extra: dict[str, Any] = {}
-    if tf["duration"] is not None:
-        extra["duration"] = tf["duration"]
-    if tf["ready_timeout"] is not None:
-        try:
-            extra["ready_timeout"] = parse_duration(tf["ready_timeout"])
-        except ValueError as exc:
-            raise ConfigError(f"invalid --ready-timeout: {exc}") from None
-    public = {
+    public: dict[str, Any] = {
         "compose": tf["compose"],
         "arch": tf["arch"],
         "pool": tf["pool"],
@@ -385,21 +402,22 @@ def _build_provisioner(
         "kickstart": _key_values("--kickstart", tf["kickstart"]) or None,
         "context": _key_values("--tmt-context", tf["tmt_context"]) or None,
         "pipeline_timeout": tf["pipeline_timeout"],
-        "ingress": tf["ingress"],
+        "ingress": parse_ingress(tf["ingress"]) if tf["ingress"] else None,
+        "duration": tf["duration"],
     }
-    provisioner = TestingFarmProvisioner(
-        rundir,
-        platform,
-        variables=_key_values("--variable", tf["variables"]),
-        secrets=_key_values("--secret", tf["secrets"], from_env=True),
+    if tf["ready_timeout"] is not None:
+        try:
+            public["ready_timeout"] = parse_duration(tf["ready_timeout"])
+        except ValueError as exc:
+            raise ConfigError(f"invalid --ready-timeout: {exc}") from None
+    public = {k: v for k, v in public.items() if v is not None}
+    kwargs: dict[str, Any] = {
         **public,
-        **extra,
-    )
-    if not tf["compose"]:
-        raise ConfigError("--provisioner testing-farm needs --compose, e.g. Fedora-Rawhide")
+        "variables": _key_values("--variable", tf["variables"]),
+        "secrets": _key_values("--secret", tf["secrets"], from_env=True),
+    }
     # Secrets and variables stay out of run.json; the rest says what was asked.
-    recorded = {k: v for k, v in {**public, **extra}.items() if v is not None}
-    return provisioner, {"kind": "testing-farm", "options": recorded}
+    return kwargs, {"kind": "testing-farm", "options": public}
 
 
 @cli.command()

@@ -270,5 +270,36 @@ def test_a_bad_option_for_your_own_provisioner(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "cannot create provisioner leased_hosts:LeasedHosts" in proc.stderr
+    assert not (tmp_path / "r").exists()
     bad = atex("reserve", "-d", str(tmp_path / "r2"), "--local", "1", "-o", "a=b")
     assert bad.returncode == 2 and "-o/--option is for your own provisioner" in bad.stderr
+
+
+def test_one_provisioner_class_per_run_directory(tmp_path):
+    (tmp_path / "empty_provisioners.py").write_text(
+        "from atex_ci.provision.base import Provisioner\n"
+        "class Nothing(Provisioner):\n"
+        "    async def reserve(self, count):\n"
+        "        return\n"
+        "        yield\n"
+        "    async def release(self, machine):\n"
+        "        self._released(machine)\n"
+        "class Other(Nothing):\n"
+        "    pass\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path)}
+    run = tmp_path / "run"
+    first = atex(
+        "reserve", "-d", str(run), "--provisioner", "empty_provisioners:Nothing", "-o", "", **env
+    )
+    assert first.returncode == 2 and "invalid -o/--option ''" in first.stderr
+    assert not run.exists()
+    first = atex("reserve", "-d", str(run), "--provisioner", "empty_provisioners:Nothing", **env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads((run / "run.json").read_text())["provisioner"] == {
+        "kind": "empty_provisioners:Nothing",
+        "options": {},
+    }
+    second = atex("reserve", "-d", str(run), "--provisioner", "empty_provisioners:Other", **env)
+    assert second.returncode == 2
+    assert "already has machines of empty_provisioners:Nothing" in second.stderr

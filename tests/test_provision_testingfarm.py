@@ -539,6 +539,7 @@ def test_cli_testing_farm_errors_are_one_line(tmp_path, ssh_host):
         )
         assert no_compose.returncode == 2
         assert no_compose.stderr.strip().endswith("needs --compose, e.g. Fedora-Rawhide")
+        assert not (tmp_path / "a").exists()  # a bad command line creates nothing
         stray = cli(fake, "reserve", "-d", str(tmp_path / "b"), "--compose", "X")
         assert stray.returncode == 2
         assert "--compose needs --provisioner testing-farm" in stray.stderr

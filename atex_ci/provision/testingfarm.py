@@ -510,12 +510,7 @@ class TestingFarmProvisioner(Provisioner):
             raise ConfigError("the reservation duration must be at least 1 minute")
         self.duration = duration
         self.pipeline_timeout = pipeline_timeout
-        if ingress is not None:
-            try:
-                ingress = str(ipaddress.ip_network(ingress, strict=False))
-            except ValueError:
-                raise ConfigError(f"invalid ingress network {ingress!r}: expected a CIDR") from None
-        self.ingress = ingress
+        self.ingress = parse_ingress(ingress) if ingress is not None else None
         self.retries = retries
         self.ready_timeout = ready_timeout
         self.ssh_timeout = ssh_timeout
@@ -816,6 +811,14 @@ class TestingFarmProvisioner(Provisioner):
                     f"{CANCEL_TIMEOUT:g} s"
                 ) from None
         self._released(machine)
+
+
+def parse_ingress(text: str) -> str:
+    """A network allowed in on the public ranch, e.g. 192.0.2.7/32 (a bare address too)."""
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise ConfigError(f"invalid ingress network {text!r}: expected e.g. 192.0.2.7/32") from None
 
 
 def parse_json_option(name: str, text: str) -> dict[str, Any]:
