@@ -159,11 +159,26 @@ def api_for(fake: FakeTestingFarm, **kw: Any) -> TestingFarmAPI:
     return TestingFarmAPI(fake.url, token=fake.token, **kw)
 
 
+@pytest.fixture(autouse=True)
+def fast_waits(monkeypatch):
+    """Polling as fast as the stand-in allows (production never sets this)."""
+    monkeypatch.setenv("ATEX_CI_TF_TIME_SCALE", "0.001")
+
+
 def provisioner_for(rundir: RunDir, fake: FakeTestingFarm, **kw: Any) -> TestingFarmProvisioner:
-    timing = {"poll_interval": 0.02, "stagger": 0.01, "probe_interval": 0.02}
-    return TestingFarmProvisioner(
-        rundir, compose="X", api=kw.pop("api", None) or api_for(fake), **{**timing, **kw}
-    )
+    kw.setdefault("compose", "X")
+    return TestingFarmProvisioner(rundir, api=kw.pop("api", None) or api_for(fake), **kw)
+
+
+def test_polling_is_never_faster_than_testing_farm_allows(tmp_path, monkeypatch):
+    rundir = RunDir.create(tmp_path / "run")
+    monkeypatch.delenv("ATEX_CI_TF_TIME_SCALE")
+    assert TestingFarmProvisioner(rundir, poll_interval=1).poll_interval == 30
+    monkeypatch.setenv("ATEX_CI_TF_TIME_SCALE", "0.5")
+    assert TestingFarmProvisioner(rundir, poll_interval=1).poll_interval == 15
+    monkeypatch.setenv("ATEX_CI_TF_TIME_SCALE", "2")
+    with pytest.raises(ConfigError, match="ATEX_CI_TF_TIME_SCALE"):
+        TestingFarmProvisioner(rundir)
 
 
 def reserve_with(provisioner: TestingFarmProvisioner, count: int) -> list:
@@ -212,6 +227,19 @@ def test_reserve_three_and_release_through_the_api(tmp_path, ssh_hosts):
         assert sorted(fake.deleted()) == sorted(ids)
         assert fake.count("DELETE") == 3
         assert set(fake.states().values()) == {"canceled"}
+
+
+def test_an_unknown_compose_is_a_warning(tmp_path, ssh_host, caplog):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        provisioner = provisioner_for(rundir, fake, compose="Fedora-Nope")
+        with caplog.at_level(logging.WARNING, logger="atex_ci"):
+            [machine] = reserve_with(provisioner, 1)
+        assert "compose Fedora-Nope is not in Testing Farm's list for the redhat ranch" in (
+            caplog.text
+        )
+        assert any(c.path == "/v0.1/composes/redhat" for c in fake.calls)
+        asyncio.run(provisioner.release(machine))
 
 
 def test_bursts_of_429_and_500_are_retried(tmp_path, ssh_host):

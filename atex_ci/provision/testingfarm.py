@@ -514,7 +514,9 @@ class TestingFarmProvisioner(Provisioner):
         self.retries = retries
         self.ready_timeout = ready_timeout
         self.ssh_timeout = ssh_timeout
-        self.poll_interval = POLL_INTERVAL * scale if poll_interval is None else poll_interval
+        # Never faster than Testing Farm allows (scaled only for test stand-ins);
+        # None asks for exactly that.
+        self.poll_interval = max(poll_interval or 0.0, POLL_INTERVAL * scale)
         self.stagger = STAGGER * scale if stagger is None else stagger
         self.probe_interval = PROBE_INTERVAL * scale if probe_interval is None else probe_interval
         self.address_lookup_url = address_lookup_url
@@ -539,7 +541,9 @@ class TestingFarmProvisioner(Provisioner):
             return
         api = self.api
         api.secrets.update(v for v in self.secrets.values() if len(v) >= 4)
-        ingress = await self._ingress_rule(api)
+        ranch = await self._ranch(api)
+        ingress = await self._ingress_rule(api) if ranch == "public" else None
+        await self._check_compose(api, ranch)
         key_path, public_key = await asyncio.to_thread(self._generate_key)
         spec = build_request(
             compose=self.compose,
@@ -607,12 +611,34 @@ class TestingFarmProvisioner(Provisioner):
         path.with_name(path.name + ".pub").write_text(public + "\n")
         return f"keys/{path.name}", public
 
-    async def _ingress_rule(self, api: TestingFarmAPI) -> str | None:
-        """The CIDR to let in, on the public ranch only (whoami tells which)."""
+    async def _ranch(self, api: TestingFarmAPI) -> str | None:
+        """The token's ranch ("public", "redhat"), as GET /whoami tells it."""
         who = await asyncio.to_thread(api.whoami)
         token = who.get("token")
-        if not isinstance(token, dict) or token.get("ranch") != "public":
-            return None
+        ranch = token.get("ranch") if isinstance(token, dict) else None
+        return ranch if isinstance(ranch, str) and ranch.isidentifier() else None
+
+    async def _check_compose(self, api: TestingFarmAPI, ranch: str | None) -> None:
+        """Warn when the ranch's compose list does not have ours (the list may lag)."""
+        if ranch is None:
+            return
+        try:
+            listed = (await asyncio.to_thread(api.composes, ranch)).get("composes")
+        except InfraError as exc:
+            log.debug("cannot list the composes of ranch %s: %s", ranch, exc)
+            return
+        names = {c.get("name") for c in listed or [] if isinstance(c, dict)}
+        if names and self.compose not in names:
+            log.warning(
+                "compose %s is not in Testing Farm's list for the %s ranch; the requests "
+                "may fail (GET /composes/%s lists them)",
+                self.compose,
+                ranch,
+                ranch,
+            )
+
+    async def _ingress_rule(self, api: TestingFarmAPI) -> str | None:
+        """The CIDR to let in on the public ranch: --ingress, or our looked-up address."""
         if self.ingress:
             return self.ingress
         try:
