@@ -560,25 +560,30 @@ class TestingFarmProvisioner(Provisioner):
             ingress_cidr=ingress,
         )
         budget = _Budget(self.retries)
-        tasks = {
+        tasks = [
             asyncio.ensure_future(self._reserve_slot(i, spec, key_path, budget))
             for i in range(count)
-        }
+        ]
         yielded: set[asyncio.Future[Machine]] = set()
         try:
             pending = set(tasks)
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    if task.exception() is None:
+                    error = task.exception()
+                    if error is None:
                         yielded.add(task)
                         yield self._reserved(task.result())
+                    elif not isinstance(error, InfraError):
+                        raise error  # a rejected token or option: the others fail alike
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             # Ready but never handed over (the caller stopped early): give back.
-            for task in tasks - yielded:
+            for task in tasks:
+                if task in yielded:
+                    continue
                 if not task.cancelled() and task.exception() is None:
                     handle: dict[str, str] = task.result().handle
                     await asyncio.shield(self._cancel_quietly(handle["request"]))
@@ -589,10 +594,7 @@ class TestingFarmProvisioner(Provisioner):
         ready = len(yielded)
         failures = [t.exception() for t in tasks if not t.cancelled() and t.exception()]
         if failures:
-            first = failures[0]
-            if isinstance(first, ConfigError) or not isinstance(first, InfraError):
-                raise first  # type: ignore[misc]
-            raise InfraError(f"reserved {ready} of {count} Testing Farm machine(s): {first}")
+            raise InfraError(f"reserved {ready} of {count} Testing Farm machine(s): {failures[0]}")
 
     def _generate_key(self) -> tuple[str, str]:
         """A fresh ed25519 key pair in RUN/keys (0600); (path relative to RUN, public line)."""
