@@ -242,6 +242,26 @@ def test_an_unknown_compose_is_a_warning(tmp_path, ssh_host, caplog):
         asyncio.run(provisioner.release(machine))
 
 
+def test_a_log_server_without_range_support_still_works(tmp_path, ssh_host):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.ignore_range = True
+        provisioner = provisioner_for(rundir, fake)
+        [machine] = reserve_with(provisioner, 1)
+        assert machine.host == ssh_host.address
+        asyncio.run(provisioner.release(machine))  # the host is free again
+        logs = [c for c in fake.calls if c.path.endswith("/pipeline.log") and c.status == 200]
+        assert len(logs) >= 2  # read again and again, each time from the start
+        # Only what is new counts: the log's tail shows each line once.
+        fake.behaviours = ["no-guest"]
+        provisioner = provisioner_for(rundir, fake, retries=0, ready_timeout=0.5)
+        with pytest.raises(InfraError) as info:
+            reserve_with(provisioner, 1)
+        tail = str(info.value).split("pipeline.log ends: ", 1)[1].split(" | ")
+        assert len(tail) > 3
+        assert len(set(tail)) == len(tail)
+
+
 def test_bursts_of_429_and_500_are_retried(tmp_path, ssh_host):
     rundir = RunDir.create(tmp_path / "run")
     with FakeTestingFarm([ssh_host]) as fake:

@@ -22,7 +22,8 @@ injection:
   ``"ok"`` (default), ``"error"`` (goes from queued to error),
   ``"no-guest"`` (runs, but its log never names a guest);
 - ``hold()``: new requests stay queued until ``release_held()``;
-- ``expire_token()``: every call with the token now gets 401.
+- ``expire_token()``: every call with the token now gets 401;
+- ``ignore_range``: pipeline.log is served whole, as a server without Range support does.
 
 Everything the server saw is in ``calls`` (method, path, status,
 Authorization header); ``wait_for(predicate)`` waits on it.
@@ -103,6 +104,8 @@ class FakeTestingFarm:
         self.requests: dict[str, FakeRequest] = {}
         self.calls: list[Call] = []
         self.address_status = 200
+        #: Serve pipeline.log whole (200) whatever Range asks, like a plain web server.
+        self.ignore_range = False
         self._faults: list[_Fault] = []
         self._held = False
         self._cond = threading.Condition()
@@ -424,7 +427,7 @@ class FakeTestingFarm:
         if request is None or request.state == "new":
             return 404, b"not found\n", {}
         data = bytes(request.log)
-        if range_header is None:
+        if range_header is None or self.ignore_range:
             return 200, data, {}
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header.strip())
         if not match:
