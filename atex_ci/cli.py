@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from . import __version__
-from .errors import AtexError, ConfigError
+from .errors import AtexError, ConfigError, StorageError
 
 if TYPE_CHECKING:
     from .rundir import RunDir
@@ -57,7 +57,11 @@ def _parse_size(text: str) -> int:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"invalid size {text!r}: expected e.g. 500M, 2G or 1048576")
-    return int(value * units[unit])
+    size = int(value * units[unit])
+    if size < 1:
+        # 0.1 would be a cap of 0 bytes: every test an error, surely not meant.
+        raise ConfigError(f"invalid size {text!r}: less than one byte")
+    return size
 
 
 def _parse_context(items: tuple[str, ...]) -> dict[str, str]:
@@ -608,10 +612,14 @@ def release(run_dir: Path) -> None:
     from .orchestrator import release_all
     from .rundir import RunDir
 
-    rundir = RunDir.open(run_dir)
+    rundir = RunDir.open_for_release(run_dir)
     with rundir.locked():
         machines = run_async(lambda: release_all(rundir))
-        rundir.update_run(state="released")
+        try:
+            rundir.update_run(state="released")
+        except StorageError as exc:
+            # The machines are released all the same; run.json is what is damaged.
+            log.warning("%s", exc)
     click.echo(f"atex-ci: released {len(machines)} machine(s)", err=True)
 
 

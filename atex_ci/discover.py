@@ -51,6 +51,8 @@ if TYPE_CHECKING:  # fmf is imported lazily: importing this module stays cheap
 # tmt's defaults (tmt's "L1" and "L2" metadata specification).
 DEFAULT_ORDER = 50
 DEFAULT_FRAMEWORK = "shell"
+#: tmt's test frameworks (tmt 1.78: shell and beakerlib).
+FRAMEWORK_VALUES = ("shell", "beakerlib")
 DEFAULT_RESULT = "respect"
 # What tmt calls a plan when a tree has none at all: one fmf discover phase.
 DEFAULT_PLAN_NAME = "/default/plan"
@@ -320,6 +322,7 @@ def _select_plans(
 def _build_plan(node: fmf.Tree, state: _Discovery) -> Plan:
     name: str = node.name
     data: dict[str, Any] = node.data
+    _check_execute(name, data.get("execute"))
     # tmt: the plan's own context, overridden by the caller's.
     context = {**_plan_context(name, data.get("context")), **state.cli_context}
     source = state.main
@@ -464,6 +467,27 @@ def _script_phase(
         for index, script in enumerate(scripts)
     ]
     return [phase]
+
+
+#: The execute methods atex-ci runs tests as (tmt's default; tmt calls it the
+#: internal executor).
+EXECUTE_METHODS = ("tmt",)
+
+
+def _check_execute(plan: str, raw: object) -> None:
+    """Refuse an execute method atex-ci does not implement, instead of running
+    the tests some other way than the plan asks."""
+    for phase in raw if isinstance(raw, list) else [raw]:
+        if phase is None:
+            continue
+        if not isinstance(phase, dict):
+            raise ConfigError(f"plan {plan}: each 'execute' phase must be a mapping")
+        how = phase.get("how", "tmt")
+        if how not in EXECUTE_METHODS:
+            raise ConfigError(
+                f"plan {plan}: execute 'how: {how}' is not supported; atex-ci runs tests "
+                f"as 'how: tmt' does"
+            )
 
 
 def _plan_context(plan: str, raw: object) -> dict[str, list[str]]:
@@ -848,6 +872,12 @@ def _metadata(name: str, data: Mapping[str, Any], default_path: str, where: str)
     parse_requirements(data.get("recommend"), f"{where}: 'recommend'")
     if not isinstance(metadata["framework"], str):
         raise ConfigError(f"{where}: 'framework' must be a string")
+    if metadata["framework"] not in FRAMEWORK_VALUES:
+        # Run some other way than asked, the test's verdict would mean nothing.
+        raise ConfigError(
+            f"{where}: 'framework' must be one of {', '.join(FRAMEWORK_VALUES)}, "
+            f"not {metadata['framework']!r}"
+        )
     if metadata["result"] not in RESULT_VALUES:
         raise ConfigError(
             f"{where}: 'result' must be one of {', '.join(RESULT_VALUES)}, "

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, InfraError
+from .errors import ConfigError, InfraError, StorageError
 from .execute.executor import Executor, Limits, PhaseError, TestOutcome
 from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
@@ -123,13 +123,23 @@ class Orchestrator:
         schedulers = {p: self.options.scheduler_factory(self._todo(p)) for p in platforms}
         self._total = sum(len(s.pending()) for s in schedulers.values())
         state = "crashed"  # unless we get to say otherwise
+        failed = True
         try:
             tree_tar, remote_tar = await asyncio.to_thread(self._tars)
-            async with asyncio.TaskGroup() as tg:
-                for machine in usable:
-                    scheduler = schedulers[machine.platform]
-                    scheduler.add_machine(machine.id)
-                    tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for machine in usable:
+                        scheduler = schedulers[machine.platform]
+                        scheduler.add_machine(machine.id)
+                        tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
+            except BaseExceptionGroup as group:
+                # The run directory could not be written (disk full, read-only,
+                # removed): the workers stopped (their tests were recorded as
+                # interrupted where that was still possible); say it in one line.
+                storage = _first(group, StorageError)
+                if storage is None:
+                    raise
+                raise storage from None
             for platform, scheduler in schedulers.items():
                 self._not_run(
                     platform,
@@ -138,13 +148,19 @@ class Orchestrator:
                     Status.ERROR,
                 )
             state = "finished"
+            failed = False
         except asyncio.CancelledError:
             state = "interrupted"
             raise
         finally:
             if auto:
                 await asyncio.shield(self._release_all(machines))
-            rundir.update_run(state=state)
+            try:
+                rundir.update_run(state=state)
+            except StorageError:
+                if not failed:
+                    raise
+                # The run already fails with its own error; that one is the news.
         return RunSummary(
             self.results, final=self._final(platforms), infra_failure=self._infra_failure
         )
@@ -169,7 +185,7 @@ class Orchestrator:
         done = {
             (r.plan, r.test, r.serial_number)
             for r in final_results(self.rundir.read_results())
-            if r.platform == platform and r.name is None and r.reason != Reason.INTERRUPTED
+            if r.platform == platform and r.name is None and not _unfinished(r)
         }
         # A result from before instances were told apart (no serial number)
         # stands for every instance of its test.
@@ -230,6 +246,10 @@ class Orchestrator:
                     return
             await self._finish(executor, machine)
         finally:
+            # Whatever the run's tests and prepare scripts left running on the
+            # machine (daemons, setsid sessions) ends with the run.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(executor.cleanup(CLEANUP_TIMEOUT))
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(transport.close(), 10))
 
@@ -332,7 +352,9 @@ async def release_machine(rundir: RunDir, machine: Machine) -> bool:
 
     Returns False (and logs why) when the machine may still be held, e.g. a
     Testing Farm request that could not be cancelled: it stays unreleased in
-    machines.json so that the next ``release`` tries again.
+    machines.json so that the next ``release`` tries again. If the run
+    directory cannot be written (disk full, read-only), the machine is
+    released all the same and a warning says the record is missing.
     """
     if machine.state == MachineState.RELEASED:
         return True
@@ -342,9 +364,33 @@ async def release_machine(rundir: RunDir, machine: Machine) -> bool:
     except (ConfigError, OSError, InfraError) as exc:
         log.warning("releasing %s: %s", machine.id, exc)
         return False
-    rundir.update_machine(machine)
-    rundir.append_event("machine_released", machine=machine.id)
+    try:
+        rundir.update_machine(machine)
+        rundir.append_event("machine_released", machine=machine.id)
+    except (StorageError, ConfigError) as exc:
+        log.warning("released %s, but could not record it: %s", machine.id, exc)
     return True
+
+
+def _unfinished(result: Result) -> bool:
+    """A test's own result that --resume runs again: interrupted, or never run
+    for want of a machine (no machine recorded, an infrastructure error)."""
+    if result.reason == Reason.INTERRUPTED:
+        return True
+    return result.reason == Reason.INFRA and result.machine is None
+
+
+def _first(
+    group: BaseExceptionGroup[BaseException], kind: type[StorageError]
+) -> StorageError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, kind)
+            if found is not None:
+                return found
+    return None
 
 
 async def release_all(rundir: RunDir) -> list[Machine]:

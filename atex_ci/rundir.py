@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 from .model import Machine, Plan, Result
 
 FORMAT = "atex-ci-run"
@@ -51,19 +51,38 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
+def storage_error(exc: OSError, path: Path) -> StorageError:
+    """The one-line error for a run-directory write that failed (disk full, read-only...)."""
+    why = exc.strerror or str(exc)
+    return StorageError(
+        f"cannot write {path}: {why}; what was recorded before is kept (make room, then "
+        "'atex-ci run --resume' runs the rest)"
+    )
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` so readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` as JSON to ``path`` so readers never see a partial file.
+
+    Raises StorageError if the directory cannot be written.
+    """
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise storage_error(exc, path) from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 
@@ -85,7 +104,14 @@ class JsonlAppender:
         self._lock = threading.Lock()
 
     def append(self, record: dict[str, Any]) -> None:
+        """Append one record; StorageError if the file cannot be written."""
         line = _json_line(record)
+        try:
+            self._append(line)
+        except OSError as exc:
+            raise storage_error(exc, self.path) from None
+
+    def _append(self, line: bytes) -> None:
         with self._lock:
             f = self._file
             if f is None or f.closed:
@@ -262,6 +288,19 @@ class RunDir:
         return rundir
 
     @classmethod
+    def open_for_release(cls, path: str | os.PathLike[str]) -> RunDir:
+        """Open a run directory to release its machines: like ``open``, but a
+        damaged or missing run.json is enough when machines.json is there
+        (releasing must never be blocked by the file that says what state the
+        run is in)."""
+        try:
+            return cls.open(path)
+        except ConfigError:
+            if not (Path(path) / MACHINES_JSON).is_file():
+                raise
+            return cls(path)
+
+    @classmethod
     def open_or_create(cls, path: str | os.PathLike[str]) -> RunDir:
         if (Path(path) / RUN_JSON).exists():
             return cls.open(path)
@@ -276,7 +315,10 @@ class RunDir:
     @contextlib.contextmanager
     def locked(self) -> Iterator[RunDir]:
         """Hold the run directory's lock; fail at once if another command holds it."""
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise storage_error(exc, self.path / LOCK) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -285,8 +327,11 @@ class RunDir:
                     f"another atex-ci command is using {self.path}; wait for it to finish "
                     "or use another run directory"
                 ) from None
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError as exc:
+                raise storage_error(exc, self.path / LOCK) from None
             yield self
         finally:
             self._results.close()
@@ -300,7 +345,16 @@ class RunDir:
         return data
 
     def update_run(self, **fields: Any) -> dict[str, Any]:
-        run = self.read_run()
+        """Change fields of run.json. StorageError if it vanished, is damaged or
+        cannot be written (someone or something removed it mid-run)."""
+        try:
+            run = self.read_run()
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not valid JSON"
+            raise StorageError(
+                f"cannot update {self.path / RUN_JSON}: {why} (removed or damaged while "
+                "atex-ci was using it); results.jsonl is kept"
+            ) from None
         run.update(fields)
         run["updated"] = now_iso()
         atomic_write_json(self.path / RUN_JSON, run)

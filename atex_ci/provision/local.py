@@ -11,11 +11,15 @@ import os
 import shutil
 from collections.abc import AsyncGenerator
 
+from ..execute.reaper import reap_command, run_owner
 from ..model import Machine
 from ..rundir import now_iso
 from ..transport.base import Transport
-from ..transport.local import LocalTransport
+from ..transport.local import LocalTransport, slot_environment
 from .base import Provisioner
+
+#: Bound on ending a slot's leftover processes at release.
+REAP_TIMEOUT = 30.0
 
 
 def default_slots() -> int:
@@ -51,7 +55,7 @@ class LocalProvisioner(Provisioner):
             )
 
     def transport(self, machine: Machine) -> Transport:
-        return LocalTransport()
+        return LocalTransport(env=slot_environment(os.environ))
 
     def work_dir(self, machine: Machine, run_id: str) -> str:
         assert machine.workdir is not None
@@ -59,5 +63,24 @@ class LocalProvisioner(Provisioner):
 
     async def release(self, machine: Machine) -> None:
         if machine.workdir:
+            # Every process the run started in this slot ends first (also
+            # those of a controller that was killed, and setsid daemons).
+            await _reap(machine.workdir)
             await asyncio.to_thread(shutil.rmtree, machine.workdir, True)
         self._released(machine)
+
+
+async def _reap(workdir: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        reap_command(run_owner(workdir)),
+        stdin=asyncio.subprocess.DEVNULL,
+        env=slot_environment(os.environ),
+    )
+    try:
+        async with asyncio.timeout(REAP_TIMEOUT):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, InfraError
+from ..execute.reaper import reap_command, run_owner
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
 from .base import Provisioner
@@ -113,6 +114,10 @@ class StaticProvisioner(Provisioner):
                     reserved_at=now_iso(),
                 )
             )
+            # Recorded, so that release finds the work directory (and the
+            # processes that carry it, see execute/reaper.py) even when
+            # run.json is damaged.
+            machines[-1].workdir = self.work_dir(machines[-1], self.rundir.read_run()["id"])
         return machines
 
     async def reserve(self, count: int) -> AsyncGenerator[Machine, None]:
@@ -173,16 +178,24 @@ class StaticProvisioner(Provisioner):
         finally:
             await transport.close()
 
+    def work_dir(self, machine: Machine, run_id: str) -> str:
+        """The work directory recorded at reservation (older records: computed)."""
+        return machine.workdir or super().work_dir(machine, run_id)
+
     async def release(self, machine: Machine) -> None:
         if machine.state != MachineState.RELEASED:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(RELEASE_TIMEOUT):
                     async with self.transport(machine) as transport:
-                        run_id = self.rundir.read_run()["id"]
-                        work = self.work_dir(machine, run_id)
+                        work = machine.workdir or self.work_dir(
+                            machine, self.rundir.read_run()["id"]
+                        )
                         parent = work.rsplit("/", 1)[0]
-                        # The run's directory goes too once its last machine is gone.
+                        # Every process the run started there ends first (also
+                        # those of a controller that was killed); the run's
+                        # directory goes too once its last machine is gone.
                         await transport.run(
+                            f"{reap_command(run_owner(work))}\n"
                             f"rm -rf {shlex.quote(work)}; rmdir {shlex.quote(parent)} 2>/dev/null"
                         )
         self._released(machine)
