@@ -23,3 +23,10 @@ class InfraError(AtexError):
     """Machines or connections failed; the tests themselves may be fine."""
 
     exit_code = 3
+
+
+class StorageError(InfraError):
+    """The run directory cannot be written (disk full, read-only, removed).
+
+    Nothing a test did: the run stops, keeping what is already recorded.
+    """

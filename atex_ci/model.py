@@ -78,11 +78,20 @@ class Test:
     tty: bool = False
     serial_number: int = 0
     data: dict[str, Any] = field(default_factory=dict)
+    #: beakerlib libraries the test (or its ``recommend``) asks for, as
+    #: ``atex_ci.libraries.Library.to_dict()``; fetched before the run starts.
+    libraries: list[dict[str, Any]] = field(default_factory=list)
+    #: Directories, relative to the uploaded tree, that hold its fetched
+    #: libraries (BEAKERLIB_LIBRARY_PATH on the machine).
+    library_dirs: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
-        """Unique within a run: a test may be selected by several plans."""
-        return f"{self.plan}:{self.name}" if self.plan else self.name
+        """Unique within a run: a test may be selected by several plans, and
+        several times by one plan (two phases, two names matching it): the
+        serial number tells those instances apart, as in tmt."""
+        base = f"{self.plan}:{self.name}" if self.plan else self.name
+        return f"{base}#{self.serial_number}" if self.serial_number else base
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,6 +112,11 @@ class Phase:
     package: list[str] = field(default_factory=list)
     missing: str = "fail"  # install: "fail" or "skip"
     order: int = 50
+    #: install: Copr repositories to enable first (``owner/project``, ``@group/project``).
+    copr: list[str] = field(default_factory=list)
+    #: ansible: playbooks (paths on the controller) and ansible-playbook's extra arguments.
+    playbook: list[str] = field(default_factory=list)
+    extra_args: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,6 +134,14 @@ class Plan:
     prepare: list[Phase] = field(default_factory=list)
     finish: list[Phase] = field(default_factory=list)
     tests: list[Test] = field(default_factory=list)
+    #: The plan's fmf context (its own ``context`` under the caller's).
+    context: dict[str, list[str]] = field(default_factory=dict)
+    #: Extra directories uploaded with the tree: path in the uploaded tree ->
+    #: directory on the controller (remote trees, beakerlib libraries).
+    trees: dict[str, str] = field(default_factory=dict)
+    #: Where the plan's own tree is in the uploaded tree ("" for its root; an
+    #: imported plan's repository otherwise): TMT_TREE and prepare's directory.
+    tree_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +150,9 @@ class Plan:
             "prepare": [p.to_dict() for p in self.prepare],
             "finish": [p.to_dict() for p in self.finish],
             "tests": [t.to_dict() for t in self.tests],
+            "context": self.context,
+            "trees": self.trees,
+            "tree_path": self.tree_path,
         }
 
     @classmethod
@@ -138,6 +163,9 @@ class Plan:
             prepare=[Phase.from_dict(p) for p in data.get("prepare") or []],
             finish=[Phase.from_dict(p) for p in data.get("finish") or []],
             tests=[Test.from_dict(t) for t in data.get("tests") or []],
+            context=dict(data.get("context") or {}),
+            trees=dict(data.get("trees") or {}),
+            tree_path=str(data.get("tree_path") or ""),
         )
 
 
@@ -196,6 +224,9 @@ class Result:
     exit_code: int | None = None
     reason: Reason | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Which selected instance of ``test`` in ``plan`` this is (tmt's serial
+    #: number); None in results written before instances were told apart.
+    serial_number: int | None = None
 
     @property
     def full_name(self) -> str:
@@ -214,6 +245,30 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
+        """A Result from one results.jsonl record, which may come from anywhere.
+
+        Raises ValueError (one line, naming the key) when a key has the wrong
+        type, so every reader can skip the record instead of failing later on
+        it. Unknown status values count as error and unknown reasons are
+        dropped, as the results format allows.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("a result must be a JSON object")
+        for key, kinds in _RESULT_TYPES.items():
+            if key in data and not _has_type(data[key], kinds):
+                expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise ValueError(f"result key {key!r} must be {expected}")
+        if not data.get("test"):
+            raise ValueError("result key 'test' is missing or empty")
+        files = data.get("files") or []
+        if not all(isinstance(f, str) for f in files):
+            raise ValueError("result key 'files' must be a list of strings")
+        attempt = data.get("attempt", 1)
+        if attempt < 1:
+            raise ValueError("result key 'attempt' must be 1 or more")
+        duration = data.get("duration")
+        if duration is not None and not (0 <= duration < float("inf")):
+            raise ValueError("result key 'duration' must be a finite number of seconds >= 0")
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["status"] = Status.parse(kwargs.get("status"))
@@ -221,7 +276,38 @@ class Result:
         kwargs["reason"] = (
             Reason(reason) if isinstance(reason, str) and reason in set(Reason) else None
         )
+        kwargs["files"] = list(files)
+        if kwargs.get("extra") is None:
+            kwargs["extra"] = {}
         return cls(**kwargs)
+
+
+# The JSON types each results.jsonl key may have (bool is excluded from the
+# numbers: JSON true is not an attempt number).
+_RESULT_TYPES: dict[str, tuple[type, ...]] = {
+    "test": (str,),
+    "status": (str,),
+    "plan": (str,),
+    "name": (str, type(None)),
+    "platform": (str,),
+    "attempt": (int,),
+    "machine": (str, type(None)),
+    "start": (str, type(None)),
+    "end": (str, type(None)),
+    "duration": (int, float, type(None)),
+    "note": (str, type(None)),
+    "files": (list, type(None)),
+    "exit_code": (int, type(None)),
+    "reason": (str, type(None)),
+    "extra": (dict, type(None)),
+    "serial_number": (int, type(None)),
+}
+
+
+def _has_type(value: object, kinds: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds)
 
 
 __all__ = [

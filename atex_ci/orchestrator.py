@@ -14,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, InfraError
+from .errors import ConfigError, InfraError, StorageError
 from .execute.executor import Executor, Limits, PhaseError, TestOutcome
 from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
 from .provision import get_provisioner
-from .provision.local import LocalProvisioner
+from .provision.local import LocalProvisioner, default_slots
+from .remote_tree import GitCache
 from .report.summary import final_results
+from .report.text import progress_note, stderr_line
 from .rundir import RunDir, now_iso
 from .schedule import MachineAction, Scheduler
 from .transport.base import TransportError
@@ -68,8 +70,8 @@ class RunSummary:
 
 
 def stderr_progress(line: str) -> None:
-    """Progress printer for the CLI: one line on stderr, flushed."""
-    print(line, file=sys.stderr, flush=True)
+    """Progress printer for the CLI: one line on stderr, flushed, escaped and capped."""
+    print(stderr_line(line), file=sys.stderr, flush=True)
 
 
 class Orchestrator:
@@ -92,9 +94,10 @@ class Orchestrator:
         self._infra_failure = False
         # A test run again in the same run directory gets the next attempt
         # number; reporters keep the last attempt.
-        self._attempts: dict[tuple[str, str, str], int] = {}
+        # Each selected instance of a test (tmt's serial number) counts its own.
+        self._attempts: dict[tuple[str, str, str, int | None], int] = {}
         for r in rundir.read_results():
-            key = (r.platform, r.plan, r.test)
+            key = (r.platform, r.plan, r.test, r.serial_number)
             self._attempts[key] = max(self._attempts.get(key, 0), r.attempt)
 
     async def run(self) -> RunSummary:
@@ -102,7 +105,8 @@ class Orchestrator:
         machines = [m for m in rundir.read_machines() if m.state != MachineState.RELEASED]
         auto = False
         if not machines:
-            machines = LocalProvisioner().reserve(rundir, self.options.local_slots)
+            slots = LocalProvisioner(rundir).reserve(self.options.local_slots or default_slots())
+            machines = [m async for m in slots]
             rundir.write_machines(rundir.read_machines() + machines)
             for m in machines:
                 rundir.append_event("machine_reserved", machine=m.id, provisioner=m.provisioner)
@@ -119,13 +123,23 @@ class Orchestrator:
         schedulers = {p: self.options.scheduler_factory(self._todo(p)) for p in platforms}
         self._total = sum(len(s.pending()) for s in schedulers.values())
         state = "crashed"  # unless we get to say otherwise
+        failed = True
         try:
             tree_tar, remote_tar = await asyncio.to_thread(self._tars)
-            async with asyncio.TaskGroup() as tg:
-                for machine in usable:
-                    scheduler = schedulers[machine.platform]
-                    scheduler.add_machine(machine.id)
-                    tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for machine in usable:
+                        scheduler = schedulers[machine.platform]
+                        scheduler.add_machine(machine.id)
+                        tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
+            except BaseExceptionGroup as group:
+                # The run directory could not be written (disk full, read-only,
+                # removed): the workers stopped (their tests were recorded as
+                # interrupted where that was still possible); say it in one line.
+                storage = _first(group, StorageError)
+                if storage is None:
+                    raise
+                raise storage from None
             for platform, scheduler in schedulers.items():
                 self._not_run(
                     platform,
@@ -134,13 +148,19 @@ class Orchestrator:
                     Status.ERROR,
                 )
             state = "finished"
+            failed = False
         except asyncio.CancelledError:
             state = "interrupted"
             raise
         finally:
             if auto:
                 await asyncio.shield(self._release_all(machines))
-            rundir.update_run(state=state)
+            try:
+                rundir.update_run(state=state)
+            except StorageError:
+                if not failed:
+                    raise
+                # The run already fails with its own error; that one is the news.
         return RunSummary(
             self.results, final=self._final(platforms), infra_failure=self._infra_failure
         )
@@ -155,24 +175,31 @@ class Orchestrator:
         ]
 
     def _tars(self) -> tuple[bytes, bytes]:
-        return build_tree_tar(self.fmf_root), build_remote_tar(self._all_tests)
+        extras = {path: local for plan in self.plan_list for path, local in plan.trees.items()}
+        return build_tree_tar(self.fmf_root, extras), build_remote_tar(self._all_tests)
 
     def _todo(self, platform: str) -> list[Test]:
         tests = self._all_tests
         if not self.options.resume:
             return list(tests)
         done = {
-            (r.plan, r.test)
+            (r.plan, r.test, r.serial_number)
             for r in final_results(self.rundir.read_results())
-            if r.platform == platform and r.name is None and r.reason != Reason.INTERRUPTED
+            if r.platform == platform and r.name is None and not _unfinished(r)
         }
-        return [t for t in tests if (t.plan, t.name) not in done]
+        # A result from before instances were told apart (no serial number)
+        # stands for every instance of its test.
+        return [
+            t
+            for t in tests
+            if (t.plan, t.name, t.serial_number) not in done and (t.plan, t.name, None) not in done
+        ]
 
     async def _worker(
         self, machine: Machine, scheduler: Scheduler, tree_tar: bytes, remote_tar: bytes
     ) -> None:
-        provisioner = get_provisioner(machine.provisioner)
-        transport = provisioner.transport(machine, self.rundir)
+        provisioner = get_provisioner(machine.provisioner, self.rundir)
+        transport = provisioner.transport(machine)
         executor = Executor(
             transport,
             machine,
@@ -219,6 +246,10 @@ class Orchestrator:
                     return
             await self._finish(executor, machine)
         finally:
+            # Whatever the run's tests and prepare scripts left running on the
+            # machine (daemons, setsid sessions) ends with the run.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(executor.cleanup(CLEANUP_TIMEOUT))
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(transport.close(), 10))
 
@@ -239,6 +270,7 @@ class Orchestrator:
                 duration=0.0,
                 note=f"prepare failed on {machine.id}: {exc}",
                 reason=Reason.INFRA,
+                serial_number=test.serial_number,
             )
             self.rundir.append_result(result)
             self._record(test, machine, [result])
@@ -251,7 +283,7 @@ class Orchestrator:
         return outcome
 
     def _next_attempt(self, platform: str, test: Test) -> int:
-        key = (platform, test.plan, test.name)
+        key = (platform, test.plan, test.name, test.serial_number)
         self._attempts[key] = self._attempts.get(key, 0) + 1
         return self._attempts[key]
 
@@ -267,7 +299,7 @@ class Orchestrator:
             status=str(own.status) if own else None,
         )
         if own is not None:
-            note = f" - {own.note}" if own.note and own.status.is_failure else ""
+            note = f" - {progress_note(own.note)}" if own.note and own.status.is_failure else ""
             self.progress(
                 f"atex-ci: {own.status.upper():5} {test.name} on {machine.id} "
                 f"({own.duration or 0:.2f}s) [{self._done}/{self._total}]{note}"
@@ -304,6 +336,7 @@ class Orchestrator:
                 attempt=self._next_attempt(platform, test),
                 note=note,
                 reason=Reason.INFRA if status is Status.ERROR else None,
+                serial_number=test.serial_number,
             )
             self.rundir.append_result(result)
             self.results.append(result)
@@ -314,27 +347,60 @@ class Orchestrator:
             await release_machine(self.rundir, machine)
 
 
-async def release_machine(rundir: RunDir, machine: Machine) -> None:
-    """Release one machine and record it; idempotent, never raises."""
+async def release_machine(rundir: RunDir, machine: Machine) -> bool:
+    """Release one machine through its provisioner and record it; never raises.
+
+    Returns False (and logs why) when the machine may still be held, e.g. a
+    Testing Farm request that could not be cancelled: it stays unreleased in
+    machines.json so that the next ``release`` tries again. If the run
+    directory cannot be written (disk full, read-only), the machine is
+    released all the same and a warning says the record is missing.
+    """
     if machine.state == MachineState.RELEASED:
-        return
+        return True
     try:
-        provisioner = get_provisioner(machine.provisioner)
-        await provisioner.release(machine, rundir)
+        provisioner = get_provisioner(machine.provisioner, rundir)
+        await provisioner.release(machine)
     except (ConfigError, OSError, InfraError) as exc:
         log.warning("releasing %s: %s", machine.id, exc)
-        machine.state = MachineState.RELEASED
-        machine.released_at = now_iso()
-    rundir.update_machine(machine)
-    rundir.append_event("machine_released", machine=machine.id)
+        return False
+    try:
+        rundir.update_machine(machine)
+        rundir.append_event("machine_released", machine=machine.id)
+    except (StorageError, ConfigError) as exc:
+        log.warning("released %s, but could not record it: %s", machine.id, exc)
+    return True
+
+
+def _unfinished(result: Result) -> bool:
+    """A test's own result that --resume runs again: interrupted, or never run
+    for want of a machine (no machine recorded, an infrastructure error)."""
+    if result.reason == Reason.INTERRUPTED:
+        return True
+    return result.reason == Reason.INFRA and result.machine is None
+
+
+def _first(
+    group: BaseExceptionGroup[BaseException], kind: type[StorageError]
+) -> StorageError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, kind)
+            if found is not None:
+                return found
+    return None
 
 
 async def release_all(rundir: RunDir) -> list[Machine]:
-    """Release every machine of the run and delete the run's private keys."""
+    """Release every machine of the run and delete the run's private keys.
+
+    Raises InfraError naming the machines that may still be held (after
+    releasing every other one and deleting the keys).
+    """
     machines = rundir.read_machines()
-    async with asyncio.TaskGroup() as tg:
-        for machine in machines:
-            tg.create_task(release_machine(rundir, machine))
+    released = await asyncio.gather(*(release_machine(rundir, m) for m in machines))
     keys = rundir.path / "keys"
     if keys.is_dir():
         for key in keys.iterdir():
@@ -342,7 +408,25 @@ async def release_all(rundir: RunDir) -> list[Machine]:
                 key.unlink()
         with contextlib.suppress(OSError):
             keys.rmdir()
+    held = [m.id for m, ok in zip(machines, released, strict=True) if not ok]
+    if held:
+        raise InfraError(
+            f"could not release {', '.join(held)} (see the warnings above); "
+            "run 'atex-ci release' again"
+        )
     return machines
+
+
+def _check_controller_tools(plans: list[Plan]) -> None:
+    """Refuse at once what would fail on every machine: a missing ansible-playbook."""
+    from .execute.ansible import INSTALL_HINT, ansible_playbook
+
+    for plan in plans:
+        for phase in plan.prepare + plan.finish:
+            if phase.how == "ansible" and ansible_playbook() is None:
+                raise ConfigError(
+                    f"plan {plan.name}: phase {phase.name!r} uses 'how: ansible'; {INSTALL_HINT}"
+                )
 
 
 async def run_tests(
@@ -352,19 +436,27 @@ async def run_tests(
     context: dict[str, str] | None = None,
     options: RunOptions | None = None,
     discovered: list[Plan] | None = None,
+    git: GitCache | None = None,
 ) -> RunSummary:
     """Discover and run tests on the machines of ``run_dir`` (local slots if none).
 
     The async entry point of the toolbox; ``atex_ci.run`` wraps it for
     synchronous callers. ``discovered`` skips discovery when the caller has
-    already done it with the same arguments. Raises ConfigError (bad input)
+    already done it with the same arguments; ``git`` is the run's repository
+    cache (pass the one discovery used, so no repository is fetched twice).
+    beakerlib libraries are fetched here. Raises ConfigError (bad input)
     or InfraError.
     """
     from .discover import discover
+    from .libraries import LibraryResolver
 
     root = Path(fmf_root).resolve()
+    git = git or GitCache()
     if discovered is None:
-        discovered = await asyncio.to_thread(discover, root, list(plans), context or {})
+        discovered = await asyncio.to_thread(discover, root, list(plans), context or {}, git=git)
+    _check_controller_tools(discovered)
+    # Libraries are fetched once per run, before any machine is touched.
+    await asyncio.to_thread(LibraryResolver(git).resolve_plans, discovered)
     rundir = RunDir.open_or_create(run_dir)
     with rundir.locked():
         rundir.update_run(fmf={"root": str(root), "plans": list(plans), "context": context or {}})

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 from .model import Machine, Plan, Result
 
 FORMAT = "atex-ci-run"
@@ -51,19 +51,38 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
+def storage_error(exc: OSError, path: Path) -> StorageError:
+    """The one-line error for a run-directory write that failed (disk full, read-only...)."""
+    why = exc.strerror or str(exc)
+    return StorageError(
+        f"cannot write {path}: {why}; what was recorded before is kept (make room, then "
+        "'atex-ci run --resume' runs the rest)"
+    )
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` so readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` as JSON to ``path`` so readers never see a partial file.
+
+    Raises StorageError if the directory cannot be written.
+    """
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise storage_error(exc, path) from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 
@@ -85,7 +104,14 @@ class JsonlAppender:
         self._lock = threading.Lock()
 
     def append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        """Append one record; StorageError if the file cannot be written."""
+        line = _json_line(record)
+        try:
+            self._append(line)
+        except OSError as exc:
+            raise storage_error(exc, self.path) from None
+
+    def _append(self, line: bytes) -> None:
         with self._lock:
             f = self._file
             if f is None or f.closed:
@@ -111,6 +137,68 @@ class JsonlAppender:
                 self._file = None
 
 
+# A results or events line is a few hundred bytes; a test's 50 MB note still
+# fits. Reading a line costs about three times its size (bytes, text, parsed),
+# so a larger one (a damaged file, or a hostile source given to collect) is
+# skipped as damaged instead of being read.
+MAX_JSONL_LINE_BYTES = 64 * 1024 * 1024
+
+
+def _json_line(record: dict[str, Any]) -> bytes:
+    """One JSON Lines record as UTF-8 bytes.
+
+    Text stays readable (ensure_ascii off) unless it holds a lone surrogate
+    (undecodable bytes of a test's name or note), which UTF-8 cannot encode:
+    then the line is written with \\u escapes, which every JSON reader reads back.
+    """
+    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return (text + "\n").encode()
+    except UnicodeEncodeError:
+        return (json.dumps(record, separators=(",", ":")) + "\n").encode()
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """Yield ``(line number, record)`` for every non-blank line of a JSON Lines file.
+
+    The file is read one line at a time. ``record`` is None for a damaged
+    line (a torn last line after a crash, garbage, or JSON that is not an
+    object). Bytes that are not UTF-8 are kept as lone surrogates
+    (``surrogateescape``), so a line with one bad byte is still read. A
+    missing file yields nothing.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below; a missing file is not an error
+    except FileNotFoundError:
+        return
+    with f:
+        number = 0
+        while True:
+            line = f.readline(MAX_JSONL_LINE_BYTES + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > MAX_JSONL_LINE_BYTES:
+                while line and not line.endswith(b"\n"):  # skip the rest, chunk by chunk
+                    line = f.readline(1024 * 1024)
+                yield number, None
+                continue
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)  # UTF-8 bytes: no decoded copy of a huge line
+            except UnicodeDecodeError:
+                try:
+                    obj = json.loads(line.decode("utf-8", errors="surrogateescape"))
+                except ValueError:
+                    yield number, None
+                    continue
+            except ValueError:
+                yield number, None
+                continue
+            yield number, obj if isinstance(obj, dict) else None
+
+
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Read every intact line of a JSON Lines file.
 
@@ -119,22 +207,11 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """
     records: list[dict[str, Any]] = []
     skipped = 0
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return records, 0
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+    for _number, record in iter_jsonl(path):
+        if record is None:
             skipped += 1
-            continue
-        if isinstance(obj, dict):
-            records.append(obj)
         else:
-            skipped += 1
+            records.append(record)
     return records, skipped
 
 
@@ -211,6 +288,19 @@ class RunDir:
         return rundir
 
     @classmethod
+    def open_for_release(cls, path: str | os.PathLike[str]) -> RunDir:
+        """Open a run directory to release its machines: like ``open``, but a
+        damaged or missing run.json is enough when machines.json is there
+        (releasing must never be blocked by the file that says what state the
+        run is in)."""
+        try:
+            return cls.open(path)
+        except ConfigError:
+            if not (Path(path) / MACHINES_JSON).is_file():
+                raise
+            return cls(path)
+
+    @classmethod
     def open_or_create(cls, path: str | os.PathLike[str]) -> RunDir:
         if (Path(path) / RUN_JSON).exists():
             return cls.open(path)
@@ -225,7 +315,10 @@ class RunDir:
     @contextlib.contextmanager
     def locked(self) -> Iterator[RunDir]:
         """Hold the run directory's lock; fail at once if another command holds it."""
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise storage_error(exc, self.path / LOCK) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -234,8 +327,11 @@ class RunDir:
                     f"another atex-ci command is using {self.path}; wait for it to finish "
                     "or use another run directory"
                 ) from None
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError as exc:
+                raise storage_error(exc, self.path / LOCK) from None
             yield self
         finally:
             self._results.close()
@@ -249,7 +345,16 @@ class RunDir:
         return data
 
     def update_run(self, **fields: Any) -> dict[str, Any]:
-        run = self.read_run()
+        """Change fields of run.json. StorageError if it vanished, is damaged or
+        cannot be written (someone or something removed it mid-run)."""
+        try:
+            run = self.read_run()
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not valid JSON"
+            raise StorageError(
+                f"cannot update {self.path / RUN_JSON}: {why} (removed or damaged while "
+                "atex-ci was using it); results.jsonl is kept"
+            ) from None
         run.update(fields)
         run["updated"] = now_iso()
         atomic_write_json(self.path / RUN_JSON, run)
@@ -318,42 +423,70 @@ class RunDir:
         self._results.append(result.to_dict())
 
     def read_results(self) -> list[Result]:
-        """Every intact result; a torn last line (crash mid-write) is skipped."""
-        records, _skipped = read_jsonl(self.path / RESULTS_JSONL)
-        results = []
-        for record in records:
-            if "test" not in record:
+        """Every valid result; damaged lines are skipped (see ``read_results_checked``)."""
+        return self.read_results_checked()[0]
+
+    def read_results_checked(self) -> tuple[list[Result], list[str]]:
+        """Every valid result, and one line of text per line that was skipped.
+
+        A line is skipped when it does not parse (a torn last line after a
+        crash, garbage) or does not match the result schema (a key of the
+        wrong type, no test name): a run directory may come from anywhere
+        (``collect`` merges other people's), so no reader trusts it. Callers
+        should warn with the problems; they name the file and line.
+        """
+        path = self.path / RESULTS_JSONL
+        results: list[Result] = []
+        problems: list[str] = []
+        for number, record in iter_jsonl(path):
+            if record is None:
+                problems.append(f"{path}:{number}: not a JSON object (torn or damaged line)")
                 continue
-            results.append(Result.from_dict(record))
-        return results
+            try:
+                results.append(Result.from_dict(record))
+            except ValueError as exc:
+                problems.append(f"{path}:{number}: {exc}")
+        return results, problems
 
     def damaged_result_lines(self) -> int:
-        return read_jsonl(self.path / RESULTS_JSONL)[1]
+        return len(self.read_results_checked()[1])
 
     def append_event(self, event: str, **fields: Any) -> None:
         """Append to the timeline: flushed, not fsynced (it is for humans and
         the HTML report; results.jsonl is the record that must survive)."""
         self._events.append({"time": now_iso(), "event": event, **fields})
 
+    def append_event_record(self, record: dict[str, Any]) -> None:
+        """Append an event as given, time included (``collect`` copies other runs' events)."""
+        self._events.append(record)
+
     def read_events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / EVENTS_JSONL)[0]
 
     # -- directories --------------------------------------------------------------
 
-    def artifact_path(self, platform: str, test: str, attempt: int, plan: str = "") -> Path:
+    def artifact_path(
+        self, platform: str, test: str, attempt: int, plan: str = "", serial: int | None = None
+    ) -> Path:
         """artifacts/<platform>/<plan>/<test>/<attempt>/ (not created); test names
         keep their slashes. Each component is sanitised, so a name can never
-        point outside the artifacts tree."""
+        point outside the artifacts tree. ``serial`` (given only for a test its
+        plan selects more than once) adds ``instance-<serial>/`` before the
+        attempt, so each instance keeps its own files."""
         parts = [safe_component(platform)]
         if plan:
             parts.append(safe_component(plan.strip("/").replace("/", "-")) or "_")
         parts += [safe_component(p) for p in test.split("/") if p]
+        if serial is not None:
+            parts.append(f"instance-{serial}")
         parts.append(str(attempt))
         return self.path.joinpath(ARTIFACTS, *parts)
 
-    def artifact_dir(self, platform: str, test: str, attempt: int, plan: str = "") -> Path:
+    def artifact_dir(
+        self, platform: str, test: str, attempt: int, plan: str = "", serial: int | None = None
+    ) -> Path:
         """Like artifact_path, and created."""
-        path = self.artifact_path(platform, test, attempt, plan)
+        path = self.artifact_path(platform, test, attempt, plan, serial)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -30,6 +30,11 @@ MAX_BYTES = 16 * 1024 * 1024
 # 10,000 sub-results of ten keys each is about 200,000 nodes.
 MAX_NODES = 1_000_000
 
+# Characters of every string counted as if aliases were expanded: a 100-byte
+# string used a million times through aliases is 100 MB of output once the
+# data is written as JSON. No real results file comes near this.
+MAX_CHARS = 16 * 1024 * 1024
+
 # Nesting deeper than this is never data; it would also exhaust the parser's
 # recursion long before the interpreter's limit is a concern for us.
 MAX_DEPTH = 64
@@ -78,6 +83,7 @@ class _Plain:
     def __init__(self, max_nodes: int) -> None:
         self.budget = max_nodes
         self.max_nodes = max_nodes
+        self.chars = MAX_CHARS
 
     def convert(self, value: Any, depth: int) -> Any:
         self.budget -= 1
@@ -87,7 +93,10 @@ class _Plain:
             )
         if depth > MAX_DEPTH:
             raise UntrustedYAMLError(f"nested deeper than {MAX_DEPTH} levels")
-        if value is None or isinstance(value, bool | int | str):
+        if isinstance(value, str):
+            self._charge(len(value))
+            return value
+        if value is None or isinstance(value, bool | int):
             return value
         if isinstance(value, float):
             # JSON has no NaN or infinity; keep them readable instead of invalid.
@@ -100,8 +109,16 @@ class _Plain:
             return value.decode("utf-8", "replace")
         return str(value)
 
+    def _charge(self, chars: int) -> None:
+        self.chars -= chars
+        if self.chars < 0:
+            raise UntrustedYAMLError(
+                f"more than {MAX_CHARS} characters of text (aliases count once per use)"
+            )
+
     def _key(self, key: Any) -> str:
         if isinstance(key, str):
+            self._charge(len(key))
             return key
         if key is None:
             return "null"
@@ -110,4 +127,12 @@ class _Plain:
         return str(key)
 
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "UntrustedYAMLError", "load", "to_plain"]
+__all__ = [
+    "MAX_BYTES",
+    "MAX_CHARS",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "UntrustedYAMLError",
+    "load",
+    "to_plain",
+]

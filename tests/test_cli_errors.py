@@ -107,3 +107,27 @@ def test_run_needs_run_dir_unless_dry_run():
 def test_bad_host_spec(tmp_path, host):
     line = _one_line_error(atex("reserve", "-d", str(tmp_path / "r"), "--host", host))
     assert "host" in line
+
+
+@pytest.mark.parametrize("size", ["0.1", "0.5b", "0.0001k"])
+def test_size_under_one_byte_is_refused(tmp_path, size):
+    # A cap of 0 bytes would make every test an error: surely not what was meant.
+    run = tmp_path / "r"
+    for option in ("--max-output", "--max-upload"):
+        line = _one_line_error(atex("run", "-d", str(run), "--fmf-root", str(DEMO), option, size))
+        assert size in line and "less than one byte" in line
+    assert not run.exists()
+
+
+def test_unknown_execute_method_is_refused(tmp_path):
+    tree = make_tree(tmp_path / "t", {"a": {"test": "true"}}, plan={"execute": {"how": "bogus"}})
+    line = _one_line_error(atex("run", "--dry-run", "--fmf-root", str(tree)))
+    assert "how: bogus" in line and "/plan" in line
+    tree = make_tree(tmp_path / "u", {"a": {"test": "true"}}, plan={"execute": [{"how": "tmt"}]})
+    assert atex("run", "--dry-run", "--fmf-root", str(tree)).returncode == 0
+
+
+def test_unknown_framework_is_refused(tmp_path):
+    tree = make_tree(tmp_path / "t", {"a": {"test": "true", "framework": "pytest"}})
+    line = _one_line_error(atex("run", "--dry-run", "--fmf-root", str(tree)))
+    assert "'framework'" in line and "'pytest'" in line and "/tests/a" in line

@@ -74,14 +74,12 @@ def feed_pieces(pieces: list[bytes]) -> tuple[list[Event], str | None]:
 
 def test_every_word() -> None:
     stream = (
-        b"noop\nexitcode 0\nexitcode -1\nexitcode 255\ndisconnect\n"
+        b"noop\nexitcode -1\ndisconnect\n"
         b"duration 90\nduration 15m\nduration +1h 30m\nduration -2m\nduration 2h*3\n"
         b"duration save\nduration restore\n"
     )
     assert parse(stream) == [
-        ExitCode(0),
         ExitCode(-1),
-        ExitCode(255),
         Disconnect(),
         Duration("set", 90.0),
         Duration("set", 900.0),
@@ -91,6 +89,20 @@ def test_every_word() -> None:
         Duration("save", None),
         Duration("restore", None),
     ]
+
+
+def test_exit_codes() -> None:
+    for code in (0, -1, 255, 4096):
+        assert parse(f"exitcode {code}\n".encode()) == [ExitCode(code)]
+
+
+def test_second_exitcode_is_a_violation() -> None:
+    # Only the wrapper writes it, once: a test that writes it too must not
+    # pass for finished (it would escape its duration).
+    parser = ControlParser()
+    assert parser.feed(b"exitcode 0\n") == [ExitCode(0)]
+    with pytest.raises(ControlError, match="second 'exitcode'"):
+        parser.feed(b"exitcode 0\n")
 
 
 def test_result_with_files() -> None:

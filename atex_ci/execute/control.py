@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,12 @@ MAX_LINE = 4096
 # 1 MiB leaves room for huge notes and thousands of file entries while bounding
 # the memory a misbehaving test can make us hold.
 DEFAULT_MAX_RESULT = 1024 * 1024
+
+# Linux file systems refuse a path component longer than 255 bytes (NAME_MAX)
+# and a path longer than 4096 bytes (PATH_MAX); a name the test sends is
+# refused before any file is created, with a note that says which limit.
+MAX_NAME_COMPONENT = 255
+MAX_NAME_BYTES = 1024
 
 # How much of an offending line an error message quotes.
 _QUOTE_LIMIT = 80
@@ -48,6 +54,8 @@ class ResultEvent:
     """
 
     data: dict[str, Any]
+    #: Bytes of the JSON text on the stream (for callers that cap the total).
+    size: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -117,13 +125,26 @@ def sanitize_name(name: str) -> str:
 
     Control characters (including NUL and DEL) become ``_``; empty, ``.`` and
     ``..`` components are dropped, so the result is always relative and never
-    climbs up. Raises :class:`ControlError` if nothing remains.
+    climbs up. Raises :class:`ControlError` if nothing remains, if a component
+    is longer than MAX_NAME_COMPONENT bytes or the name longer than
+    MAX_NAME_BYTES bytes (UTF-8).
     """
     cleaned = "".join("_" if _is_control(char) else char for char in name)
     parts = [part for part in cleaned.split("/") if part not in ("", ".", "..")]
     if not parts:
         raise ControlError(f"test-control: file name {_quote(name)} is empty after sanitising")
-    return "/".join(parts)
+    for part in parts:
+        if len(part.encode()) > MAX_NAME_COMPONENT:
+            raise ControlError(
+                f"test-control: file name {_quote(name)} has a component longer than"
+                f" {MAX_NAME_COMPONENT} bytes"
+            )
+    joined = "/".join(parts)
+    if len(joined.encode()) > MAX_NAME_BYTES:
+        raise ControlError(
+            f"test-control: file name {_quote(name)} is longer than {MAX_NAME_BYTES} bytes"
+        )
+    return joined
 
 
 def safe_join(base: Path, name: str) -> Path:
@@ -195,6 +216,7 @@ class ControlParser:
         self._file_left = 0  # bytes left of self._files[0]
         self._error: ControlError | None = None
         self._closed = False
+        self._exit_seen = False
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse ``data``; returns the events it completes.
@@ -319,6 +341,14 @@ class ControlParser:
         if word == b"exitcode":
             if not _SIGNED.fullmatch(arg):
                 raise ControlError(f"test-control: bad exit code {_quote(arg)} ({where})")
+            if self._exit_seen:
+                # Only the wrapper writes it, once, when the test has ended; a
+                # test that writes it too must not pass for finished.
+                raise ControlError(
+                    f"test-control: a second 'exitcode' ({where}); only the wrapper reports"
+                    " the exit code"
+                )
+            self._exit_seen = True
             return ExitCode(int(arg))
         if word == b"duration":
             return self._parse_duration(arg.decode("ascii"), where)
@@ -358,7 +388,7 @@ class ControlParser:
         data["files"] = _normalise_files(data.get("files"))
         self._files = [(entry["name"], entry["length"]) for entry in data["files"]]
         self._file_left = self._files[0][1] if self._files else 0
-        return ResultEvent(data)
+        return ResultEvent(data, len(raw))
 
 
 __all__ = [

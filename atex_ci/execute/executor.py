@@ -1,12 +1,17 @@
 """Run one test on one machine through a Transport, and turn what happened into results.
 
-The executor owns the per-machine work directory (the uploaded fmf tree, the
-wrapper and shims, per-test scratch dirs), the test's environment, the
-deadline (``duration`` with runtime adjustment), reboots, resource caps, the
-collection of uploaded files and TMT_TEST_DATA, and the mapping of every way
-a test can end to results. Parsing the control stream is ``control.py``'s
-job, merging results is ``results.py``'s; this module only does the I/O
-between them.
+The executor drives a test: it owns the per-machine work directory (the
+uploaded fmf tree, the wrapper and shims, per-test scratch dirs), starts the
+wrapper, follows reboots, kills what must end, and maps every way a test can
+end to results. The parts with one job each live beside it:
+
+- ``control.py`` parses the test-control stream, ``results.py`` merges results;
+- ``frameworks.py``: shell and beakerlib, as strategies;
+- ``environment.py``: the test's environment and the command that starts it;
+- ``deadline.py``: the ``duration`` arithmetic (pure, ``now`` passed in);
+- ``artifacts.py``: the artifact sink (caps, safe names, streaming to disk);
+- ``outcome.py``: collected results to the records of results.jsonl;
+- ``reaper.py``: finding and killing the run's processes on the machine.
 """
 
 from __future__ import annotations
@@ -14,19 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import re
 import shlex
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+import traceback
+from collections.abc import Iterable
+from typing import Any
 
-from ..duration import MAX_DURATION
+from ..errors import StorageError
 from ..model import Machine, Phase, Plan, Reason, Result, Test
-from ..rundir import RunDir, now_iso, safe_component
+from ..rundir import RunDir, now_iso
 from ..transport.base import NotStartedError, Transport, TransportError
+from .ansible import run_playbooks
+from .artifacts import ArtifactSink, LimitExceeded, TestError
 from .control import (
     ControlError,
     ControlParser,
@@ -37,16 +41,16 @@ from .control import (
     FileChunk,
     FileEnd,
     ResultEvent,
-    safe_join,
 )
-from .packages import install_script
-from .results import ResultCollector, parse_custom_results
-from .staging import (
-    TEST_DATA_ARCHIVE,
-    extract_regular_files,
-    test_dir,
-    test_metadata,
-)
+from .deadline import Deadline
+from .environment import WorkDir, build_test_environment, export, wrapper_command
+from .frameworks import SHELL_FRAMEWORK_OPTIONS, framework_for
+from .limits import Limits
+from .outcome import RunFacts, TestOutcome, internal_error, record
+from .packages import NO_DNF_EXIT, copr_script, install_script
+from .reaper import OWNER_VARIABLE, phase_owner, reap_command, run_owner, test_owner
+from .results import ResultCollector
+from .staging import TEST_DATA_ARCHIVE, test_dir, test_metadata
 
 log = logging.getLogger("atex_ci.execute")
 
@@ -66,31 +70,6 @@ REBOOT_POLL_INTERVAL = 1.0
 #: How long to try to reconnect to a machine whose idle connection dropped.
 RECONNECT_TIMEOUT = 60.0
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-@dataclass
-class Limits:
-    """Per-test resource caps; exceeding one ends the test as error."""
-
-    #: Bytes of captured stdout+stderr kept in output.txt.
-    max_output: int = 1024 * 1024 * 1024
-    #: Bytes of files a test may upload (result files plus TMT_TEST_DATA).
-    max_upload: int = 1024 * 1024 * 1024
-    #: Bytes of one result's JSON.
-    max_result_json: int = 1024 * 1024
-
-
-@dataclass
-class TestOutcome:
-    """What happened to one test run: its results and the machine's fate."""
-
-    results: list[Result]
-    #: False when the machine must not run more tests (lost, timed out, broken).
-    machine_ok: bool = True
-    #: The test asked to abort the rest of its plan (tmt-abort).
-    abort: bool = False
-
 
 class PhaseError(Exception):
     """A plan's prepare/finish step or a requirement install failed on a machine."""
@@ -98,18 +77,6 @@ class PhaseError(Exception):
 
 class _Reboot(Exception):
     """Raised from the control callback when the test announced a reboot."""
-
-
-class _TestError(Exception):
-    """The test did something that ends it as error (the message says what)."""
-
-
-class _LimitExceeded(_TestError):
-    """A test went over one of its Limits."""
-
-
-def _export(env: Mapping[str, str]) -> str:
-    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
 
 
 class Executor:
@@ -131,10 +98,11 @@ class Executor:
         self.transport = transport
         self.machine = machine
         self.rundir = rundir
-        self.base = base.rstrip("/")
+        self.work = WorkDir(base)
+        self.base = self.work.base
         self.run_id = rundir.read_run()["id"] if (rundir.path / "run.json").exists() else ""
         self.limits = limits or Limits()
-        self.tree = f"{self.base}/tree"
+        self.tree = self.work.tree
         self._prepared: set[str] = set()
         self._staged: set[str] = set()
 
@@ -144,13 +112,26 @@ class Executor:
         """Upload the fmf tree, and the wrapper, shims and test directories made
         by ``build_remote_tar(tests)``. Raises TransportError."""
         q = shlex.quote
-        await self.transport.run(f"rm -rf {q(self.base)}")
+        # An earlier invocation of this run on this machine may have been
+        # killed (kill -9, a lost controller) with tests still running: end
+        # them before their work directory is replaced under them.
+        await self.transport.run(f"{reap_command(run_owner(self.base))}; rm -rf {q(self.base)}")
         await self.transport.put_tar(tree_tar, self.tree)
         await self.transport.put_tar(remote_tar, self.base)
         self._staged = {test_dir(t) for t in tests}
 
+    async def cleanup(self, timeout: float) -> None:
+        """End every process this run started on the machine (bounded; never raises)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await self.transport.run(reap_command(run_owner(self.base)))
+
     def plan_dir(self, plan: str) -> str:
-        return f"{self.base}/plans/{safe_component(plan.strip('/').replace('/', '-'))}"
+        return self.work.plan_dir(plan)
+
+    def plan_tree(self, plan: Plan) -> str:
+        """The plan's tree on the machine (see WorkDir.plan_tree)."""
+        return self.work.plan_tree(plan)
 
     async def prepare_plan(self, plan: Plan) -> None:
         """Run the plan's prepare phases once on this machine. Raises PhaseError."""
@@ -177,12 +158,34 @@ class Executor:
     async def _run_phase(self, plan: Plan, phase: Phase, stage: str) -> None:
         label = f"{stage} {phase.name or phase.how} of plan {plan.name}"
         if phase.how == "install":
+            if phase.copr:
+                rc, out, err = await self._bounded(copr_script(phase.copr), label)
+                if rc == NO_DNF_EXIT:
+                    raise PhaseError(f"{label}: 'copr' needs dnf, and {self.machine.id} has none")
+                if rc != 0:
+                    raise PhaseError(f"{label}: enabling Copr failed: {_tail(out + err)}")
             await self.install(phase.package, missing_ok=phase.missing == "skip", what=label)
             return
+        if phase.how == "ansible":
+            try:
+                rc, output = await run_playbooks(
+                    self.machine, self.rundir, phase.playbook, phase.extra_args, PHASE_TIMEOUT
+                )
+            except FileNotFoundError as exc:
+                raise PhaseError(f"{label}: {exc}") from None
+            if rc != 0:
+                raise PhaseError(f"{label} failed (exit {rc}): {_tail(output.encode())}")
+            return
         for script in phase.script:
-            env = {**self._plan_env(plan), **plan.environment}
+            env = {
+                **self.work.plan_environment(plan),
+                **plan.environment,
+                # Last: a plan's own variables never hide its scripts from the reaper.
+                OWNER_VARIABLE: phase_owner(self.base),
+            }
             command = (
-                f"{_export(env)}; cd {shlex.quote(self.tree)} && bash -c {shlex.quote(script)}"
+                f"{export(env)}; cd {shlex.quote(self.plan_tree(plan))} && "
+                f"bash -c {shlex.quote(script)}"
             )
             rc, out, err = await self._bounded(command, label)
             if rc != 0:
@@ -206,14 +209,6 @@ class Executor:
         except TimeoutError:
             raise PhaseError(f"{what}: no end after {_fmt_seconds(PHASE_TIMEOUT)}") from None
 
-    def _plan_env(self, plan: Plan) -> dict[str, str]:
-        plan_dir = self.plan_dir(plan.name)
-        return {
-            "TMT_TREE": self.tree,
-            "TMT_PLAN_DATA": f"{plan_dir}/data",
-            "TMT_PLAN_ENVIRONMENT_FILE": f"{plan_dir}/environment",
-        }
-
     # -- one test ------------------------------------------------------------------
 
     async def run_test(
@@ -224,7 +219,9 @@ class Executor:
 
         Never raises for anything the test or the machine does; on
         cancellation, records the test as error (interrupted), kills its
-        processes and re-raises CancelledError.
+        processes and re-raises CancelledError. Raises StorageError (after
+        killing the test and recording what it can) when the run directory
+        cannot be written.
         """
         run = _TestRun(self, test, plan, platform=platform, attempt=attempt)
         return await run.execute()
@@ -243,80 +240,122 @@ class _TestRun:
         self.platform = platform
         self.attempt = attempt
         self.limits = executor.limits
-        self.artdir = executor.rundir.artifact_path(platform, test.name, attempt, plan.name)
+        self.framework = framework_for(test)
+        # A test the plan selects twice (tmt runs it twice) keeps two sets of files.
+        repeated = sum(1 for t in plan.tests if t.name == test.name) > 1
+        artdir = executor.rundir.artifact_path(
+            platform, test.name, attempt, plan.name, test.serial_number if repeated else None
+        )
+        self.sink = ArtifactSink(executor.rundir, artdir, self.limits)
         self.remote_dir = f"{executor.base}/{test_dir(test)}"
         self.collector = ResultCollector()
         self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
-        self.output: IO[bytes] | None = None
-        self.output_bytes = 0
-        self.upload_bytes = 0
-        self.current_file: IO[bytes] | None = None
-        self.current_name: str | None = None
         self.exit_code: int | None = None
         self.reboot_count = 0
-        self.deadline = 0.0
+        self.deadline = Deadline(0.0, test.duration)
         self.timeout_cm: asyncio.Timeout | None = None
-        self.saved_remaining: float | None = None
-        self.save_depth = 0
+        #: ATEX_CI_OWNER of this test's processes (see reaper.py).
+        self.owner = test_owner(executor.base, test.serial_number, attempt)
+        #: Bytes of result JSON received (Limits.max_results_total).
+        self.result_bytes = 0
+        #: The wrapper has started sending TMT_TEST_DATA after ``exitcode``.
+        self.archive_started = False
+        #: ...and all of it has arrived: only the end of the stream may follow.
+        self.archive_done = False
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     # -- driving -------------------------------------------------------------------
 
     async def execute(self) -> TestOutcome:
-        loop = asyncio.get_running_loop()
         start_wall = now_iso()
         start = time.monotonic()
-        self.deadline = loop.time() + self.test.duration
+        self.deadline = Deadline(self._now(), self.test.duration)
         failure: tuple[Reason, str] | None = None
         machine_ok = True
         cancelled: asyncio.CancelledError | None = None
+        storage: StorageError | None = None
         try:
             # Creating directories and files can take milliseconds on a busy
             # disk: do it off the event loop, which serves every other machine.
-            self.output = await asyncio.to_thread(self._open_output)
+            await asyncio.to_thread(self.sink.open)
             failure, machine_ok = await self._requirements()
             if failure is None:
                 failure, machine_ok = await self._boot_loop()
-            self._close_current_file()
-            if (self.artdir / TEST_DATA_ARCHIVE).exists():
-                failure = failure or await asyncio.to_thread(self._unpack_test_data)
-            elif failure is not None and (machine_ok or failure[0] is Reason.TIMEOUT):
-                # The wrapper sends TMT_TEST_DATA itself when the test ends; a
-                # test cut short (timeout, violation, cap) never got that far.
-                await self._collect_test_data()  # the test's failure is the one to report
+            self.sink.close_file()
+            failure = await self._finish_test_data(failure, machine_ok)
         except asyncio.CancelledError as exc:
             cancelled = exc
             failure = (Reason.INTERRUPTED, "the run was interrupted")
+        except StorageError as exc:
+            # The run directory cannot take more (disk full, read-only): not
+            # this test's fault, and no later test could be recorded either.
+            storage = exc
+            failure = (Reason.INFRA, str(exc))
+            machine_ok = False
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
         except Exception as exc:
-            log.exception("internal error while running %s", self.test.name)
+            self._internal_error(exc)
             failure = (Reason.INFRA, f"internal error in atex-ci: {type(exc).__name__}: {exc}")
             machine_ok = False
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
         finally:
-            self._close_current_file()
-            if self.output is not None:
-                self.output.close()
-        outcome = self._results(failure, start_wall, time.monotonic() - start)
-        outcome.machine_ok = machine_ok and cancelled is None
+            self.sink.close()
+        duration = time.monotonic() - start
         if cancelled is not None:
+            outcome = self._safe_results(failure, start_wall, duration)
+            outcome.machine_ok = False
             # Written at once, before the (possibly slow) kill, so a crash or a
             # second Ctrl-C that ends atex-ci at once loses nothing.
-            for result in outcome.results:
-                self.ex.rundir.append_result(result)
+            with contextlib.suppress(StorageError):
+                self._append_results(outcome.results)
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._kill(CANCEL_CLEANUP_TIMEOUT))
             raise cancelled
-        # fsync can take milliseconds: keep the event loop (other machines) going.
+        # Reading results.yaml, walking TMT_TEST_DATA and fsync can take a
+        # while: keep the event loop (other machines) going.
+        outcome = await asyncio.to_thread(self._safe_results, failure, start_wall, duration)
+        outcome.machine_ok = outcome.machine_ok and machine_ok
         await asyncio.to_thread(self._append_results, outcome.results)
+        if storage is not None:
+            raise storage
         return outcome
+
+    def _internal_error(self, exc: BaseException) -> None:
+        """Keep the traceback of an unexpected error for debugging (events.jsonl,
+        and the log at -vv), not on the terminal: the test's note says what happened."""
+        text = "".join(traceback.format_exception(exc))
+        log.debug("internal error while handling %s:\n%s", self.test.name, text)
+        with contextlib.suppress(Exception):
+            self.ex.rundir.append_event(
+                "internal_error", test=self.test.name, plan=self.test.plan, traceback=text
+            )
+
+    def _safe_results(
+        self, failure: tuple[Reason, str] | None, start: str, duration: float
+    ) -> TestOutcome:
+        """The test's results; whatever goes wrong turning its data into results
+        ends as this test's error, never as an exception for the run."""
+        try:
+            return self._results(failure, start, duration)
+        except StorageError:
+            raise
+        except Exception as exc:
+            self._internal_error(exc)
+            note = (
+                "atex-ci could not turn what the test sent into results: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            if failure is not None:
+                note = f"{failure[1]}; {note}"
+            return internal_error(self._facts(start, duration), note)
 
     def _append_results(self, results: list[Result]) -> None:
         for result in results:
             self.ex.rundir.append_result(result)
-
-    def _open_output(self) -> IO[bytes]:
-        self.artdir.mkdir(parents=True, exist_ok=True)
-        return open(self.artdir / "output.txt", "ab")
 
     async def _requirements(self) -> tuple[tuple[Reason, str] | None, bool]:
         try:
@@ -335,7 +374,7 @@ class _TestRun:
         while True:
             self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
             try:
-                async with asyncio.timeout_at(self.deadline) as cm:
+                async with asyncio.timeout_at(self.deadline.at) as cm:
                     self.timeout_cm = cm
                     await self.transport.run(
                         self._command(),
@@ -346,14 +385,23 @@ class _TestRun:
                     self._on_eof()
             except _Reboot:
                 self.reboot_count += 1
-                self._close_current_file()
+                self.sink.close_file()
                 ended = await self._reboot(loop)
                 if ended is not None:
                     return ended
                 continue
             except TimeoutError:
                 await self._kill(CLEANUP_TIMEOUT)
-                if self.exit_code is not None:
+                if self.archive_done:
+                    # Everything came, but something still held the stream
+                    # open: a process the test left that escaped the reaper.
+                    return (
+                        Reason.TEST,
+                        "a process the test left running kept its output open after the test "
+                        "ended (it dropped ATEX_CI_OWNER from its environment, see "
+                        "docs/test-limits.md)",
+                    ), True
+                if self.archive_started:
                     return (
                         Reason.TEST,
                         "the test's files (TMT_TEST_DATA) did not arrive in "
@@ -369,7 +417,7 @@ class _TestRun:
             except ControlError as exc:
                 await self._kill(CLEANUP_TIMEOUT)
                 return (Reason.TEST, f"test-control protocol violation: {exc}"), True
-            except _TestError as exc:
+            except TestError as exc:
                 await self._kill(CLEANUP_TIMEOUT)
                 return (Reason.TEST, str(exc)), True
             except NotStartedError as exc:
@@ -399,7 +447,7 @@ class _TestRun:
         return CLEANUP_TIMEOUT + self.limits.max_upload / 10e6
 
     def _remaining(self) -> float:
-        return max(self.deadline - asyncio.get_running_loop().time(), 0.0)
+        return self.deadline.remaining(self._now())
 
     async def _reboot(
         self, loop: asyncio.AbstractEventLoop
@@ -419,7 +467,7 @@ class _TestRun:
             if failed is not None:
                 await self._kill(CLEANUP_TIMEOUT)
                 return (Reason.TEST, f"the reboot command failed (exit {failed})"), True
-            remaining = self.deadline - loop.time()
+            remaining = self.deadline.at - loop.time()
             if remaining <= 0:
                 return (Reason.TIMEOUT, "timeout: ran past its duration while rebooting"), False
             await self.transport.reconnect(remaining)
@@ -429,7 +477,7 @@ class _TestRun:
                 "timeout: the machine did not go down for the reboot the test requested",
             ), False
         except TransportError as exc:
-            if loop.time() >= self.deadline:
+            if loop.time() >= self.deadline.at:
                 return (Reason.TIMEOUT, "timeout: ran past its duration while rebooting"), False
             return (Reason.INFRA, f"the machine did not come back after a reboot: {exc}"), False
         return None
@@ -450,7 +498,7 @@ class _TestRun:
                 if rc == 0:
                     return out.decode(errors="replace").strip() or "?"
 
-        remaining = max(self.deadline - loop.time(), 0)
+        remaining = self.deadline.remaining(loop.time())
         down = asyncio.ensure_future(self.transport.wait_disconnected(remaining))
         watcher = asyncio.ensure_future(watch())
         try:
@@ -469,13 +517,17 @@ class _TestRun:
         """End the test's process group: SIGTERM, then SIGKILL after a grace period."""
         pidfile = shlex.quote(f"{self.remote_dir}/pid")
         steps = int(KILL_GRACE / 0.1)
-        command = (
+        group = (
             f"for i in $(seq 20); do [ -s {pidfile} ] && break; sleep 0.1; done; "
             f"p=$(cat {pidfile} 2>/dev/null) || exit 0; "
             f'kill -TERM -- "-$p" 2>/dev/null || exit 0; '
             f'for i in $(seq {steps}); do kill -0 -- "-$p" 2>/dev/null || exit 0; sleep 0.1; done; '
             f'kill -KILL -- "-$p" 2>/dev/null; exit 0'
         )
+        # The group gets SIGTERM first (a test may clean up); then whatever
+        # the test started outside its group (setsid daemons) is found by its
+        # ATEX_CI_OWNER and killed.
+        command = f"( {group} ); {reap_command(self.owner)}"
         with contextlib.suppress(Exception):
             async with asyncio.timeout(timeout):
                 await self.transport.run(command)
@@ -483,70 +535,29 @@ class _TestRun:
     # -- the command and its environment ---------------------------------------------
 
     def _command(self) -> str:
-        test = self.test
         ex = self.ex
-        env: dict[str, str] = {}
-        env.update(self.plan.environment)
-        env.update(test.environment)
-        bad = [k for k in env if not _ENV_NAME.fullmatch(k)]
-        if bad:
-            raise _TestError(f"invalid environment variable name {bad[0]!r}")
-        env.update(ex._plan_env(self.plan))
-        env.update(
-            {
-                "TMT_TEST_NAME": test.name,
-                "TMT_TEST_DATA": f"{self.remote_dir}/data",
-                "TMT_TEST_METADATA": f"{self.remote_dir}/metadata.yaml",
-                "TMT_TEST_INVOCATION_PATH": self.remote_dir,
-                "TMT_TEST_ITERATION_ID": f"{ex.run_id}-{test.serial_number}",
-                "TMT_REBOOT_COUNT": str(self.reboot_count),
-                # The restraint/beaker spellings of the same count.
-                "REBOOTCOUNT": str(self.reboot_count),
-                "RSTRNT_REBOOTCOUNT": str(self.reboot_count),
-                "TMT_TEST_RESTART_COUNT": str(self.reboot_count),
-                "TMT_TEST_SERIAL_NUMBER": str(test.serial_number),
-                "TMT_RESTRAINT_COMPATIBLE": "0",
-                "ATEX_TEST_COMMAND": _test_command(test),
-                "ATEX_TEST_CWD": f"{ex.tree}/{test.path.strip('/')}".rstrip("/"),
-                "ATEX_TEST_DIR": self.remote_dir,
-                "ATEX_TEST_TTY": "1" if test.tty else "0",
-                "ATEX_LOCAL_SLOT": "0" if self.transport.supports_reboot else "1",
-                "ATEX_TEST_FRESH": "1" if self.reboot_count == 0 else "0",
-            }
-        )
-        if test.framework == "beakerlib":
-            bin_dir = f"{ex.base}/remote/bin"
-            env.update(
-                {
-                    # In TMT_TEST_DATA, so the journal and TestResults are collected.
-                    "BEAKERLIB_DIR": f"{self.remote_dir}/data",
-                    "BEAKERLIB_COMMAND_SUBMIT_LOG": f"{bin_dir}/tmt-file-submit",
-                    # Called by every rlPhaseEnd (only when TESTID is set).
-                    "BEAKERLIB_COMMAND_REPORT_RESULT": f"{bin_dir}/rhts-report-result",
-                    "TESTID": str(test.serial_number),
-                }
+        try:
+            env = build_test_environment(
+                ex.work,
+                self.test,
+                self.plan,
+                framework=self.framework,
+                test_dir=self.remote_dir,
+                run_id=ex.run_id,
+                owner=self.owner,
+                reboot_count=self.reboot_count,
+                local_slot=not self.transport.supports_reboot,
             )
-        if test_dir(test) not in ex._staged:
-            env["ATEX_TEST_METADATA_JSON"] = test_metadata(test).decode()
-        path = f"{ex.base}/remote/bin"
-        return (
-            f'{_export(env)}; export PATH={shlex.quote(path)}:"$PATH"; '
-            f"source {shlex.quote(ex.base + '/remote/wrapper.sh')}"
-        )
+        except ValueError as exc:
+            raise TestError(str(exc)) from None
+        if test_dir(self.test) not in ex._staged:
+            env["ATEX_TEST_METADATA_JSON"] = test_metadata(self.test).decode()
+        return wrapper_command(ex.work, env)
 
     # -- stream callbacks (synchronous, called by the transport) -----------------------
 
     def _on_output(self, chunk: bytes) -> None:
-        assert self.output is not None
-        room = self.limits.max_output - self.output_bytes
-        if len(chunk) > room:
-            self.output.write(chunk[: max(room, 0)])
-            self.output_bytes = self.limits.max_output
-            raise _LimitExceeded(
-                f"the test's output exceeded the limit of {self.limits.max_output} bytes"
-            )
-        self.output.write(chunk)
-        self.output_bytes += len(chunk)
+        self.sink.write_output(chunk)
 
     def _on_control(self, chunk: bytes) -> None:
         try:
@@ -568,118 +579,134 @@ class _TestRun:
     def _handle(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, FileChunk):
-                self._write_file(event)
+                self.sink.write_file(event)
             elif isinstance(event, FileEnd):
-                if self.current_name != event.name:
-                    # A file of length 0: no data came, but it exists.
-                    self._write_file(FileChunk(event.name, b""))
-                self._close_current_file()
+                self.sink.end_file(event.name)
+                if self.archive_started and event.name == TEST_DATA_ARCHIVE:
+                    # The wrapper exits right after: the stream ends within the
+                    # grace unless a leftover process holds it open.
+                    self.archive_done = True
+                    self._reschedule(self._now() + self.limits.exit_grace)
             elif isinstance(event, ResultEvent):
+                self.result_bytes += event.size
+                if self.result_bytes > self.limits.max_results_total:
+                    raise LimitExceeded(
+                        "the test's results exceeded the limit of "
+                        f"{self.limits.max_results_total} bytes of JSON"
+                    )
                 self.collector.add(event.data)
+                if self.exit_code is not None and any(
+                    f["name"] == TEST_DATA_ARCHIVE for f in event.data["files"]
+                ):
+                    # The wrapper sends the test's files: that time is not the
+                    # test's, the files get their own limit.
+                    self.archive_started = True
+                    self._reschedule(self._now() + self._data_timeout())
             elif isinstance(event, ExitCode):
                 self.exit_code = event.code
-                # The test itself is over; what follows (its TMT_TEST_DATA)
-                # gets its own time limit instead of the test's duration.
-                if self.timeout_cm is not None:
-                    now = asyncio.get_running_loop().time()
-                    self.timeout_cm.reschedule(now + self._data_timeout())
+                # The test itself is over; the wrapper packs TMT_TEST_DATA next,
+                # which gets a grace period past the duration. (The test could
+                # have written this line itself: it gets no more than that.)
+                self._reschedule(self.deadline.test_ended(self._now(), self.limits.exit_grace))
             elif isinstance(event, Duration):
-                self._adjust_deadline(event)
+                self._reschedule(self.deadline.change(event, self._now()))
             elif isinstance(event, Disconnect):
                 raise _Reboot()
 
-    def _write_file(self, event: FileChunk) -> None:
-        self.upload_bytes += len(event.data)
-        if self.upload_bytes > self.limits.max_upload:
-            raise _LimitExceeded(
-                f"the test uploaded more than the limit of {self.limits.max_upload} bytes"
-            )
-        try:
-            if self.current_name != event.name:
-                self._close_current_file()
-                path = safe_join(self.artdir, event.name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.current_file = open(path, "ab")  # noqa: SIM115 (closed on FileEnd)
-                self.current_name = event.name
-            assert self.current_file is not None
-            self.current_file.write(event.data)
-        except OSError as exc:
-            # E.g. a name that is a file in one result and a directory in
-            # another, or one too long for the filesystem: the test's fault.
-            raise _TestError(f"cannot store the file {event.name!r}: {exc.strerror}") from None
-
-    def _close_current_file(self) -> None:
-        if self.current_file is not None:
-            self.current_file.close()
-        self.current_file = None
-        self.current_name = None
-
-    def _adjust_deadline(self, event: Duration) -> None:
-        now = asyncio.get_running_loop().time()
-        if event.op == "save":
-            if self.save_depth == 0:
-                self.saved_remaining = self.deadline - now
-            self.save_depth += 1
-        elif event.op == "restore":
-            if self.save_depth == 0:
-                raise ControlError("'duration restore' without 'duration save'")
-            self.save_depth -= 1
-            if self.save_depth == 0 and self.saved_remaining is not None:
-                self.deadline = now + self.saved_remaining
-        elif event.seconds is not None:
-            if event.op == "set":
-                self.deadline = now + event.seconds
-            elif event.op == "add":
-                self.deadline += event.seconds
-            elif event.op == "sub":
-                self.deadline -= event.seconds
-        self.deadline = min(self.deadline, now + MAX_DURATION)
+    def _reschedule(self, when: float) -> None:
         if self.timeout_cm is not None:
-            self.timeout_cm.reschedule(self.deadline)
+            self.timeout_cm.reschedule(when)
 
     # -- after the test ------------------------------------------------------------
 
+    async def _finish_test_data(
+        self, failure: tuple[Reason, str] | None, machine_ok: bool
+    ) -> tuple[Reason, str] | None:
+        """Unpack the TMT_TEST_DATA archive the wrapper sent, or fetch the files
+        of a test cut short; returns the test's failure (or a new one)."""
+        archive = self.sink.archive
+        if failure is None:
+            if archive.exists():
+                return await self._unpack_test_data()
+            return None
+        if archive.exists():
+            if self.archive_done:
+                # All of it came before the failure: keep the test's files (its
+                # failure is still the one to report).
+                await self._unpack_test_data()
+            else:
+                # Sent only in part (a cap or the time ran out while it came):
+                # an archive cut in the middle is no data, remove it.
+                await asyncio.to_thread(archive.unlink, True)
+        elif machine_ok or failure[0] is Reason.TIMEOUT:
+            # The wrapper sends TMT_TEST_DATA itself when the test ends; a
+            # test cut short (timeout, violation, cap) never got that far.
+            await self._collect_test_data()  # the test's failure is the one to report
+        return failure
+
     async def _collect_test_data(self) -> tuple[Reason, str] | None:
-        """Fetch TMT_TEST_DATA into artifacts/.../data (regular files and dirs only)."""
+        """Fetch TMT_TEST_DATA into artifacts/.../data (regular files and dirs only).
+
+        The archive streams to a file in the artifact directory as it comes
+        (within the upload cap), and is unpacked off the event loop.
+        """
         q = shlex.quote
         data_dir = f"{self.remote_dir}/data"
-        chunks: list[bytes] = []
-        size = 0
-        room = self.limits.max_upload - self.upload_bytes
-
-        def take(chunk: bytes) -> None:
-            nonlocal size
-            size += len(chunk)
-            if size > room + 1024 * 1024:  # tar headers are not the test's bytes
-                raise _LimitExceeded(
-                    f"the test uploaded more than the limit of {self.limits.max_upload} bytes"
-                )
-            chunks.append(chunk)
-
+        writer = self.sink.archive_writer()
         try:
-            async with asyncio.timeout(self._data_timeout()):
-                rc = await self.transport.run(
-                    f"[ -d {q(data_dir)} ] || exit 0; tar -c -f - -C {q(data_dir)} .",
-                    stdout=take,
-                )
-        except _LimitExceeded as exc:
+            try:
+                async with asyncio.timeout(self._data_timeout()):
+                    rc = await self.transport.run(
+                        f"[ -d {q(data_dir)} ] || exit 0; tar -c -f - -C {q(data_dir)} .",
+                        stdout=writer.write,
+                    )
+            finally:
+                writer.close()
+        except LimitExceeded as exc:
+            await asyncio.to_thread(writer.discard)
             return Reason.TEST, str(exc)
         except (TransportError, TimeoutError) as exc:
+            await asyncio.to_thread(writer.discard)
             return Reason.INFRA, f"could not collect TMT_TEST_DATA: {exc or 'timeout'}"
-        if rc != 0 or not chunks:
+        if rc != 0 or writer.size == 0:
+            await asyncio.to_thread(writer.discard)
             return None
-        return self._store_test_data(b"".join(chunks))
+        return await self._unpack_test_data()
+
+    async def _unpack_test_data(self) -> tuple[Reason, str] | None:
+        """Turn the archive into data/ off the event loop, then drop the archive."""
+        problem = await asyncio.to_thread(self.sink.unpack_archive)
+        if self.sink.skipped:
+            log.warning(
+                "%s: skipped unsafe entries in TMT_TEST_DATA: %s",
+                self.test.name,
+                ", ".join(self.sink.skipped[:5]),
+            )
+        return (Reason.TEST, problem) if problem else None
+
+    def _facts(self, start: str, duration: float) -> RunFacts:
+        return RunFacts(
+            test=self.test,
+            platform=self.platform,
+            attempt=self.attempt,
+            machine=self.ex.machine.id,
+            start=start,
+            duration=duration,
+            exit_code=self.exit_code,
+        )
 
     def _results(
         self, failure: tuple[Reason, str] | None, start: str, duration: float
     ) -> TestOutcome:
         custom: list[dict[str, Any]] | None = None
-        if self.test.framework == "beakerlib" and failure is None:
-            # As tmt: the journal's verdict is the test's own result; phase
-            # results reported on the way are only details.
-            self.collector.add(_beakerlib_result(self.artdir / "data" / "TestResults"))
+        if failure is None:
+            verdict = self.framework.own_result(self.sink.path)
+            if verdict is not None:
+                # As tmt: the framework's verdict is the test's own result;
+                # results reported on the way are only details.
+                self.collector.add(verdict)
         if self.test.result == "custom" and failure is None:
-            custom, problem = self._read_custom()
+            custom, problem = self.sink.read_custom_results()
             if problem:
                 failure = (Reason.TEST, problem)
         try:
@@ -693,120 +720,7 @@ class _TestRun:
             collected = ResultCollector().finish(
                 exit_code=self.exit_code, failure=(Reason.TEST, str(exc))
             )
-        end = now_iso()
-        rundir = self.ex.rundir
-        results = []
-        abort = False
-        data_files = self._data_files()
-        for item in collected:
-            files = [
-                rundir.relative(safe_join(self.artdir, f))
-                for f in item.files
-                if f != TEST_DATA_ARCHIVE
-            ]
-            if item.testout:
-                files.append(self._attach_output(item.testout))
-            if item.name is None:
-                files = [rundir.relative(self.artdir / "output.txt"), *files, *data_files]
-            if item.extra.get("abort") is True:
-                abort = True
-            results.append(
-                Result(
-                    test=self.test.name,
-                    plan=self.test.plan,
-                    name=item.name,
-                    platform=self.platform,
-                    status=item.status,
-                    attempt=self.attempt,
-                    machine=self.ex.machine.id,
-                    start=start,
-                    end=end,
-                    duration=round(duration, 3),
-                    note=item.note,
-                    files=_dedupe(files),
-                    exit_code=self.exit_code if item.name is None else None,
-                    reason=item.reason,
-                    extra=item.extra,
-                )
-            )
-        return TestOutcome(results=results, abort=abort)
-
-    def _attach_output(self, name: str) -> str:
-        target = safe_join(self.artdir, name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target != self.artdir / "output.txt":
-            with contextlib.suppress(OSError):
-                os.link(self.artdir / "output.txt", target)
-        return self.ex.rundir.relative(target)
-
-    def _unpack_test_data(self) -> tuple[Reason, str] | None:
-        """Turn the archive the wrapper sent into data/, then drop the archive."""
-        archive = self.artdir / TEST_DATA_ARCHIVE
-        try:
-            return self._store_test_data(archive)
-        finally:
-            archive.unlink(missing_ok=True)
-
-    def _store_test_data(self, archive: bytes | Path) -> tuple[Reason, str] | None:
-        """Unpack TMT_TEST_DATA into data/ (regular files only); a failure if it cannot."""
-        try:
-            skipped = extract_regular_files(archive, self.artdir / "data")
-        except OSError as exc:
-            return Reason.TEST, f"cannot store TMT_TEST_DATA: {exc}"
-        if skipped:
-            log.warning(
-                "%s: skipped unsafe entries in TMT_TEST_DATA: %s",
-                self.test.name,
-                ", ".join(skipped[:5]),
-            )
-        return None
-
-    def _data_files(self) -> list[str]:
-        data = self.artdir / "data"
-        if not data.is_dir():
-            return []
-        return sorted(
-            self.ex.rundir.relative(p)
-            for p in data.rglob("*")
-            if p.is_file() and not p.is_symlink()
-        )
-
-    def _read_custom(self) -> tuple[list[dict[str, Any]] | None, str | None]:
-        for name in ("results.yaml", "results.json"):
-            path = self.artdir / "data" / name
-            if path.is_file():
-                try:
-                    return parse_custom_results(path.read_text(errors="replace"), name), None
-                except ValueError as exc:
-                    return None, f"result: custom: {exc}"
-        return None, "result: custom, but the test wrote no results.yaml or results.json"
-
-
-def _beakerlib_result(path: Path) -> dict[str, Any]:
-    """The test's own result from beakerlib's TestResults file, judged as tmt does."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return {"status": "error", "note": "beakerlib: no TestResults file (no rlJournalEnd?)"}
-    result = re.search(r"TESTRESULT_RESULT_STRING=(.*)", text)
-    state = re.search(r'TESTRESULT_STATE="?(\w+)"?', text)
-    if result is None or state is None:
-        return {"status": "error", "note": "beakerlib: result or state missing in TestResults"}
-    if state.group(1) != "complete":
-        return {"status": "error", "note": f"beakerlib: state {state.group(1)!r}"}
-    return {"status": result.group(1).strip().strip('"').lower()}
-
-
-#: What tmt's shell framework runs before a test's command (checked against
-#: tmt 1.78): a failing command or pipeline stage fails the test.
-SHELL_FRAMEWORK_OPTIONS = "set -eo pipefail"
-
-
-def _test_command(test: Test) -> str:
-    """The command the wrapper runs: tmt's shell options first, for the shell framework."""
-    if test.framework == "shell":
-        return f"{SHELL_FRAMEWORK_OPTIONS}; {test.test}"
-    return test.test
+        return record(self._facts(start, duration), collected, self.sink)
 
 
 def _tail(data: bytes, limit: int = 1500) -> str:
@@ -820,8 +734,4 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _dedupe(items: list[str]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
-__all__ = ["Executor", "Limits", "PhaseError", "TestOutcome"]
+__all__ = ["SHELL_FRAMEWORK_OPTIONS", "Executor", "Limits", "PhaseError", "TestOutcome"]

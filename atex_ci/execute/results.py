@@ -60,6 +60,10 @@ class Collected:
     testout: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     reason: Reason | None = None
+    #: Something the test sent for this result that could not be honoured
+    #: (e.g. an invalid 'testout' name); the caller makes the test's own
+    #: result an error saying so.
+    problem: str | None = None
 
 
 def worst_status(statuses: list[Status]) -> Status:
@@ -76,18 +80,25 @@ def merge_partial(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     null deletes a key, new keys are added, scalars are replaced, lists are
     appended, dicts merge recursively and a change of type replaces.
     """
-    merged = copy.deepcopy(old)
+    return _merge_into(copy.deepcopy(old), copy.deepcopy(new))
+
+
+def _merge_into(target: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """merge_partial's rules, changing ``target`` in place and taking ``new``'s
+    values without copying them (the caller owns both). The cost is that of
+    ``new`` only: a test sending thousands of partial results that each append
+    to a list must not cost the square of their number."""
     for key, value in new.items():
-        current = merged.get(key)
+        current = target.get(key)
         if value is None:
-            merged.pop(key, None)
+            target.pop(key, None)
         elif isinstance(current, dict) and isinstance(value, dict):
-            merged[key] = merge_partial(current, value)
+            _merge_into(current, value)
         elif isinstance(current, list) and isinstance(value, list):
-            merged[key] = current + copy.deepcopy(value)
+            current.extend(value)
         else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+            target[key] = value
+    return target
 
 
 @dataclass
@@ -137,11 +148,13 @@ def _to_collected(entry: _Entry) -> Collected:
     if "status" not in data:
         note = _join_notes(note, "the result has no status")
     testout: str | None = None
+    problem: str | None = None
     if isinstance(data.get("testout"), str):
         try:
             testout = sanitize_name(data["testout"])
-        except ControlError:
+        except ControlError as error:
             note = _join_notes(note, "invalid 'testout' file name ignored")
+            problem = f"invalid 'testout' file name: {str(error).removeprefix('test-control: ')}"
     extra = {
         key: value
         for key, value in data.items()
@@ -155,6 +168,7 @@ def _to_collected(entry: _Entry) -> Collected:
         testout=testout,
         extra=extra,
         reason=Reason.TEST if status is Status.ERROR else None,
+        problem=problem,
     )
 
 
@@ -206,7 +220,9 @@ class ResultCollector:
         files = _file_names(data)
         pending = self._pending.pop(name, None)
         if pending is not None:
-            entry = _Entry(name, merge_partial(pending.data, body), pending.files + files)
+            # The pending entry is ours alone: merge in place (see _merge_into).
+            pending.files.extend(files)
+            entry = _Entry(name, _merge_into(pending.data, body), pending.files)
         else:
             entry = _Entry(name, {k: v for k, v in body.items() if v is not None}, files)
         if data.get("partial") is True:

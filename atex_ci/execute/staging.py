@@ -13,7 +13,7 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..model import Test
@@ -23,11 +23,19 @@ from .control import ControlError, safe_join
 REMOTE_DIR = Path(__file__).parent / "remote"
 
 
-def build_tree_tar(root: Path) -> bytes:
-    """The fmf tree as an uncompressed tar (without .git), uploaded once per machine."""
+def build_tree_tar(root: Path, extras: Mapping[str, str | Path] | None = None) -> bytes:
+    """The fmf tree as an uncompressed tar (without .git), uploaded once per machine.
+
+    ``extras`` maps a path inside the uploaded tree to a directory on the
+    controller shipped there too: remote trees and beakerlib libraries
+    (``Plan.trees``), under ``.atex-ci/`` so they never mix with the tree's
+    own files.
+    """
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         tar.add(root, arcname=".", filter=_skip_vcs)
+        for arcname, directory in sorted((extras or {}).items()):
+            tar.add(directory, arcname=f"./{arcname.strip('/')}", filter=_skip_vcs)
     return buf.getvalue()
 
 
@@ -87,20 +95,46 @@ def _skip_vcs(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 TEST_DATA_ARCHIVE = ".atex-test-data.tar"
 
 
-def extract_regular_files(archive: bytes | Path, dest: Path) -> list[str]:
+class ArchiveLimitError(Exception):
+    """Unpacking an archive would go over a cap: ``kind`` is "bytes" or "files",
+    ``entry`` the archive member where it happened."""
+
+    def __init__(self, kind: str, entry: str) -> None:
+        super().__init__(f"too many {kind} at {entry!r}")
+        self.kind = kind
+        self.entry = entry
+
+
+#: Bytes read and written per step while unpacking.
+_BLOCK = 1024 * 1024
+
+
+def extract_regular_files(
+    archive: Path, dest: Path, *, max_bytes: int | None = None, max_files: int | None = None
+) -> list[str]:
     """Unpack regular files and directories only; returns the entries skipped.
 
-    ``archive`` is the tar data or a tar file. Links, devices and any name
-    that would land outside ``dest`` are skipped, so a symlink in
-    TMT_TEST_DATA pointing at /etc never leaks anything. Raises OSError if
-    ``dest`` cannot be written.
+    Links, devices and any name that would land outside ``dest`` are skipped,
+    so a symlink in TMT_TEST_DATA pointing at /etc never leaks anything.
+    ``max_bytes`` caps the bytes written (counted as they are written, so a
+    sparse member counts its full size, not what the archive claims) and
+    ``max_files`` the files and directories created; going over either stops
+    with ArchiveLimitError, keeping what was unpacked before. Blocking: call it
+    off the event loop. Raises OSError if ``dest`` cannot be written.
     """
     skipped: list[str] = []
+    written = 0
+    created = 0
     dest.mkdir(parents=True, exist_ok=True)
+
+    def count_entry(name: str) -> None:
+        nonlocal created
+        created += 1
+        if max_files is not None and created > max_files:
+            raise ArchiveLimitError("files", name)
+
     try:
-        stream = io.BytesIO(archive) if isinstance(archive, bytes) else None
-        path = None if isinstance(archive, bytes) else archive
-        with tarfile.open(path, mode="r:", fileobj=stream) as tar:
+        with tarfile.open(archive, mode="r:") as tar:
             for member in tar:
                 name = member.name
                 if name in (".", "./"):
@@ -114,14 +148,20 @@ def extract_regular_files(archive: bytes | Path, dest: Path) -> list[str]:
                     skipped.append(name)
                     continue
                 if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
+                    if not target.is_dir():
+                        count_entry(name)
+                        target.mkdir(parents=True, exist_ok=True)
                     continue
                 source = tar.extractfile(member)
                 if source is None:
                     continue
+                count_entry(name)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with open(target, "wb") as out:
-                    while block := source.read(1024 * 1024):
+                    while block := source.read(_BLOCK):
+                        written += len(block)
+                        if max_bytes is not None and written > max_bytes:
+                            raise ArchiveLimitError("bytes", name)
                         out.write(block)
     except tarfile.TarError as exc:
         skipped.append(f"(damaged archive: {exc})")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Mapping
 
 from .base import OutputCallback, Transport
 
@@ -19,6 +20,29 @@ from .base import OutputCallback, Transport
 READ_CHUNK = 256 * 1024
 #: How long close() waits for each abandoned command to end.
 CLOSE_TIMEOUT = 5.0
+
+#: Variables of atex-ci's own environment that a test on a local slot gets;
+#: everything else (tokens, credentials, CI secrets) stays with atex-ci. A
+#: test gets what makes a shell work as the user's (where programs are, whose
+#: home, language, terminal), as a login on a machine would; the tmt and
+#: atex-ci variables are set for each test on top (docs/test-limits.md).
+TEST_ENVIRONMENT = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "TZ", "TMPDIR"}
+)
+#: Prefixes of variables passed through as well (locale categories).
+TEST_ENVIRONMENT_PREFIXES = ("LC_",)
+
+
+def slot_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a local slot's commands start with: the allow-list
+    above taken from ``environ``, and a default PATH if it has none."""
+    env = {
+        key: value
+        for key, value in environ.items()
+        if key in TEST_ENVIRONMENT or key.startswith(TEST_ENVIRONMENT_PREFIXES)
+    }
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
 
 
 class LocalTransport(Transport):
@@ -39,8 +63,15 @@ class LocalTransport(Transport):
         """Collect commands abandoned by a cancelled or failed run() (bounded)."""
         orphans, self._orphans = self._orphans, set()
         for proc in orphans:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(_reap(proc), CLOSE_TIMEOUT)
+            except Exception:
+                # A process that escaped every kill still holds the pipes.
+                # Stop reading them now, while the loop runs (asyncio has no
+                # public way: the transport is the Process's own).
+                transport = getattr(proc, "_transport", None)
+                if transport is not None:
+                    transport.close()
 
     async def run(
         self,
@@ -82,7 +113,8 @@ class LocalTransport(Transport):
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGHUP)
-                self._orphans.add(proc)
+            # Also when bash has exited: a process it left may hold the pipes.
+            self._orphans.add(proc)
             raise
 
 

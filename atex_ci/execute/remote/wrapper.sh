@@ -78,9 +78,13 @@ set +m
 echo "$pid" > "$ATEX_TEST_DIR/pid"
 wait "$pid"
 rc=$?
-# Anything the test left running in its group would keep our output pipes
-# open and the controller waiting; end it, as a finished test's leftovers.
+# Anything the test left running would keep our output pipes open and the
+# controller waiting; end it, as a finished test's leftovers: its process
+# group, then whatever it started in other groups or sessions (setsid), found
+# by the ATEX_CI_OWNER value it inherited (reap.sh), among the processes
+# created since the test started.
 kill -KILL -- "-$pid" 2>/dev/null
+source "${BASH_SOURCE[0]%/*}/reap.sh" && atex_reap "$ATEX_CI_OWNER" "$pid"
 
 # The test is over: say so first, so that sending its files is not charged to
 # its duration. Then send what it left in TMT_TEST_DATA as one tar archive,
