@@ -24,7 +24,7 @@ from .remote_tree import GitCache
 from .report.summary import final_results
 from .report.text import progress_note, stderr_line
 from .rundir import RunDir, now_iso
-from .schedule import MachineAction, Scheduler
+from .schedule import Decision, History, Job, Next, Outcome, Scheduler, partition
 from .transport.base import TransportError
 
 log = logging.getLogger("atex_ci")
@@ -42,7 +42,15 @@ class RunOptions:
     resume: bool = False
     #: Called with one human-readable progress line per test start/finish.
     progress: Callable[[str], None] | None = None
-    scheduler_factory: Callable[[list[Test]], Scheduler] = Scheduler
+    #: The scheduling policy: a Scheduler subclass (or any callable taking
+    #: ``(jobs, history=..., max_reruns=...)`` and returning a Scheduler).
+    scheduler_factory: Callable[..., Scheduler] = Scheduler
+    #: Durations of earlier runs: orders the queue longest first, balances shards.
+    history: History | None = None
+    #: Times a failed or errored test is run again (preferring another machine).
+    max_reruns: int = 0
+    #: ``(index, count)``, 1-based: run only this share of the tests (``--shard I/N``).
+    shard: tuple[int, int] | None = None
 
 
 @dataclass
@@ -92,6 +100,8 @@ class Orchestrator:
         self._total = 0
         self._all_tests = [t for plan in plans for t in plan.tests]
         self._infra_failure = False
+        # Set (and replaced) whenever the scheduler's state changes.
+        self._state_changed = asyncio.Event()
         # A test run again in the same run directory gets the next attempt
         # number; reporters keep the last attempt.
         # Each selected instance of a test (tmt's serial number) counts its own.
@@ -120,8 +130,8 @@ class Orchestrator:
         platforms = sorted({m.platform for m in usable})
         rundir.write_tests({p: self.plan_list for p in platforms})
         rundir.update_run(state="running", platforms=platforms)
-        schedulers = {p: self.options.scheduler_factory(self._todo(p)) for p in platforms}
-        self._total = sum(len(s.pending()) for s in schedulers.values())
+        scheduler = self._scheduler(platforms)
+        self._total = len(scheduler.pending())
         state = "crashed"  # unless we get to say otherwise
         failed = True
         try:
@@ -129,8 +139,7 @@ class Orchestrator:
             try:
                 async with asyncio.TaskGroup() as tg:
                     for machine in usable:
-                        scheduler = schedulers[machine.platform]
-                        scheduler.add_machine(machine.id)
+                        scheduler.add_machine(machine)
                         tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
             except BaseExceptionGroup as group:
                 # The run directory could not be written (disk full, read-only,
@@ -140,10 +149,11 @@ class Orchestrator:
                 if storage is None:
                     raise
                 raise storage from None
-            for platform, scheduler in schedulers.items():
+            for platform in platforms:
+                # A job queued again (a rerun, an infra retry) that found no
+                # machine keeps its last attempt's result: it says more.
                 self._not_run(
-                    platform,
-                    scheduler.drain(),
+                    [job for job in scheduler.no_machine_left(platform) if job.runs == 0],
                     f"not run: no usable machine left for platform {platform}",
                     Status.ERROR,
                 )
@@ -178,22 +188,26 @@ class Orchestrator:
         extras = {path: local for plan in self.plan_list for path, local in plan.trees.items()}
         return build_tree_tar(self.fmf_root, extras), build_remote_tar(self._all_tests)
 
-    def _todo(self, platform: str) -> list[Test]:
-        tests = self._all_tests
-        if not self.options.resume:
-            return list(tests)
-        done = {
-            (r.plan, r.test, r.serial_number)
-            for r in final_results(self.rundir.read_results())
-            if r.platform == platform and r.name is None and not _unfinished(r)
-        }
-        # A result from before instances were told apart (no serial number)
-        # stands for every instance of its test.
-        return [
-            t
-            for t in tests
-            if (t.plan, t.name, t.serial_number) not in done and (t.plan, t.name, None) not in done
-        ]
+    def _scheduler(self, platforms: list[str]) -> Scheduler:
+        """The run's policy over one job per selected test instance and platform."""
+        options = self.options
+        history = options.history or History()
+        jobs = [Job(platform, test) for platform in platforms for test in self._all_tests]
+        if options.shard is not None:
+            index, count = options.shard
+            expected = {
+                n: d for n, job in enumerate(jobs) if (d := history.expected(job.history_key))
+            }
+            jobs = partition(jobs, count, expected)[index - 1]
+        scheduler = options.scheduler_factory(jobs, history=history, max_reruns=options.max_reruns)
+        if options.resume:
+            scheduler.resume(self.rundir.read_results())
+        return scheduler
+
+    def _changed(self) -> None:
+        """Wake the workers waiting for the scheduler's state to change."""
+        event, self._state_changed = self._state_changed, asyncio.Event()
+        event.set()
 
     async def _worker(
         self, machine: Machine, scheduler: Scheduler, tree_tar: bytes, remote_tar: bytes
@@ -218,6 +232,7 @@ class Orchestrator:
                 self._machine_broken(machine, scheduler, f"setup failed: {exc}")
                 return
             self.rundir.append_event("machine_ready", machine=machine.id)
+            previous: Job | None = None
             while True:
                 # A connection that dropped between tests (a network blip, a
                 # machine rebooted from outside) is re-established here, before
@@ -228,24 +243,29 @@ class Orchestrator:
                 except TransportError as exc:
                     self._machine_broken(machine, scheduler, f"unreachable: {exc}")
                     return
-                test = scheduler.next_test(machine.id)
-                if test is None:
+                # Taken before asking, so a change made while we decide to
+                # wait is never missed.
+                changed = self._state_changed
+                answer = scheduler.next_test(machine, previous)
+                if answer is Next.WAIT:
+                    await changed.wait()
+                    continue
+                if answer is Next.DONE:
                     break
-                outcome = await self._run_one(executor, machine, test)
-                if outcome.abort:
-                    self.progress(f"atex-ci: {test.name} aborted plan {test.plan}")
-                    self._not_run(
-                        machine.platform,
-                        scheduler.abort_plan(test.plan),
-                        f"not run: plan {test.plan} was aborted by {test.name} (tmt-abort)",
-                        Status.SKIP,
-                    )
-                action = scheduler.test_finished(machine.id, test, machine_ok=outcome.machine_ok)
-                if action is MachineAction.DISCARD:
-                    self._machine_broken(machine, scheduler, "discarded after a failed test")
+                job = answer
+                executed, setup_failed = await self._run_one(executor, machine, job)
+                decision = scheduler.test_finished(
+                    machine, job, self._outcome(executed, setup_failed)
+                )
+                self._after(machine, job, decision, executed)
+                previous = job
+                if not decision.keep_machine:
+                    self._machine_broken(machine, scheduler, decision.why)
                     return
+                self._changed()
             await self._finish(executor, machine)
         finally:
+            self._changed()  # a machine fewer: waiting workers look again
             # Whatever the run's tests and prepare scripts left running on the
             # machine (daemons, setsid sessions) ends with the run.
             with contextlib.suppress(BaseException):
@@ -253,7 +273,48 @@ class Orchestrator:
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(transport.close(), 10))
 
-    async def _run_one(self, executor: Executor, machine: Machine, test: Test) -> TestOutcome:
+    @staticmethod
+    def _outcome(executed: TestOutcome, setup_failed: bool) -> Outcome:
+        """The facts the scheduler decides on, from what the executor reported."""
+        own = next((r for r in executed.results if r.name is None), None)
+        timed_out = own is not None and own.reason is Reason.TIMEOUT
+        return Outcome.from_result(
+            own,
+            timed_out=timed_out,
+            setup_failed=setup_failed,
+            # The executor flags a machine it can no longer trust; a timeout
+            # is the scheduler's to judge (it knows local slots from hosts).
+            machine_lost=not executed.machine_ok and not timed_out and not setup_failed,
+            aborted=executed.abort,
+        )
+
+    def _after(self, machine: Machine, job: Job, decision: Decision, executed: TestOutcome) -> None:
+        """Record what the scheduler decided after ``job``: reruns, an aborted plan."""
+        test = job.test
+        if executed.abort:
+            self.progress(f"atex-ci: {test.name} aborted plan {test.plan}")
+            self._not_run(
+                list(decision.dropped),
+                f"not run: plan {test.plan} was aborted by {test.name} (tmt-abort)",
+                Status.SKIP,
+            )
+        if decision.rerun:
+            self._total += 1
+            self.rundir.append_event(
+                "test_requeued",
+                test=test.name,
+                plan=test.plan,
+                platform=job.platform,
+                machine=machine.id,
+                note=decision.why,
+            )
+            self.progress(f"atex-ci: again  {test.name} ({decision.why})")
+
+    async def _run_one(
+        self, executor: Executor, machine: Machine, job: Job
+    ) -> tuple[TestOutcome, bool]:
+        """Run ``job`` on ``machine``; returns the outcome and whether prepare failed."""
+        test = job.test
         plan = self.plans[test.plan]
         try:
             await executor.prepare_plan(plan)
@@ -274,13 +335,13 @@ class Orchestrator:
             )
             self.rundir.append_result(result)
             self._record(test, machine, [result])
-            return TestOutcome([result], machine_ok=False)
+            return TestOutcome([result], machine_ok=False), True
         self.rundir.append_event("test_started", test=test.name, plan=test.plan, machine=machine.id)
         self.progress(f"atex-ci: start  {test.name} on {machine.id}")
         attempt = self._next_attempt(machine.platform, test)
         outcome = await executor.run_test(test, plan, platform=machine.platform, attempt=attempt)
         self._record(test, machine, outcome.results)
-        return outcome
+        return outcome, False
 
     def _next_attempt(self, platform: str, test: Test) -> int:
         key = (platform, test.plan, test.name, test.serial_number)
@@ -317,17 +378,18 @@ class Orchestrator:
                 )
 
     def _machine_broken(self, machine: Machine, scheduler: Scheduler, why: str) -> None:
-        scheduler.remove_machine(machine.id)
+        scheduler.machine_lost(machine)
         machine.state = MachineState.BROKEN
         self.rundir.update_machine(machine)
         self.rundir.append_event("machine_broken", machine=machine.id, note=why)
         self.progress(f"atex-ci: machine {machine.id} is out of use: {why}")
 
-    def _not_run(self, platform: str, tests: list[Test], note: str, status: Status) -> None:
-        """Record tests that will not run (no machine left, plan aborted)."""
-        if tests and status is Status.ERROR:
+    def _not_run(self, jobs: list[Job], note: str, status: Status) -> None:
+        """Record jobs that will not run (no machine left, plan aborted)."""
+        if jobs and status is Status.ERROR:
             self._infra_failure = True
-        for test in tests:
+        for job in jobs:
+            test, platform = job.test, job.platform
             result = Result(
                 test=test.name,
                 plan=test.plan,
@@ -370,14 +432,6 @@ async def release_machine(rundir: RunDir, machine: Machine) -> bool:
     except (StorageError, ConfigError) as exc:
         log.warning("released %s, but could not record it: %s", machine.id, exc)
     return True
-
-
-def _unfinished(result: Result) -> bool:
-    """A test's own result that --resume runs again: interrupted, or never run
-    for want of a machine (no machine recorded, an infrastructure error)."""
-    if result.reason == Reason.INTERRUPTED:
-        return True
-    return result.reason == Reason.INFRA and result.machine is None
 
 
 def _first(

@@ -292,7 +292,11 @@ class Scheduler:
 
         job = self.pick(machine, candidates())
         if job is None:
-            return Next.WAIT if deferred else Next.DONE
+            if deferred:
+                return Next.WAIT
+            # It leaves: no rerun may wait for it any more.
+            self._machines.pop(machine.id, None)
+            return Next.DONE
         self._queues[job.platform].remove(job)
         self._running[machine.id] = job
         job.runs += 1
@@ -345,27 +349,25 @@ class Scheduler:
         """Drop queued jobs whose latest own result in ``results`` is final.
 
         Final means the test ran to an end: not interrupted, and not a "not
-        run" record (an infrastructure error with no machine). Returns the
-        dropped jobs.
+        run" record (an infrastructure error with no machine). A result
+        without a serial number (written before test instances were told
+        apart) stands for every instance of its test. Returns the dropped jobs.
         """
-        latest: dict[tuple[str, str, str], Result] = {}
+        latest: dict[tuple[str, str, str, int | None], Result] = {}
         for r in results:
             if r.name is not None:
                 continue
-            key = (r.platform, r.plan, r.test)
+            key = (r.platform, r.plan, r.test, r.serial_number)
             if key not in latest or r.attempt >= latest[key].attempt:
                 latest[key] = r
-        done = {
-            key
-            for key, r in latest.items()
-            if r.reason is not Reason.INTERRUPTED
-            and not (r.reason is Reason.INFRA and r.machine is None)
-        }
+        done = {key for key, r in latest.items() if not unfinished(r)}
         dropped: list[Job] = []
         for platform, queue in self._queues.items():
             kept: deque[Job] = deque()
             for job in queue:
-                (dropped if job.history_key in done else kept).append(job)
+                instance = (*job.history_key, job.test.serial_number)
+                old_style = (*job.history_key, None)
+                (dropped if instance in done or old_style in done else kept).append(job)
             self._queues[platform] = kept
         return dropped
 
@@ -415,6 +417,15 @@ class Scheduler:
         )
 
 
+def unfinished(result: Result) -> bool:
+    """Whether ``--resume`` runs a test again whose latest own result is ``result``:
+    it was interrupted, or never ran for want of a machine (an infrastructure
+    error with no machine recorded)."""
+    if result.reason is Reason.INTERRUPTED:
+        return True
+    return result.reason is Reason.INFRA and result.machine is None
+
+
 def partition(
     jobs: Sequence[Job], shards: int, expected: Mapping[int, float] | None = None
 ) -> list[list[Job]]:
@@ -461,4 +472,5 @@ __all__ = [
     "Scheduler",
     "lower_bound",
     "partition",
+    "unfinished",
 ]

@@ -14,32 +14,34 @@ from atex_ci.execute.staging import build_remote_tar, build_tree_tar
 from atex_ci.provision.local import LocalProvisioner
 from atex_ci.report.junit import write_junit
 from atex_ci.rundir import RunDir
-from atex_ci.schedule import Scheduler
+from atex_ci.schedule import Job, Outcome, Scheduler
 
 
 class LongestFirst(Scheduler):
     """A custom policy is a subclass: here, longest declared duration first."""
 
-    def order(self, tests):
-        return sorted(tests, key=lambda t: -t.duration)
+    def order(self, jobs):
+        return sorted(jobs, key=lambda job: -job.test.duration)
 
 
 async def main(fmf_root: Path, run_dir: Path, slots: int) -> int:
     plans = {p.name: p for p in discover(fmf_root)}
     rundir = RunDir.open_or_create(run_dir)
     provisioner = LocalProvisioner(rundir)
-    scheduler = LongestFirst(t for p in plans.values() for t in p.tests)
+    scheduler = LongestFirst([Job("default", t) for p in plans.values() for t in p.tests])
     tree, remote = build_tree_tar(fmf_root), build_remote_tar()
 
     async def worker(machine):
-        scheduler.add_machine(machine.id)
+        scheduler.add_machine(machine)
         async with provisioner.transport(machine) as transport:
             executor = Executor(transport, machine, rundir, base=provisioner.work_dir(machine, "x"))
             await executor.setup(tree, remote)
-            while (test := scheduler.next_test(machine.id)) is not None:
+            while isinstance(job := scheduler.next_test(machine), Job):
+                test = job.test
                 outcome = await executor.run_test(test, plans[test.plan], platform="local")
-                print(outcome.results[-1].status, test.name, file=sys.stderr)
-                scheduler.test_finished(machine.id, test, machine_ok=outcome.machine_ok)
+                own = next(r for r in outcome.results if r.name is None)
+                print(own.status, test.name, file=sys.stderr)
+                scheduler.test_finished(machine, job, Outcome.from_result(own))
 
     try:
         async with asyncio.TaskGroup() as tg:

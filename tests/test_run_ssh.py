@@ -447,10 +447,10 @@ def test_connection_lost_between_tests_is_reestablished(tmp_path, ssh_host):
     class RebootAfterFirst(Scheduler):
         """Reboots the machine from outside once the first test is done."""
 
-        def test_finished(self, machine_id, test, *, machine_ok=True):
-            if test.name == "/tests/a":
+        def test_finished(self, machine, job, outcome):
+            if job.test.name == "/tests/a":
                 ssh_host.reboot()  # returns once the host answers again
-            return super().test_finished(machine_id, test, machine_ok=machine_ok)
+            return super().test_finished(machine, job, outcome)
 
     tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}, "b": {"test": "true"}})
     run = tmp_path / "run"
