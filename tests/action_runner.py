@@ -102,7 +102,7 @@ def _loose_equal(left: Any, right: Any) -> bool:
     # Strings compare without case; mixed types compare as numbers.
     if isinstance(left, str) and isinstance(right, str):
         return left.casefold() == right.casefold()
-    if type(left) is type(right) or left is None or right is None:
+    if type(left) is type(right):
         return bool(left == right)
 
     def number(value: Any) -> float:
