@@ -24,7 +24,9 @@ What is emulated (the parts atex-ci's action relies on):
   (no network here); their outputs are empty;
 - cancellation as the runner does it: SIGINT to the step's entry process
   (bash), SIGTERM after 7.5 s, after 2.5 s more the process tree is killed;
-  then only steps whose condition holds with ``cancelled()`` true run.
+  then only steps whose condition holds with ``cancelled()`` true run;
+- at the end of the job, every process the steps left behind (found by the
+  RUNNER_TRACKING_ID in its environment, as the runner finds them) is killed.
 
 Not emulated: the runner's log grouping, annotations' rendering, post steps,
 step timeouts, ``continue-on-error``.
@@ -40,6 +42,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -399,9 +402,17 @@ class ActionRunner:
             if key in ("PATH", "HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "TMPDIR")
         }
         self.job_env = {**base, **(env or {})}
+        self.tracking_id = f"atex-ci-emulator-{uuid.uuid4().hex}"
+        self.orphans: list[int] = []
 
     def run(self, inputs: dict[str, str], cancel_when: CancelWhen | None = None) -> ActionRun:
-        """Run every step; return what happened."""
+        """Run every step; return what happened (``orphans``: processes killed at the end)."""
+        try:
+            return self._run(inputs, cancel_when)
+        finally:
+            self.orphans = kill_tracked(self.tracking_id)
+
+    def _run(self, inputs: dict[str, str], cancel_when: CancelWhen | None) -> ActionRun:
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.temp.mkdir(parents=True, exist_ok=True)
         values = self._inputs(inputs)
@@ -555,6 +566,7 @@ class ActionRunner:
                 "RUNNER_TEMP": str(self.temp),
                 "RUNNER_OS": "Linux",
                 "RUNNER_ARCH": "X64",
+                "RUNNER_TRACKING_ID": self.tracking_id,
                 **{k: str(v) for k, v in files.items()},
             }
         )
@@ -652,3 +664,21 @@ def cancel(process: subprocess.Popen[bytes]) -> None:
         else:
             process.send_signal(sig)
     process.wait()
+
+
+def kill_tracked(tracking_id: str) -> list[int]:
+    """SIGKILL every process whose environment holds ``RUNNER_TRACKING_ID=tracking_id``."""
+    needle = f"RUNNER_TRACKING_ID={tracking_id}".encode()
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed
