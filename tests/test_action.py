@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -505,3 +506,40 @@ def test_shard_and_reruns(tmp_path, run_action):
     run = run_action({"fmf-root": str(root), "local-slots": "1", "shard": "1/2", "max-reruns": "1"})
     assert run.status == "success", run.log
     assert 0 < len(own_results(Path(run.outputs["run-dir"]))) < 4
+
+
+# ------------------------------------------------------------------ the documentation
+
+
+def test_docs_list_every_input_and_output():
+    """docs/github-action.md's tables name exactly the inputs and outputs of action.yml."""
+    action = load(REPO / "action.yml")
+    doc = (REPO / "docs" / "github-action.md").read_text()
+
+    def table(heading: str) -> set[str]:
+        section = doc.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+        names: set[str] = set()
+        for line in section.splitlines():
+            if line.startswith("| `"):
+                names.update(re.findall(r"`([\w-]+)`", line.split("|")[1]))
+        return names
+
+    assert table("Inputs") == set(action["inputs"])
+    assert table("Outputs") == set(action["outputs"])
+
+
+def test_docs_examples_use_declared_inputs():
+    """Every YAML example in the guide parses and gives the action only inputs it declares."""
+    inputs = set(load(REPO / "action.yml")["inputs"])
+    doc = (REPO / "docs" / "github-action.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
+    assert len(blocks) >= 5
+    seen = 0
+    for block in blocks:
+        data = YAML(typ="safe").load(textwrap.dedent(block))
+        steps = data["jobs"]["tests"]["steps"] if isinstance(data, dict) else data
+        for step in steps:
+            if str(step.get("uses", "")).startswith("OWNER/atex-ci@"):
+                seen += 1
+                assert set(step.get("with") or {}) <= inputs, step
+    assert seen >= 4
