@@ -19,7 +19,10 @@ What is emulated (the parts atex-ci's action relies on):
   runner's variables (GITHUB_OUTPUT, GITHUB_ENV, GITHUB_PATH,
   GITHUB_STEP_SUMMARY, GITHUB_ACTION_PATH, GITHUB_WORKSPACE, RUNNER_TEMP,
   GITHUB_ACTIONS=true, CI=true); GITHUB_OUTPUT/GITHUB_ENV in both the
-  ``name=value`` and the ``name<<DELIMITER`` forms; ``::add-mask::`` lines;
+  ``name=value`` and the ``name<<DELIMITER`` forms;
+- workflow commands on stdout and stderr, in the order the lines arrive:
+  ``::add-mask::``, ``::error``/``::warning``/``::notice`` annotations and
+  ``::stop-commands::TOKEN`` ... ``::TOKEN::`` (no command in between);
 - ``uses:`` steps are recorded with their evaluated ``with:`` and do nothing
   (no network here); their outputs are empty;
 - cancellation as the runner does it: SIGINT to the step's entry process
@@ -42,8 +45,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +324,35 @@ def parse_file_command(text: str) -> dict[str, str]:
     return values
 
 
+#: The workflow commands the runner acts on that this emulator records.
+COMMANDS = ("add-mask", "error", "warning", "notice", "stop-commands")
+
+
+def workflow_commands(lines: Iterable[str]) -> list[tuple[str, str]]:
+    """The commands in a step's output lines, honouring ``::stop-commands::``.
+
+    A command is a line that starts (after blanks) with ``::NAME`` followed
+    by a space, ``::`` or the end; between ``::stop-commands::TOKEN`` and a
+    line ``::TOKEN::`` nothing is a command.
+    """
+    found: list[tuple[str, str]] = []
+    stopped: str | None = None
+    for raw in lines:
+        line = raw.rstrip("\r\n").lstrip()
+        if stopped is not None:
+            if line == f"::{stopped}::":
+                stopped = None
+            continue
+        match = re.match(r"::([\w-]+)(?:\s[^:]*)?::(.*)$", line)
+        if match is None or match.group(1) not in COMMANDS:
+            continue
+        name, value = match.group(1), match.group(2)
+        if name == "stop-commands":
+            stopped = value
+        found.append((name, value))
+    return found
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -338,6 +371,8 @@ class StepRecord:
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
     stdout: str = ""
     stderr: str = ""
+    lines: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    commands: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     summary: str = ""
 
 
@@ -361,8 +396,13 @@ class ActionRun:
 
     @property
     def log(self) -> str:
-        """Everything the steps printed, in order, as the job log holds it (unmasked)."""
-        return "".join(record.stdout + record.stderr for record in self.steps)
+        """Everything the steps printed, lines in arrival order (unmasked)."""
+        return "".join(line for record in self.steps for _, line in record.lines)
+
+    @property
+    def commands(self) -> list[tuple[str, str]]:
+        """Every workflow command the runner acted on: (command, rest of the line)."""
+        return [command for record in self.steps for command in record.commands]
 
     def ran(self) -> list[str]:
         """Ids (or names) of the steps that ran, in order."""
@@ -471,9 +511,7 @@ class ActionRunner:
                     path_additions,
                     cancel_when if job != "cancelled" else None,
                 )
-                for line in record.stdout.splitlines():
-                    if line.startswith("::add-mask::"):
-                        masks.append(line[len("::add-mask::") :])
+                masks.extend(value for name, value in record.commands if name == "add-mask")
             records.append(record)
             if step_id:
                 steps_ctx[step_id] = {
@@ -574,25 +612,42 @@ class ActionRunner:
         cwd = self.workspace
         if step.get("working-directory"):
             cwd = self.workspace / substitute(step["working-directory"], contexts)
-        stdout_path, stderr_path = step_dir / "stdout", step_dir / "stderr"
-        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-            process = subprocess.Popen(
-                [
-                    shutil.which("bash") or "/bin/bash",
-                    "--noprofile",
-                    "--norc",
-                    "-eo",
-                    "pipefail",
-                    str(script),
-                ],
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+        process = subprocess.Popen(
+            [
+                shutil.which("bash") or "/bin/bash",
+                "--noprofile",
+                "--norc",
+                "-eo",
+                "pipefail",
+                str(script),
+            ],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        lines: list[tuple[str, str]] = []
+        lock = threading.Lock()
+
+        def read(stream: str, pipe: Any) -> None:
+            for raw in iter(pipe.readline, b""):
+                with lock:
+                    lines.append((stream, raw.decode(errors="replace")))
+            pipe.close()
+
+        readers = [
+            threading.Thread(target=read, args=("stdout", process.stdout)),
+            threading.Thread(target=read, args=("stderr", process.stderr)),
+        ]
+        for reader in readers:
+            reader.start()
+        try:
             cancelled = self._wait(process, step.get("id"), cancel_when)
+        finally:
+            for reader in readers:
+                reader.join()
         record = StepRecord(
             index,
             step.get("id"),
@@ -600,8 +655,10 @@ class ActionRunner:
             "cancelled" if cancelled else "success" if process.returncode == 0 else "failure",
             exit_code=process.returncode,
             env=step_env,
-            stdout=stdout_path.read_text(errors="replace"),
-            stderr=stderr_path.read_text(errors="replace"),
+            stdout="".join(line for stream, line in lines if stream == "stdout"),
+            stderr="".join(line for stream, line in lines if stream == "stderr"),
+            lines=lines,
+            commands=workflow_commands(line for _, line in lines),
             summary=files["GITHUB_STEP_SUMMARY"].read_text(),
         )
         record.outputs = parse_file_command(files["GITHUB_OUTPUT"].read_text())

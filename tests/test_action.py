@@ -425,6 +425,21 @@ def test_the_install_step_as_written(tmp_path, wheelhouse):
     assert used["actions/cache/save"].with_["key"] == key
 
 
+def test_test_output_cannot_issue_workflow_commands(tmp_path, run_action):
+    """A test's note with workflow commands in it is printed, never acted on."""
+    note = "broken\n::error title=injected::from a test\n::add-mask::stolen\n::notice::x"
+    result = json.dumps({"status": "fail", "note": note})
+    script = f"j='{result}'; " + """printf 'result %d\n%s' ${#j} "$j" >&"$ATEX_TEST_CONTROL" """
+    root = tree(tmp_path / "tree", {"sly": script})
+    run = run_action({"fmf-root": str(root), "local-slots": "1"})
+    assert run.status == "failure"
+    assert "::error title=injected::from a test" in run.step("run").stderr
+    acted = [c for c in run.commands if c[0] != "stop-commands"]
+    assert ("error", "from a test") not in acted
+    assert "stolen" not in run.masks
+    assert run.masks == []
+
+
 # ------------------------------------------------------------------ needs other parts
 
 
