@@ -276,6 +276,17 @@ def test_failed_reservation_skips_run_and_report(tmp_path, run_action):
     assert run.step("reserve").stderr.startswith("atex-ci: ")
 
 
+def test_bad_switch_stops_before_anything_is_reserved(tmp_path, run_action):
+    run = run_action({"fail-on-test-failure": "yes"})
+    assert run.status == "failure"
+    assert run.step("prepare").outcome == "failure"
+    assert ("error", "atex-ci: the fail-on-test-failure input must be true or false") in (
+        run.commands
+    )
+    assert run.ran() == ["prepare", "release"]
+    assert "nothing was reserved" in run.step("release").stdout
+
+
 def test_release_after_failing_run_on_ssh_hosts(tmp_path, run_action, ssh_hosts):
     hosts = ssh_hosts(2)
     root = tree(
