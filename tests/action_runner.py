@@ -26,7 +26,8 @@ What is emulated (the parts atex-ci's action relies on):
 - ``uses:`` steps are recorded with their evaluated ``with:`` and do nothing
   (no network here); their outputs are empty;
 - cancellation as the runner does it: SIGINT to the step's entry process
-  (bash), SIGTERM after 7.5 s, after 2.5 s more the process tree is killed;
+  (bash; or to its process group, ``cancel_group``), SIGTERM after 7.5 s,
+  after 2.5 s more the process tree is killed;
   then only steps whose condition holds with ``cancelled()`` true run;
 - at the end of the job, every process the steps left behind (found by the
   RUNNER_TRACKING_ID in its environment, as the runner finds them) is killed.
@@ -428,8 +429,10 @@ class ActionRunner:
         workspace: Path,
         temp: Path,
         env: dict[str, str] | None = None,
+        cancel_group: bool = False,
     ) -> None:
         self.action_dir = action_dir
+        self.cancel_group = cancel_group
         self.workspace = workspace
         self.temp = temp
         yaml = YAML(typ="safe")
@@ -677,7 +680,7 @@ class ActionRunner:
             return False
         while process.poll() is None:
             if cancel_when(step_id):
-                cancel(process)
+                cancel(process, group=self.cancel_group)
                 return True
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=POLL)
@@ -705,9 +708,17 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def cancel(process: subprocess.Popen[bytes]) -> None:
-    """Cancel a running step: SIGINT, SIGTERM after 7.5 s, kill the tree 2.5 s later."""
-    process.send_signal(signal.SIGINT)
+def cancel(process: subprocess.Popen[bytes], group: bool = False) -> None:
+    """Cancel a running step: SIGINT, SIGTERM after 7.5 s, kill the tree 2.5 s later.
+
+    GitHub's hosted runner signals the step's entry process; ``group`` sends
+    the first signal to its whole process group instead, as a terminal's
+    Ctrl-C or some self-hosted set-ups do.
+    """
+    if group:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGINT)
     for sig, grace in ((signal.SIGTERM, SIGINT_GRACE), (signal.SIGKILL, SIGTERM_GRACE)):
         try:
             process.wait(timeout=grace)

@@ -65,12 +65,14 @@ def run_action(tmp_path: Path, session_venv: str) -> Runner:
         inputs: dict[str, str],
         env: dict[str, str] | None = None,
         cancel_when: Callable[[str | None], bool] | None = None,
+        cancel_group: bool = False,
     ) -> ActionRun:
         runner = ActionRunner(
             REPO,
             tmp_path / "workspace",
             tmp_path / "runner-temp",
             env={"ATEX_CI_VENV": session_venv, **(env or {})},
+            cancel_group=cancel_group,
         )
         result = runner.run(inputs, cancel_when=cancel_when)
         assert runner.orphans == [], "the action left processes running after the job"
@@ -323,10 +325,17 @@ def _marker_test(marker: Path) -> str:
     return f'echo $$ > {marker}.pid; echo "$(hostname)" > {marker}; exec sleep 600'
 
 
-@pytest.mark.parametrize("where", ["local", "ssh"])
-def test_cancelled_run_still_releases(tmp_path, run_action, ssh_hosts, where):
-    """Cancel while a test runs: report is skipped, release runs, nothing is left running."""
-    shm = Path("/dev/shm") / f"atex-ci-action-{os.getpid()}-{where}"
+@pytest.mark.parametrize(
+    ("where", "signalled"), [("local", "process"), ("local", "group"), ("ssh", "process")]
+)
+def test_cancelled_run_still_releases(tmp_path, run_action, ssh_hosts, where, signalled):
+    """Cancel while a test runs: report is skipped, release runs, nothing is left running.
+
+    The hosted runner signals the step's shell only; a process group gets the
+    signal from a terminal or some self-hosted runners. Either way atex-ci
+    must see exactly one interruption.
+    """
+    shm = Path("/dev/shm") / f"atex-ci-action-{os.getpid()}-{where}-{signalled}"
     shm.mkdir()
     try:
         marker = shm / "started"
@@ -342,7 +351,7 @@ def test_cancelled_run_still_releases(tmp_path, run_action, ssh_hosts, where):
         def cancel_when(step_id: str | None) -> bool:
             return step_id == "run" and marker.exists()
 
-        run = run_action(inputs, cancel_when=cancel_when)
+        run = run_action(inputs, cancel_when=cancel_when, cancel_group=signalled == "group")
         assert run.status == "cancelled"
         assert run.step("run").outcome == "cancelled"
         assert run.step("report").outcome == "skipped"
@@ -350,6 +359,7 @@ def test_cancelled_run_still_releases(tmp_path, run_action, ssh_hosts, where):
         run_dir = Path(run.outputs["run-dir"])
         # atex-ci got the signal through the step's shell and recorded the test.
         assert run.outputs["exit-code"] == "130"
+        assert run.step("run").stderr.count("interrupted; cleaning up") == 1
         long = own_results(run_dir)["/tests/long"]
         assert long["status"] == "error" and long["reason"] == "interrupted"
         assert {m["state"] for m in machines(run_dir)} == {"released"}
