@@ -547,13 +547,34 @@ def test_testing_farm_inputs(tmp_path, run_action, ssh_hosts):
     assert not (run_dir / "keys").exists() or not any((run_dir / "keys").iterdir())
 
 
-def test_shard_and_reruns(tmp_path, run_action):
+def test_shards_then_collect(tmp_path, run_action):
+    """Two matrix jobs run their shards (with reruns on); collect merges them: each test once."""
     needs("run", "--shard", "scheduler issue")
     needs("run", "--max-reruns", "scheduler issue")
-    root = tree(tmp_path / "tree", {f"t{n}": "true" for n in range(4)})
-    run = run_action({"fmf-root": str(root), "local-slots": "1", "shard": "1/2", "max-reruns": "1"})
-    assert run.status == "success", run.log
-    assert 0 < len(own_results(Path(run.outputs["run-dir"]))) < 4
+    root = tree(tmp_path / "tree", {f"t{n}": "true" for n in range(6)})
+    shards = []
+    for index in (1, 2):
+        run = run_action(
+            {
+                "fmf-root": str(root),
+                "local-slots": "1",
+                "shard": f"{index}/2",
+                "max-reruns": "1",
+                "run-dir": f"shard-{index}",
+            }
+        )
+        assert run.status == "success", run.log
+        shards.append(Path(run.outputs["run-dir"]))
+    parts = [set(own_results(shard)) for shard in shards]
+    assert parts[0] and parts[1] and not parts[0] & parts[1]
+    merged = tmp_path / "merged"
+    done = subprocess.run(
+        [sys.executable, "-m", "atex_ci", "collect", "-d", str(merged), *map(str, shards)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(own_results(merged)) == {f"/tests/t{n}" for n in range(6)}
 
 
 # ------------------------------------------------------------------ the documentation
