@@ -387,6 +387,7 @@ class ActionRun:
     summary: str
     masks: list[str]
     env: dict[str, str]
+    path: list[str]  # directories the steps added through GITHUB_PATH
 
     def step(self, step_id: str) -> StepRecord:
         """The record of the step with this ``id`` (KeyError if it has none)."""
@@ -544,6 +545,7 @@ class ActionRunner:
             summary="".join(r.summary for r in records),
             masks=masks,
             env=job_env,
+            path=path_additions,
         )
 
     def _inputs(self, given: dict[str, str]) -> dict[str, str]:

@@ -446,14 +446,24 @@ def test_the_install_step_as_written(tmp_path, wheelhouse):
     assert used["actions/cache/save"].with_["key"] == key
 
 
-def test_test_output_cannot_issue_workflow_commands(tmp_path, run_action):
-    """A test's note with workflow commands in it is printed, never acted on."""
+def test_tests_cannot_steer_the_job(tmp_path, run_action):
+    """Workflow commands in a test's note are never acted on; the runner's files are not theirs."""
     note = "broken\n::error title=injected::from a test\n::add-mask::stolen\n::notice::x"
     result = json.dumps({"status": "fail", "note": note})
-    script = f"j='{result}'; " + """printf 'result %d\n%s' ${#j} "$j" >&"$ATEX_TEST_CONTROL" """
+    script = (
+        'for f in "${GITHUB_ENV:-}" "${GITHUB_OUTPUT:-}" "${GITHUB_STEP_SUMMARY:-}"; do '
+        '[ -n "$f" ] && echo INJECTED=1 >> "$f"; done; '
+        '[ -n "${GITHUB_PATH:-}" ] && echo /injected >> "$GITHUB_PATH"; '
+        f"j='{result}'; " + """printf 'result %d\n%s' ${#j} "$j" >&"$ATEX_TEST_CONTROL" """
+    )
     root = tree(tmp_path / "tree", {"sly": script})
     run = run_action({"fmf-root": str(root), "local-slots": "1"})
     assert run.status == "failure"
+    assert own_results(Path(run.outputs["run-dir"]))["/tests/sly"]["status"] == "fail"
+    assert "INJECTED" not in run.env
+    assert "INJECTED" not in run.step("run").outputs
+    assert "INJECTED" not in run.summary
+    assert run.path == []
     acted = [c for c in run.commands if c[0] != "stop-commands"]
     assert ("error", "from a test") not in acted
     assert run.masks == []
