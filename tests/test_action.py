@@ -251,6 +251,26 @@ def test_failing_tests(tmp_path, run_action, fail_on_test_failure):
         assert "::notice::atex-ci: some tests failed" in run.log
 
 
+def test_further_arguments_reach_the_commands(tmp_path, run_action):
+    """run-args and reserve-args are passed one argument per line, never through a shell."""
+    root = tree(tmp_path / "tree", {"loud": "head -c 8192 /dev/zero | tr '\\0' x", "ok": "true"})
+    run = run_action(
+        {
+            "fmf-root": str(root),
+            "reserve-args": "--local=1\n",
+            "run-args": "  --max-output=1K \n\n--max-upload=1M; touch pwned\n",
+        }
+    )
+    # The last argument is one (bad) size, not a shell command.
+    assert run.outputs["exit-code"] == "2"
+    assert "1M; touch pwned" in run.step("run").stderr
+    assert not (tmp_path / "workspace" / "pwned").exists()
+    assert len(machines(Path(run.outputs["run-dir"]))) == 1
+    run = run_action({"fmf-root": str(root), "run-args": "--max-output=1K", "run-dir": "two"})
+    loud = own_results(Path(run.outputs["run-dir"]))["/tests/loud"]
+    assert loud["status"] == "error" and "1024 bytes" in loud["note"]
+
+
 def test_configuration_error_always_fails(tmp_path, run_action):
     """Exit 2 fails the job even with fail-on-test-failure false; machines are still released."""
     run = run_action(
