@@ -207,6 +207,7 @@ def test_passing_run_on_local_slots(tmp_path, run_action):
     run_dir = Path(run.outputs["run-dir"])
     assert run_dir == tmp_path / "workspace" / "atex-ci-run"
     assert run.outputs["exit-code"] == "0"
+    assert os.access(run.outputs["atex-ci"], os.X_OK)
     assert {r["status"] for r in own_results(run_dir).values()} == {"pass"}
     assert len(own_results(run_dir)) == 2
     assert (run_dir / "junit.xml").is_file() and (run_dir / "summary.md").is_file()
