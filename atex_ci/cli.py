@@ -229,9 +229,11 @@ def run(
     With no machines reserved, reserves local slots and releases them at the end.
     """
     from .discover import discover
+    from .remote_tree import GitCache
 
     fmf_context = _parse_context(context)
-    found = discover(fmf_root, plans, fmf_context)
+    git = GitCache()  # one per run: each repository is fetched once
+    found = discover(fmf_root, plans, fmf_context, git=git)
     if dry_run:
         for plan in found:
             for test in plan.tests:
@@ -256,7 +258,9 @@ def run(
     )
     try:
         summary = run_async(
-            lambda: run_tests(run_dir, fmf_root, plans, fmf_context, options, discovered=found)
+            lambda: run_tests(
+                run_dir, fmf_root, plans, fmf_context, options, discovered=found, git=git
+            )
         )
     except asyncio.CancelledError:
         _fail(f"interrupted; results so far are in {run_dir}", 130)

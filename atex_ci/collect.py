@@ -30,16 +30,16 @@ def collect(dest: Path, sources: list[Path]) -> int:
     out = RunDir.open_or_create(dest)
     count = 0
     with out.locked():
-        attempts: dict[tuple[str, str, str], int] = {}
+        attempts: dict[tuple[str, str, str, int | None], int] = {}
         for result in out.read_results():
-            key = (result.platform, result.plan, result.test)
+            key = (result.platform, result.plan, result.test, result.serial_number)
             attempts[key] = max(attempts.get(key, 0), result.attempt)
         platforms: set[str] = set(out.read_run().get("platforms") or [])
         for src in opened:
             results = src.read_results()
-            renumbered: dict[tuple[str, str, str, int], int] = {}
+            renumbered: dict[tuple[str, str, str, int | None, int], int] = {}
             for result in results:
-                key = (result.platform, result.plan, result.test)
+                key = (result.platform, result.plan, result.test, result.serial_number)
                 old = (*key, result.attempt)
                 if old not in renumbered:
                     renumbered[old] = attempts.get(key, 0) + 1
@@ -54,10 +54,16 @@ def collect(dest: Path, sources: list[Path]) -> int:
 
 def _merge_one(src: RunDir, out: RunDir, result: Result, attempt: int) -> None:
     """Copy one result's artifacts under its new attempt number and append it."""
-    old_dir = src.relative(
-        src.artifact_path(result.platform, result.test, result.attempt, result.plan)
+    # A repeated instance's files are under instance-<serial>/ (see RunDir.artifact_path).
+    serial = result.serial_number
+    old_path = src.artifact_path(result.platform, result.test, result.attempt, result.plan, serial)
+    if serial is None or not old_path.is_dir():
+        serial = None
+        old_path = src.artifact_path(result.platform, result.test, result.attempt, result.plan)
+    old_dir = src.relative(old_path)
+    new_dir = out.relative(
+        out.artifact_dir(result.platform, result.test, attempt, result.plan, serial)
     )
-    new_dir = out.relative(out.artifact_dir(result.platform, result.test, attempt, result.plan))
     files = []
     for name in result.files:
         rel = new_dir + name[len(old_dir) :] if name.startswith(old_dir + "/") else name

@@ -78,11 +78,20 @@ class Test:
     tty: bool = False
     serial_number: int = 0
     data: dict[str, Any] = field(default_factory=dict)
+    #: beakerlib libraries the test (or its ``recommend``) asks for, as
+    #: ``atex_ci.libraries.Library.to_dict()``; fetched before the run starts.
+    libraries: list[dict[str, Any]] = field(default_factory=list)
+    #: Directories, relative to the uploaded tree, that hold its fetched
+    #: libraries (BEAKERLIB_LIBRARY_PATH on the machine).
+    library_dirs: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
-        """Unique within a run: a test may be selected by several plans."""
-        return f"{self.plan}:{self.name}" if self.plan else self.name
+        """Unique within a run: a test may be selected by several plans, and
+        several times by one plan (two phases, two names matching it): the
+        serial number tells those instances apart, as in tmt."""
+        base = f"{self.plan}:{self.name}" if self.plan else self.name
+        return f"{base}#{self.serial_number}" if self.serial_number else base
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,6 +112,11 @@ class Phase:
     package: list[str] = field(default_factory=list)
     missing: str = "fail"  # install: "fail" or "skip"
     order: int = 50
+    #: install: Copr repositories to enable first (``owner/project``, ``@group/project``).
+    copr: list[str] = field(default_factory=list)
+    #: ansible: playbooks (paths on the controller) and ansible-playbook's extra arguments.
+    playbook: list[str] = field(default_factory=list)
+    extra_args: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,6 +134,14 @@ class Plan:
     prepare: list[Phase] = field(default_factory=list)
     finish: list[Phase] = field(default_factory=list)
     tests: list[Test] = field(default_factory=list)
+    #: The plan's fmf context (its own ``context`` under the caller's).
+    context: dict[str, list[str]] = field(default_factory=dict)
+    #: Extra directories uploaded with the tree: path in the uploaded tree ->
+    #: directory on the controller (remote trees, beakerlib libraries).
+    trees: dict[str, str] = field(default_factory=dict)
+    #: Where the plan's own tree is in the uploaded tree ("" for its root; an
+    #: imported plan's repository otherwise): TMT_TREE and prepare's directory.
+    tree_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +150,9 @@ class Plan:
             "prepare": [p.to_dict() for p in self.prepare],
             "finish": [p.to_dict() for p in self.finish],
             "tests": [t.to_dict() for t in self.tests],
+            "context": self.context,
+            "trees": self.trees,
+            "tree_path": self.tree_path,
         }
 
     @classmethod
@@ -138,6 +163,9 @@ class Plan:
             prepare=[Phase.from_dict(p) for p in data.get("prepare") or []],
             finish=[Phase.from_dict(p) for p in data.get("finish") or []],
             tests=[Test.from_dict(t) for t in data.get("tests") or []],
+            context=dict(data.get("context") or {}),
+            trees=dict(data.get("trees") or {}),
+            tree_path=str(data.get("tree_path") or ""),
         )
 
 
@@ -196,6 +224,9 @@ class Result:
     exit_code: int | None = None
     reason: Reason | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Which selected instance of ``test`` in ``plan`` this is (tmt's serial
+    #: number); None in results written before instances were told apart.
+    serial_number: int | None = None
 
     @property
     def full_name(self) -> str:

@@ -20,6 +20,7 @@ from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
 from .provision import get_provisioner
 from .provision.local import LocalProvisioner
+from .remote_tree import GitCache
 from .report.summary import final_results
 from .rundir import RunDir, now_iso
 from .schedule import MachineAction, Scheduler
@@ -92,9 +93,10 @@ class Orchestrator:
         self._infra_failure = False
         # A test run again in the same run directory gets the next attempt
         # number; reporters keep the last attempt.
-        self._attempts: dict[tuple[str, str, str], int] = {}
+        # Each selected instance of a test (tmt's serial number) counts its own.
+        self._attempts: dict[tuple[str, str, str, int | None], int] = {}
         for r in rundir.read_results():
-            key = (r.platform, r.plan, r.test)
+            key = (r.platform, r.plan, r.test, r.serial_number)
             self._attempts[key] = max(self._attempts.get(key, 0), r.attempt)
 
     async def run(self) -> RunSummary:
@@ -155,18 +157,25 @@ class Orchestrator:
         ]
 
     def _tars(self) -> tuple[bytes, bytes]:
-        return build_tree_tar(self.fmf_root), build_remote_tar(self._all_tests)
+        extras = {path: local for plan in self.plan_list for path, local in plan.trees.items()}
+        return build_tree_tar(self.fmf_root, extras), build_remote_tar(self._all_tests)
 
     def _todo(self, platform: str) -> list[Test]:
         tests = self._all_tests
         if not self.options.resume:
             return list(tests)
         done = {
-            (r.plan, r.test)
+            (r.plan, r.test, r.serial_number)
             for r in final_results(self.rundir.read_results())
             if r.platform == platform and r.name is None and r.reason != Reason.INTERRUPTED
         }
-        return [t for t in tests if (t.plan, t.name) not in done]
+        # A result from before instances were told apart (no serial number)
+        # stands for every instance of its test.
+        return [
+            t
+            for t in tests
+            if (t.plan, t.name, t.serial_number) not in done and (t.plan, t.name, None) not in done
+        ]
 
     async def _worker(
         self, machine: Machine, scheduler: Scheduler, tree_tar: bytes, remote_tar: bytes
@@ -239,6 +248,7 @@ class Orchestrator:
                 duration=0.0,
                 note=f"prepare failed on {machine.id}: {exc}",
                 reason=Reason.INFRA,
+                serial_number=test.serial_number,
             )
             self.rundir.append_result(result)
             self._record(test, machine, [result])
@@ -251,7 +261,7 @@ class Orchestrator:
         return outcome
 
     def _next_attempt(self, platform: str, test: Test) -> int:
-        key = (platform, test.plan, test.name)
+        key = (platform, test.plan, test.name, test.serial_number)
         self._attempts[key] = self._attempts.get(key, 0) + 1
         return self._attempts[key]
 
@@ -304,6 +314,7 @@ class Orchestrator:
                 attempt=self._next_attempt(platform, test),
                 note=note,
                 reason=Reason.INFRA if status is Status.ERROR else None,
+                serial_number=test.serial_number,
             )
             self.rundir.append_result(result)
             self.results.append(result)
@@ -345,6 +356,18 @@ async def release_all(rundir: RunDir) -> list[Machine]:
     return machines
 
 
+def _check_controller_tools(plans: list[Plan]) -> None:
+    """Refuse at once what would fail on every machine: a missing ansible-playbook."""
+    from .execute.ansible import INSTALL_HINT, ansible_playbook
+
+    for plan in plans:
+        for phase in plan.prepare + plan.finish:
+            if phase.how == "ansible" and ansible_playbook() is None:
+                raise ConfigError(
+                    f"plan {plan.name}: phase {phase.name!r} uses 'how: ansible'; {INSTALL_HINT}"
+                )
+
+
 async def run_tests(
     run_dir: str | Path,
     fmf_root: str | Path = ".",
@@ -352,19 +375,27 @@ async def run_tests(
     context: dict[str, str] | None = None,
     options: RunOptions | None = None,
     discovered: list[Plan] | None = None,
+    git: GitCache | None = None,
 ) -> RunSummary:
     """Discover and run tests on the machines of ``run_dir`` (local slots if none).
 
     The async entry point of the toolbox; ``atex_ci.run`` wraps it for
     synchronous callers. ``discovered`` skips discovery when the caller has
-    already done it with the same arguments. Raises ConfigError (bad input)
+    already done it with the same arguments; ``git`` is the run's repository
+    cache (pass the one discovery used, so no repository is fetched twice).
+    beakerlib libraries are fetched here. Raises ConfigError (bad input)
     or InfraError.
     """
     from .discover import discover
+    from .libraries import LibraryResolver
 
     root = Path(fmf_root).resolve()
+    git = git or GitCache()
     if discovered is None:
-        discovered = await asyncio.to_thread(discover, root, list(plans), context or {})
+        discovered = await asyncio.to_thread(discover, root, list(plans), context or {}, git=git)
+    _check_controller_tools(discovered)
+    # Libraries are fetched once per run, before any machine is touched.
+    await asyncio.to_thread(LibraryResolver(git).resolve_plans, discovered)
     rundir = RunDir.open_or_create(run_dir)
     with rundir.locked():
         rundir.update_run(fmf={"root": str(root), "plans": list(plans), "context": context or {}})

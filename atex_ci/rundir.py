@@ -340,20 +340,28 @@ class RunDir:
 
     # -- directories --------------------------------------------------------------
 
-    def artifact_path(self, platform: str, test: str, attempt: int, plan: str = "") -> Path:
+    def artifact_path(
+        self, platform: str, test: str, attempt: int, plan: str = "", serial: int | None = None
+    ) -> Path:
         """artifacts/<platform>/<plan>/<test>/<attempt>/ (not created); test names
         keep their slashes. Each component is sanitised, so a name can never
-        point outside the artifacts tree."""
+        point outside the artifacts tree. ``serial`` (given only for a test its
+        plan selects more than once) adds ``instance-<serial>/`` before the
+        attempt, so each instance keeps its own files."""
         parts = [safe_component(platform)]
         if plan:
             parts.append(safe_component(plan.strip("/").replace("/", "-")) or "_")
         parts += [safe_component(p) for p in test.split("/") if p]
+        if serial is not None:
+            parts.append(f"instance-{serial}")
         parts.append(str(attempt))
         return self.path.joinpath(ARTIFACTS, *parts)
 
-    def artifact_dir(self, platform: str, test: str, attempt: int, plan: str = "") -> Path:
+    def artifact_dir(
+        self, platform: str, test: str, attempt: int, plan: str = "", serial: int | None = None
+    ) -> Path:
         """Like artifact_path, and created."""
-        path = self.artifact_path(platform, test, attempt, plan)
+        path = self.artifact_path(platform, test, attempt, plan, serial)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -629,7 +629,7 @@ def test_bad_plan_regex() -> None:
 def test_bad_test_key(tmp_path: Path, test_line: str, expected: str) -> None:
     root = write_tree(tmp_path / "t", {"plan.fmf": PLAN, "tests/x.fmf": test_line})
     message = error_of(root)
-    assert message.startswith("test /tests/x (tests/x.fmf): ")
+    assert message.startswith("plan /plan: test /tests/x (tests/x.fmf): ")
     assert expected in message
 
 
@@ -646,31 +646,35 @@ def test_unparsable_duration(tmp_path: Path) -> None:
     root = write_tree(
         tmp_path / "t", {"plan.fmf": PLAN, "tests/x.fmf": "test: ./x\nduration: 5 minutes\n"}
     )
-    assert error_of(root).startswith("test /tests/x (tests/x.fmf): invalid duration '5 minutes'")
+    assert error_of(root).startswith(
+        "plan /plan: test /tests/x (tests/x.fmf): invalid duration '5 minutes'"
+    )
 
 
 @pytest.mark.parametrize(
     ("plan", "expected"),
     [
         (
-            "discover:\n    how: shell\n",
-            "discover phase 'default-0': 'how: shell' is not supported",
+            "discover:\n    how: manual\n",
+            "discover phase 'default-0': 'how: manual' is not supported",
         ),
-        ("discover:\n    how: fmf\n    url: https://example.com/r.git\n", "remote repositories"),
+        ("discover:\n    how: fmf\n    ref: main\n", "'ref' needs a 'url'"),
+        ("discover:\n    how: fmf\n    link: verifies:/x\n", "selecting tests by 'link'"),
         ("discover:\n    how: fmf\n    test: [{name: /t, duration: 1h}]\n", "adjust rules"),
         ("discover:\n    how: fmf\n    exclude: ['(']\n", "invalid exclude regular expression"),
         ("discover:\n    how: fmf\n    path: nowhere\n", "'path' 'nowhere' is not an fmf tree"),
         (
             "discover:\n    how: fmf\nprepare:\n    how: ansible\n",
-            "'how: ansible' is not supported",
+            "prepare phase 'default-0': 'how: ansible' needs a 'playbook'",
         ),
         ("discover:\n    how: fmf\nprepare:\n    how: install\n    missing: maybe\n", "'missing'"),
         ("discover:\n    how: fmf\nfinish:\n    how: install\n", "'how: install' is not supported"),
         ("summary: no discover\n", "has no 'discover' step"),
     ],
     ids=[
-        "shell-discover",
-        "url",
+        "unknown-discover",
+        "ref-without-url",
+        "link",
         "test-adjust",
         "bad-exclude",
         "bad-path",
@@ -693,18 +697,12 @@ def test_unsupported_plan_can_be_filtered_out(tmp_path: Path) -> None:
     root = write_tree(
         tmp_path / "t",
         {
-            "plans/shell.fmf": "discover:\n    how: shell\nexecute:\n    how: tmt\n",
+            "plans/shell.fmf": "discover:\n    how: manual\nexecute:\n    how: tmt\n",
             "plans/fmf.fmf": PLAN,
             "t.fmf": "test: ./t\n",
         },
     )
     assert names(discover(root, ["/plans/fmf"])) == {"/plans/fmf": ["/t"]}
-
-
-def test_beakerlib_library_requirement_is_refused(tmp_path: Path) -> None:
-    content = "test: ./x\nrequire:\n  - url: https://example.com/lib\n    name: /lib\n"
-    root = write_tree(tmp_path / "t", {"plan.fmf": PLAN, "tests/x.fmf": content})
-    assert "beakerlib libraries and file requirements" in error_of(root)
 
 
 # ---------------------------------------------------------------- command line

@@ -121,3 +121,32 @@ def interrupt_run(
             proc.kill()
             proc.wait()
     return proc.returncode, err
+
+
+def git_repo(path: Path, files: dict[str, str], tag: str | None = None) -> str:
+    """A real git repository at ``path`` with ``files`` committed on branch main
+    (and ``tag``, if given); returns the commit hash. Call again to add a commit."""
+    path.mkdir(parents=True, exist_ok=True)
+    git = ["git", "-c", "user.name=atex", "-c", "user.email=atex@example.invalid", "-C", str(path)]
+    if not (path / ".git").exists():
+        subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    for name, content in files.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "commit"], check=True)
+    if tag:
+        subprocess.run([*git, "tag", "-f", tag], check=True, capture_output=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True)
+    return head.stdout.strip()
+
+
+def git_redirect_env(base: str, local_dir: Path) -> dict[str, str]:
+    """Environment that makes git fetch ``base``... URLs from ``local_dir``
+    (``url.<file URL>.insteadOf``), so a https URL in a tree stays offline."""
+    return {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": f"url.file://{local_dir}/.insteadOf",
+        "GIT_CONFIG_VALUE_0": base,
+    }

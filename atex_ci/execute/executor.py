@@ -27,6 +27,7 @@ from ..duration import MAX_DURATION
 from ..model import Machine, Phase, Plan, Reason, Result, Test
 from ..rundir import RunDir, now_iso, safe_component
 from ..transport.base import NotStartedError, Transport, TransportError
+from .ansible import run_playbooks
 from .control import (
     ControlError,
     ControlParser,
@@ -39,7 +40,7 @@ from .control import (
     ResultEvent,
     safe_join,
 )
-from .packages import install_script
+from .packages import NO_DNF_EXIT, copr_script, install_script
 from .results import ResultCollector, parse_custom_results
 from .staging import (
     TEST_DATA_ARCHIVE,
@@ -149,6 +150,11 @@ class Executor:
         await self.transport.put_tar(remote_tar, self.base)
         self._staged = {test_dir(t) for t in tests}
 
+    def plan_tree(self, plan: Plan) -> str:
+        """The plan's tree on the machine: the uploaded tree, or the imported
+        plan's repository inside it."""
+        return f"{self.tree}/{plan.tree_path}" if plan.tree_path else self.tree
+
     def plan_dir(self, plan: str) -> str:
         return f"{self.base}/plans/{safe_component(plan.strip('/').replace('/', '-'))}"
 
@@ -177,12 +183,29 @@ class Executor:
     async def _run_phase(self, plan: Plan, phase: Phase, stage: str) -> None:
         label = f"{stage} {phase.name or phase.how} of plan {plan.name}"
         if phase.how == "install":
+            if phase.copr:
+                rc, out, err = await self._bounded(copr_script(phase.copr), label)
+                if rc == NO_DNF_EXIT:
+                    raise PhaseError(f"{label}: 'copr' needs dnf, and {self.machine.id} has none")
+                if rc != 0:
+                    raise PhaseError(f"{label}: enabling Copr failed: {_tail(out + err)}")
             await self.install(phase.package, missing_ok=phase.missing == "skip", what=label)
+            return
+        if phase.how == "ansible":
+            try:
+                rc, output = await run_playbooks(
+                    self.machine, self.rundir, phase.playbook, phase.extra_args, PHASE_TIMEOUT
+                )
+            except FileNotFoundError as exc:
+                raise PhaseError(f"{label}: {exc}") from None
+            if rc != 0:
+                raise PhaseError(f"{label} failed (exit {rc}): {_tail(output.encode())}")
             return
         for script in phase.script:
             env = {**self._plan_env(plan), **plan.environment}
             command = (
-                f"{_export(env)}; cd {shlex.quote(self.tree)} && bash -c {shlex.quote(script)}"
+                f"{_export(env)}; cd {shlex.quote(self.plan_tree(plan))} && "
+                f"bash -c {shlex.quote(script)}"
             )
             rc, out, err = await self._bounded(command, label)
             if rc != 0:
@@ -209,7 +232,7 @@ class Executor:
     def _plan_env(self, plan: Plan) -> dict[str, str]:
         plan_dir = self.plan_dir(plan.name)
         return {
-            "TMT_TREE": self.tree,
+            "TMT_TREE": self.plan_tree(plan),
             "TMT_PLAN_DATA": f"{plan_dir}/data",
             "TMT_PLAN_ENVIRONMENT_FILE": f"{plan_dir}/environment",
         }
@@ -243,7 +266,11 @@ class _TestRun:
         self.platform = platform
         self.attempt = attempt
         self.limits = executor.limits
-        self.artdir = executor.rundir.artifact_path(platform, test.name, attempt, plan.name)
+        # A test the plan selects twice (tmt runs it twice) keeps two sets of files.
+        repeated = sum(1 for t in plan.tests if t.name == test.name) > 1
+        self.artdir = executor.rundir.artifact_path(
+            platform, test.name, attempt, plan.name, test.serial_number if repeated else None
+        )
         self.remote_dir = f"{executor.base}/{test_dir(test)}"
         self.collector = ResultCollector()
         self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
@@ -526,6 +553,8 @@ class _TestRun:
                     "TESTID": str(test.serial_number),
                 }
             )
+        if test.library_dirs:  # where rlImport finds the test's fetched libraries
+            env["BEAKERLIB_LIBRARY_PATH"] = ":".join(f"{ex.tree}/{d}" for d in test.library_dirs)
         if test_dir(test) not in ex._staged:
             env["ATEX_TEST_METADATA_JSON"] = test_metadata(test).decode()
         path = f"{ex.base}/remote/bin"
@@ -727,6 +756,7 @@ class _TestRun:
                     exit_code=self.exit_code if item.name is None else None,
                     reason=item.reason,
                     extra=item.extra,
+                    serial_number=self.test.serial_number,
                 )
             )
         return TestOutcome(results=results, abort=abort)

@@ -40,3 +40,22 @@ if [ {one_by_one} = 1 ]; then
 fi
 "${{pm[@]}}" "${{missing[@]}}" 2>&1
 """
+
+
+#: Exit code of ``copr_script`` on a machine without dnf (told apart from dnf's own failures).
+NO_DNF_EXIT = 42
+
+
+def copr_script(repositories: list[str]) -> str:
+    """A bash script that enables Copr repositories with dnf (installing dnf's
+    copr plugin first if needed); exits NO_DNF_EXIT on a machine without dnf."""
+    names = " ".join(shlex.quote(r) for r in repositories)
+    return f"""
+command -v dnf >/dev/null || exit {NO_DNF_EXIT}
+for repo in {names}; do
+    if ! dnf copr --help >/dev/null 2>&1; then
+        dnf install -y 'dnf-command(copr)' 2>&1 || exit 1
+    fi
+    dnf copr enable -y "$repo" 2>&1 || exit 1
+done
+"""

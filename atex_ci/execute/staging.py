@@ -13,7 +13,7 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..model import Test
@@ -23,11 +23,19 @@ from .control import ControlError, safe_join
 REMOTE_DIR = Path(__file__).parent / "remote"
 
 
-def build_tree_tar(root: Path) -> bytes:
-    """The fmf tree as an uncompressed tar (without .git), uploaded once per machine."""
+def build_tree_tar(root: Path, extras: Mapping[str, str | Path] | None = None) -> bytes:
+    """The fmf tree as an uncompressed tar (without .git), uploaded once per machine.
+
+    ``extras`` maps a path inside the uploaded tree to a directory on the
+    controller shipped there too: remote trees and beakerlib libraries
+    (``Plan.trees``), under ``.atex-ci/`` so they never mix with the tree's
+    own files.
+    """
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         tar.add(root, arcname=".", filter=_skip_vcs)
+        for arcname, directory in sorted((extras or {}).items()):
+            tar.add(directory, arcname=f"./{arcname.strip('/')}", filter=_skip_vcs)
     return buf.getvalue()
 
 

@@ -63,7 +63,9 @@ def strip_ansi(text: str) -> str:
 def final_results(results: Iterable[Result]) -> list[Result]:
     """The results of each test's latest attempt, in stable order.
 
-    A test is identified by ``(platform, plan, test)``. Only results of its
+    A test is identified by ``(platform, plan, test, serial_number)`` (the
+    serial number tells apart two instances of a test that one plan selects
+    twice). Only results of its
     highest ``attempt`` are kept, so a sub-result that only an earlier attempt
     reported cannot linger next to a passing rerun. Within that attempt, one
     result per ``name`` is kept (the last one seen, e.g. after ``--resume``
@@ -71,17 +73,18 @@ def final_results(results: Iterable[Result]) -> list[Result]:
     ``(platform, plan, test, name)`` first appeared in ``results``.
     """
     results = list(results)
-    latest: dict[tuple[str, str, str], int] = {}
+    latest: dict[tuple[str, str, str, int | None], int] = {}
     for result in results:
-        test_key = (result.platform, result.plan, result.test)
+        test_key = (result.platform, result.plan, result.test, result.serial_number)
         latest[test_key] = max(latest.get(test_key, result.attempt), result.attempt)
 
     # A dict keeps first-appearance order; values are filled by the chosen attempt.
-    chosen: dict[tuple[str, str, str, str | None], Result | None] = {}
+    chosen: dict[tuple[str, str, str, int | None, str | None], Result | None] = {}
     for result in results:
-        key = (result.platform, result.plan, result.test, result.name)
+        test_key = (result.platform, result.plan, result.test, result.serial_number)
+        key = (*test_key, result.name)
         chosen.setdefault(key, None)
-        if result.attempt == latest[(result.platform, result.plan, result.test)]:
+        if result.attempt == latest[test_key]:
             chosen[key] = result
     return [result for result in chosen.values() if result is not None]
 
@@ -119,10 +122,10 @@ def time_in_tests(results: Iterable[Result]) -> float:
     A test's own result (``name`` None) carries its duration; sub-results are
     parts of it and are only summed for a test that has no own result.
     """
-    own: dict[tuple[str, str, str, int], float] = {}
-    parts: dict[tuple[str, str, str, int], float] = {}
+    own: dict[tuple[str, str, str, int | None, int], float] = {}
+    parts: dict[tuple[str, str, str, int | None, int], float] = {}
     for result in results:
-        key = (result.platform, result.plan, result.test, result.attempt)
+        key = (result.platform, result.plan, result.test, result.serial_number, result.attempt)
         seconds = result.duration or 0.0
         if result.name is None:
             own[key] = own.get(key, 0.0) + seconds
