@@ -22,7 +22,15 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests.action_runner import ActionRun, ActionRunner, condition_holds, evaluate, substitute
+from tests.action_runner import (
+    ActionRun,
+    ActionRunner,
+    condition_holds,
+    evaluate,
+    parse_file_command,
+    substitute,
+    workflow_commands,
+)
 from tests.treeutil import REPO, make_tree, own_results
 
 TOKEN = "tf-action-token-3c9e17a05b"
@@ -177,6 +185,29 @@ def test_expression_evaluator(expression, expected):
 )
 def test_step_conditions(condition, job, runs):
     assert condition_holds(condition, {"inputs": {"a": "x"}}, job) is runs
+
+
+def test_file_commands_and_workflow_commands():
+    text = "a=1\nb<<EOF\nline one\nx=y\nEOF\n\nc=\n"
+    assert parse_file_command(text) == {"a": "1", "b": "line one\nx=y", "c": ""}
+    with pytest.raises(ValueError):
+        parse_file_command("b<<EOF\nnever closed\n")
+    lines = [
+        "::add-mask::s3cret\n",
+        "  ::error file=a.py,line=3::bad\n",
+        "::stop-commands::tok\n",
+        "::add-mask::ignored\n",
+        "::tok::\n",
+        "::notice::back\n",
+        "::debug::not recorded\n",
+        "text ::error::not a command\n",
+    ]
+    assert workflow_commands(lines) == [
+        ("add-mask", "s3cret"),
+        ("error", "bad"),
+        ("stop-commands", "tok"),
+        ("notice", "back"),
+    ]
 
 
 def test_substitution_only_replaces_expressions():
