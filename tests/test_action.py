@@ -341,6 +341,17 @@ def test_bad_switch_stops_before_anything_is_reserved(tmp_path, run_action):
     assert "nothing was reserved" in run.step("release").stdout
 
 
+def test_a_run_left_in_the_workspace_is_not_reused(tmp_path, run_action):
+    old = tmp_path / "workspace" / "atex-ci-run"
+    old.mkdir(parents=True)
+    (old / "run.json").write_text("{}")
+    run = run_action({"local-slots": "1"})
+    assert run.status == "failure"
+    assert run.ran() == ["prepare", "release"]
+    assert any(name == "error" and "already holds a run" in text for name, text in run.commands)
+    assert sorted(p.name for p in old.iterdir()) == ["run.json"]
+
+
 def test_release_after_failing_run_on_ssh_hosts(tmp_path, run_action, ssh_hosts):
     hosts = ssh_hosts(2)
     root = tree(
