@@ -437,6 +437,32 @@ def test_cancelled_run_still_releases(tmp_path, run_action, ssh_hosts, where, si
         shm.rmdir()
 
 
+def test_cancelled_while_reserving(tmp_path, run_action, ssh_host):
+    """Cancel while reserve waits on a silent host: it stops at once and release still runs."""
+    ssh_host.freeze()  # the port accepts, nothing answers: reserve waits
+    run_dir = tmp_path / "workspace" / "atex-ci-run"
+    reserving = f" reserve -d {run_dir} "
+
+    def cancel_when(step_id: str | None) -> bool:
+        if step_id != "reserve":
+            return False
+        pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+        return any(reserving in _cmdline(pid) for pid in pids)
+
+    try:
+        run = run_action(
+            {"hosts": f"root@{ssh_host.address}", "ssh-key": str(ssh_host.key_path)},
+            cancel_when=cancel_when,
+        )
+    finally:
+        ssh_host.thaw()
+    assert run.status == "cancelled"
+    assert run.step("reserve").outcome == "cancelled"
+    assert run.step("reserve").exit_code == 130  # atex-ci's own exit, not the runner's kill
+    assert run.step("run").outcome == "skipped" and run.step("report").outcome == "skipped"
+    assert run.step("release").outcome == "success"
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
