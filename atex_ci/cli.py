@@ -285,26 +285,55 @@ def run(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a Markdown summary here (default: RUN/summary.md).",
 )
-def report(run_dir: Path, junit: Path | None, markdown: Path | None) -> None:
-    """Write JUnit XML and a Markdown summary of a run's results."""
-    from .report.junit import write_junit
-    from .report.markdown import write_markdown
-    from .rundir import RunDir
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a self-contained HTML report here.",
+)
+@click.option(
+    "--github/--no-github",
+    default=None,
+    help="Write the GitHub job summary, step outputs and error annotations "
+    "(default: on when GITHUB_ACTIONS=true).",
+)
+@click.option(
+    "--subresults",
+    type=click.Choice(["testcases", "fold"]),
+    default="testcases",
+    show_default=True,
+    help="JUnit: each sub-result is a testcase, or fold them into their test's testcase.",
+)
+@click.option("--title", default=None, help="Title of the Markdown and HTML reports.")
+def report(
+    run_dir: Path,
+    junit: Path | None,
+    markdown: Path | None,
+    html_path: Path | None,
+    github: bool | None,
+    subresults: str,
+    title: str | None,
+) -> None:
+    """Write JUnit XML, a Markdown summary and optionally HTML for a run's results."""
+    from .report import reporting
 
-    rundir = RunDir.open(run_dir)
-    results = rundir.read_results()
-    damaged = rundir.damaged_result_lines()
-    if damaged:
-        log.warning("skipped %d damaged line(s) in %s", damaged, rundir.path / "results.jsonl")
-    junit = junit or rundir.path / "junit.xml"
-    markdown = markdown or rundir.path / "summary.md"
-    try:
-        write_junit(results, junit, rundir_path=rundir.path)
-        write_markdown(results, markdown, rundir_path=rundir.path)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the report {exc.filename}: {exc.strerror}") from None
-    click.echo(f"atex-ci: JUnit XML: {junit}", err=True)
-    click.echo(f"atex-ci: Markdown summary: {markdown}", err=True)
+    if github is None:
+        github = os.environ.get("GITHUB_ACTIONS") == "true"
+    outcome = reporting.report_run(
+        run_dir,
+        junit=junit,
+        markdown=markdown,
+        html=html_path,
+        github=github,
+        subresults=subresults,
+        title=title,
+    )
+    for line in outcome.warnings:
+        click.echo(f"atex-ci: warning: {line}", err=True)
+    for line in outcome.annotations:
+        click.echo(line)
+    for what, path in outcome.written:
+        click.echo(f"atex-ci: {what}: {path}", err=True)
 
 
 @cli.command()
@@ -316,12 +345,22 @@ def report(run_dir: Path, junit: Path | None, markdown: Path | None) -> None:
     type=click.Path(file_okay=False, exists=True, path_type=Path),
 )
 def collect(run_dir: Path, sources: tuple[Path, ...]) -> None:
-    """Merge the results and artifacts of run directories SOURCES into RUN."""
-    from .collect import collect as collect_runs
+    """Merge the results and artifacts of run directories SOURCES into RUN.
 
-    count = collect_runs(run_dir, list(sources))
+    The last source wins for a test that ran in several; earlier failed attempts make it
+    flaky. Also writes RUN/summary.json and RUN/history.json.
+    """
+    from .collect import collect as collect_runs
+    from .report.reporting import capped_lines
+
+    outcome = collect_runs(run_dir, list(sources))
+    for line in capped_lines(outcome.warnings):
+        click.echo(f"atex-ci: warning: {line}", err=True)
+    for line in capped_lines(outcome.conflicts):
+        click.echo(f"atex-ci: conflict: {line}", err=True)
     click.echo(
-        f"atex-ci: merged {count} result(s) from {len(sources)} run(s) into {run_dir}", err=True
+        f"atex-ci: merged {outcome.merged} result(s) from {len(sources)} run(s) into {run_dir}",
+        err=True,
     )
 
 

@@ -1,78 +1,337 @@
-"""Merge run directories (shards, reruns) into one.
+"""Merge run directories (CI matrix shards, a rerun job) into one, and export history.
 
-Sources are merged in the order given. A test attempt that already exists in
-the destination (the same test run in two sources) becomes the next attempt
-number, with its artifacts moved along, so nothing is overwritten and
-reporters, which keep the last attempt of each test (``report/summary.py``),
-show the result of the later source.
+Sources are merged in the order given, and each is untrusted (it may come
+from another job, another machine, anyone):
+
+* every results line is validated by the reader (``RunDir.read_results_checked``);
+  a damaged or mistyped line is skipped and named in a warning;
+* a ``files`` entry that is absolute, has a ``..`` component or is not a
+  regular file reached without any symbolic link inside the source's
+  artifacts/ is not copied (and dropped from the merged result, with a
+  warning): nothing is ever read from or written to outside the two
+  artifacts trees;
+* files are streamed, never read whole.
+
+A test attempt that already exists in the destination becomes the next
+attempt number, with its artifacts moved along, so nothing is overwritten and
+reporters, which keep the last attempt of each test instance
+(``report/summary.py``), show the result of the later source; an earlier
+failed attempt makes the test flaky. The same test instance finishing with
+different statuses in two sources is a *conflict*: reported, and the later
+source wins.
+
+After merging, ``summary.json`` (totals, flaky tests, conflicts) and
+``history.json`` (per-test durations, for scheduling by history) are written
+to the destination; their formats are in docs/run-directory.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 from .model import Result
-from .rundir import ARTIFACTS, RunDir
+from .report.summary import (
+    TestKey,
+    final_results,
+    flaky_attempts,
+    test_key,
+    totals,
+)
+from .rundir import ARTIFACTS, RunDir, atomic_write_json, now_iso
+
+SUMMARY_JSON = "summary.json"
+HISTORY_JSON = "history.json"
+HISTORY_FORMAT = "atex-ci-history"
+SUMMARY_FORMAT = "atex-ci-summary"
+FORMAT_VERSION = 1
+# Durations kept per test in history.json: enough for a robust estimate,
+# few enough that the file stays small for tens of thousands of tests.
+HISTORY_KEEP = 10
+# Files copied per result: a source listing millions cannot stall collect.
+MAX_FILES_PER_RESULT = 10_000
 
 
-def collect(dest: Path, sources: list[Path]) -> int:
-    """Merge ``sources`` into ``dest`` (created if needed); returns the number of results merged.
+@dataclass
+class CollectOutcome:
+    """What ``collect`` did: results merged, and one line per problem or conflict."""
 
-    Raises ConfigError if a source is not a run directory or is ``dest`` itself;
-    nothing is written to ``dest`` until every source has been checked.
+    merged: int = 0
+    warnings: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+
+
+def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
+    """Merge ``sources`` into ``dest`` (created if needed); write summary.json and history.json.
+
+    Raises ConfigError if a source is not a run directory or is ``dest``
+    itself; nothing is written to ``dest`` until every source has been
+    checked. Problems inside a source (damaged lines, unsafe file paths) are
+    warnings in the outcome, never exceptions.
     """
     opened = [RunDir.open(src) for src in sources]
     for src in opened:
-        if dest.exists() and src.path.resolve() == dest.resolve():
+        if dest.exists() and src.path.resolve() == Path(dest).resolve():
             raise ConfigError(f"cannot collect {src.path} into itself")
     out = RunDir.open_or_create(dest)
-    count = 0
+    outcome = CollectOutcome()
     with out.locked():
-        attempts: dict[tuple[str, str, str, int | None], int] = {}
-        for result in out.read_results():
-            key = (result.platform, result.plan, result.test, result.serial_number)
+        existing, problems = out.read_results_checked()
+        outcome.warnings += problems
+        attempts: dict[TestKey, int] = {}
+        for result in existing:
+            key = test_key(result)
             attempts[key] = max(attempts.get(key, 0), result.attempt)
-        platforms: set[str] = set(out.read_run().get("platforms") or [])
+        final_by_source: dict[TestKey, tuple[str, str]] = {
+            test_key(r): (str(out.path), str(r.status))
+            for r in final_results(existing)
+            if r.name is None
+        }
+        platforms: set[str] = {
+            p for p in (out.read_run().get("platforms") or []) if isinstance(p, str)
+        }
         for src in opened:
-            results = src.read_results()
-            renumbered: dict[tuple[str, str, str, int | None, int], int] = {}
+            results, problems = src.read_results_checked()
+            outcome.warnings += problems
+            renumbered: dict[tuple[TestKey, int], int] = {}
             for result in results:
-                key = (result.platform, result.plan, result.test, result.serial_number)
-                old = (*key, result.attempt)
+                key = test_key(result)
+                old = (key, result.attempt)
                 if old not in renumbered:
                     renumbered[old] = attempts.get(key, 0) + 1
                     attempts[key] = renumbered[old]
-                _merge_one(src, out, result, renumbered[old])
-            count += len(results)
-            platforms.update(src.read_run().get("platforms") or [])
+                outcome.warnings += _merge_one(src, out, result, renumbered[old])
+            _find_conflicts(src, results, final_by_source, outcome)
+            outcome.merged += len(results)
+            platforms.update(p for p in src.read_run().get("platforms") or [] if isinstance(p, str))
+            platforms.update(r.platform for r in results)
+            _copy_events(src, out)
             out.append_event("collected", source=str(src.path), results=len(results))
         out.update_run(state="collected", platforms=sorted(platforms))
-    return count
+        merged = out.read_results()
+        write_summary(out, merged, [str(s.path) for s in opened], outcome)
+        write_history(out, merged)
+    return outcome
 
 
-def _merge_one(src: RunDir, out: RunDir, result: Result, attempt: int) -> None:
+def _find_conflicts(
+    src: RunDir,
+    results: list[Result],
+    final_by_source: dict[TestKey, tuple[str, str]],
+    outcome: CollectOutcome,
+) -> None:
+    for result in final_results(results):
+        if result.name is not None:
+            continue
+        key = test_key(result)
+        earlier = final_by_source.get(key)
+        status = str(result.status)
+        if earlier is not None and earlier[1] != status:
+            outcome.conflicts.append(
+                f"{result.test} ({result.plan or '-'}, {result.platform}): {earlier[1]} in "
+                f"{earlier[0]}, {status} in {src.path}; the later one wins"
+            )
+        final_by_source[key] = (str(src.path), status)
+
+
+def _copy_events(src: RunDir, out: RunDir) -> None:
+    """The source's timeline, so the merged HTML report shows every shard's machines."""
+    for event in src.read_events():
+        if isinstance(event.get("event"), str) and isinstance(event.get("time"), str):
+            fields = {k: v for k, v in event.items() if k not in ("time", "event")}
+            out.append_event_record({"time": event["time"], "event": event["event"], **fields})
+
+
+def _safe_relative(name: str) -> bool:
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and ".." not in parts and "" not in parts
+
+
+def _open_no_follow(base: Path, relative: str) -> int:
+    """Open ``base/relative`` for reading without following any link below ``base``.
+
+    Raises OSError (ELOOP, ENOTDIR, ...) when a component is a link or the
+    target is not a regular file.
+    """
+    parts = relative.split("/")
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+        file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+        os.close(file_fd)
+        raise OSError(f"{relative} is not a regular file")
+    return file_fd
+
+
+def _copy(source_fd: int, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    with os.fdopen(source_fd, "rb") as reader, os.fdopen(os.open(target, flags, 0o644), "wb") as w:
+        shutil.copyfileobj(reader, w, 1024 * 1024)
+
+
+def _merge_one(src: RunDir, out: RunDir, result: Result, attempt: int) -> list[str]:
     """Copy one result's artifacts under its new attempt number and append it."""
+    warnings: list[str] = []
     # A repeated instance's files are under instance-<serial>/ (see RunDir.artifact_path).
     serial = result.serial_number
     old_path = src.artifact_path(result.platform, result.test, result.attempt, result.plan, serial)
-    if serial is None or not old_path.is_dir():
+    if serial is None or not old_path.is_dir() or old_path.is_symlink():
         serial = None
         old_path = src.artifact_path(result.platform, result.test, result.attempt, result.plan)
     old_dir = src.relative(old_path)
     new_dir = out.relative(
-        out.artifact_dir(result.platform, result.test, attempt, result.plan, serial)
+        out.artifact_path(result.platform, result.test, attempt, result.plan, serial)
     )
     files = []
-    for name in result.files:
+    for name in result.files[:MAX_FILES_PER_RESULT]:
+        if not _safe_relative(name):
+            warnings.append(
+                f"{src.path}: {result.test}: file {name!r} escapes artifacts/; not copied"
+            )
+            continue
         rel = new_dir + name[len(old_dir) :] if name.startswith(old_dir + "/") else name
-        source = src.path / ARTIFACTS / name
         target = out.path / ARTIFACTS / rel
-        if source.is_file() and not source.is_symlink() and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+        if not target.exists():
+            try:
+                fd = _open_no_follow(src.path / ARTIFACTS, name)
+            except OSError as exc:
+                if not isinstance(exc, FileNotFoundError):
+                    reason = exc.strerror or str(exc)
+                    warnings.append(
+                        f"{src.path}: {result.test}: file {name!r} not copied: {reason}"
+                    )
+                    continue
+                # A listed file that is missing stays listed: reporters say so.
+            else:
+                try:
+                    _copy(fd, target)
+                except OSError as exc:
+                    with contextlib.suppress(OSError):
+                        target.unlink()
+                    raise ConfigError(f"cannot write {target}: {exc.strerror or exc}") from None
         files.append(rel)
+    if len(result.files) > MAX_FILES_PER_RESULT:
+        warnings.append(
+            f"{src.path}: {result.test}: only the first {MAX_FILES_PER_RESULT} files were copied"
+        )
     result.attempt = attempt
     result.files = files
     out.append_result(result)
+    return warnings
+
+
+# -- summary.json and history.json ----------------------------------------------------
+
+
+def write_summary(
+    out: RunDir, results: list[Result], sources: list[str], outcome: CollectOutcome
+) -> dict[str, Any]:
+    """Write RUN/summary.json: totals (overall and per platform), flaky tests, conflicts."""
+    final = final_results(results)
+    per_platform: dict[str, list[Result]] = {}
+    for result in final:
+        per_platform.setdefault(result.platform, []).append(result)
+    flaky = flaky_attempts(results)
+    own = {test_key(r): r for r in final if r.name is None}
+    summary = {
+        "format": SUMMARY_FORMAT,
+        "version": FORMAT_VERSION,
+        "updated": now_iso(),
+        "sources": sources,
+        "totals": {str(k): v for k, v in totals(final).items()},
+        "platforms": {
+            p: {str(k): v for k, v in totals(rs).items()} for p, rs in per_platform.items()
+        },
+        "flaky": [
+            {
+                "platform": key[0],
+                "plan": key[1],
+                "test": key[2],
+                "failed_attempts": [r.attempt for r in earlier],
+                "final_attempt": own[key].attempt,
+                "final_status": str(own[key].status),
+            }
+            for key, earlier in flaky.items()
+        ],
+        "conflicts": outcome.conflicts,
+        "skipped": len(outcome.warnings),
+    }
+    atomic_write_json(out.path / SUMMARY_JSON, summary)
+    return summary
+
+
+def read_history(path: Path) -> dict[tuple[str, str, str], list[float]]:
+    """Durations per ``(platform, plan, test)`` from a history.json; {} if missing or damaged."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    history: dict[tuple[str, str, str], list[float]] = {}
+    tests = data.get("tests") if isinstance(data, dict) else None
+    for entry in tests if isinstance(tests, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        key = (entry.get("platform"), entry.get("plan"), entry.get("test"))
+        durations = entry.get("durations")
+        if all(isinstance(k, str) for k in key) and isinstance(durations, list):
+            history[key] = [  # type: ignore[index]
+                float(d) for d in durations if isinstance(d, int | float) and d >= 0
+            ][-HISTORY_KEEP:]
+    return history
+
+
+def write_history(out: RunDir, results: list[Result]) -> None:
+    """Write RUN/history.json: the last ``HISTORY_KEEP`` durations of every test.
+
+    Built from the merged results (every attempt of each test's own result,
+    in attempt order), so collecting last week's run directories with this
+    one gives a history that spans them.
+    """
+    path = out.path / HISTORY_JSON
+    history: dict[tuple[str, str, str], list[float]] = {}
+    seen: set[tuple[str, str, str, int | None, int]] = set()
+    statuses: dict[tuple[str, str, str], str] = {}
+    for result in sorted(results, key=lambda r: r.attempt):
+        if result.name is not None or result.duration is None:
+            continue
+        key = (result.platform, result.plan, result.test)
+        instance = (*key, result.serial_number, result.attempt)
+        if instance in seen:
+            continue
+        seen.add(instance)
+        history.setdefault(key, []).append(round(result.duration, 3))
+        statuses[key] = str(result.status)
+    atomic_write_json(
+        path,
+        {
+            "format": HISTORY_FORMAT,
+            "version": FORMAT_VERSION,
+            "updated": now_iso(),
+            "tests": [
+                {
+                    "platform": key[0],
+                    "plan": key[1],
+                    "test": key[2],
+                    "durations": durations[-HISTORY_KEEP:],
+                    **({"last_status": statuses[key]} if key in statuses else {}),
+                }
+                for key, durations in history.items()
+            ],
+        },
+    )

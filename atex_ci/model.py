@@ -245,6 +245,30 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
+        """A Result from one results.jsonl record, which may come from anywhere.
+
+        Raises ValueError (one line, naming the key) when a key has the wrong
+        type, so every reader can skip the record instead of failing later on
+        it. Unknown status values count as error and unknown reasons are
+        dropped, as the results format allows.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("a result must be a JSON object")
+        for key, kinds in _RESULT_TYPES.items():
+            if key in data and not _has_type(data[key], kinds):
+                expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise ValueError(f"result key {key!r} must be {expected}")
+        if not data.get("test"):
+            raise ValueError("result key 'test' is missing or empty")
+        files = data.get("files") or []
+        if not all(isinstance(f, str) for f in files):
+            raise ValueError("result key 'files' must be a list of strings")
+        attempt = data.get("attempt", 1)
+        if attempt < 1:
+            raise ValueError("result key 'attempt' must be 1 or more")
+        duration = data.get("duration")
+        if duration is not None and not (0 <= duration < float("inf")):
+            raise ValueError("result key 'duration' must be a finite number of seconds >= 0")
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["status"] = Status.parse(kwargs.get("status"))
@@ -252,7 +276,38 @@ class Result:
         kwargs["reason"] = (
             Reason(reason) if isinstance(reason, str) and reason in set(Reason) else None
         )
+        kwargs["files"] = list(files)
+        if kwargs.get("extra") is None:
+            kwargs["extra"] = {}
         return cls(**kwargs)
+
+
+# The JSON types each results.jsonl key may have (bool is excluded from the
+# numbers: JSON true is not an attempt number).
+_RESULT_TYPES: dict[str, tuple[type, ...]] = {
+    "test": (str,),
+    "status": (str,),
+    "plan": (str,),
+    "name": (str, type(None)),
+    "platform": (str,),
+    "attempt": (int,),
+    "machine": (str, type(None)),
+    "start": (str, type(None)),
+    "end": (str, type(None)),
+    "duration": (int, float, type(None)),
+    "note": (str, type(None)),
+    "files": (list, type(None)),
+    "exit_code": (int, type(None)),
+    "reason": (str, type(None)),
+    "extra": (dict, type(None)),
+    "serial_number": (int, type(None)),
+}
+
+
+def _has_type(value: object, kinds: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds)
 
 
 __all__ = [

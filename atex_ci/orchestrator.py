@@ -22,6 +22,7 @@ from .provision import get_provisioner
 from .provision.local import LocalProvisioner
 from .remote_tree import GitCache
 from .report.summary import final_results
+from .report.text import progress_note, stderr_line
 from .rundir import RunDir, now_iso
 from .schedule import MachineAction, Scheduler
 from .transport.base import TransportError
@@ -69,8 +70,8 @@ class RunSummary:
 
 
 def stderr_progress(line: str) -> None:
-    """Progress printer for the CLI: one line on stderr, flushed."""
-    print(line, file=sys.stderr, flush=True)
+    """Progress printer for the CLI: one line on stderr, flushed, escaped and capped."""
+    print(stderr_line(line), file=sys.stderr, flush=True)
 
 
 class Orchestrator:
@@ -277,7 +278,7 @@ class Orchestrator:
             status=str(own.status) if own else None,
         )
         if own is not None:
-            note = f" - {own.note}" if own.note and own.status.is_failure else ""
+            note = f" - {progress_note(own.note)}" if own.note and own.status.is_failure else ""
             self.progress(
                 f"atex-ci: {own.status.upper():5} {test.name} on {machine.id} "
                 f"({own.duration or 0:.2f}s) [{self._done}/{self._total}]{note}"

@@ -85,7 +85,7 @@ class JsonlAppender:
         self._lock = threading.Lock()
 
     def append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        line = _json_line(record)
         with self._lock:
             f = self._file
             if f is None or f.closed:
@@ -111,6 +111,68 @@ class JsonlAppender:
                 self._file = None
 
 
+# A results or events line is a few hundred bytes; a test's 50 MB note still
+# fits. Reading a line costs about three times its size (bytes, text, parsed),
+# so a larger one (a damaged file, or a hostile source given to collect) is
+# skipped as damaged instead of being read.
+MAX_JSONL_LINE_BYTES = 64 * 1024 * 1024
+
+
+def _json_line(record: dict[str, Any]) -> bytes:
+    """One JSON Lines record as UTF-8 bytes.
+
+    Text stays readable (ensure_ascii off) unless it holds a lone surrogate
+    (undecodable bytes of a test's name or note), which UTF-8 cannot encode:
+    then the line is written with \\u escapes, which every JSON reader reads back.
+    """
+    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return (text + "\n").encode()
+    except UnicodeEncodeError:
+        return (json.dumps(record, separators=(",", ":")) + "\n").encode()
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """Yield ``(line number, record)`` for every non-blank line of a JSON Lines file.
+
+    The file is read one line at a time. ``record`` is None for a damaged
+    line (a torn last line after a crash, garbage, or JSON that is not an
+    object). Bytes that are not UTF-8 are kept as lone surrogates
+    (``surrogateescape``), so a line with one bad byte is still read. A
+    missing file yields nothing.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below; a missing file is not an error
+    except FileNotFoundError:
+        return
+    with f:
+        number = 0
+        while True:
+            line = f.readline(MAX_JSONL_LINE_BYTES + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > MAX_JSONL_LINE_BYTES:
+                while line and not line.endswith(b"\n"):  # skip the rest, chunk by chunk
+                    line = f.readline(1024 * 1024)
+                yield number, None
+                continue
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)  # UTF-8 bytes: no decoded copy of a huge line
+            except UnicodeDecodeError:
+                try:
+                    obj = json.loads(line.decode("utf-8", errors="surrogateescape"))
+                except ValueError:
+                    yield number, None
+                    continue
+            except ValueError:
+                yield number, None
+                continue
+            yield number, obj if isinstance(obj, dict) else None
+
+
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Read every intact line of a JSON Lines file.
 
@@ -119,22 +181,11 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """
     records: list[dict[str, Any]] = []
     skipped = 0
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return records, 0
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+    for _number, record in iter_jsonl(path):
+        if record is None:
             skipped += 1
-            continue
-        if isinstance(obj, dict):
-            records.append(obj)
         else:
-            skipped += 1
+            records.append(record)
     return records, skipped
 
 
@@ -318,22 +369,42 @@ class RunDir:
         self._results.append(result.to_dict())
 
     def read_results(self) -> list[Result]:
-        """Every intact result; a torn last line (crash mid-write) is skipped."""
-        records, _skipped = read_jsonl(self.path / RESULTS_JSONL)
-        results = []
-        for record in records:
-            if "test" not in record:
+        """Every valid result; damaged lines are skipped (see ``read_results_checked``)."""
+        return self.read_results_checked()[0]
+
+    def read_results_checked(self) -> tuple[list[Result], list[str]]:
+        """Every valid result, and one line of text per line that was skipped.
+
+        A line is skipped when it does not parse (a torn last line after a
+        crash, garbage) or does not match the result schema (a key of the
+        wrong type, no test name): a run directory may come from anywhere
+        (``collect`` merges other people's), so no reader trusts it. Callers
+        should warn with the problems; they name the file and line.
+        """
+        path = self.path / RESULTS_JSONL
+        results: list[Result] = []
+        problems: list[str] = []
+        for number, record in iter_jsonl(path):
+            if record is None:
+                problems.append(f"{path}:{number}: not a JSON object (torn or damaged line)")
                 continue
-            results.append(Result.from_dict(record))
-        return results
+            try:
+                results.append(Result.from_dict(record))
+            except ValueError as exc:
+                problems.append(f"{path}:{number}: {exc}")
+        return results, problems
 
     def damaged_result_lines(self) -> int:
-        return read_jsonl(self.path / RESULTS_JSONL)[1]
+        return len(self.read_results_checked()[1])
 
     def append_event(self, event: str, **fields: Any) -> None:
         """Append to the timeline: flushed, not fsynced (it is for humans and
         the HTML report; results.jsonl is the record that must survive)."""
         self._events.append({"time": now_iso(), "event": event, **fields})
+
+    def append_event_record(self, record: dict[str, Any]) -> None:
+        """Append an event as given, time included (``collect`` copies other runs' events)."""
+        self._events.append(record)
 
     def read_events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / EVENTS_JSONL)[0]

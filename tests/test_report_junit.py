@@ -1,36 +1,24 @@
-"""JUnit XML report: strict parsing, counters, illegal characters, time, truncation."""
+"""JUnit XML report: schema-valid, consumer counts, unique identities, escaping, caps."""
 
 from __future__ import annotations
 
+import json
 import re
-import xml.dom.minidom
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from atex_ci.model import Reason, Result, Status
-from atex_ci.report.junit import SYSTEM_OUT_MAX_BYTES, clean_xml_text, junit_xml, write_junit
+from atex_ci.report import junit
+from atex_ci.report.junit import SYSTEM_OUT_MAX_BYTES, junit_xml, write_junit
+from atex_ci.report.summary import final_results
+from atex_ci.rundir import RunDir
+
+from .reportutil import cases, consumer_counts, hostile_two_platform_run, validate, write_output
 
 # Anything outside the XML 1.0 Char production.
 XML_ILLEGAL = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def write_output(run: Path, platform: str, test: str, data: bytes, attempt: int = 1) -> str:
-    """Create RUN/artifacts/<platform>/<test>/<attempt>/output.txt; return its relative path."""
-    relative = f"{platform}/{test.strip('/')}/{attempt}/output.txt"
-    path = run / "artifacts" / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return relative
-
-
-def parse(document: str) -> ET.Element:
-    """Parse with both strict stdlib parsers; return the ElementTree root."""
-    xml.dom.minidom.parseString(document.encode("utf-8"))
-    return ET.fromstring(document.encode("utf-8"))
-
-
-def cases(root: ET.Element) -> list[ET.Element]:
-    return root.findall("./testsuite/testcase")
 
 
 def count_children(elements: list[ET.Element], tag: str) -> int:
@@ -38,7 +26,7 @@ def count_children(elements: list[ET.Element], tag: str) -> int:
 
 
 def assert_counters_match(root: ET.Element) -> None:
-    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    totals = {"tests": 0, "failures": 0, "errors": 0}
     for suite in root.findall("testsuite"):
         suite_cases = suite.findall("testcase")
         expected = {
@@ -49,7 +37,8 @@ def assert_counters_match(root: ET.Element) -> None:
         }
         for key, value in expected.items():
             assert suite.get(key) == str(value), (suite.get("name"), key)
-            totals[key] += value
+            if key in totals:
+                totals[key] += value
     for key, value in totals.items():
         assert root.get(key) == str(value), key
 
@@ -67,36 +56,24 @@ def mixed_results() -> list[Result]:
     ]
 
 
-def test_counters_match_testcases_per_suite_and_overall() -> None:
-    root = parse(junit_xml(mixed_results()))
-    assert root.tag == "testsuites"
+def test_counters_match_testcases_and_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"
+    counts = write_junit(mixed_results(), path)
+    root = validate(path.read_bytes())
     assert [s.get("name") for s in root.findall("testsuite")] == [
         "atex-ci/fedora",
         "atex-ci/centos",
     ]
     assert_counters_match(root)
-    assert (root.get("tests"), root.get("failures"), root.get("errors"), root.get("skipped")) == (
-        "8",
-        "2",
-        "2",
-        "1",
-    )
+    expected = {"tests": 8, "failures": 2, "errors": 2, "skipped": 1}
+    assert consumer_counts(path) == expected
+    assert (counts.tests, counts.failures, counts.errors, counts.skipped) == (8, 2, 2, 1)
 
 
 def test_status_mapping_names_and_classnames() -> None:
-    root = parse(junit_xml(mixed_results()))
+    root = validate(junit_xml(mixed_results()))
     by_name = {c.get("name"): c for c in cases(root)}
-    assert set(by_name) == {
-        "/tests/a",
-        "/tests/b",
-        "/tests/b/check",
-        "/tests/c",
-        "/tests/d",
-        "/tests/e",
-        "/tests/f",
-        "/tests/g",
-    }
-    assert by_name["/tests/a"].get("classname") == "/plans/one"
+    assert by_name["/tests/a"].get("classname") == "fedora:/plans/one"
     assert by_name["/tests/b/check"].get("classname") == "fedora"  # no plan: platform
     assert list(by_name["/tests/a"]) == []
     failure = by_name["/tests/b"].find("failure")
@@ -110,29 +87,112 @@ def test_status_mapping_names_and_classnames() -> None:
         case = by_name[name]
         assert case.find("failure") is None and case.find("error") is None
         assert case.find("skipped") is None
-    assert by_name["/tests/e"].get("status") == "warn"
     warn_out = by_name["/tests/e"].findtext("system-out") or ""
-    assert "warn" in warn_out and "slow disk" in warn_out
+    assert "status warn" in warn_out and "slow disk" in warn_out
+
+
+def test_two_platforms_sub_results_flaky_and_hostile_names(tmp_path: Path) -> None:
+    """The issue's "done when": consumer counts equal the results."""
+    results = hostile_two_platform_run()
+    path = tmp_path / "junit.xml"
+    counts = write_junit(results, path)
+    root = validate(path.read_bytes())
+    final = final_results(results)
+    expected = {
+        "tests": len(final),
+        "failures": sum(r.status is Status.FAIL for r in final),
+        "errors": sum(r.status is Status.ERROR for r in final),
+        "skipped": sum(r.status is Status.SKIP for r in final),
+    }
+    assert consumer_counts(path) == expected
+    assert counts.flaky == 2
+    keys = [(c.get("classname"), c.get("name")) for c in cases(root)]
+    assert len(set(keys)) == len(keys) == len(final)
+    # The same test on two platforms: two testcases, told apart by classname.
+    assert ("fedora-41:/plans/ci", "/tests/x") in keys
+    assert ("centos-10:/plans/ci", "/tests/x") in keys
+    # Escaped, never deleted: the ESC name and the real one stay apart.
+    names = {name for _, name in keys}
+    assert "/esc\\x1b[31mred" in names and "/escred" in names
+    assert "/tests/a: b, 100% sure" in names
+    # Sub-results carry the parent's duration: they get none, so time adds up once.
+    by_key = {(c.get("classname"), c.get("name")): c for c in cases(root)}
+    assert by_key[("fedora-41:/plans/ci", "/tests/x/first")].get("time") == "0.000"
+    assert by_key[("fedora-41:/plans/ci", "/tests/x")].get("time") == "1.500"
+    fedora = root.find("testsuite")
+    assert fedora is not None and fedora.get("time") == "303.600"
+    # Flaky: passed, with the failed attempt visible.
+    flaky = by_key[("fedora-41:/plans/ci", "/tests/flaky")]
+    assert flaky.find("failure") is None
+    element = flaky.find("flakyFailure")
+    assert element is not None and element.get("message") == "boom"
+    assert "flaky: attempt 1 ended fail" in (flaky.findtext("system-out") or "")
+
+
+def test_names_that_differ_only_in_control_characters_stay_apart() -> None:
+    results = [
+        Result(test="/t/a\x00b", status=Status.PASS),
+        Result(test="/t/a\x7fb", status=Status.PASS),
+        Result(test="/t/ab", status=Status.FAIL),
+        Result(test="/t/a\\x00b", status=Status.PASS),  # a literal backslash-x-0-0
+        Result(test="/t/a\nb", status=Status.PASS),
+        Result(test="/t/a\ud800b", status=Status.PASS),
+        Result(test="/t/a\u202eb", status=Status.PASS),  # right-to-left override
+        Result(test="/t/a\u200bb", status=Status.PASS),  # zero-width space
+    ]
+    root = validate(junit_xml(results))
+    names = [c.get("name") for c in cases(root)]
+    assert names == [
+        "/t/a\\x00b",
+        "/t/a\\x7fb",
+        "/t/ab",
+        "/t/a\\\\x00b",
+        "/t/a\\nb",
+        "/t/a\\ud800b",
+        "/t/a\\u202eb",
+        "/t/a\\u200bb",
+    ]
+
+
+def test_a_test_and_a_sub_result_with_the_same_full_name_are_numbered() -> None:
+    results = [
+        Result(test="/a/b", status=Status.PASS, plan="/p"),
+        Result(test="/a", status=Status.PASS, plan="/p"),
+        Result(test="/a", name="b", status=Status.FAIL, plan="/p"),
+    ]
+    root = validate(junit_xml(results))
+    assert [c.get("name") for c in cases(root)] == ["/a/b", "/a", "/a/b (2)"]
+
+
+def test_fold_gives_one_testcase_per_test(tmp_path: Path) -> None:
+    results = hostile_two_platform_run()
+    path = tmp_path / "junit.xml"
+    write_junit(results, path, subresults="fold")
+    root = validate(path.read_bytes())
+    tests = [r for r in final_results(results) if r.name is None]
+    assert len(cases(root)) == len(tests)
+    assert consumer_counts(path)["tests"] == len(tests)
+    x = next(c for c in cases(root) if c.get("name") == "/tests/x")
+    out = x.findtext("system-out") or ""
+    assert "sub-result /first: pass" in out and "sub-result /second: fail" in out
+    with pytest.raises(ValueError, match="subresults"):
+        junit_xml(results, subresults="bogus")
 
 
 def test_failure_and_error_without_message_stay_failures() -> None:
     results = [
         Result(test="/tests/silent-fail", status=Status.FAIL),
         Result(test="/tests/silent-error", status=Status.ERROR),
-        # A note that cleans down to nothing must not make the failure vanish.
-        Result(test="/tests/garbage-note", status=Status.FAIL, note="\x00\x1b[0m\x01"),
+        Result(test="/tests/blank-note", status=Status.FAIL, note="  \n "),
     ]
-    root = parse(junit_xml(results))
+    root = validate(junit_xml(results))
     by_name = {c.get("name"): c for c in cases(root)}
-    for name in ("/tests/silent-fail", "/tests/garbage-note"):
+    for name in ("/tests/silent-fail", "/tests/blank-note"):
         failure = by_name[name].find("failure")
-        assert failure is not None, name
-        assert failure.get("message")
+        assert failure is not None and failure.get("message"), name
     error = by_name["/tests/silent-error"].find("error")
-    assert error is not None and error.get("message")
-    assert root.get("failures") == "2"
-    assert root.get("errors") == "1"
-    assert_counters_match(root)
+    assert error is not None and error.get("message") == "error"
+    assert root.get("failures") == "2" and root.get("errors") == "1"
 
 
 def test_illegal_characters_from_disk_names_and_notes(tmp_path: Path) -> None:
@@ -140,7 +200,7 @@ def test_illegal_characters_from_disk_names_and_notes(tmp_path: Path) -> None:
         b"start\x00after-nul\n"
         b"\x1b[1;31mred\x1b[0m plain\n"
         b"bad utf-8: \xff\xfe\xc3(\n"
-        b"controls: \x01\x02\x0b\x0c\x7f end\n"
+        b"controls: \x01\x7f end\n"
         b"\x1b]0;window title\x07title gone\n"
     )
     rel = write_output(tmp_path, "fedora", "/tests/dirty", data)
@@ -157,28 +217,20 @@ def test_illegal_characters_from_disk_names_and_notes(tmp_path: Path) -> None:
     ]
     document = junit_xml(results, rundir_path=tmp_path)
     assert not XML_ILLEGAL.search(document)
-    assert "\x1b" not in document and "[31m" not in document and "[0m" not in document
-    root = parse(document)
-    assert_counters_match(root)
-
+    root = validate(document)
     sub, own = cases(root)
-    assert sub.get("name") == "/tests/dirty/sub\ufffdname"
+    assert sub.get("name") == "/tests/dirty/sub\\ud800name\\ufffe\\uffff"
     failure = sub.find("failure")
     assert failure is not None
-    assert failure.get("message") == "lone \ufffd surrogate and green and NUL"
-
+    assert failure.get("message") == (
+        "lone \\udc80 surrogate and \\x1b[32mgreen\\x1b[0m and NUL\\x00"
+    )
     out = own.findtext("system-out") or ""
-    assert "startafter-nul" in out
-    assert "red plain" in out
+    assert "start\\x00after-nul" in out
+    assert "red plain" in out  # colours in output are removed, not escaped
     assert "bad utf-8: \ufffd" in out
-    assert "controls:  end" in out  # \x7f is legal XML but junit-xml strips it too
+    assert "controls: \\x01\\x7f end" in out
     assert "title gone" in out and "window title" not in out
-
-
-def test_clean_xml_text_keeps_legal_text() -> None:
-    text = "tab\tnl\ncr\r ünïcödé 😀 \ud7ff\ue000\ufffd"
-    assert clean_xml_text(text) == text
-    assert clean_xml_text("a\x00b\x1b[0mc\ud800d\uffff") == "abc\ufffdd"
 
 
 def test_time_has_millisecond_precision() -> None:
@@ -188,7 +240,7 @@ def test_time_has_millisecond_precision() -> None:
         Result(test="/tests/quarter", status=Status.PASS, duration=1.25),
         Result(test="/tests/unknown", status=Status.PASS, duration=None),
     ]
-    root = parse(junit_xml(results))
+    root = validate(junit_xml(results))
     times = {c.get("name"): c.get("time") for c in cases(root)}
     assert times == {
         "/tests/fast": "0.000",
@@ -201,36 +253,54 @@ def test_time_has_millisecond_precision() -> None:
     assert root.get("time") == "13.596"
 
 
-def test_failure_output_tail_in_system_out(tmp_path: Path) -> None:
+def test_failure_output_in_system_out(tmp_path: Path) -> None:
     lines = b"".join(b"line %d\n" % i for i in range(100))
     rel = write_output(tmp_path, "default", "/tests/x", lines)
     results = [
         Result(test="/tests/x", status=Status.FAIL, files=[rel]),
         Result(test="/tests/y", status=Status.PASS, files=[rel]),
     ]
-    root = parse(junit_xml(results, rundir_path=tmp_path))
+    root = validate(junit_xml(results, rundir_path=tmp_path))
     failed, passed = cases(root)
     out = failed.findtext("system-out") or ""
     assert out.startswith("line 0\n") and out.endswith("line 99\n")
-    assert "truncated" not in out
+    assert "left out" not in out
     assert passed.find("system-out") is None  # passing output is not copied
 
 
-def test_huge_output_is_truncated_to_the_tail(tmp_path: Path) -> None:
-    body = b"".join(b"line %07d %s\n" % (i, b"x" * 80) for i in range(20_000))
-    data = b"FIRST LINE\n" + body + b"THE END\n"
-    assert len(data) > 20 * SYSTEM_OUT_MAX_BYTES
+def test_50_mb_output_and_note_give_head_tail_and_short_message(tmp_path: Path) -> None:
+    line = b"x" * 99 + b"\n"
+    data = b"FIRST LINE\n" + line * (50 * 1024 * 1024 // 100) + b"THE END\n"
     rel = write_output(tmp_path, "default", "/tests/big", data)
-    result = Result(test="/tests/big", status=Status.FAIL, files=[rel])
-    root = parse(junit_xml([result], rundir_path=tmp_path))
-    out = cases(root)[0].findtext("system-out") or ""
-    assert out.endswith("THE END\n")
-    assert "FIRST LINE" not in out
-    assert "truncated" in out.splitlines()[0]
-    assert rel in out.splitlines()[0]
-    assert len(out.encode("utf-8")) <= SYSTEM_OUT_MAX_BYTES + 500
-    # The cut falls on a line boundary: the first log line shown is whole.
-    assert re.fullmatch(r"line \d{7} x{80}", out.splitlines()[1])
+    note = "N" * (50 * 1024 * 1024)
+    result = Result(test="/tests/big", status=Status.FAIL, files=[rel], note=note)
+    path = tmp_path / "junit.xml"
+    write_junit([result], path, rundir_path=tmp_path)
+    assert path.stat().st_size < 200 * 1024
+    root = validate(path.read_bytes())
+    case = cases(root)[0]
+    out = case.findtext("system-out") or ""
+    assert out.startswith("FIRST LINE\n") and out.endswith("THE END\n")
+    assert f"the full log is artifacts/{rel}" in out
+    assert len(out.encode()) <= SYSTEM_OUT_MAX_BYTES + 500
+    failure = case.find("failure")
+    assert failure is not None
+    assert len(failure.get("message") or "") <= junit.MESSAGE_MAX_CHARS
+    assert len(failure.text or "") <= junit.NOTE_MAX_CHARS + 1000
+    assert "characters left out" in (failure.text or "")
+
+
+def test_output_budget_caps_the_whole_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(junit, "OUTPUT_BUDGET_BYTES", 3 * SYSTEM_OUT_MAX_BYTES)
+    data = b"y" * (2 * SYSTEM_OUT_MAX_BYTES)
+    results = []
+    for n in range(10):
+        rel = write_output(tmp_path, "default", f"/tests/t{n}", data)
+        results.append(Result(test=f"/tests/t{n}", status=Status.FAIL, files=[rel]))
+    root = validate(junit_xml(results, rundir_path=tmp_path))
+    outs = [c.findtext("system-out") or "" for c in cases(root)]
+    assert sum("yyyy" in o for o in outs) == 3
+    assert all("output budget is spent" in o for o in outs[3:])
 
 
 def test_only_the_final_attempt_is_reported() -> None:
@@ -239,21 +309,22 @@ def test_only_the_final_attempt_is_reported() -> None:
         Result(test="/tests/flaky", name="step", status=Status.FAIL, attempt=1),
         Result(test="/tests/flaky", status=Status.PASS, attempt=2),
     ]
-    root = parse(junit_xml(results))
-    assert [(c.get("name"), c.get("status")) for c in cases(root)] == [("/tests/flaky", "pass")]
+    root = validate(junit_xml(results))
+    assert [c.get("name") for c in cases(root)] == ["/tests/flaky"]
     assert root.get("failures") == "0"
 
 
-def test_empty_run_gives_a_valid_empty_report() -> None:
-    root = parse(junit_xml([], suite_name="nightly"))
+def test_empty_run_gives_a_valid_empty_report(tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"
+    write_junit([], path, suite_name="nightly")
+    root = validate(path.read_bytes())
     assert root.get("tests") == "0" and root.get("failures") == "0"
     suites = root.findall("testsuite")
     assert len(suites) == 1 and suites[0].get("name") == "nightly"
-    assert suites[0].get("tests") == "0"
-    assert_counters_match(root)
+    assert consumer_counts(path) == {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
 
 
-def test_write_junit_writes_utf8_file(tmp_path: Path) -> None:
+def test_write_junit_writes_utf8_file_atomically(tmp_path: Path) -> None:
     path = tmp_path / "junit.xml"
     results = [Result(test="/tests/ünïcödé/😀", status=Status.FAIL, note="naïve")]
     write_junit(results, path, suite_name="suite")
@@ -261,3 +332,58 @@ def test_write_junit_writes_utf8_file(tmp_path: Path) -> None:
     case = root.find("./testsuite/testcase")
     assert case is not None and case.get("name") == "/tests/ünïcödé/😀"
     assert path.read_bytes().startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
+    assert [p.name for p in tmp_path.iterdir()] == ["junit.xml"]
+
+
+def test_results_file_with_bad_bytes_and_wrong_types_still_reports(tmp_path: Path) -> None:
+    run = RunDir.create(tmp_path / "run")
+    good = {"test": "/tests/ok", "status": "pass", "platform": "p"}
+    lines = [
+        json.dumps(good).encode(),
+        b'{"test": "/tests/bad\xff\xfebytes", "status": "fail"}',
+        json.dumps({"test": "/tests/types", "status": "fail", "attempt": "2"}).encode(),
+        json.dumps({"test": "/tests/files", "status": "fail", "files": [1]}).encode(),
+        json.dumps({"test": ["/x"], "status": "fail"}).encode(),
+        b'{"test": "/tests/torn", "sta',
+    ]
+    (run.path / "results.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    results, problems = run.read_results_checked()
+    assert [r.test for r in results] == ["/tests/ok", "/tests/bad\udcff\udcfebytes"]
+    assert len(problems) == 4
+    assert "results.jsonl:3: result key 'attempt' must be int" in problems[0]
+    assert "'files' must be a list of strings" in problems[1]
+    root = validate(junit_xml(results))
+    assert [c.get("name") for c in cases(root)] == ["/tests/ok", "/tests/bad\\udcff\\udcfebytes"]
+
+
+def test_a_results_line_over_the_line_cap_is_skipped_not_read(tmp_path: Path) -> None:
+    from atex_ci.rundir import MAX_JSONL_LINE_BYTES
+
+    run = RunDir.create(tmp_path / "run")
+    with open(run.path / "results.jsonl", "wb") as f:
+        f.write(b'{"test": "/before", "status": "pass"}\n')
+        f.write(b'{"test": "/huge", "status": "fail", "note": "')
+        chunk = b"n" * (1024 * 1024)
+        for _ in range(MAX_JSONL_LINE_BYTES // len(chunk) + 1):
+            f.write(chunk)
+        f.write(b'"}\n{"test": "/after", "status": "fail"}\n')
+    results, problems = run.read_results_checked()
+    assert [r.test for r in results] == ["/before", "/after"]
+    assert len(problems) == 1 and "results.jsonl:2:" in problems[0]
+
+
+def test_a_test_selected_twice_by_its_plan_gets_its_serial_number() -> None:
+    results = [
+        Result(test="/t", plan="/p", status=Status.PASS, serial_number=1),
+        Result(test="/t", plan="/p", status=Status.FAIL, serial_number=4),
+        Result(test="/u", plan="/p", status=Status.PASS, serial_number=2),
+        Result(test="/t", plan="/q", status=Status.PASS, serial_number=1),
+    ]
+    root = validate(junit_xml(results))
+    assert [(c.get("classname"), c.get("name")) for c in cases(root)] == [
+        ("default:/p", "/t #1"),
+        ("default:/p", "/t #4"),
+        ("default:/p", "/u"),
+        ("default:/q", "/t"),
+    ]
+    assert root.get("failures") == "1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -194,14 +195,13 @@ def test_summary_has_title_totals_rate_and_times() -> None:
     ]
     text = markdown_summary(results, title="Nightly run")
     assert text.startswith("# Nightly run\n")
-    assert "| Status | Count |" in text
-    assert "| pass | 1 |" in text and "| fail | 1 |" in text and "| skip | 1 |" in text
-    assert "| error |" not in text  # zero rows are left out
-    assert "| **total** | **3** |" in text
+    assert "| Platform | pass | fail | warn | info | skip | error | total |" in text
+    assert "| default | 1 | 1 | 0 | 0 | 1 | 0 | 3 |" in text
+    assert "| **total** |" not in text  # one platform: no total row
     assert "**Pass rate:** 50.0% (1 of 2 that ran)" in text
     assert "**Test time:** 1m 30s" in text
     assert "**Wall clock:** 1m 00s" in text
-    assert "## Failures and errors (1)" in text
+    assert "## Failures and errors (1 test)" in text
 
 
 def test_failure_section_shows_details_and_output_tail(tmp_path: Path) -> None:
@@ -285,16 +285,18 @@ def test_only_final_attempt_counts() -> None:
         Result(test="/flaky", status=Status.PASS, attempt=2),
     ]
     text = markdown_summary(results)
-    assert "| **total** | **1** |" in text
-    assert "| fail |" not in text
+    assert "| default | 1 | 0 | 0 | 0 | 0 | 0 | 1 |" in text
     assert "No failures or errors." in text
+    assert "## Flaky tests (1)" in text
+    assert "- /flaky · default: attempt 1 fail; attempt 2 pass" in text
+    assert "**Flaky:** 1" in text
 
 
 def test_many_failures_are_listed_without_details() -> None:
     results = [Result(test=f"/t{i}", status=Status.FAIL) for i in range(5)]
     text = markdown_summary(results, max_detailed=2)
     assert text.count("\n### ") == 2
-    assert "And 3 more, without details:" in text
+    assert "And 3 more failed tests, without details:" in text
     assert "- /t4 · default: fail" in text
 
 
@@ -310,5 +312,121 @@ def test_write_markdown_survives_lone_surrogates(tmp_path: Path) -> None:
     result = Result(test="/t\udc80", status=Status.FAIL, note="bad \ud800 note")
     write_markdown([result], path)
     text = path.read_text(encoding="utf-8")
-    assert "### /t\ufffd · default" in text
-    assert "bad \ufffd note" in text
+    assert "### /t\\\\udc80 · default" in text  # the escape's backslash is escaped too
+    assert "bad \\\\ud800 note" in text
+
+
+# -- issue 11: structure and caps ------------------------------------------------------
+
+
+def test_sub_results_are_listed_under_their_parent_and_output_is_the_parents(
+    tmp_path: Path,
+) -> None:
+    rel = write_output(tmp_path, "/tests/x", b"parent output\n")
+    results = [
+        Result(test="/tests/x", name="/a", status=Status.FAIL, note="a broke", duration=9.0),
+        Result(test="/tests/x", name="/b", status=Status.PASS, duration=9.0),
+        Result(test="/tests/x", status=Status.FAIL, duration=9.0, files=[rel]),
+    ]
+    text = markdown_summary(results, rundir_path=tmp_path)
+    assert "## Failures and errors (1 test)" in text
+    assert text.count("\n### ") == 1
+    section = text[text.index("### /tests/x") :]
+    assert "- **Sub-results:** 1 failed, 1 passed or other" in section
+    assert "  - /a — fail: a broke" in section
+    assert "parent output" in section
+    assert "No output was recorded" not in text
+
+
+def test_infrastructure_errors_come_after_test_failures() -> None:
+    results = [
+        Result(test="/lost", status=Status.ERROR, reason=Reason.INFRA),
+        Result(test="/broken", status=Status.FAIL),
+        Result(test="/timeout", status=Status.ERROR, reason=Reason.TIMEOUT),
+    ]
+    text = markdown_summary(results)
+    order = [text.index(f"### /{name} ") for name in ("broken", "timeout", "lost")]
+    assert order == sorted(order)
+
+
+def test_two_platforms_get_a_row_each_and_a_total() -> None:
+    results = [
+        Result(test="/t", status=Status.PASS, platform="fedora"),
+        Result(test="/t", status=Status.FAIL, platform="centos"),
+    ]
+    text = markdown_summary(results)
+    assert "| fedora | 1 | 0 | 0 | 0 | 0 | 0 | 1 |" in text
+    assert "| centos | 0 | 1 | 0 | 0 | 0 | 0 | 1 |" in text
+    assert "| **total** | 1 | 1 | 0 | 0 | 0 | 0 | 2 |" in text
+
+
+def test_slowest_tests_and_machine_utilisation() -> None:
+    results = [Result(test=f"/t{n}", status=Status.PASS, duration=float(n)) for n in range(15)]
+    events = [
+        {"time": "2026-01-01T00:00:00+00:00", "event": "machine_ready", "machine": "m1"},
+        {
+            "time": "2026-01-01T00:00:10+00:00",
+            "event": "test_started",
+            "machine": "m1",
+            "test": "/t1",
+        },
+        {
+            "time": "2026-01-01T00:00:40+00:00",
+            "event": "test_finished",
+            "machine": "m1",
+            "test": "/t1",
+            "status": "pass",
+        },
+        {"time": "2026-01-01T00:01:40+00:00", "event": "machine_released", "machine": "m1"},
+        {"time": 5, "event": "test_started", "machine": ["bad"]},  # damaged: ignored
+    ]
+    text = markdown_summary(results, events=events)
+    slow = text[text.index("## Slowest tests (10)") :]
+    rows = [line for line in slow.splitlines() if line.startswith("| /t")]
+    assert [row.split(" | ")[0] for row in rows] == [f"| /t{n}" for n in range(14, 4, -1)]
+    assert "| m1 | 1 | 30.0s | 1m 10s | 30% |" in text
+
+
+def test_summary_stays_under_1_mib_with_huge_notes_and_outputs(tmp_path: Path) -> None:
+    big = b"".join(b"%06d %s\n" % (i, b"z" * 200) for i in range(20_000))
+    results = []
+    first = write_output(tmp_path, "/tests/t0", big)
+    for n in range(300):
+        rel = f"default/tests/t{n}/1/output.txt"
+        if n:  # the same 4 MB log, linked: the reader cannot tell
+            (tmp_path / "artifacts" / rel).parent.mkdir(parents=True)
+            os.link(tmp_path / "artifacts" / first, tmp_path / "artifacts" / rel)
+        results.append(
+            Result(test=f"/tests/t{n}", status=Status.FAIL, files=[rel], note="n" * 200_000)
+        )
+    results.append(Result(test="/tests/huge", status=Status.FAIL, note="N" * (50 * 1024 * 1024)))
+    text = markdown_summary(results, rundir_path=tmp_path)
+    assert len(text.encode()) <= 1024 * 1024
+    assert "## Failures and errors (301 tests)" in text
+    assert "more failed tests, without details" in text
+    # A note is cut in the middle, visibly.
+    assert "characters left out" in text
+
+
+def test_summary_cap_is_visible_when_even_the_list_does_not_fit() -> None:
+    results = [Result(test=f"/t/{'x' * 200}/{n}", status=Status.FAIL) for n in range(5000)]
+    text = markdown_summary(results, max_bytes=64 * 1024)
+    assert len(text.encode()) <= 64 * 1024
+    assert "more not shown: the summary is capped at 64 KiB" in text
+
+
+def test_a_final_attempt_without_its_own_result_is_not_flaky(tmp_path: Path) -> None:
+    from atex_ci.report.html import write_html
+    from atex_ci.report.junit import junit_xml
+    from atex_ci.report.summary import flaky_attempts
+
+    results = [
+        Result(test="/t", status=Status.FAIL, attempt=1),
+        Result(test="/t", status=Status.PASS, attempt=2, name="/sub"),  # own line lost
+        Result(test="/u", status=Status.FAIL, attempt=1),
+        Result(test="/u", status=Status.PASS, attempt=2),
+    ]
+    assert [key[2] for key in flaky_attempts(results)] == ["/u"]
+    assert "## Flaky tests (1)" in markdown_summary(results)
+    assert "flakyFailure" in junit_xml(results)
+    write_html(results, tmp_path / "r.html")

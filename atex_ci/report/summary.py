@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model import Result, Status
+from ..model import Reason, Result, Status
 from ..rundir import ARTIFACTS
 
 OUTPUT_FILE = "output.txt"
@@ -59,34 +59,102 @@ def strip_ansi(text: str) -> str:
 
 # -- which results count -------------------------------------------------------------
 
+TestKey = tuple[str, str, str, object]
+
+
+def test_instance(result: Result) -> object:
+    """What tells apart two instances of one test in one plan on one platform.
+
+    tmt's serial number (a plan may select one test twice); None in results
+    written before instances were told apart. Every report and ``collect``
+    key tests by ``test_key``, so this is the one place that says it.
+    """
+    return result.serial_number
+
+
+def test_key(result: Result) -> TestKey:
+    """The identity of a test instance: ``(platform, plan, test, instance)``."""
+    return (result.platform, result.plan, result.test, test_instance(result))
+
 
 def final_results(results: Iterable[Result]) -> list[Result]:
-    """The results of each test's latest attempt, in stable order.
+    """The results of each test instance's latest attempt, in stable order.
 
-    A test is identified by ``(platform, plan, test, serial_number)`` (the
-    serial number tells apart two instances of a test that one plan selects
-    twice). Only results of its
+    A test instance is identified by ``test_key``. Only results of its
     highest ``attempt`` are kept, so a sub-result that only an earlier attempt
     reported cannot linger next to a passing rerun. Within that attempt, one
     result per ``name`` is kept (the last one seen, e.g. after ``--resume``
     wrote it again). Results are returned in the order their
-    ``(platform, plan, test, name)`` first appeared in ``results``.
+    ``(test key, name)`` first appeared in ``results``.
     """
     results = list(results)
-    latest: dict[tuple[str, str, str, int | None], int] = {}
+    latest: dict[TestKey, int] = {}
     for result in results:
-        test_key = (result.platform, result.plan, result.test, result.serial_number)
-        latest[test_key] = max(latest.get(test_key, result.attempt), result.attempt)
+        key = test_key(result)
+        latest[key] = max(latest.get(key, result.attempt), result.attempt)
 
     # A dict keeps first-appearance order; values are filled by the chosen attempt.
-    chosen: dict[tuple[str, str, str, int | None, str | None], Result | None] = {}
+    chosen: dict[tuple[TestKey, str | None], Result | None] = {}
     for result in results:
-        test_key = (result.platform, result.plan, result.test, result.serial_number)
-        key = (*test_key, result.name)
-        chosen.setdefault(key, None)
-        if result.attempt == latest[test_key]:
-            chosen[key] = result
+        key = test_key(result)
+        slot = (key, result.name)
+        chosen.setdefault(slot, None)
+        if result.attempt == latest[key]:
+            chosen[slot] = result
     return [result for result in chosen.values() if result is not None]
+
+
+def own_results(results: Iterable[Result]) -> list[Result]:
+    """Each test's own result (``name`` None), in order."""
+    return [r for r in results if r.name is None]
+
+
+def flaky_attempts(results: Iterable[Result]) -> dict[TestKey, list[Result]]:
+    """Tests that failed on an earlier attempt and did not fail on their final one.
+
+    Maps the test key to the own results of its earlier failed attempts (in
+    attempt order). An attempt that ended in an infrastructure error or an
+    interruption does not make a test flaky: the test did not get to fail.
+    """
+    results = list(results)
+    latest: dict[TestKey, int] = {}
+    for result in results:
+        key = test_key(result)
+        latest[key] = max(latest.get(key, result.attempt), result.attempt)
+    final: dict[TestKey, Result] = {}
+    failed: dict[TestKey, dict[int, Result]] = {}
+    for result in results:
+        if result.name is not None:
+            continue
+        key = test_key(result)
+        if result.attempt == latest[key]:
+            final[key] = result
+        if result.status.is_failure and result.reason not in (Reason.INFRA, Reason.INTERRUPTED):
+            failed.setdefault(key, {})[result.attempt] = result
+    flaky: dict[TestKey, list[Result]] = {}
+    for key, attempts in failed.items():
+        last = final.get(key)
+        if last is None or last.status.is_failure:  # no own result in the final attempt
+            continue
+        earlier = [attempts[n] for n in sorted(attempts) if n < last.attempt]
+        if earlier:
+            flaky[key] = earlier
+    return flaky
+
+
+def report_duration(result: Result, own: Result | None) -> float | None:
+    """The time a report shows for ``result``; None when it has none of its own.
+
+    A sub-result that carries exactly its test's duration inherited it (the
+    executor records one duration per test run): reporting it again would
+    count the test's time twice, so it has none.
+    """
+    duration = result.duration
+    if duration is None or duration != duration or duration < 0:
+        return None
+    if result.name is not None and own is not None and own.duration == duration:
+        return None
+    return duration
 
 
 def totals(results: Iterable[Result]) -> dict[str, int]:
@@ -122,10 +190,10 @@ def time_in_tests(results: Iterable[Result]) -> float:
     A test's own result (``name`` None) carries its duration; sub-results are
     parts of it and are only summed for a test that has no own result.
     """
-    own: dict[tuple[str, str, str, int | None, int], float] = {}
-    parts: dict[tuple[str, str, str, int | None, int], float] = {}
+    own: dict[tuple[str, str, str, int], float] = {}
+    parts: dict[tuple[str, str, str, int], float] = {}
     for result in results:
-        key = (result.platform, result.plan, result.test, result.serial_number, result.attempt)
+        key = (result.platform, result.plan, result.test, result.attempt)
         seconds = result.duration or 0.0
         if result.name is None:
             own[key] = own.get(key, 0.0) + seconds
@@ -210,9 +278,8 @@ def read_output(
     relative = output_path(result)
     if relative is None:
         return None
-    artifacts = (Path(rundir_path) / ARTIFACTS).resolve()
-    path = (artifacts / relative).resolve()
-    if not path.is_relative_to(artifacts):
+    path = _artifact(rundir_path, relative)
+    if path is None:
         return None
     try:
         with open(path, "rb") as f:
@@ -235,6 +302,58 @@ def read_output(
             text = "".join(lines[-max_lines:]) if max_lines > 0 else ""
             truncated = True
     return OutputTail(text=text, path=relative, size=size, truncated=truncated)
+
+
+def _artifact(rundir_path: Path, relative: str) -> Path | None:
+    """RUN/artifacts/``relative`` if it stays inside RUN/artifacts (links resolved)."""
+    artifacts = (Path(rundir_path) / ARTIFACTS).resolve()
+    path = (artifacts / relative).resolve()
+    return path if path.is_relative_to(artifacts) else None
+
+
+def read_output_excerpt(
+    rundir_path: Path, result: Result, head_bytes: int, tail_bytes: int
+) -> OutputTail | None:
+    """The first ``head_bytes`` and last ``tail_bytes`` of the result's output.
+
+    At most ``head_bytes + tail_bytes`` are read, whatever the file's size.
+    When the file is longer, the text says how many bytes were left out
+    between the two and names the full log. Decoded as in ``read_output``
+    (invalid UTF-8 as U+FFFD, ANSI sequences removed); a character cut at
+    either edge shows as U+FFFD. None under the same conditions as
+    ``read_output``.
+    """
+    relative = output_path(result)
+    if relative is None:
+        return None
+    path = _artifact(rundir_path, relative)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= head_bytes + tail_bytes:
+                head, tail = f.read(head_bytes + tail_bytes), b""
+            else:
+                head = f.read(head_bytes)
+                f.seek(size - tail_bytes)
+                tail = f.read(tail_bytes)
+    except OSError:
+        return None
+
+    def decode(data: bytes) -> str:
+        return strip_ansi(data.decode("utf-8", errors="replace")).replace("\r\n", "\n")
+
+    if not tail:
+        return OutputTail(text=decode(head), path=relative, size=size, truncated=False)
+    left_out = size - len(head) - len(tail)
+    marker = (
+        f"\n[atex-ci: {left_out} bytes of output left out here; "
+        f"the full log is artifacts/{relative}]\n"
+    )
+    return OutputTail(
+        text=decode(head) + marker + decode(tail), path=relative, size=size, truncated=True
+    )
 
 
 def read_output_tail(
@@ -265,3 +384,73 @@ def format_duration(seconds: float | None) -> str:
     if hours:
         return f"{hours}h {minutes:02d}m {secs:02d}s"
     return f"{minutes}m {secs:02d}s"
+
+
+# -- machines ------------------------------------------------------------------------
+
+
+@dataclass
+class MachineUsage:
+    """One machine's time in a run, from events.jsonl.
+
+    ``tests`` holds ``(start, end, test, status)`` per test run on it, in
+    seconds since ``origin`` (the run's first event); ``begin``/``end`` are
+    when the machine was first and last seen. Busy time is the sum of test
+    intervals; the rest of ``end - begin`` the machine sat idle.
+    """
+
+    machine: str
+    begin: float
+    end: float
+    tests: list[tuple[float, float, str, str | None]]
+
+    @property
+    def busy(self) -> float:
+        return sum(end - start for start, end, _test, _status in self.tests)
+
+    @property
+    def span(self) -> float:
+        return max(0.0, self.end - self.begin)
+
+    @property
+    def utilisation(self) -> float | None:
+        return self.busy / self.span if self.span > 0 else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def machine_usage(events: Iterable[dict[str, object]]) -> tuple[list[MachineUsage], float | None]:
+    """Per-machine busy intervals from the run's events, and the origin time (epoch seconds).
+
+    Events come from a run directory anyone may have written: an event whose
+    fields have the wrong type is ignored, a ``test_started`` without a
+    ``test_finished`` ends at the machine's last event.
+    """
+    usage: dict[str, MachineUsage] = {}
+    open_tests: dict[str, tuple[float, str]] = {}
+    origin: float | None = None
+    for event in events:
+        stamp = _parse_time(_text(event.get("time")))
+        machine = _text(event.get("machine"))
+        if stamp is None or machine is None:
+            continue
+        seconds = stamp.timestamp()
+        if origin is None:
+            origin = seconds
+        moment = seconds - origin
+        entry = usage.setdefault(machine, MachineUsage(machine, moment, moment, []))
+        entry.begin = min(entry.begin, moment)
+        entry.end = max(entry.end, moment)
+        kind = event.get("event")
+        test = _text(event.get("test")) or "?"
+        if kind == "test_started":
+            open_tests[machine] = (moment, test)
+        elif kind == "test_finished":
+            start, started_test = open_tests.pop(machine, (moment, test))
+            entry.tests.append((start, moment, started_test, _text(event.get("status"))))
+    for machine, (start, test) in open_tests.items():
+        entry = usage[machine]
+        entry.tests.append((start, entry.end, test, None))
+    return list(usage.values()), origin
