@@ -6,18 +6,22 @@ the transport they are later used to test.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import StartHosts
 from tests.hosts import (
+    LOCK_DIR,
     HostPool,
     SSHHost,
     missing_requirements,
@@ -26,6 +30,22 @@ from tests.hosts import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def address_lock(address: str) -> Iterator[bool]:
+    """Hold the test-host lock of ``address`` if no other process holds it; say whether."""
+    LOCK_DIR.mkdir(exist_ok=True)
+    fd = os.open(LOCK_DIR / address, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)
 
 
 def ssh(host: SSHHost, command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -249,4 +269,8 @@ def test_fixture_stops_hosts_when_the_test_fails(tmp_path: Path) -> None:
         # PID 1 of a PID namespace is reaped only after every other process
         # in it, so PID 1 gone means the whole machine is gone.
         assert process_start_time(init_pid) != start_time
-        assert not port_answers(address)
+        # Nothing answers there any more, unless another test process has
+        # since taken the freed address for a host of its own (its lock says so).
+        with address_lock(address) as ours:
+            if ours:
+                assert not port_answers(address)
