@@ -8,6 +8,7 @@ Exit codes: 0 all passed, 1 test failures, 2 usage or configuration error,
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import os
@@ -15,12 +16,15 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from . import __version__
 from .errors import AtexError, ConfigError
+
+if TYPE_CHECKING:
+    from .rundir import RunDir
 
 T = TypeVar("T")
 
@@ -124,6 +128,38 @@ def cli(verbose: int) -> None:
         logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
+def _key_values(option: str, items: tuple[str, ...], *, from_env: bool = False) -> dict[str, str]:
+    """KEY=VALUE options as a dict; with ``from_env`` a bare KEY takes $KEY's value."""
+    values: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep and from_env and key:
+            if key not in os.environ:
+                raise ConfigError(f"{option} {key}: the environment variable {key} is not set")
+            value = os.environ[key]
+        elif not sep or not key:
+            raise ConfigError(f"invalid {option} {item!r}: expected KEY=VALUE")
+        values[key] = value
+    return values
+
+
+#: Options that only make sense with --provisioner testing-farm.
+_TF_OPTIONS = (
+    "compose",
+    "pool",
+    "hardware",
+    "kickstart",
+    "variables",
+    "secrets",
+    "tmt_context",
+    "duration",
+    "pipeline_timeout",
+    "ingress",
+    "ready_timeout",
+)
+
+
 @cli.command()
 @_run_dir_option()
 @click.option("--local", "local", type=click.IntRange(min=1), help="Reserve N local slots.")
@@ -133,6 +169,20 @@ def cli(verbose: int) -> None:
     multiple=True,
     metavar="[USER@]HOST[:PORT]",
     help="An existing machine reachable over SSH (repeatable).",
+)
+@click.option(
+    "--hosts",
+    "inventory",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Inventory of existing machines (YAML or JSON list of host, port, user, key, "
+    "platform); see docs/provisioners.md.",
+)
+@click.option(
+    "--skip-unreachable",
+    is_flag=True,
+    help="With --host/--hosts: skip a host that does not answer (with a warning) instead of "
+    "failing.",
 )
 @click.option(
     "--key",
@@ -145,42 +195,229 @@ def cli(verbose: int) -> None:
     help="Platform the machines provide (default: 'default'). Every test runs once per "
     "platform; machines of one platform share its tests.",
 )
+@click.option(
+    "--provisioner",
+    "provisioner_name",
+    metavar="testing-farm|MODULE:CLASS",
+    help="Reserve through a provisioner: 'testing-farm', or your own Provisioner subclass.",
+)
+@click.option(
+    "-o",
+    "--option",
+    "provisioner_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Keyword argument for your own provisioner class (repeatable; recorded in run.json, "
+    "so never a secret).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    help="Machines to reserve with --provisioner, in parallel (default: 1).",
+)
+@click.option("--compose", help="Testing Farm: the compose to install, e.g. Fedora-Rawhide.")
+@click.option("--arch", default="x86_64", show_default=True, help="Testing Farm: architecture.")
+@click.option("--pool", help="Testing Farm: infrastructure pool.")
+@click.option("--hardware", metavar="JSON", help="Testing Farm: hardware requirements (object).")
+@click.option(
+    "--kickstart", multiple=True, metavar="KEY=VALUE", help="Testing Farm: kickstart (repeatable)."
+)
+@click.option(
+    "--variable",
+    "variables",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Testing Farm: environment variable of the reservation (repeatable).",
+)
+@click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    metavar="KEY[=VALUE]",
+    help="Testing Farm: secret variable of the reservation; a bare KEY takes the value of "
+    "$KEY (repeatable; never recorded).",
+)
+@click.option(
+    "--tmt-context",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Testing Farm: tmt context of the request (repeatable).",
+)
+@click.option(
+    "--duration",
+    type=click.IntRange(min=1),
+    help="Testing Farm: minutes the machine is kept; bounds a machine never released "
+    "(default: 240).",
+)
+@click.option(
+    "--pipeline-timeout",
+    type=click.IntRange(min=1),
+    help="Testing Farm: settings.pipeline.timeout in minutes (at least the duration + 30).",
+)
+@click.option(
+    "--ingress",
+    metavar="CIDR",
+    help="Testing Farm, public ranch: network allowed in (default: this machine's public "
+    "address, looked up).",
+)
+@click.option(
+    "--ready-timeout",
+    metavar="DURATION",
+    help="Testing Farm: give up on a request that has no guest after this long and try "
+    "another (default: 1h).",
+)
 def reserve(
     run_dir: Path,
     local: int | None,
     hosts: tuple[str, ...],
+    inventory: Path | None,
+    skip_unreachable: bool,
     key: Path | None,
     platform: str | None,
+    provisioner_name: str | None,
+    provisioner_options: tuple[str, ...],
+    count: int | None,
+    **tf: Any,
 ) -> None:
     """Reserve machines for a run and record them in RUN/machines.json.
 
-    Without options, reserves one local slot per CPU.
+    Each machine is recorded as soon as it is ready. Without options, reserves
+    one local slot per CPU. Interrupted (Ctrl-C, SIGTERM), it gives back what it
+    had requested.
     """
-    from .provision.local import LocalProvisioner
+    from .model import Machine, MachineState
+    from .provision import Provisioner, record_reservations
+    from .provision.local import LocalProvisioner, default_slots
     from .provision.static import HostSpec, StaticProvisioner
     from .rundir import RunDir
 
-    rundir = RunDir.open_or_create(run_dir)
-    with rundir.locked():
-        machines = []
-        if hosts:
-            specs = [HostSpec.parse(h) for h in hosts]
-            machines += run_async(
-                lambda: StaticProvisioner().reserve(
-                    rundir, specs, str(key) if key else None, platform or "default"
-                )
-            )
-        if local or not hosts:
-            machines += LocalProvisioner().reserve(rundir, local, platform or "default")
-        rundir.write_machines(rundir.read_machines() + machines)
-        for machine in machines:
-            rundir.append_event(
-                "machine_reserved", machine=machine.id, provisioner=machine.provisioner
-            )
-        rundir.update_run(state="reserved")
-    for machine in machines:
+    platform = platform or "default"
+    tf_given = [name for name in _TF_OPTIONS if tf.get(name) not in (None, ())]
+    if provisioner_name is not None and (hosts or inventory or local):
+        raise ConfigError("--provisioner cannot be combined with --host, --hosts or --local")
+    if tf_given and provisioner_name != "testing-farm":
+        option = "--" + tf_given[0].replace("_", "-")
+        raise ConfigError(f"{option} needs --provisioner testing-farm")
+    if provisioner_options and provisioner_name in (None, "testing-farm"):
+        raise ConfigError("-o/--option is for your own provisioner (--provisioner module:Class)")
+    if count is not None and provisioner_name is None:
+        raise ConfigError("--count is for --provisioner; use --local N for local slots")
+    if skip_unreachable and not (hosts or inventory):
+        raise ConfigError("--skip-unreachable needs --host or --hosts")
+    if provisioner_name == "testing-farm" and not tf["compose"]:
+        raise ConfigError("--provisioner testing-farm needs --compose, e.g. Fedora-Rawhide")
+    # Everything that can be checked is checked before the run directory is made.
+    specs = [HostSpec.parse(h) for h in hosts]
+    if inventory is not None:
+        from .provision.inventory import load_inventory
+
+        specs += load_inventory(inventory)
+    recorded: dict[str, Any] | None = None
+    if provisioner_name is not None:
+        from .provision import provisioner_class
+
+        cls = provisioner_class(provisioner_name)
+        kwargs, recorded = _provisioner_arguments(provisioner_name, provisioner_options, tf)
+        try:
+            inspect.signature(cls).bind(None, platform, **kwargs)
+        except TypeError as exc:  # a class of your own that does not take these options
+            raise ConfigError(f"cannot create provisioner {provisioner_name}: {exc}") from None
+
+    def announce(machine: Machine) -> None:
         where = f"{machine.user}@{machine.host}:{machine.port}" if machine.host else machine.workdir
         click.echo(f"atex-ci: reserved {machine.id} ({where})", err=True)
+
+    jobs: list[tuple[Provisioner, int]] = []
+    rundir = RunDir.open_or_create(run_dir)
+    if provisioner_name is not None:
+        try:
+            provisioner = cls(rundir, platform, **kwargs)
+        except TypeError as exc:  # a class of your own that does not take these options
+            raise ConfigError(f"cannot create provisioner {provisioner_name}: {exc}") from None
+        jobs.append((provisioner, count or 1))
+    if specs:
+        static = StaticProvisioner(
+            rundir,
+            platform,
+            specs,
+            str(key) if key else None,
+            skip_unreachable=skip_unreachable,
+        )
+        jobs.append((static, len(specs)))
+    if local or not jobs:
+        jobs.append((LocalProvisioner(rundir, platform), local or default_slots()))
+
+    async def reserve_all() -> list[Machine]:
+        machines: list[Machine] = []
+        for provisioner, n in jobs:
+            machines += await record_reservations(rundir, provisioner, n, on_ready=announce)
+        return machines
+
+    with rundir.locked():
+        if recorded is not None:
+            _record_provisioner(rundir, recorded)
+        try:
+            machines = run_async(reserve_all)
+        except asyncio.CancelledError:
+            _fail("interrupted; every machine this command had requested was given back", 130)
+        finally:
+            if any(m.state != MachineState.RELEASED for m in rundir.read_machines()):
+                rundir.update_run(state="reserved")
+    click.echo(f"atex-ci: {len(machines)} machine(s) ready in {run_dir}", err=True)
+
+
+def _record_provisioner(rundir: RunDir, recorded: dict[str, Any]) -> None:
+    """Put --provisioner's kind and options in run.json, where a class of your own
+    finds its options again; one such class per run directory."""
+    current = rundir.read_run().get("provisioner")
+    kind = str(current.get("kind")) if isinstance(current, dict) else ""
+    if ":" in kind and kind != recorded["kind"]:
+        if ":" in recorded["kind"]:
+            raise ConfigError(
+                f"{rundir.path} already has machines of {kind}; "
+                "use another run directory for another provisioner class"
+            )
+        return  # keep the options the other class needs to release its machines
+    rundir.update_run(provisioner=recorded)
+
+
+def _provisioner_arguments(
+    name: str, options: tuple[str, ...], tf: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword arguments for the --provisioner class, and what run.json records of them.
+
+    Only parses (every bad value is a ConfigError here, before anything is created).
+    """
+    if name != "testing-farm":
+        own = _key_values("-o/--option", options)
+        return own, {"kind": name, "options": own}
+    from .duration import parse_duration
+    from .provision.testingfarm import parse_ingress, parse_json_option
+
+    public: dict[str, Any] = {
+        "compose": tf["compose"],
+        "arch": tf["arch"],
+        "pool": tf["pool"],
+        "hardware": parse_json_option("hardware", tf["hardware"]) if tf["hardware"] else None,
+        "kickstart": _key_values("--kickstart", tf["kickstart"]) or None,
+        "context": _key_values("--tmt-context", tf["tmt_context"]) or None,
+        "pipeline_timeout": tf["pipeline_timeout"],
+        "ingress": parse_ingress(tf["ingress"]) if tf["ingress"] else None,
+        "duration": tf["duration"],
+    }
+    if tf["ready_timeout"] is not None:
+        try:
+            public["ready_timeout"] = parse_duration(tf["ready_timeout"])
+        except ValueError as exc:
+            raise ConfigError(f"invalid --ready-timeout: {exc}") from None
+    public = {k: v for k, v in public.items() if v is not None}
+    kwargs: dict[str, Any] = {
+        **public,
+        "variables": _key_values("--variable", tf["variables"]),
+        "secrets": _key_values("--secret", tf["secrets"], from_env=True),
+    }
+    # Secrets and variables stay out of run.json; the rest says what was asked.
+    return kwargs, {"kind": "testing-farm", "options": public}
 
 
 @cli.command()

@@ -19,7 +19,7 @@ from .execute.executor import Executor, Limits, PhaseError, TestOutcome
 from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
 from .provision import get_provisioner
-from .provision.local import LocalProvisioner
+from .provision.local import LocalProvisioner, default_slots
 from .remote_tree import GitCache
 from .report.summary import final_results
 from .report.text import progress_note, stderr_line
@@ -105,7 +105,8 @@ class Orchestrator:
         machines = [m for m in rundir.read_machines() if m.state != MachineState.RELEASED]
         auto = False
         if not machines:
-            machines = LocalProvisioner().reserve(rundir, self.options.local_slots)
+            slots = LocalProvisioner(rundir).reserve(self.options.local_slots or default_slots())
+            machines = [m async for m in slots]
             rundir.write_machines(rundir.read_machines() + machines)
             for m in machines:
                 rundir.append_event("machine_reserved", machine=m.id, provisioner=m.provisioner)
@@ -181,8 +182,8 @@ class Orchestrator:
     async def _worker(
         self, machine: Machine, scheduler: Scheduler, tree_tar: bytes, remote_tar: bytes
     ) -> None:
-        provisioner = get_provisioner(machine.provisioner)
-        transport = provisioner.transport(machine, self.rundir)
+        provisioner = get_provisioner(machine.provisioner, self.rundir)
+        transport = provisioner.transport(machine)
         executor = Executor(
             transport,
             machine,
@@ -326,27 +327,34 @@ class Orchestrator:
             await release_machine(self.rundir, machine)
 
 
-async def release_machine(rundir: RunDir, machine: Machine) -> None:
-    """Release one machine and record it; idempotent, never raises."""
+async def release_machine(rundir: RunDir, machine: Machine) -> bool:
+    """Release one machine through its provisioner and record it; never raises.
+
+    Returns False (and logs why) when the machine may still be held, e.g. a
+    Testing Farm request that could not be cancelled: it stays unreleased in
+    machines.json so that the next ``release`` tries again.
+    """
     if machine.state == MachineState.RELEASED:
-        return
+        return True
     try:
-        provisioner = get_provisioner(machine.provisioner)
-        await provisioner.release(machine, rundir)
+        provisioner = get_provisioner(machine.provisioner, rundir)
+        await provisioner.release(machine)
     except (ConfigError, OSError, InfraError) as exc:
         log.warning("releasing %s: %s", machine.id, exc)
-        machine.state = MachineState.RELEASED
-        machine.released_at = now_iso()
+        return False
     rundir.update_machine(machine)
     rundir.append_event("machine_released", machine=machine.id)
+    return True
 
 
 async def release_all(rundir: RunDir) -> list[Machine]:
-    """Release every machine of the run and delete the run's private keys."""
+    """Release every machine of the run and delete the run's private keys.
+
+    Raises InfraError naming the machines that may still be held (after
+    releasing every other one and deleting the keys).
+    """
     machines = rundir.read_machines()
-    async with asyncio.TaskGroup() as tg:
-        for machine in machines:
-            tg.create_task(release_machine(rundir, machine))
+    released = await asyncio.gather(*(release_machine(rundir, m) for m in machines))
     keys = rundir.path / "keys"
     if keys.is_dir():
         for key in keys.iterdir():
@@ -354,6 +362,12 @@ async def release_all(rundir: RunDir) -> list[Machine]:
                 key.unlink()
         with contextlib.suppress(OSError):
             keys.rmdir()
+    held = [m.id for m, ok in zip(machines, released, strict=True) if not ok]
+    if held:
+        raise InfraError(
+            f"could not release {', '.join(held)} (see the warnings above); "
+            "run 'atex-ci release' again"
+        )
     return machines
 
 

@@ -27,14 +27,13 @@ class LongestFirst(Scheduler):
 async def main(fmf_root: Path, run_dir: Path, slots: int) -> int:
     plans = {p.name: p for p in discover(fmf_root)}
     rundir = RunDir.open_or_create(run_dir)
-    provisioner = LocalProvisioner()
-    machines = provisioner.reserve(rundir, slots)
+    provisioner = LocalProvisioner(rundir)
     scheduler = LongestFirst(t for p in plans.values() for t in p.tests)
     tree, remote = build_tree_tar(fmf_root), build_remote_tar()
 
     async def worker(machine):
         scheduler.add_machine(machine.id)
-        async with provisioner.transport(machine, rundir) as transport:
+        async with provisioner.transport(machine) as transport:
             executor = Executor(transport, machine, rundir, base=provisioner.work_dir(machine, "x"))
             await executor.setup(tree, remote)
             while (test := scheduler.next_test(machine.id)) is not None:
@@ -44,11 +43,10 @@ async def main(fmf_root: Path, run_dir: Path, slots: int) -> int:
 
     try:
         async with asyncio.TaskGroup() as tg:
-            for machine in machines:
+            async for machine in provisioner.reserve(slots):  # each one as soon as it is ready
                 tg.create_task(worker(machine))
     finally:
-        for machine in machines:
-            await provisioner.release(machine, rundir)
+        await provisioner.release_all()
     results = rundir.read_results()
     write_junit(results, run_dir / "junit.xml", rundir_path=run_dir)
     return 1 if any(r.status.is_failure for r in results) else 0

@@ -1,19 +1,132 @@
-"""Provisioners: local slots, static SSH hosts (and, later, Testing Farm)."""
+"""Provisioners: local slots, static SSH hosts, Testing Farm, and your own.
+
+``get_provisioner(kind, rundir)`` gives the provisioner that manages machines
+recorded with ``provisioner: kind`` (a built-in name or ``module:Class``);
+``record_reservations`` drives a provisioner's ``reserve`` and records each
+machine in machines.json the moment it is ready.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
 from ..errors import ConfigError
+from ..model import Machine
+from ..rundir import RunDir
 from .base import Provisioner
 
+log = logging.getLogger("atex_ci")
 
-def get_provisioner(kind: str) -> Provisioner:
-    """The provisioner that manages machines recorded with ``provisioner: kind``."""
-    if kind == "local":
-        from .local import LocalProvisioner
+#: Built-in provisioners: kind -> "module:Class" inside this package.
+BUILTIN = {
+    "local": "atex_ci.provision.local:LocalProvisioner",
+    "static": "atex_ci.provision.static:StaticProvisioner",
+    "testing-farm": "atex_ci.provision.testingfarm:TestingFarmProvisioner",
+}
 
-        return LocalProvisioner()
-    if kind == "static":
-        from .static import StaticProvisioner
 
-        return StaticProvisioner()
-    raise ConfigError(f"unknown provisioner {kind!r} in machines.json")
+def provisioner_class(kind: str) -> type[Provisioner]:
+    """The class for a built-in kind or a ``module:Class`` spec; ConfigError if none."""
+    spec = BUILTIN.get(kind, kind)
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(
+            f"unknown provisioner {kind!r}: use one of {', '.join(BUILTIN)} or module:Class"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot import provisioner module {module_name!r}: {exc} "
+            "(is it installed or on PYTHONPATH?)"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ConfigError(f"module {module_name!r} has no {attr!r}")
+    if not isinstance(obj, type) or not issubclass(obj, Provisioner):
+        raise ConfigError(f"{spec} is not a subclass of atex_ci.provision.base.Provisioner")
+    return obj
+
+
+def provisioner_kind(provisioner: Provisioner) -> str:
+    """What to record as Machine.provisioner so a later command finds the same class."""
+    cls = type(provisioner)
+    if BUILTIN.get(cls.kind) == f"{cls.__module__}:{cls.__qualname__}":
+        return cls.kind
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def get_provisioner(kind: str, rundir: RunDir) -> Provisioner:
+    """The provisioner that manages machines recorded with ``provisioner: kind``.
+
+    A provisioner of your own is built as ``Class(rundir, **options)`` with the
+    options ``reserve --provisioner ... -o KEY=VALUE`` recorded in run.json.
+    """
+    cls = provisioner_class(kind)
+    options: dict[str, Any] = {}
+    if kind not in BUILTIN:
+        recorded = rundir.read_run().get("provisioner")
+        if isinstance(recorded, dict) and recorded.get("kind") == kind:
+            options = dict(recorded.get("options") or {})
+    try:
+        return cls(rundir, **options)
+    except TypeError as exc:
+        raise ConfigError(f"cannot create provisioner {kind}: {exc}") from None
+
+
+async def record_reservations(
+    rundir: RunDir,
+    provisioner: Provisioner,
+    count: int,
+    on_ready: Callable[[Machine], None] | None = None,
+) -> list[Machine]:
+    """Reserve ``count`` machines, recording each in machines.json once it is ready.
+
+    machines.json is rewritten atomically for every machine, so a ``run``
+    started meanwhile sees every ready machine. If this call is cancelled
+    (Ctrl-C, SIGTERM), the provisioner gives back what it had requested and
+    the machines already recorded by this call are released too; then the
+    CancelledError goes on. Errors (InfraError when fewer machines could be
+    had) come after every machine that was ready has been recorded.
+    """
+    kind = provisioner_kind(provisioner)
+    machines: list[Machine] = []
+    try:
+        async with contextlib.aclosing(provisioner.reserve(count)) as stream:
+            async for machine in stream:
+                machine.provisioner = kind
+                rundir.update_machine(machine)
+                rundir.append_event("machine_reserved", machine=machine.id, provisioner=kind)
+                machines.append(machine)
+                if on_ready is not None:
+                    on_ready(machine)
+    except asyncio.CancelledError:
+        await asyncio.shield(_give_back(rundir, provisioner, machines))
+        raise
+    return machines
+
+
+async def _give_back(rundir: RunDir, provisioner: Provisioner, machines: list[Machine]) -> None:
+    """Release the machines an interrupted reservation had already recorded."""
+    await provisioner.release_all()
+    for machine in machines:
+        rundir.update_machine(machine)
+        if machine.released_at:
+            rundir.append_event("machine_released", machine=machine.id)
+
+
+__all__ = [
+    "BUILTIN",
+    "Provisioner",
+    "get_provisioner",
+    "provisioner_class",
+    "provisioner_kind",
+    "record_reservations",
+]

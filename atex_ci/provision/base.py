@@ -1,32 +1,145 @@
 """The Provisioner interface: where machines come from and how they go away.
 
-A provisioner reserves machines (recording them as ``Machine`` objects in
-machines.json), builds a Transport for a machine, and releases machines.
-``release`` is idempotent and safe to call from anywhere, including cleanup
-after a failure. Implementations may only add arguments that have defaults.
+A provisioner is an object bound to one run directory. ``reserve(count)`` is
+an async iterator that yields each machine (a ``Machine``) as soon as it is
+ready to take tests, so a caller can start working on the first one while the
+others are still coming. ``release(machine)`` gives one machine back; it is
+idempotent and safe to call from any task, including clean-up after a
+failure. ``release_all()`` releases every machine this instance reserved and
+has not released yet. ``transport(machine)`` builds a (not yet connected)
+Transport to a machine and ``work_dir`` names the run's directory on it.
+
+Recording machines in machines.json is the caller's job (see
+``atex_ci.provision.record_reservations``), so a provisioner of your own only
+has to produce ``Machine`` objects. Implementations may only add arguments
+that have defaults: the base signatures are the API.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import ClassVar
 
-from ..model import Machine
-from ..rundir import RunDir
+from ..model import Machine, MachineState
+from ..rundir import RunDir, now_iso
 from ..transport.base import Transport
+
+log = logging.getLogger("atex_ci")
+
+#: Seconds release_all() waits for all releases together before giving up on
+#: the rest (each provisioner bounds its own calls well below this).
+RELEASE_ALL_TIMEOUT = 120.0
 
 
 class Provisioner(abc.ABC):
+    """Reserves and releases machines for one run directory.
+
+    Subclasses set ``kind`` (stored in ``Machine.provisioner``; a provisioner
+    of your own is recorded as ``module:Class``) and implement ``reserve``
+    and ``release``; ``transport`` and ``work_dir`` default to SSH with the
+    machine's recorded host, user, key and pinned host key.
+    """
+
     #: The value stored in Machine.provisioner.
-    kind: str = ""
+    kind: ClassVar[str] = ""
+
+    def __init__(self, rundir: RunDir, platform: str = "default") -> None:
+        self.rundir = rundir
+        self.platform = platform
+        #: Machines this instance yielded and has not released yet.
+        self.reserved: dict[str, Machine] = {}
 
     @abc.abstractmethod
-    def transport(self, machine: Machine, rundir: RunDir) -> Transport:
-        """A (not yet connected) transport to the machine."""
+    def reserve(self, count: int) -> AsyncGenerator[Machine, None]:
+        """Yield up to ``count`` machines, each as soon as it is ready.
+
+        Write it as an ``async def`` generator. Call ``self._reserved(machine)``
+        on each machine before yielding it, so ``release_all`` knows it. When
+        fewer than ``count`` can be had, yield the ones that can and then raise
+        InfraError saying why. If the caller stops iterating or is cancelled,
+        everything requested but not yet yielded must be given back before the
+        generator finishes (``finally``, shielded, bounded in time).
+        """
 
     @abc.abstractmethod
+    async def release(self, machine: Machine) -> None:
+        """Give the machine back and mark it released (state, released_at).
+
+        Idempotent: a machine already released or already gone is not an
+        error. Raise InfraError (one line) only when the machine may still be
+        held, so that a later release can try again.
+        """
+
+    async def release_all(self) -> list[Machine]:
+        """Release every machine this instance reserved; never raises InfraError.
+
+        Returns the machines that could not be released (each logged).
+        """
+        machines = list(self.reserved.values())
+        failed: list[Machine] = []
+
+        async def one(machine: Machine) -> None:
+            try:
+                await self.release(machine)
+            except Exception as exc:  # every failure is reported, none stops the others
+                log.warning("releasing %s: %s", machine.id, exc)
+                failed.append(machine)
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RELEASE_ALL_TIMEOUT):
+                await asyncio.gather(*(one(m) for m in machines))
+        return failed
+
+    def transport(self, machine: Machine) -> Transport:
+        """A (not yet connected) transport to the machine; SSH by default."""
+        return ssh_transport(machine, self.rundir)
+
     def work_dir(self, machine: Machine, run_id: str) -> str:
         """The per-run work directory on the machine (tree, wrapper, test dirs)."""
+        # The machine id too: one host may be reserved twice (two workers on it).
+        return f"/var/tmp/atex-ci/{run_id}/{machine.id}"
 
-    @abc.abstractmethod
-    async def release(self, machine: Machine, rundir: RunDir) -> None:
-        """Give the machine back. Idempotent; never raises for an already gone machine."""
+    # -- helpers for implementations ----------------------------------------------
+
+    def _reserved(self, machine: Machine) -> Machine:
+        """Remember a machine about to be yielded (for release_all)."""
+        self.reserved[machine.id] = machine
+        return machine
+
+    def _released(self, machine: Machine) -> None:
+        """Mark a machine released and forget it."""
+        machine.state = MachineState.RELEASED
+        machine.released_at = machine.released_at or now_iso()
+        self.reserved.pop(machine.id, None)
+
+    def _unique_id(self, base: str, taken: set[str] | None = None) -> str:
+        """``base``, or ``base-2``, ``base-3``... if the run already has that machine id."""
+        taken = set(taken or ()) | {m.id for m in self.rundir.read_machines()}
+        taken |= set(self.reserved)
+        machine_id, n = base, 1
+        while machine_id in taken:
+            n += 1
+            machine_id = f"{base}-{n}"
+        return machine_id
+
+
+def ssh_transport(machine: Machine, rundir: RunDir) -> Transport:
+    """An SSHTransport to a recorded machine, verifying its pinned host key.
+
+    A relative ``machine.key`` is relative to the run directory (keys/...).
+    """
+    from ..transport.ssh import SSHTransport
+
+    if machine.host is None:
+        raise ValueError(f"machine {machine.id} has no host to connect to")
+    key = machine.key
+    if key and not Path(key).is_absolute():
+        key = str(rundir.path / key)
+    return SSHTransport(
+        machine.host, machine.port, machine.user, key, known_host_key=machine.host_key
+    )

@@ -9,54 +9,55 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import AsyncGenerator
 
-from ..model import Machine, MachineState
-from ..rundir import RunDir, now_iso
+from ..model import Machine
+from ..rundir import now_iso
 from ..transport.base import Transport
 from ..transport.local import LocalTransport
 from .base import Provisioner
 
 
+def default_slots() -> int:
+    """Slots to use when no count is given: one per CPU."""
+    return os.cpu_count() or 1
+
+
 class LocalProvisioner(Provisioner):
     kind = "local"
 
-    def reserve(
-        self, rundir: RunDir, count: int | None = None, platform: str = "default"
-    ) -> list[Machine]:
-        """Record ``count`` slots (default: the number of CPUs)."""
-        count = count or os.cpu_count() or 1
-        existing = {m.id for m in rundir.read_machines()}
-        machines: list[Machine] = []
+    async def reserve(self, count: int) -> AsyncGenerator[Machine, None]:
+        """Yield ``count`` new slots, each with its own empty work directory."""
+        taken = {m.id for m in self.rundir.read_machines()} | set(self.reserved)
         n = 0
-        while len(machines) < count:
+        for _ in range(count):
             n += 1
+            while f"local-{n}" in taken:
+                n += 1
             slot_id = f"local-{n}"
-            if slot_id in existing:
-                continue
-            workdir = rundir.work_dir / slot_id
+            taken.add(slot_id)
+            workdir = self.rundir.work_dir / slot_id
             workdir.mkdir(parents=True, exist_ok=True)
-            machines.append(
+            yield self._reserved(
                 Machine(
                     id=slot_id,
                     provisioner=self.kind,
-                    platform=platform,
+                    platform=self.platform,
                     host=None,
                     user=os.environ.get("USER", ""),
                     workdir=str(workdir.resolve()),
                     reserved_at=now_iso(),
                 )
             )
-        return machines
 
-    def transport(self, machine: Machine, rundir: RunDir) -> Transport:
+    def transport(self, machine: Machine) -> Transport:
         return LocalTransport()
 
     def work_dir(self, machine: Machine, run_id: str) -> str:
         assert machine.workdir is not None
         return machine.workdir
 
-    async def release(self, machine: Machine, rundir: RunDir) -> None:
+    async def release(self, machine: Machine) -> None:
         if machine.workdir:
             await asyncio.to_thread(shutil.rmtree, machine.workdir, True)
-        machine.state = MachineState.RELEASED
-        machine.released_at = machine.released_at or now_iso()
+        self._released(machine)

@@ -1,27 +1,36 @@
-"""Static hosts: machines that already exist and answer over SSH (``--host``).
+"""Static hosts: machines that already exist and answer over SSH.
 
-Reserving checks that each host answers and records its host key; every
-later connection verifies that key. Releasing removes the run's work
-directory from the host (best effort) and forgets the host.
+They come from ``reserve --host`` or an inventory file (``reserve --hosts``,
+see ``inventory.py``). Reserving checks that each host answers and records
+its host key; every later connection verifies that key. Releasing removes
+the run's work directory from the host (best effort) and forgets the host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import shlex
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
-from ..transport.base import Transport
 from .base import Provisioner
+
+log = logging.getLogger("atex_ci")
 
 #: Seconds release may spend cleaning a host before it just forgets it.
 RELEASE_TIMEOUT = 15.0
+
+#: Extra connect attempts when checking a host at reserve time (about 3 s of
+#: backoff in all): enough for a host that is briefly busy, short enough that
+#: a dead host in a fleet costs little with --skip-unreachable.
+CHECK_RETRIES = 3
 
 _HOST_SPEC = re.compile(
     r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$"
@@ -30,9 +39,15 @@ _HOST_SPEC = re.compile(
 
 @dataclass
 class HostSpec:
+    """One existing machine: where it is, and optionally its own key and platform."""
+
     host: str
     port: int = 22
     user: str = "root"
+    #: Path of the private key for this host (None: the provisioner's key or the agent).
+    key: str | None = None
+    #: Platform this host provides (None: the provisioner's platform).
+    platform: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> HostSpec:
@@ -51,25 +66,40 @@ class HostSpec:
 
 
 class StaticProvisioner(Provisioner):
+    """Hands out existing hosts, each after checking that it answers over SSH.
+
+    ``key`` is the private key for hosts whose spec names none (None: your
+    SSH agent and keys). With ``skip_unreachable`` a host that does not answer
+    is skipped with a warning and every other host is yielded as soon as it
+    answers; without it, every host is checked first and one that does not
+    answer is an InfraError naming it, with nothing yielded.
+    """
+
     kind = "static"
 
-    async def reserve(
-        self, rundir: RunDir, hosts: list[HostSpec], key: str | None, platform: str = "default"
-    ) -> list[Machine]:
-        """Check that every host answers over SSH and record it.
+    def __init__(
+        self,
+        rundir: RunDir,
+        platform: str = "default",
+        hosts: list[HostSpec] | None = None,
+        key: str | None = None,
+        *,
+        skip_unreachable: bool = False,
+    ) -> None:
+        super().__init__(rundir, platform)
+        self.hosts = list(hosts or [])
+        self.key = key
+        self.skip_unreachable = skip_unreachable
 
-        Raises InfraError naming a host that does not answer.
-        """
-        if key is not None and not Path(key).is_file():
-            raise ConfigError(f"SSH key {key} does not exist")
-        taken = {m.id for m in rundir.read_machines()}
+    def _machines(self) -> list[Machine]:
+        taken: set[str] = set()
         machines = []
-        for spec in hosts:
-            base_id = machine_id = f"{platform}-{spec.host}-{spec.port}"
-            n = 1
-            while machine_id in taken:
-                n += 1
-                machine_id = f"{base_id}-{n}"
+        for spec in self.hosts:
+            key = spec.key or self.key
+            if key is not None and not Path(key).is_file():
+                raise ConfigError(f"SSH key {key} for host {spec} does not exist")
+            platform = spec.platform or self.platform
+            machine_id = self._unique_id(f"{platform}-{spec.host}-{spec.port}", taken)
             taken.add(machine_id)
             machines.append(
                 Machine(
@@ -83,60 +113,76 @@ class StaticProvisioner(Provisioner):
                     reserved_at=now_iso(),
                 )
             )
-
-        async def check(machine: Machine) -> None:
-            transport = self.transport(machine, rundir)
-            try:
-                await transport.connect()
-                rc, _out, err = await transport.output("true")
-                if rc != 0:
-                    raise InfraError(
-                        f"host {machine.user}@{machine.host}:{machine.port} answers but cannot "
-                        f"run commands: {err.decode(errors='replace').strip()}"
-                    )
-                machine.host_key = transport.host_key
-            except InfraError as exc:
-                raise InfraError(
-                    f"host {machine.user}@{machine.host}:{machine.port} is unreachable: {exc}"
-                ) from None
-            finally:
-                await transport.close()
-
-        async with asyncio.TaskGroup() as tg:
-            for machine in machines:
-                tg.create_task(check(machine))
         return machines
 
-    def transport(self, machine: Machine, rundir: RunDir) -> Transport:
+    async def reserve(self, count: int) -> AsyncGenerator[Machine, None]:
+        """Yield up to ``count`` of the hosts, each once it answers over SSH."""
+        machines = self._machines()[:count]
+        if not self.skip_unreachable:
+            # All or nothing: a fleet with a dead host is a configuration to fix.
+            outcomes = await asyncio.gather(
+                *(self._check(m) for m in machines), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            for machine in machines:
+                yield self._reserved(machine)
+            return
+        checks = {asyncio.ensure_future(self._check(m)): m for m in machines}
+        try:
+            pending = set(checks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    machine = checks[task]
+                    error = task.exception()
+                    if error is None:
+                        yield self._reserved(machine)
+                    elif isinstance(error, InfraError):
+                        log.warning("skipping unreachable %s", error)
+                    else:
+                        raise error
+        finally:
+            for task in checks:
+                task.cancel()
+            await asyncio.gather(*checks, return_exceptions=True)
+
+    async def _check(self, machine: Machine) -> None:
+        """Connect, run ``true``, pin the host key; InfraError naming the host if not."""
         from ..transport.ssh import SSHTransport
 
         assert machine.host is not None
-        key = machine.key
-        if key and not Path(key).is_absolute():
-            key = str(rundir.path / key)
-        return SSHTransport(
-            machine.host,
-            machine.port,
-            machine.user,
-            key,
-            known_host_key=machine.host_key,
+        where = f"{machine.user}@{machine.host}:{machine.port}"
+        transport = SSHTransport(
+            machine.host, machine.port, machine.user, machine.key, retries=CHECK_RETRIES
         )
+        try:
+            await transport.connect()
+            rc, _out, err = await transport.output("true")
+            if rc != 0:
+                raise InfraError(
+                    f"host {where} answers but cannot run commands: "
+                    f"{err.decode(errors='replace').strip()}"
+                )
+            machine.host_key = transport.host_key
+        except InfraError as exc:
+            if str(exc).startswith(f"host {where}"):
+                raise
+            raise InfraError(f"host {where} is unreachable: {exc}") from None
+        finally:
+            await transport.close()
 
-    def work_dir(self, machine: Machine, run_id: str) -> str:
-        # The machine id too: one host may be reserved twice (two workers on it).
-        return f"/var/tmp/atex-ci/{run_id}/{machine.id}"
-
-    async def release(self, machine: Machine, rundir: RunDir) -> None:
+    async def release(self, machine: Machine) -> None:
         if machine.state != MachineState.RELEASED:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(RELEASE_TIMEOUT):
-                    async with self.transport(machine, rundir) as transport:
-                        run_id = rundir.read_run()["id"]
+                    async with self.transport(machine) as transport:
+                        run_id = self.rundir.read_run()["id"]
                         work = self.work_dir(machine, run_id)
                         parent = work.rsplit("/", 1)[0]
                         # The run's directory goes too once its last machine is gone.
                         await transport.run(
                             f"rm -rf {shlex.quote(work)}; rmdir {shlex.quote(parent)} 2>/dev/null"
                         )
-        machine.state = MachineState.RELEASED
-        machine.released_at = machine.released_at or now_iso()
+        self._released(machine)

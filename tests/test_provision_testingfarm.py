@@ -1,0 +1,607 @@
+"""Testing Farm provisioner: the request it builds, the pipeline.log parser, and
+reservations end to end against the stand-in (tests/tf_fake.py) with real sshd
+test hosts, including every injected fault."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atex_ci.errors import ConfigError, InfraError
+from atex_ci.model import MachineState
+from atex_ci.provision import record_reservations
+from atex_ci.provision.testingfarm import (
+    LogFollower,
+    TestingFarmAPI,
+    TestingFarmProvisioner,
+    api_url_from_env,
+    build_request,
+    find_guest,
+)
+from atex_ci.rundir import RunDir
+from tests.tf_fake import FakeTestingFarm
+
+from .treeutil import make_tree, own_results
+
+PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOdd6E3i9h2z8B3M0x7oP8UuHcD2Yc0p3Q6T2g7sSgLb"
+
+
+# -- pure parts ---------------------------------------------------------------------
+
+
+def test_request_is_built_like_testing_farm_reserve():
+    spec = build_request(
+        compose="Fedora-41",
+        arch="aarch64",
+        public_key=PUBLIC_KEY + " alice@laptop.example.com",
+        duration=90,
+        pool="beaker",
+        hardware={"memory": ">= 8 GB"},
+        kickstart={"post-install": "%post\n%end"},
+        variables={"A": "1"},
+        secrets={"S": "hidden"},
+        context={"distro": "fedora-41"},
+        pipeline_timeout=600,
+        ingress_cidr="192.0.2.7/32",
+    )
+    assert spec["test"]["fmf"] == {
+        "url": "https://gitlab.com/testing-farm/tests",
+        "ref": "main",
+        "name": "/testing-farm/reserve",
+    }
+    [env] = spec["environments"]
+    assert env["arch"] == "aarch64"
+    assert env["os"] == {"compose": "Fedora-41"}
+    assert env["pool"] == "beaker"
+    assert env["hardware"] == {"memory": ">= 8 GB"}
+    assert env["kickstart"] == {"post-install": "%post\n%end"}
+    assert env["tmt"] == {"context": {"distro": "fedora-41"}}
+    assert env["variables"] == {"A": "1", "TF_RESERVATION_DURATION": "90"}
+    keys = base64.b64decode(env["secrets"]["TF_RESERVATION_AUTHORIZED_KEYS_BASE64"]).decode()
+    assert keys == PUBLIC_KEY + "\n"  # the comment (user and host name) is gone
+    assert env["secrets"]["S"] == "hidden"
+    provisioning = env["settings"]["provisioning"]
+    assert provisioning["tags"] == {"ArtemisUseSpot": "false"}
+    assert provisioning["security_group_rules_ingress"] == [
+        {"type": "ingress", "protocol": "-1", "cidr": "192.0.2.7/32", "port_min": 0,
+         "port_max": 65535}
+    ]  # fmt: skip
+    assert spec["settings"]["pipeline"]["timeout"] == 600
+
+
+def test_pipeline_timeout_outlives_the_reservation():
+    spec = build_request(compose="X", arch="x86_64", public_key=PUBLIC_KEY, duration=720)
+    assert spec["settings"]["pipeline"]["timeout"] > 720
+    assert "security_group_rules_ingress" not in spec["environments"][0]["settings"]["provisioning"]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "[12:00:01] [+] [guest-setup] Guest is ready: ArtemisGuest(ab-1, root@10.0.0.7, "
+            "arch=x86_64, compose=Fedora-41)",
+            ("root", "10.0.0.7"),
+        ),
+        (
+            "Guest is ready: ArtemisGuest(x, cloud-user@guest-7.example.com, arch=s390x)",
+            ("cloud-user", "guest-7.example.com"),
+        ),
+        (
+            "Guest is ready: ArtemisGuest(x, root@[2001:db8::5], arch=x86_64)",
+            ("root", "2001:db8::5"),
+        ),
+        ("Guest is being provisioned root@10.0.0.7", None),
+        ("Guest is ready: no address yet", None),
+        ("Guest is ready: ArtemisGuest(x, root@-oProxyCommand=evil, arch=x)", None),
+    ],
+)
+def test_guest_line(line, expected):
+    assert find_guest(line) == expected
+
+
+def test_log_follower_finds_lines_however_the_log_is_split():
+    log = b"first line\r\nGuest is ready: ArtemisGuest(a, root@10.1.2.3, arch=x)\nrest"
+    for cut in range(len(log) + 1):
+        follower = LogFollower()
+        lines = follower.feed(log[:cut]) + follower.feed(log[cut:])
+        assert lines == ["first line", "Guest is ready: ArtemisGuest(a, root@10.1.2.3, arch=x)"]
+        assert follower.offset == len(log)
+        assert follower.tail_text().endswith("rest")
+
+
+def test_log_follower_bounds_an_endless_line():
+    follower = LogFollower()
+    for _ in range(100):
+        assert follower.feed(b"x" * 100_000) == []
+    [line] = follower.feed(b"\n")
+    assert len(line) <= 64 * 1024
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "https://api.testing-farm.io/v0.1"),
+        ("https://api.dev.testing-farm.io/v0.1/", "https://api.dev.testing-farm.io/v0.1"),
+        ("https://api.dev.testing-farm.io", "https://api.dev.testing-farm.io/v0.1"),
+    ],
+)
+def test_api_url_from_the_environment(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("TESTING_FARM_API_URL", raising=False)
+    else:
+        monkeypatch.setenv("TESTING_FARM_API_URL", value)
+    assert api_url_from_env() == expected
+
+
+def test_missing_token_is_a_one_line_error(monkeypatch):
+    monkeypatch.delenv("TESTING_FARM_API_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="TESTING_FARM_API_TOKEN is not set"):
+        TestingFarmAPI("http://127.0.0.1:9/v0.1")
+
+
+# -- against the stand-in -------------------------------------------------------------
+
+
+def api_for(fake: FakeTestingFarm, **kw: Any) -> TestingFarmAPI:
+    kw.setdefault("backoff", 0.001)
+    kw.setdefault("timeout", (5.0, 5.0))
+    return TestingFarmAPI(fake.url, token=fake.token, **kw)
+
+
+@pytest.fixture(autouse=True)
+def fast_waits(monkeypatch):
+    """Polling as fast as the stand-in allows (production never sets this)."""
+    monkeypatch.setenv("ATEX_CI_TF_TIME_SCALE", "0.001")
+
+
+def provisioner_for(rundir: RunDir, fake: FakeTestingFarm, **kw: Any) -> TestingFarmProvisioner:
+    kw.setdefault("compose", "X")
+    return TestingFarmProvisioner(rundir, api=kw.pop("api", None) or api_for(fake), **kw)
+
+
+def test_polling_is_never_faster_than_testing_farm_allows(tmp_path, monkeypatch):
+    rundir = RunDir.create(tmp_path / "run")
+    monkeypatch.delenv("ATEX_CI_TF_TIME_SCALE")
+    assert TestingFarmProvisioner(rundir, poll_interval=1).poll_interval == 30
+    monkeypatch.setenv("ATEX_CI_TF_TIME_SCALE", "0.5")
+    assert TestingFarmProvisioner(rundir, poll_interval=1).poll_interval == 15
+    monkeypatch.setenv("ATEX_CI_TF_TIME_SCALE", "2")
+    with pytest.raises(ConfigError, match="ATEX_CI_TF_TIME_SCALE"):
+        TestingFarmProvisioner(rundir)
+
+
+def reserve_with(provisioner: TestingFarmProvisioner, count: int) -> list:
+    return asyncio.run(record_reservations(provisioner.rundir, provisioner, count))
+
+
+def test_reserve_three_and_release_through_the_api(tmp_path, ssh_hosts):
+    hosts = ssh_hosts(3)
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm(hosts) as fake:
+        provisioner = provisioner_for(rundir, fake)
+        machines = reserve_with(provisioner, 3)
+        assert len(machines) == 3
+        assert {m.host for m in machines} == {h.address for h in hosts}
+        by_address = {h.address: h for h in hosts}
+        for machine in machines:
+            assert machine.host_key == by_address[machine.host].host_key
+            assert machine.key == "keys/testing-farm-1"
+        recorded = rundir.read_machines()
+        assert [m.id for m in recorded] == [m.id for m in machines]
+        assert {m.provisioner for m in recorded} == {"testing-farm"}
+        key = rundir.path / "keys" / "testing-farm-1"
+        assert key.stat().st_mode & 0o777 == 0o600
+        # Our key (and only ours) is what the guests accept.
+        proc = subprocess.run(
+            ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+             "-o", "UserKnownHostsFile=/dev/null", f"root@{machines[0].host}", "hostname"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        # Each submission carried the run's public key, without its comment.
+        posted = [c.body for c in fake.calls if c.method == "POST"]
+        public = (rundir.path / "keys" / "testing-farm-1.pub").read_text()
+        for body in posted:
+            secret = body["environments"][0]["secrets"]["TF_RESERVATION_AUTHORIZED_KEYS_BASE64"]
+            assert base64.b64decode(secret).decode() == public
+            assert len(public.split()) == 2
+        # The artifacts server never got the token.
+        assert all(c.authorization is None for c in fake.calls if c.path.startswith("/artif"))
+        assert all(c.authorization for c in fake.calls if c.path.startswith("/v0.1"))
+        ids = [m.handle["request"] for m in machines]
+        for machine in machines:
+            asyncio.run(provisioner.release(machine))
+            asyncio.run(provisioner.release(machine))  # idempotent
+            assert machine.state == MachineState.RELEASED
+        assert sorted(fake.deleted()) == sorted(ids)
+        assert fake.count("DELETE") == 3
+        assert set(fake.states().values()) == {"canceled"}
+
+
+def test_an_unknown_compose_is_a_warning(tmp_path, ssh_host, caplog):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        provisioner = provisioner_for(rundir, fake, compose="Fedora-Nope")
+        with caplog.at_level(logging.WARNING, logger="atex_ci"):
+            [machine] = reserve_with(provisioner, 1)
+        assert "compose Fedora-Nope is not in Testing Farm's list for the redhat ranch" in (
+            caplog.text
+        )
+        assert any(c.path == "/v0.1/composes/redhat" for c in fake.calls)
+        asyncio.run(provisioner.release(machine))
+
+
+def test_a_log_server_without_range_support_still_works(tmp_path, ssh_host):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.ignore_range = True
+        provisioner = provisioner_for(rundir, fake)
+        [machine] = reserve_with(provisioner, 1)
+        assert machine.host == ssh_host.address
+        asyncio.run(provisioner.release(machine))  # the host is free again
+        logs = [c for c in fake.calls if c.path.endswith("/pipeline.log") and c.status == 200]
+        assert len(logs) >= 2  # read again and again, each time from the start
+        # Only what is new counts: the log's tail shows each line once.
+        fake.behaviours = ["no-guest"]
+        provisioner = provisioner_for(rundir, fake, retries=0, ready_timeout=0.5)
+        with pytest.raises(InfraError) as info:
+            reserve_with(provisioner, 1)
+        tail = str(info.value).split("pipeline.log ends: ", 1)[1].split(" | ")
+        assert len(tail) > 3
+        assert len(set(tail)) == len(tail)
+
+
+def test_bursts_of_429_and_500_are_retried(tmp_path, ssh_host):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.fail_next(429, 3, method="POST")
+        fake.fail_next(500, 2, method="GET", path="/v0.1/requests/")
+        fake.fail_next(503, 2, method="GET", path="/v0.1/whoami")
+        [machine] = reserve_with(provisioner_for(rundir, fake), 1)
+        statuses = [c.status for c in fake.calls if c.method == "POST"]
+        assert statuses == [429, 429, 429, 200]
+        assert [c.status for c in fake.calls if c.path == "/v0.1/whoami"] == [503, 503, 200]
+        assert sum(c.status == 500 for c in fake.calls) == 2
+        assert machine.host == ssh_host.address
+
+
+def test_a_slow_answer_is_retried_after_the_timeout(tmp_path, ssh_host):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.delay_next(3.0, 1, method="GET", path="/v0.1/requests/")
+        api = api_for(fake, timeout=(5.0, 0.5))
+        [machine] = reserve_with(provisioner_for(rundir, fake, api=api), 1)
+        assert machine.host == ssh_host.address
+        gets = [c for c in fake.calls if c.method == "GET" and c.path.startswith("/v0.1/req")]
+        # The slow GET was answered (late, to nobody) and asked again.
+        assert len(gets) >= 2
+
+
+def test_a_request_that_errors_is_replaced(tmp_path, ssh_host):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.behaviours = ["error"]
+        [machine] = reserve_with(provisioner_for(rundir, fake, retries=1), 1)
+        states = fake.states()
+        assert sorted(states.values()) == ["canceled", "error"] or sorted(states.values()) == [
+            "error",
+            "running",
+        ]
+        errored = next(r for r, s in states.items() if s == "error")
+        assert machine.handle["request"] != errored
+        assert fake.count("POST") == 2
+
+
+def test_a_request_that_errors_without_budget_fails_with_the_log_tail(tmp_path, ssh_host):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.behaviours = ["error"]
+        with pytest.raises(InfraError) as info:
+            reserve_with(provisioner_for(rundir, fake, retries=0), 1)
+        message = str(info.value)
+        assert "reserved 0 of 1" in message
+        assert "ended (error)" in message
+        assert "Result of testing: ERROR" in message
+        assert "\n" not in message
+        assert rundir.read_machines() == []
+        assert list((rundir.path / "keys").iterdir()) == []  # no machine, no key left
+
+
+def test_secrets_in_the_log_tail_are_hidden(tmp_path, ssh_host):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.behaviours = ["error"]
+        provisioner = provisioner_for(rundir, fake, retries=0, secrets={"PW": "hunter2-secret"})
+        with pytest.raises(InfraError) as info:
+            reserve_with(provisioner, 1)
+        assert "environment: " in str(info.value)
+        assert "hunter2-secret" not in str(info.value)
+        assert "***" in str(info.value)
+
+
+def test_a_request_that_never_names_a_guest_is_cancelled(tmp_path, ssh_host):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.behaviours = ["no-guest"]
+        provisioner = provisioner_for(rundir, fake, retries=0, ready_timeout=0.5)
+        with pytest.raises(InfraError, match="named no guest") as info:
+            reserve_with(provisioner, 1)
+        assert "still waiting for a guest" in str(info.value)  # the log's tail
+        [request_id] = fake.states()
+        assert fake.deleted() == [request_id]
+        assert fake.states()[request_id] == "canceled"
+
+
+def test_an_expired_token_is_a_one_line_error_without_the_token(tmp_path, ssh_host):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.expire_token()
+        with pytest.raises(ConfigError) as info:
+            reserve_with(provisioner_for(rundir, fake), 1)
+        message = str(info.value)
+        assert "401" in message and "TESTING_FARM_API_TOKEN" in message
+        assert fake.token not in message
+        assert fake.count("POST") == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "words"),
+    [
+        (401, ConfigError, "rejected the API token"),
+        (403, ConfigError, "403"),
+        (404, InfraError, "does not know request"),
+        (409, InfraError, "409"),
+        (400, InfraError, "HTTP 400"),
+    ],
+)
+def test_api_errors_are_one_line(ssh_host, status, kind, words):
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.fail_next(status, 1, method="GET")
+        api = api_for(fake)
+        with pytest.raises(kind, match=words) as info:
+            api.get("00000000-0000-0000-0000-000000000000")
+        assert "\n" not in str(info.value) and fake.token not in str(info.value)
+
+
+def test_release_treats_gone_requests_as_released_and_keeps_held_ones(tmp_path, ssh_host):
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([ssh_host]) as fake:
+        provisioner = provisioner_for(rundir, fake)
+        [machine] = reserve_with(provisioner, 1)
+        fake.fail_next(500, 20, method="DELETE")  # longer than every retry
+        with pytest.raises(InfraError, match="HTTP 500"):
+            asyncio.run(provisioner.release(machine))
+        assert machine.state != MachineState.RELEASED
+        fake.clear_faults()
+        asyncio.run(provisioner.release(machine))
+        assert machine.state == MachineState.RELEASED
+        # Already cancelled: DELETE answers 409, which means gone.
+        machine.state = MachineState.READY
+        asyncio.run(provisioner.release(machine))
+        assert machine.state == MachineState.RELEASED
+        assert [c.status for c in fake.calls if c.method == "DELETE"][-1] == 409
+
+
+def test_public_ranch_gets_an_ingress_rule_for_our_address(tmp_path, ssh_host, caplog):
+    with FakeTestingFarm([ssh_host], ranch="public") as fake:
+        rundir = RunDir.create(tmp_path / "run")
+        provisioner = provisioner_for(rundir, fake, address_lookup_url=fake.base + "/ip")
+        [machine] = reserve_with(provisioner, 1)
+        body = next(c.body for c in fake.calls if c.method == "POST")
+        rules = body["environments"][0]["settings"]["provisioning"]["security_group_rules_ingress"]
+        assert [r["cidr"] for r in rules] == ["127.0.0.1/32"]
+        asyncio.run(provisioner.release(machine))
+
+        # The lookup fails: say so and go on without a rule.
+        fake.address_status = 500
+        rundir = RunDir.create(tmp_path / "run2")
+        provisioner = provisioner_for(rundir, fake, address_lookup_url=fake.base + "/ip")
+        with caplog.at_level(logging.WARNING, logger="atex_ci"):
+            [machine] = reserve_with(provisioner, 1)
+        assert "cannot look up this machine's public address" in caplog.text
+        body = [c.body for c in fake.calls if c.method == "POST"][-1]
+        assert (
+            "security_group_rules_ingress"
+            not in body["environments"][0]["settings"]["provisioning"]
+        )
+        asyncio.run(provisioner.release(machine))
+
+
+def test_a_queued_request_waits_for_a_free_guest_and_the_budget_bounds_failures(
+    tmp_path, ssh_hosts
+):
+    """Two machines, one host: the second request stays queued until the first is
+    released; meanwhile the first machine is already recorded and usable."""
+    [host] = ssh_hosts(1)
+    rundir = RunDir.create(tmp_path / "run")
+    with FakeTestingFarm([host]) as fake:
+        provisioner = provisioner_for(rundir, fake)
+
+        async def scenario() -> list[str]:
+            seen = []
+            async for machine in provisioner.reserve(2):
+                seen.append(machine.id)
+                if len(seen) == 1:
+                    assert sorted(fake.states().values()) == ["queued", "running"]
+                    await provisioner.release(machine)  # frees the host for the other
+            return seen
+
+        seen = asyncio.run(scenario())
+        assert len(seen) == 2
+        assert fake.count("POST") == 2
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+def atex_env(fake: FakeTestingFarm, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESTING_FARM_", "GITHUB_"))}
+    return {**env, "PYTHONUNBUFFERED": "1", **fake.env(), **extra}
+
+
+def cli(fake: FakeTestingFarm, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "atex_ci", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=atex_env(fake, **extra),
+    )
+
+
+def everything_written(run: Path, *outputs: str) -> list[tuple[str, bytes]]:
+    files = [(str(p), p.read_bytes()) for p in run.rglob("*") if p.is_file()]
+    return files + [(f"output {i}", out.encode()) for i, out in enumerate(outputs)]
+
+
+def test_cli_reserve_three_run_release(tmp_path, ssh_hosts):
+    """The issue's "done when": three machines from the stand-in, a run on
+    them, three DELETEs on release, and the token nowhere."""
+    hosts = ssh_hosts(3)
+    run = tmp_path / "run"
+    tree = make_tree(
+        tmp_path / "tree",
+        {f"t{i}": {"test": "hostname; sleep 0.2"} for i in range(6)},
+    )
+    with FakeTestingFarm(hosts) as fake:
+        reserve = cli(
+            fake, "reserve", "-d", str(run), "--provisioner", "testing-farm",
+            "--compose", "X", "--arch", "x86_64", "--count", "3",
+            "--secret", "API_PASSWORD=hunter2-secret", "--variable", "MODE=ci",
+        )  # fmt: skip
+        assert reserve.returncode == 0, reserve.stderr
+        machines = json.loads((run / "machines.json").read_text())["machines"]
+        assert len(machines) == 3
+        assert {m["host"] for m in machines} == {h.address for h in hosts}
+        assert {m["state"] for m in machines} == {"ready"}
+        assert reserve.stderr.count("atex-ci: reserved ") == 3
+        ran = cli(fake, "run", "-d", str(run), "--fmf-root", str(tree))
+        assert ran.returncode == 0, ran.stderr
+        own = own_results(run)
+        assert {r["status"] for r in own.values()} == {"pass"}
+        assert {r["machine"] for r in own.values()} <= {m["id"] for m in machines}
+        released = cli(fake, "release", "-d", str(run))
+        assert released.returncode == 0, released.stderr
+        ids = sorted(m["handle"]["request"] for m in machines)
+        assert sorted(fake.deleted()) == ids
+        assert fake.count("DELETE") == 3
+        assert not (run / "keys").exists()
+        states = {m["state"] for m in json.loads((run / "machines.json").read_text())["machines"]}
+        assert states == {"released"}
+        run_json = json.loads((run / "run.json").read_text())
+        assert run_json["provisioner"]["kind"] == "testing-farm"
+        assert run_json["provisioner"]["options"]["compose"] == "X"
+    outputs = (reserve.stdout, reserve.stderr, ran.stdout, ran.stderr, released.stdout)
+    for name, data in everything_written(run, *outputs, released.stderr):
+        assert fake.token.encode() not in data, name
+        assert b"hunter2-secret" not in data, name
+
+
+def test_cli_sigterm_while_queued_cancels_every_request(tmp_path, ssh_host):
+    run = tmp_path / "run"
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.hold()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "atex_ci", "reserve", "-d", str(run),
+             "--provisioner", "testing-farm", "--compose", "X", "--count", "3"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=atex_env(fake),
+        )  # fmt: skip
+        try:
+            fake.wait_for(
+                lambda: (
+                    len(fake.requests) == 3
+                    and all(r.state == "queued" for r in fake.requests.values())
+                )
+            )
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 130, err
+        assert "given back" in err
+        assert sorted(fake.deleted()) == sorted(fake.requests)
+        assert set(fake.states().values()) == {"canceled"}
+        machines = (
+            json.loads((run / "machines.json").read_text())["machines"]
+            if (run / "machines.json").exists()
+            else []
+        )
+        assert [m for m in machines if m["state"] != "released"] == []
+        assert not (run / "keys").exists() or list((run / "keys").iterdir()) == []
+
+
+def test_cli_sigterm_after_one_is_ready_gives_that_one_back_too(tmp_path, ssh_host):
+    run = tmp_path / "run"
+    with FakeTestingFarm([ssh_host]) as fake:  # one host: the second stays queued
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "atex_ci", "reserve", "-d", str(run),
+             "--provisioner", "testing-farm", "--compose", "X", "--count", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=atex_env(fake),
+        )  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            while "atex-ci: reserved " not in (line := proc.stderr.readline()):
+                assert line, proc.communicate()[1]
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 130, err
+        assert sorted(fake.deleted()) == sorted(fake.requests)
+        machines = json.loads((run / "machines.json").read_text())["machines"]
+        assert len(machines) == 1 and machines[0]["state"] == "released"
+
+
+def test_cli_masks_the_token_on_github_actions(tmp_path, ssh_host):
+    run = tmp_path / "run"
+    with FakeTestingFarm([ssh_host]) as fake:
+        proc = cli(
+            fake, "reserve", "-d", str(run), "--provisioner", "testing-farm", "--compose", "X",
+            GITHUB_ACTIONS="true",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[0] == f"::add-mask::{fake.token}"
+        assert fake.token not in proc.stderr
+        assert cli(fake, "release", "-d", str(run)).returncode == 0
+
+
+def test_cli_testing_farm_errors_are_one_line(tmp_path, ssh_host):
+    with FakeTestingFarm([ssh_host]) as fake:
+        no_compose = cli(
+            fake, "reserve", "-d", str(tmp_path / "a"), "--provisioner", "testing-farm"
+        )
+        assert no_compose.returncode == 2
+        assert no_compose.stderr.strip().endswith("needs --compose, e.g. Fedora-Rawhide")
+        assert not (tmp_path / "a").exists()  # a bad command line creates nothing
+        stray = cli(fake, "reserve", "-d", str(tmp_path / "b"), "--compose", "X")
+        assert stray.returncode == 2
+        assert "--compose needs --provisioner testing-farm" in stray.stderr
+        fake.expire_token()
+        expired = cli(
+            fake, "reserve", "-d", str(tmp_path / "c"), "--provisioner", "testing-farm",
+            "--compose", "X",
+        )  # fmt: skip
+        assert expired.returncode == 2
+        assert expired.stderr.count("\n") == 1 and "HTTP 401" in expired.stderr
+        assert fake.token not in expired.stderr
+        no_token = cli(
+            fake, "reserve", "-d", str(tmp_path / "d"), "--provisioner", "testing-farm",
+            "--compose", "X", TESTING_FARM_API_TOKEN="",
+        )  # fmt: skip
+        assert no_token.returncode == 2
+        assert "TESTING_FARM_API_TOKEN is not set" in no_token.stderr
