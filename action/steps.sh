@@ -1,0 +1,58 @@
+# Shell functions for the steps of action.yml (sourced by each step's bash).
+#
+# They exist once here rather than in every step: how a list input becomes
+# arguments, and how atex-ci is run so that a cancelled job reaches it.
+
+# lines TEXT: one value per non-empty line of TEXT, surrounding blanks dropped.
+lines() {
+    sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' -e '/^$/d' <<< "$1"
+}
+
+# option NAME VALUE: append NAME VALUE to the array args, unless VALUE is
+# empty (then atex-ci's own default applies).
+option() {
+    if [ -n "$2" ]; then args+=("$1" "$2"); fi
+}
+
+# path_option NAME PATH: as option, and create PATH's directory first.
+path_option() {
+    if [ -n "$2" ]; then
+        mkdir -p -- "$(dirname -- "$2")"
+        args+=("$1" "$2")
+    fi
+}
+
+# run_forwarding COMMAND...: run COMMAND, set $status to its exit code.
+#
+# On cancellation the runner sends SIGINT to the step's shell only (this one),
+# SIGTERM 7.5 s later, then kills the process tree. COMMAND runs as its own
+# job (job control on, so it does not inherit an ignored SIGINT, as a
+# background command otherwise would) and gets SIGINT once, even for a signal
+# that came before it started: atex-ci then stops what it is doing, cleans
+# up and records what was cut short. A second signal would make atex-ci exit
+# at once, so later ones are only noted; the release step frees the machines.
+run_forwarding() {
+    local child='' forwarded='' pending=''
+    forward() {
+        if [ -n "$forwarded" ]; then return; fi
+        if [ -z "$child" ]; then
+            pending=1
+            return
+        fi
+        forwarded=1
+        kill -INT "$child" 2>/dev/null || true
+    }
+    set -m
+    trap forward INT TERM
+    "$@" &
+    child=$!
+    if [ -n "$pending" ]; then forward; fi
+    while :; do
+        status=0
+        wait "$child" || status=$?
+        if [ "$status" -gt 128 ] && kill -0 "$child" 2>/dev/null; then continue; fi
+        break
+    done
+    trap - INT TERM
+    set +m
+}

