@@ -625,7 +625,10 @@ def estimate(history: Path, machines: str, budget: str | None, overhead: float) 
         counts = []
     if not counts or min(counts) < 1:
         raise ConfigError(f"invalid --machines {machines!r}: expected counts such as 1,2,4,8")
-    seconds = parse_duration(budget) if budget is not None else None
+    try:
+        seconds = parse_duration(budget) if budget is not None else None
+    except ValueError as exc:
+        raise ConfigError(f"--budget: {exc}") from None
     durations = _load_history(history)
     if not durations:
         raise ConfigError(f"{history}: the history holds no test durations")

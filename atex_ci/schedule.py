@@ -187,8 +187,9 @@ class Scheduler:
       timeout on a machine that is not a local slot (its state is unknown)
       discards the machine; anything else keeps it.
     - Reruns (``should_rerun``): a failed or errored test is queued again up to
-      ``max_reruns`` times, preferring another machine; a test cut short by
-      the infrastructure is queued again up to ``max_infra_retries`` times
+      ``max_reruns`` times, preferring another machine (with reruns on, a free
+      machine waits while a running test may still need one); a test cut short
+      by the infrastructure is queued again up to ``max_infra_retries`` times
       without spending its reruns. An interrupted test is never rerun.
     - tmt-abort drops the rest of the test's plan on that platform.
     """
@@ -268,6 +269,16 @@ class Scheduler:
             return True, "rerun after " + (str(outcome.status) if outcome.status else "no result")
         return False, ""
 
+    def may_come_back(self, job: Job) -> bool:
+        """Whether ``job``, still running, may be queued again after it ends.
+
+        While one may, free machines of its platform wait instead of leaving,
+        so that a rerun finds another machine. Default: it has reruns left.
+        (An infra retry does not keep machines waiting: losing a machine is rare,
+        and machines idling through every long tail would cost more.)
+        """
+        return job.reruns < self.max_reruns
+
     # -- the protocol ------------------------------------------------------------
 
     def add_machine(self, machine: Machine) -> None:
@@ -292,7 +303,7 @@ class Scheduler:
 
         job = self.pick(machine, candidates())
         if job is None:
-            if deferred:
+            if deferred or self._may_come_back_for(machine):
                 return Next.WAIT
             # It leaves: no rerun may wait for it any more.
             self._machines.pop(machine.id, None)
@@ -409,6 +420,13 @@ class Scheduler:
 
     def _overrides_applies(self) -> bool:
         return type(self).applies is not Scheduler.applies
+
+    def _may_come_back_for(self, machine: Machine) -> bool:
+        return any(
+            self.applies(machine, job) and self.may_come_back(job)
+            for machine_id, job in self._running.items()
+            if machine_id != machine.id
+        )
 
     def _another_machine_for(self, job: Job, machine: Machine) -> bool:
         return any(
