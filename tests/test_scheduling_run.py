@@ -199,7 +199,9 @@ def test_sigterm_exits_143_and_resume_finishes_the_rest(tmp_path):
 
 def test_estimate_predicts_makespan_and_the_machines_a_budget_needs(tmp_path):
     history = write_history(tmp_path / "history.json", {f"/tests/t{n}": 60.0 for n in range(8)})
-    proc = atex("estimate", "--history", str(history), "--machines", "1,2,4,8", "--budget", "2m 30s")
+    proc = atex(
+        "estimate", "--history", str(history), "--machines", "1,2,4,8", "--budget", "2m 30s"
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == f"8 tests from {history}"
