@@ -102,6 +102,8 @@ class Orchestrator:
         self._infra_failure = False
         # Set (and replaced) whenever the scheduler's state changes.
         self._state_changed = asyncio.Event()
+        # Machines this run reserved itself are released as soon as they are done.
+        self._release_when_done = False
         # A test run again in the same run directory gets the next attempt
         # number; reporters keep the last attempt.
         # Each selected instance of a test (tmt's serial number) counts its own.
@@ -121,6 +123,7 @@ class Orchestrator:
             for m in machines:
                 rundir.append_event("machine_reserved", machine=m.id, provisioner=m.provisioner)
             auto = True
+        self._release_when_done = auto
         usable = [m for m in machines if m.state != MachineState.BROKEN]
         if not usable:
             raise InfraError(
@@ -221,6 +224,7 @@ class Orchestrator:
             base=provisioner.work_dir(machine, self.run_id),
             limits=self.options.limits,
         )
+        done = False
         try:
             try:
                 await transport.connect()
@@ -264,6 +268,7 @@ class Orchestrator:
                     return
                 self._changed()
             await self._finish(executor, machine)
+            done = True
         finally:
             self._changed()  # a machine fewer: waiting workers look again
             # Whatever the run's tests and prepare scripts left running on the
@@ -272,6 +277,10 @@ class Orchestrator:
                 await asyncio.shield(executor.cleanup(CLEANUP_TIMEOUT))
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(transport.close(), 10))
+        if done and self._release_when_done:
+            # Nothing is left for it: a machine this run reserved goes back now,
+            # not when the last test of the long tail ends.
+            await asyncio.shield(release_machine(self.rundir, machine))
 
     @staticmethod
     def _outcome(executed: TestOutcome, setup_failed: bool) -> Outcome:
