@@ -93,15 +93,27 @@ def _load_history(path: Path) -> dict[tuple[str, str, str], list[float]]:
 
 
 def _parse_context(items: tuple[str, ...]) -> dict[str, str]:
+    context, per_platform = _parse_contexts(items)
+    if per_platform:
+        raise ConfigError("PLATFORM:KEY=VALUE context is for 'run' only")
+    return context
+
+
+def _parse_contexts(items: tuple[str, ...]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """``-c KEY=VALUE`` (every platform) and ``-c PLATFORM:KEY=VALUE`` (one platform's)."""
     context: dict[str, str] = {}
+    per_platform: dict[str, dict[str, str]] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        platform, colon, key = key.rpartition(":") if ":" in key else ("", "", key)
+        if not sep or not key.strip() or (colon and not platform.strip()):
             raise ConfigError(
-                f"invalid context {item!r}: expected KEY=VALUE, e.g. distro=fedora-41"
+                f"invalid context {item!r}: expected KEY=VALUE or PLATFORM:KEY=VALUE,"
+                " e.g. distro=fedora-41 or c9s:distro=centos-stream-9"
             )
-        context[key.strip()] = value.strip()
-    return context
+        target = per_platform.setdefault(platform.strip(), {}) if colon else context
+        target[key.strip()] = value.strip()
+    return context, per_platform
 
 
 def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -475,8 +487,9 @@ def _provisioner_arguments(
     "--context",
     "context",
     multiple=True,
-    metavar="KEY=VALUE",
-    help="fmf context for adjust and filters (repeatable).",
+    metavar="[PLATFORM:]KEY=VALUE",
+    help="fmf context for adjust and filters (repeatable); with PLATFORM: only for the "
+    "machines of that platform (reserve --platform), whose tests are discovered with it.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the selected test names and exit.")
 @click.option(
@@ -537,7 +550,7 @@ def run(
     from .discover import discover
     from .remote_tree import GitCache
 
-    fmf_context = _parse_context(context)
+    fmf_context, platform_context = _parse_contexts(context)
     shard_part = _parse_shard(shard) if shard is not None else None
     scheduler_factory = _scheduler_class(scheduler_spec)
     durations = _load_history(history) if history is not None else None
@@ -547,6 +560,11 @@ def run(
         for plan in found:
             for test in plan.tests:
                 click.echo(test.name)
+        for platform, extra in sorted(platform_context.items()):
+            click.echo(f"# platform {platform}")
+            for plan in discover(fmf_root, plans, {**fmf_context, **extra}, git=git):
+                for test in plan.tests:
+                    click.echo(test.name)
         return
     if run_dir is None:
         raise ConfigError("missing option '-d/--run-dir' (needed unless --dry-run)")
@@ -573,7 +591,14 @@ def run(
     try:
         summary = run_async(
             lambda: run_tests(
-                run_dir, fmf_root, plans, fmf_context, options, discovered=found, git=git
+                run_dir,
+                fmf_root,
+                plans,
+                fmf_context,
+                options,
+                discovered=found,
+                git=git,
+                platform_context=platform_context,
             )
         )
     except Interrupted as exc:

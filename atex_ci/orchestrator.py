@@ -86,19 +86,30 @@ class Orchestrator:
     """Runs the discovered plans on the run directory's machines."""
 
     def __init__(
-        self, rundir: RunDir, fmf_root: Path, plans: list[Plan], options: RunOptions | None = None
+        self,
+        rundir: RunDir,
+        fmf_root: Path,
+        plans: list[Plan] | dict[str, list[Plan]],
+        options: RunOptions | None = None,
     ) -> None:
+        """``plans``: the same plans for every platform, or each platform's own
+        (discovered with that platform's context); every platform that has
+        machines must then have an entry."""
         self.rundir = rundir
         self.fmf_root = fmf_root
-        self.plans = {p.name: p for p in plans}
-        self.plan_list = plans
+        self._plans_by_platform = plans if isinstance(plans, dict) else None
+        self.plan_list = (
+            plans
+            if isinstance(plans, list)
+            else [plan for platform_plans in plans.values() for plan in platform_plans]
+        )
         self.options = options or RunOptions()
         self.progress = self.options.progress or (lambda line: None)
         self.results: list[Result] = []
         self.run_id = rundir.read_run()["id"]
         self._done = 0
         self._total = 0
-        self._all_tests = [t for plan in plans for t in plan.tests]
+        self._all_tests = [t for plan in self.plan_list for t in plan.tests]
         self._infra_failure = False
         # Set (and replaced) whenever the scheduler's state changes.
         self._state_changed = asyncio.Event()
@@ -131,18 +142,26 @@ class Orchestrator:
                 "reserve new ones with 'atex-ci reserve'"
             )
         platforms = sorted({m.platform for m in usable})
-        rundir.write_tests({p: self.plan_list for p in platforms})
+        missing = [
+            p
+            for p in platforms
+            if self._plans_by_platform is not None and p not in self._plans_by_platform
+        ]
+        if missing:
+            raise ConfigError(f"no tests were discovered for platform(s) {', '.join(missing)}")
+        rundir.write_tests({p: self._platform_plans(p) for p in platforms})
         rundir.update_run(state="running", platforms=platforms)
         scheduler = self._scheduler(platforms)
         self._total = len(scheduler.pending())
         state = "crashed"  # unless we get to say otherwise
         failed = True
         try:
-            tree_tar, remote_tar = await asyncio.to_thread(self._tars)
+            tree_tar, remote_tars = await asyncio.to_thread(self._tars, platforms)
             try:
                 async with asyncio.TaskGroup() as tg:
                     for machine in usable:
                         scheduler.add_machine(machine)
+                        remote_tar = remote_tars[machine.platform]
                         tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
             except BaseExceptionGroup as group:
                 # The run directory could not be written (disk full, read-only,
@@ -178,24 +197,43 @@ class Orchestrator:
             self.results, final=self._final(platforms), infra_failure=self._infra_failure
         )
 
+    def _platform_plans(self, platform: str) -> list[Plan]:
+        if self._plans_by_platform is None:
+            return self.plan_list
+        return self._plans_by_platform[platform]
+
+    def _platform_tests(self, platform: str) -> list[Test]:
+        return [t for plan in self._platform_plans(platform) for t in plan.tests]
+
+    def _plan(self, platform: str, name: str) -> Plan:
+        return next(p for p in self._platform_plans(platform) if p.name == name)
+
     def _final(self, platforms: list[str]) -> list[Result]:
         """The last attempt of every selected test on these platforms, from the run directory."""
-        selected = {(t.plan, t.name) for t in self._all_tests}
+        selected = {
+            (platform, t.plan, t.name)
+            for platform in platforms
+            for t in self._platform_tests(platform)
+        }
         return [
             r
             for r in final_results(self.rundir.read_results())
-            if r.platform in platforms and (r.plan, r.test) in selected
+            if (r.platform, r.plan, r.test) in selected
         ]
 
-    def _tars(self) -> tuple[bytes, bytes]:
+    def _tars(self, platforms: list[str]) -> tuple[bytes, dict[str, bytes]]:
+        """The fmf tree (with remote trees and libraries), and per platform the
+        remote scripts with each of its tests' metadata (a platform's context
+        can change a test's data)."""
         extras = {path: local for plan in self.plan_list for path, local in plan.trees.items()}
-        return build_tree_tar(self.fmf_root, extras), build_remote_tar(self._all_tests)
+        remote = {p: build_remote_tar(self._platform_tests(p)) for p in platforms}
+        return build_tree_tar(self.fmf_root, extras), remote
 
     def _scheduler(self, platforms: list[str]) -> Scheduler:
         """The run's policy over one job per selected test instance and platform."""
         options = self.options
         history = options.history or History()
-        jobs = [Job(platform, test) for platform in platforms for test in self._all_tests]
+        jobs = [Job(p, test) for p in platforms for test in self._platform_tests(p)]
         if options.shard is not None:
             index, count = options.shard
             expected = {
@@ -231,7 +269,7 @@ class Orchestrator:
                 if machine.host_key is None and transport.host_key:
                     machine.host_key = transport.host_key
                     self.rundir.update_machine(machine)
-                await executor.setup(tree_tar, remote_tar, self._all_tests)
+                await executor.setup(tree_tar, remote_tar, self._platform_tests(machine.platform))
             except TransportError as exc:
                 self._machine_broken(machine, scheduler, f"setup failed: {exc}")
                 return
@@ -324,7 +362,7 @@ class Orchestrator:
     ) -> tuple[TestOutcome, bool]:
         """Run ``job`` on ``machine``; returns the outcome and whether prepare failed."""
         test = job.test
-        plan = self.plans[test.plan]
+        plan = self._plan(job.platform, test.plan)
         try:
             await executor.prepare_plan(plan)
         except (PhaseError, TransportError) as exc:
@@ -376,7 +414,7 @@ class Orchestrator:
             )
 
     async def _finish(self, executor: Executor, machine: Machine) -> None:
-        for plan in self.plan_list:
+        for plan in self._platform_plans(machine.platform):
             try:
                 async with asyncio.timeout(CLEANUP_TIMEOUT):
                     await executor.finish_plan(plan)
@@ -500,6 +538,7 @@ async def run_tests(
     options: RunOptions | None = None,
     discovered: list[Plan] | None = None,
     git: GitCache | None = None,
+    platform_context: dict[str, dict[str, str]] | None = None,
 ) -> RunSummary:
     """Discover and run tests on the machines of ``run_dir`` (local slots if none).
 
@@ -507,20 +546,58 @@ async def run_tests(
     synchronous callers. ``discovered`` skips discovery when the caller has
     already done it with the same arguments; ``git`` is the run's repository
     cache (pass the one discovery used, so no repository is fetched twice).
-    beakerlib libraries are fetched here. Raises ConfigError (bad input)
-    or InfraError.
+    ``platform_context`` adds context dimensions for one platform's machines
+    (``{"c9s": {"distro": "centos-stream-9"}}``): that platform's tests are
+    discovered with ``context`` plus these. beakerlib libraries are fetched
+    here. Raises ConfigError (bad input) or InfraError.
     """
     from .discover import discover
     from .libraries import LibraryResolver
 
     root = Path(fmf_root).resolve()
     git = git or GitCache()
-    if discovered is None:
-        discovered = await asyncio.to_thread(discover, root, list(plans), context or {}, git=git)
-    _check_controller_tools(discovered)
-    # Libraries are fetched once per run, before any machine is touched.
-    await asyncio.to_thread(LibraryResolver(git).resolve_plans, discovered)
+    base = dict(context or {})
+
+    def discover_for(extra: dict[str, str]) -> list[Plan]:
+        return discover(root, list(plans), {**base, **extra}, git=git)
+
     rundir = RunDir.open_or_create(run_dir)
     with rundir.locked():
-        rundir.update_run(fmf={"root": str(root), "plans": list(plans), "context": context or {}})
-        return await Orchestrator(rundir, root, discovered, options).run()
+        to_run: list[Plan] | dict[str, list[Plan]]
+        if platform_context:
+            platforms = sorted(
+                {m.platform for m in rundir.read_machines() if m.state == MachineState.READY}
+            ) or ["default"]
+            unknown = sorted(set(platform_context) - set(platforms))
+            if unknown:
+                raise ConfigError(
+                    f"context given for platform(s) {', '.join(unknown)}, but the run's machines"
+                    f" are {', '.join(platforms)}; reserve with --platform NAME first"
+                )
+            to_run = {}
+            for platform in platforms:
+                extra = platform_context.get(platform, {})
+                if not extra and discovered is not None:
+                    to_run[platform] = discovered
+                else:
+                    to_run[platform] = await asyncio.to_thread(discover_for, extra)
+            # A platform without context of its own shares the plans of
+            # another: each plan once, so its libraries are resolved once.
+            unique = {id(plan): plan for found in to_run.values() for plan in found}
+            all_plans = list(unique.values())
+        else:
+            if discovered is None:
+                discovered = await asyncio.to_thread(discover_for, {})
+            to_run = all_plans = discovered
+        _check_controller_tools(all_plans)
+        # Libraries are fetched once per run, before any machine is touched.
+        await asyncio.to_thread(LibraryResolver(git).resolve_plans, all_plans)
+        rundir.update_run(
+            fmf={
+                "root": str(root),
+                "plans": list(plans),
+                "context": base,
+                **({"platform_context": platform_context} if platform_context else {}),
+            }
+        )
+        return await Orchestrator(rundir, root, to_run, options).run()

@@ -501,3 +501,43 @@ def test_failing_reboot_command_errors_the_test_and_keeps_the_machine(tmp_path, 
     assert "boot 0" in output and "boot 1" in output  # nothing lost before the reboot
     assert ssh_host.boot_count == boots + 1
     assert proc.returncode == 1, proc.stderr
+
+
+def test_each_platform_has_its_own_context_and_machines(tmp_path, ssh_hosts):
+    fedora, centos = ssh_hosts(2)
+    run = tmp_path / "run"
+    reserve(run, [fedora], platform="f41")
+    reserve(run, [centos], platform="c9s")
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "common": {"test": 'echo "$DISTRO_SEEN"', "environment": {"DISTRO_SEEN": "other"}},
+            "fedora-only": {
+                "test": "true",
+                "enabled": False,
+                "adjust": [{"when": "distro == fedora", "enabled": True}],
+            },
+        },
+    )
+    # The shared context goes to both platforms; each adds its own.
+    proc = run_tree(run, tree, "-c", "arch=x86_64", "-c", "f41:distro=fedora-41",
+                    "-c", "c9s:distro=centos-stream-9")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = sorted((r["platform"], r["test"], r["machine"]) for r in results(run))
+    assert [(p, t) for p, t, _ in got] == [
+        ("c9s", "/tests/common"),
+        ("f41", "/tests/common"),
+        ("f41", "/tests/fedora-only"),
+    ]
+    for platform, _test, machine in got:
+        host = fedora if platform == "f41" else centos
+        assert host.address in machine
+    tests = json.loads((run / "tests.json").read_text())
+    assert json.dumps(tests).count("fedora-only") == 1
+    # A context for a platform with no machines is a one-line error.
+    proc = run_tree(run, tree, "-c", "rhel9:distro=rhel-9")
+    assert proc.returncode == 2 and "rhel9" in proc.stderr and "--platform" in proc.stderr
+    # --dry-run shows each platform's selection.
+    proc = atex("run", "--dry-run", "--fmf-root", str(tree), "-c", "f41:distro=fedora-41")
+    assert proc.stdout.splitlines() == ["/tests/common", "# platform f41", "/tests/common",
+                                        "/tests/fedora-only"]  # fmt: skip
