@@ -178,13 +178,36 @@ def makespan_of(run: Path) -> float | None:
     return (max(parsed) - min(parsed)).total_seconds()
 
 
+def per_test_overhead(run: Path) -> float:
+    """Median gap on a machine between one test's end and the next one's start."""
+    from datetime import datetime
+
+    from atex_ci.rundir import RunDir
+
+    last_end: dict[str, datetime] = {}
+    gaps = []
+    for event in RunDir.open(run).read_events():
+        machine, when = event.get("machine"), event.get("time")
+        if not machine or not when:
+            continue
+        stamp = datetime.fromisoformat(when)
+        if event["event"] == "test_started" and machine in last_end:
+            gaps.append((stamp - last_end[machine]).total_seconds())
+        elif event["event"] == "test_finished":
+            last_end[machine] = stamp
+    return statistics.median(gaps) if gaps else 0.0
+
+
 def real(values: Sequence[float]) -> dict[str, float]:
+    from atex_ci.collect import load_history
+    from atex_ci.simulate import estimate
+
     bound = lower_bound(values, MACHINES)
     ratios = {}
     with tempfile.TemporaryDirectory(prefix="atex-ci-bench-") as scratch:
         work = Path(scratch)
         write_tree(work / "tree", values)
-        # The history run: fifo, whose results.jsonl is then the history.
+        # The fifo run comes before lpt: its results are lpt's history.
         for name in ("static", "fifo", "lpt"):
             history = work / "run-fifo" if name == "lpt" else None
             span = run_policy(work / "tree", work, name, history)
@@ -193,6 +216,15 @@ def real(values: Sequence[float]) -> dict[str, float]:
                 f"real {name:6}: makespan {span:6.2f} s, lower bound {bound:6.2f} s,"
                 f" ratio {ratios[name]:.3f}"
             )
+        overhead = per_test_overhead(work / "run-fifo")
+        predicted = estimate(load_history(work / "run-fifo"), [MACHINES], overhead=overhead)
+        span = predicted.simulations[0].makespan
+        measured = ratios["lpt"] * bound
+        print(
+            f"estimate from the fifo run's history ({overhead * 1000:.0f} ms per-test overhead):"
+            f" {span:.2f} s predicted for lpt, {measured:.2f} s measured"
+            f" (prediction/measured {span / measured:.2f})"
+        )
     return ratios
 
 
