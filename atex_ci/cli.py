@@ -1,8 +1,9 @@
 """The ``atex-ci`` command line: each command parses options and calls the API.
 
 Exit codes: 0 all passed, 1 test failures, 2 usage or configuration error,
-3 infrastructure error, 130 interrupted. A user error is one line on stderr,
-``atex-ci: <what is wrong and what to do>``, never a traceback.
+3 infrastructure error, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+A user error is one line on stderr, ``atex-ci: <what is wrong and what to
+do>``, never a traceback.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from . import __version__
-from .errors import AtexError, ConfigError, StorageError
+from .errors import AtexError, ConfigError, Interrupted, StorageError
 
 if TYPE_CHECKING:
     from .rundir import RunDir
@@ -64,35 +65,75 @@ def _parse_size(text: str) -> int:
     return size
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` (1-based) as (I, N); ConfigError if malformed."""
+    index, sep, count = text.partition("/")
+    try:
+        part = (int(index), int(count))
+    except ValueError:
+        part = (0, 0)
+    if not sep or not 1 <= part[0] <= part[1]:
+        raise ConfigError(f"invalid --shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/4")
+    return part
+
+
+def _scheduler_class(spec: str | None) -> Any:
+    from .plugins import load_class
+    from .schedule import Scheduler
+
+    if spec is None:
+        return Scheduler
+    return load_class(spec, Scheduler, "scheduler")
+
+
+def _load_history(path: Path) -> dict[tuple[str, str, str], list[float]]:
+    from .collect import load_history
+
+    return load_history(path)
+
+
 def _parse_context(items: tuple[str, ...]) -> dict[str, str]:
+    context, per_platform = _parse_contexts(items)
+    if per_platform:
+        raise ConfigError("PLATFORM:KEY=VALUE context is for 'run' only")
+    return context
+
+
+def _parse_contexts(items: tuple[str, ...]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """``-c KEY=VALUE`` (every platform) and ``-c PLATFORM:KEY=VALUE`` (one platform's)."""
     context: dict[str, str] = {}
+    per_platform: dict[str, dict[str, str]] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        platform, colon, key = key.rpartition(":") if ":" in key else ("", "", key)
+        if not sep or not key.strip() or (colon and not platform.strip()):
             raise ConfigError(
-                f"invalid context {item!r}: expected KEY=VALUE, e.g. distro=fedora-41"
+                f"invalid context {item!r}: expected KEY=VALUE or PLATFORM:KEY=VALUE,"
+                " e.g. distro=fedora-41 or c9s:distro=centos-stream-9"
             )
-        context[key.strip()] = value.strip()
-    return context
+        target = per_platform.setdefault(platform.strip(), {}) if colon else context
+        target[key.strip()] = value.strip()
+    return context, per_platform
 
 
 def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine on a fresh event loop with orderly signal handling.
 
     The first SIGINT/SIGTERM cancels the main task, so every machine, connection
-    and remote process is cleaned up on the way out; a second one exits at once.
+    and remote process is cleaned up on the way out, and then raises Interrupted
+    (exit code 128 + the signal's number); a second signal exits at once with
+    its own code.
     """
 
     async def main() -> T:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        signals = 0
+        received: list[int] = []
 
-        def on_signal() -> None:
-            nonlocal signals
-            signals += 1
-            if signals == 1:
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            if len(received) == 1:
                 print(
                     "atex-ci: interrupted; cleaning up (interrupt again to exit at once)",
                     file=sys.stderr,
@@ -100,12 +141,16 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
                 )
                 task.cancel()
             else:
-                os._exit(130)
+                os._exit(128 + signum)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, on_signal, int(sig))
         try:
             return await factory()
+        except asyncio.CancelledError:
+            if received:
+                raise Interrupted(received[0]) from None
+            raise
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -362,8 +407,11 @@ def reserve(
             _record_provisioner(rundir, recorded)
         try:
             machines = run_async(reserve_all)
-        except asyncio.CancelledError:
-            _fail("interrupted; every machine this command had requested was given back", 130)
+        except Interrupted as exc:
+            _fail(
+                "interrupted; every machine this command had requested was given back",
+                exc.exit_code,
+            )
         finally:
             if any(m.state != MachineState.RELEASED for m in rundir.read_machines()):
                 rundir.update_run(state="reserved")
@@ -439,8 +487,9 @@ def _provisioner_arguments(
     "--context",
     "context",
     multiple=True,
-    metavar="KEY=VALUE",
-    help="fmf context for adjust and filters (repeatable).",
+    metavar="[PLATFORM:]KEY=VALUE",
+    help="fmf context for adjust and filters (repeatable); with PLATFORM: only for the "
+    "machines of that platform (reserve --platform), whose tests are discovered with it.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the selected test names and exit.")
 @click.option(
@@ -454,6 +503,31 @@ def _provisioner_arguments(
 @click.option(
     "--max-upload", default="1G", show_default=True, help="Per-test cap on uploaded files."
 )
+@click.option(
+    "--max-reruns",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Run a failed or errored test again up to N times, preferring another machine; "
+    "a test that passes on a rerun is flaky.",
+)
+@click.option(
+    "--history",
+    type=click.Path(exists=True, path_type=Path),
+    help="Earlier durations (a run directory or a history.json): longest tests first, "
+    "balanced shards.",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="Run only share I of N (1-based), balanced by --history; 'collect' merges the shards.",
+)
+@click.option(
+    "--scheduler",
+    "scheduler_spec",
+    metavar="MODULE:CLASS",
+    help="Your own scheduling policy: a subclass of atex_ci.schedule.Scheduler.",
+)
 def run(
     run_dir: Path | None,
     fmf_root: Path,
@@ -464,6 +538,10 @@ def run(
     resume: bool,
     max_output: str,
     max_upload: str,
+    max_reruns: int,
+    history: Path | None,
+    shard: str | None,
+    scheduler_spec: str | None,
 ) -> None:
     """Discover FMF tests and run them on the reserved machines.
 
@@ -472,13 +550,21 @@ def run(
     from .discover import discover
     from .remote_tree import GitCache
 
-    fmf_context = _parse_context(context)
+    fmf_context, platform_context = _parse_contexts(context)
+    shard_part = _parse_shard(shard) if shard is not None else None
+    scheduler_factory = _scheduler_class(scheduler_spec)
+    durations = _load_history(history) if history is not None else None
     git = GitCache()  # one per run: each repository is fetched once
     found = discover(fmf_root, plans, fmf_context, git=git)
     if dry_run:
         for plan in found:
             for test in plan.tests:
                 click.echo(test.name)
+        for platform, extra in sorted(platform_context.items()):
+            click.echo(f"# platform {platform}")
+            for plan in discover(fmf_root, plans, {**fmf_context, **extra}, git=git):
+                for test in plan.tests:
+                    click.echo(test.name)
         return
     if run_dir is None:
         raise ConfigError("missing option '-d/--run-dir' (needed unless --dry-run)")
@@ -490,21 +576,33 @@ def run(
         )
     from .execute.executor import Limits
     from .orchestrator import RunOptions, run_tests, stderr_progress
+    from .schedule import History
 
     options = RunOptions(
         limits=Limits(max_output=_parse_size(max_output), max_upload=_parse_size(max_upload)),
         local_slots=local,
         resume=resume,
         progress=stderr_progress,
+        scheduler_factory=scheduler_factory,
+        history=History(durations) if durations is not None else None,
+        max_reruns=max_reruns,
+        shard=shard_part,
     )
     try:
         summary = run_async(
             lambda: run_tests(
-                run_dir, fmf_root, plans, fmf_context, options, discovered=found, git=git
+                run_dir,
+                fmf_root,
+                plans,
+                fmf_context,
+                options,
+                discovered=found,
+                git=git,
+                platform_context=platform_context,
             )
         )
-    except asyncio.CancelledError:
-        _fail(f"interrupted; results so far are in {run_dir}", 130)
+    except Interrupted as exc:
+        _fail(f"interrupted; results so far are in {run_dir}", exc.exit_code)
     totals: dict[str, int] = {}
     for result in summary.final or summary.results:
         if result.name is None:
@@ -512,6 +610,78 @@ def run(
     counts = ", ".join(f"{n} {s}" for s, n in sorted(totals.items())) or "no tests"
     click.echo(f"atex-ci: {counts}; results in {run_dir}", err=True)
     sys.exit(summary.exit_code)
+
+
+@cli.command()
+@click.option(
+    "--history",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Earlier durations: a run directory or a history.json (from collect/report).",
+)
+@click.option(
+    "--machines",
+    default="1,2,4,8,16",
+    show_default=True,
+    metavar="N,N,...",
+    help="Machine counts to predict for.",
+)
+@click.option("--budget", metavar="DURATION", help="Also find the fewest machines that meet it.")
+@click.option(
+    "--overhead",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds added to every test (a run's per-test cost; see benchmarks/).",
+)
+def estimate(history: Path, machines: str, budget: str | None, overhead: float) -> None:
+    """Predict how long the tests of a history take on N machines (no machines used).
+
+    Replays the recorded durations through the same scheduler `run --history`
+    uses, on a virtual clock, and prints the makespan and machine utilisation
+    for each count; with --budget, the fewest machines that finish in time.
+    """
+    from .duration import parse_duration
+    from .simulate import estimate as predict
+
+    try:
+        counts = [int(n) for n in machines.split(",") if n.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"invalid --machines {machines!r}: expected counts such as 1,2,4,8")
+    try:
+        seconds = parse_duration(budget) if budget is not None else None
+    except ValueError as exc:
+        raise ConfigError(f"--budget: {exc}") from None
+    durations = _load_history(history)
+    if not durations:
+        raise ConfigError(f"{history}: the history holds no test durations")
+    result = predict(durations, counts, budget=seconds, overhead=overhead)
+    click.echo(f"{len(durations)} tests from {history}")
+    click.echo("machines  makespan  utilisation  makespan/lower bound")
+    for sim in result.simulations:
+        click.echo(
+            f"{sim.machines:8}  {_clock(sim.makespan):>8}  {sim.utilisation:10.0%}"
+            f"  {sim.ratio:20.2f}"
+        )
+    if seconds is not None:
+        if result.fewest is None:
+            click.echo(f"no machine count meets {budget}: the longest test alone takes longer")
+        else:
+            click.echo(f"fewest machines to finish within {budget}: {result.fewest}")
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as a short clock: 45s, 12m05s, 1h02m."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02}m"
 
 
 @cli.command()

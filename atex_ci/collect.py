@@ -296,14 +296,14 @@ def read_history(path: Path) -> dict[tuple[str, str, str], list[float]]:
     return history
 
 
-def write_history(out: RunDir, results: list[Result]) -> None:
-    """Write RUN/history.json: the last ``HISTORY_KEEP`` durations of every test.
+def history_from_results(
+    results: list[Result],
+) -> tuple[dict[tuple[str, str, str], list[float]], dict[tuple[str, str, str], str]]:
+    """Durations (and the last status) per ``(platform, plan, test)`` from results.
 
-    Built from the merged results (every attempt of each test's own result,
-    in attempt order), so collecting last week's run directories with this
-    one gives a history that spans them.
+    Every attempt of each test's own result counts, in attempt order, each
+    instance once; the last ``HISTORY_KEEP`` durations are kept.
     """
-    path = out.path / HISTORY_JSON
     history: dict[tuple[str, str, str], list[float]] = {}
     seen: set[tuple[str, str, str, int | None, int]] = set()
     statuses: dict[tuple[str, str, str], str] = {}
@@ -317,6 +317,45 @@ def write_history(out: RunDir, results: list[Result]) -> None:
         seen.add(instance)
         history.setdefault(key, []).append(round(result.duration, 3))
         statuses[key] = str(result.status)
+    return {k: v[-HISTORY_KEEP:] for k, v in history.items()}, statuses
+
+
+def load_history(path: Path) -> dict[tuple[str, str, str], list[float]]:
+    """Durations per test from ``path``: a history.json, or a run directory.
+
+    A run directory's own history.json is used if it has one (a collected
+    run), else its results. Raises ConfigError if ``path`` holds neither.
+    """
+    import json
+
+    if path.is_dir():
+        if (path / HISTORY_JSON).is_file():
+            path = path / HISTORY_JSON
+        elif (path / "results.jsonl").is_file():
+            results, _ = RunDir(path).read_results_checked()
+            return history_from_results(results)[0]
+        else:
+            raise ConfigError(f"{path}: no history.json or results.jsonl in this directory")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read history {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise ConfigError(f"{path}: not a history.json (invalid JSON)") from None
+    if not isinstance(data, dict) or data.get("format") != HISTORY_FORMAT:
+        raise ConfigError(f"{path}: not a history.json (format is not {HISTORY_FORMAT!r})")
+    return read_history(path)
+
+
+def write_history(out: RunDir, results: list[Result]) -> None:
+    """Write RUN/history.json: the last ``HISTORY_KEEP`` durations of every test.
+
+    Built from the merged results (every attempt of each test's own result,
+    in attempt order), so collecting last week's run directories with this
+    one gives a history that spans them.
+    """
+    path = out.path / HISTORY_JSON
+    history, statuses = history_from_results(results)
     atomic_write_json(
         path,
         {
@@ -328,7 +367,7 @@ def write_history(out: RunDir, results: list[Result]) -> None:
                     "platform": key[0],
                     "plan": key[1],
                     "test": key[2],
-                    "durations": durations[-HISTORY_KEEP:],
+                    "durations": durations,
                     **({"last_status": statuses[key]} if key in statuses else {}),
                 }
                 for key, durations in history.items()

@@ -30,3 +30,13 @@ class StorageError(InfraError):
 
     Nothing a test did: the run stops, keeping what is already recorded.
     """
+
+
+class Interrupted(AtexError):
+    """The command was stopped by a signal; exit code 128 + its number, as shells expect
+    (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int, message: str = "interrupted") -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

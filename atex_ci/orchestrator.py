@@ -24,7 +24,7 @@ from .remote_tree import GitCache
 from .report.summary import final_results
 from .report.text import progress_note, stderr_line
 from .rundir import RunDir, now_iso
-from .schedule import MachineAction, Scheduler
+from .schedule import Decision, History, Job, Next, Outcome, Scheduler, partition
 from .transport.base import TransportError
 
 log = logging.getLogger("atex_ci")
@@ -42,7 +42,15 @@ class RunOptions:
     resume: bool = False
     #: Called with one human-readable progress line per test start/finish.
     progress: Callable[[str], None] | None = None
-    scheduler_factory: Callable[[list[Test]], Scheduler] = Scheduler
+    #: The scheduling policy: a Scheduler subclass (or any callable taking
+    #: ``(jobs, history=..., max_reruns=...)`` and returning a Scheduler).
+    scheduler_factory: Callable[..., Scheduler] = Scheduler
+    #: Durations of earlier runs: orders the queue longest first, balances shards.
+    history: History | None = None
+    #: Times a failed or errored test is run again (preferring another machine).
+    max_reruns: int = 0
+    #: ``(index, count)``, 1-based: run only this share of the tests (``--shard I/N``).
+    shard: tuple[int, int] | None = None
 
 
 @dataclass
@@ -78,20 +86,35 @@ class Orchestrator:
     """Runs the discovered plans on the run directory's machines."""
 
     def __init__(
-        self, rundir: RunDir, fmf_root: Path, plans: list[Plan], options: RunOptions | None = None
+        self,
+        rundir: RunDir,
+        fmf_root: Path,
+        plans: list[Plan] | dict[str, list[Plan]],
+        options: RunOptions | None = None,
     ) -> None:
+        """``plans``: the same plans for every platform, or each platform's own
+        (discovered with that platform's context); every platform that has
+        machines must then have an entry."""
         self.rundir = rundir
         self.fmf_root = fmf_root
-        self.plans = {p.name: p for p in plans}
-        self.plan_list = plans
+        self._plans_by_platform = plans if isinstance(plans, dict) else None
+        self.plan_list = (
+            plans
+            if isinstance(plans, list)
+            else [plan for platform_plans in plans.values() for plan in platform_plans]
+        )
         self.options = options or RunOptions()
         self.progress = self.options.progress or (lambda line: None)
         self.results: list[Result] = []
         self.run_id = rundir.read_run()["id"]
         self._done = 0
         self._total = 0
-        self._all_tests = [t for plan in plans for t in plan.tests]
+        self._all_tests = [t for plan in self.plan_list for t in plan.tests]
         self._infra_failure = False
+        # Set (and replaced) whenever the scheduler's state changes.
+        self._state_changed = asyncio.Event()
+        # Machines this run reserved itself are released as soon as they are done.
+        self._release_when_done = False
         # A test run again in the same run directory gets the next attempt
         # number; reporters keep the last attempt.
         # Each selected instance of a test (tmt's serial number) counts its own.
@@ -111,6 +134,7 @@ class Orchestrator:
             for m in machines:
                 rundir.append_event("machine_reserved", machine=m.id, provisioner=m.provisioner)
             auto = True
+        self._release_when_done = auto
         usable = [m for m in machines if m.state != MachineState.BROKEN]
         if not usable:
             raise InfraError(
@@ -118,19 +142,26 @@ class Orchestrator:
                 "reserve new ones with 'atex-ci reserve'"
             )
         platforms = sorted({m.platform for m in usable})
-        rundir.write_tests({p: self.plan_list for p in platforms})
+        missing = [
+            p
+            for p in platforms
+            if self._plans_by_platform is not None and p not in self._plans_by_platform
+        ]
+        if missing:
+            raise ConfigError(f"no tests were discovered for platform(s) {', '.join(missing)}")
+        rundir.write_tests({p: self._platform_plans(p) for p in platforms})
         rundir.update_run(state="running", platforms=platforms)
-        schedulers = {p: self.options.scheduler_factory(self._todo(p)) for p in platforms}
-        self._total = sum(len(s.pending()) for s in schedulers.values())
+        scheduler = self._scheduler(platforms)
+        self._total = len(scheduler.pending())
         state = "crashed"  # unless we get to say otherwise
         failed = True
         try:
-            tree_tar, remote_tar = await asyncio.to_thread(self._tars)
+            tree_tar, remote_tars = await asyncio.to_thread(self._tars, platforms)
             try:
                 async with asyncio.TaskGroup() as tg:
                     for machine in usable:
-                        scheduler = schedulers[machine.platform]
-                        scheduler.add_machine(machine.id)
+                        scheduler.add_machine(machine)
+                        remote_tar = remote_tars[machine.platform]
                         tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
             except BaseExceptionGroup as group:
                 # The run directory could not be written (disk full, read-only,
@@ -140,10 +171,11 @@ class Orchestrator:
                 if storage is None:
                     raise
                 raise storage from None
-            for platform, scheduler in schedulers.items():
+            for platform in platforms:
+                # A job queued again (a rerun, an infra retry) that found no
+                # machine keeps its last attempt's result: it says more.
                 self._not_run(
-                    platform,
-                    scheduler.drain(),
+                    [job for job in scheduler.no_machine_left(platform) if job.runs == 0],
                     f"not run: no usable machine left for platform {platform}",
                     Status.ERROR,
                 )
@@ -165,35 +197,58 @@ class Orchestrator:
             self.results, final=self._final(platforms), infra_failure=self._infra_failure
         )
 
+    def _platform_plans(self, platform: str) -> list[Plan]:
+        if self._plans_by_platform is None:
+            return self.plan_list
+        return self._plans_by_platform[platform]
+
+    def _platform_tests(self, platform: str) -> list[Test]:
+        return [t for plan in self._platform_plans(platform) for t in plan.tests]
+
+    def _plan(self, platform: str, name: str) -> Plan:
+        return next(p for p in self._platform_plans(platform) if p.name == name)
+
     def _final(self, platforms: list[str]) -> list[Result]:
         """The last attempt of every selected test on these platforms, from the run directory."""
-        selected = {(t.plan, t.name) for t in self._all_tests}
+        selected = {
+            (platform, t.plan, t.name)
+            for platform in platforms
+            for t in self._platform_tests(platform)
+        }
         return [
             r
             for r in final_results(self.rundir.read_results())
-            if r.platform in platforms and (r.plan, r.test) in selected
+            if (r.platform, r.plan, r.test) in selected
         ]
 
-    def _tars(self) -> tuple[bytes, bytes]:
+    def _tars(self, platforms: list[str]) -> tuple[bytes, dict[str, bytes]]:
+        """The fmf tree (with remote trees and libraries), and per platform the
+        remote scripts with each of its tests' metadata (a platform's context
+        can change a test's data)."""
         extras = {path: local for plan in self.plan_list for path, local in plan.trees.items()}
-        return build_tree_tar(self.fmf_root, extras), build_remote_tar(self._all_tests)
+        remote = {p: build_remote_tar(self._platform_tests(p)) for p in platforms}
+        return build_tree_tar(self.fmf_root, extras), remote
 
-    def _todo(self, platform: str) -> list[Test]:
-        tests = self._all_tests
-        if not self.options.resume:
-            return list(tests)
-        done = {
-            (r.plan, r.test, r.serial_number)
-            for r in final_results(self.rundir.read_results())
-            if r.platform == platform and r.name is None and not _unfinished(r)
-        }
-        # A result from before instances were told apart (no serial number)
-        # stands for every instance of its test.
-        return [
-            t
-            for t in tests
-            if (t.plan, t.name, t.serial_number) not in done and (t.plan, t.name, None) not in done
-        ]
+    def _scheduler(self, platforms: list[str]) -> Scheduler:
+        """The run's policy over one job per selected test instance and platform."""
+        options = self.options
+        history = options.history or History()
+        jobs = [Job(p, test) for p in platforms for test in self._platform_tests(p)]
+        if options.shard is not None:
+            index, count = options.shard
+            expected = {
+                n: d for n, job in enumerate(jobs) if (d := history.expected(job.history_key))
+            }
+            jobs = partition(jobs, count, expected)[index - 1]
+        scheduler = options.scheduler_factory(jobs, history=history, max_reruns=options.max_reruns)
+        if options.resume:
+            scheduler.resume(self.rundir.read_results())
+        return scheduler
+
+    def _changed(self) -> None:
+        """Wake the workers waiting for the scheduler's state to change."""
+        event, self._state_changed = self._state_changed, asyncio.Event()
+        event.set()
 
     async def _worker(
         self, machine: Machine, scheduler: Scheduler, tree_tar: bytes, remote_tar: bytes
@@ -207,17 +262,19 @@ class Orchestrator:
             base=provisioner.work_dir(machine, self.run_id),
             limits=self.options.limits,
         )
+        done = False
         try:
             try:
                 await transport.connect()
                 if machine.host_key is None and transport.host_key:
                     machine.host_key = transport.host_key
                     self.rundir.update_machine(machine)
-                await executor.setup(tree_tar, remote_tar, self._all_tests)
+                await executor.setup(tree_tar, remote_tar, self._platform_tests(machine.platform))
             except TransportError as exc:
                 self._machine_broken(machine, scheduler, f"setup failed: {exc}")
                 return
             self.rundir.append_event("machine_ready", machine=machine.id)
+            previous: Job | None = None
             while True:
                 # A connection that dropped between tests (a network blip, a
                 # machine rebooted from outside) is re-established here, before
@@ -228,33 +285,84 @@ class Orchestrator:
                 except TransportError as exc:
                     self._machine_broken(machine, scheduler, f"unreachable: {exc}")
                     return
-                test = scheduler.next_test(machine.id)
-                if test is None:
+                # Taken before asking, so a change made while we decide to
+                # wait is never missed.
+                changed = self._state_changed
+                answer = scheduler.next_test(machine, previous)
+                if answer is Next.WAIT:
+                    await changed.wait()
+                    continue
+                if answer is Next.DONE:
                     break
-                outcome = await self._run_one(executor, machine, test)
-                if outcome.abort:
-                    self.progress(f"atex-ci: {test.name} aborted plan {test.plan}")
-                    self._not_run(
-                        machine.platform,
-                        scheduler.abort_plan(test.plan),
-                        f"not run: plan {test.plan} was aborted by {test.name} (tmt-abort)",
-                        Status.SKIP,
-                    )
-                action = scheduler.test_finished(machine.id, test, machine_ok=outcome.machine_ok)
-                if action is MachineAction.DISCARD:
-                    self._machine_broken(machine, scheduler, "discarded after a failed test")
+                job = answer
+                executed, setup_failed = await self._run_one(executor, machine, job)
+                decision = scheduler.test_finished(
+                    machine, job, self._outcome(executed, setup_failed)
+                )
+                self._after(machine, job, decision, executed)
+                previous = job
+                if not decision.keep_machine:
+                    self._machine_broken(machine, scheduler, decision.why)
                     return
+                self._changed()
             await self._finish(executor, machine)
+            done = True
         finally:
+            self._changed()  # a machine fewer: waiting workers look again
             # Whatever the run's tests and prepare scripts left running on the
             # machine (daemons, setsid sessions) ends with the run.
             with contextlib.suppress(BaseException):
                 await asyncio.shield(executor.cleanup(CLEANUP_TIMEOUT))
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(transport.close(), 10))
+        if done and self._release_when_done:
+            # Nothing is left for it: a machine this run reserved goes back now,
+            # not when the last test of the long tail ends.
+            await asyncio.shield(release_machine(self.rundir, machine))
 
-    async def _run_one(self, executor: Executor, machine: Machine, test: Test) -> TestOutcome:
-        plan = self.plans[test.plan]
+    @staticmethod
+    def _outcome(executed: TestOutcome, setup_failed: bool) -> Outcome:
+        """The facts the scheduler decides on, from what the executor reported."""
+        own = next((r for r in executed.results if r.name is None), None)
+        timed_out = own is not None and own.reason is Reason.TIMEOUT
+        return Outcome.from_result(
+            own,
+            timed_out=timed_out,
+            setup_failed=setup_failed,
+            # The executor flags a machine it can no longer trust; a timeout
+            # is the scheduler's to judge (it knows local slots from hosts).
+            machine_lost=not executed.machine_ok and not timed_out and not setup_failed,
+            aborted=executed.abort,
+        )
+
+    def _after(self, machine: Machine, job: Job, decision: Decision, executed: TestOutcome) -> None:
+        """Record what the scheduler decided after ``job``: reruns, an aborted plan."""
+        test = job.test
+        if executed.abort:
+            self.progress(f"atex-ci: {test.name} aborted plan {test.plan}")
+            self._not_run(
+                list(decision.dropped),
+                f"not run: plan {test.plan} was aborted by {test.name} (tmt-abort)",
+                Status.SKIP,
+            )
+        if decision.rerun:
+            self._total += 1
+            self.rundir.append_event(
+                "test_requeued",
+                test=test.name,
+                plan=test.plan,
+                platform=job.platform,
+                machine=machine.id,
+                note=decision.why,
+            )
+            self.progress(f"atex-ci: again  {test.name} ({decision.why})")
+
+    async def _run_one(
+        self, executor: Executor, machine: Machine, job: Job
+    ) -> tuple[TestOutcome, bool]:
+        """Run ``job`` on ``machine``; returns the outcome and whether prepare failed."""
+        test = job.test
+        plan = self._plan(job.platform, test.plan)
         try:
             await executor.prepare_plan(plan)
         except (PhaseError, TransportError) as exc:
@@ -274,13 +382,13 @@ class Orchestrator:
             )
             self.rundir.append_result(result)
             self._record(test, machine, [result])
-            return TestOutcome([result], machine_ok=False)
+            return TestOutcome([result], machine_ok=False), True
         self.rundir.append_event("test_started", test=test.name, plan=test.plan, machine=machine.id)
         self.progress(f"atex-ci: start  {test.name} on {machine.id}")
         attempt = self._next_attempt(machine.platform, test)
         outcome = await executor.run_test(test, plan, platform=machine.platform, attempt=attempt)
         self._record(test, machine, outcome.results)
-        return outcome
+        return outcome, False
 
     def _next_attempt(self, platform: str, test: Test) -> int:
         key = (platform, test.plan, test.name, test.serial_number)
@@ -306,7 +414,7 @@ class Orchestrator:
             )
 
     async def _finish(self, executor: Executor, machine: Machine) -> None:
-        for plan in self.plan_list:
+        for plan in self._platform_plans(machine.platform):
             try:
                 async with asyncio.timeout(CLEANUP_TIMEOUT):
                     await executor.finish_plan(plan)
@@ -317,17 +425,18 @@ class Orchestrator:
                 )
 
     def _machine_broken(self, machine: Machine, scheduler: Scheduler, why: str) -> None:
-        scheduler.remove_machine(machine.id)
+        scheduler.machine_lost(machine)
         machine.state = MachineState.BROKEN
         self.rundir.update_machine(machine)
         self.rundir.append_event("machine_broken", machine=machine.id, note=why)
         self.progress(f"atex-ci: machine {machine.id} is out of use: {why}")
 
-    def _not_run(self, platform: str, tests: list[Test], note: str, status: Status) -> None:
-        """Record tests that will not run (no machine left, plan aborted)."""
-        if tests and status is Status.ERROR:
+    def _not_run(self, jobs: list[Job], note: str, status: Status) -> None:
+        """Record jobs that will not run (no machine left, plan aborted)."""
+        if jobs and status is Status.ERROR:
             self._infra_failure = True
-        for test in tests:
+        for job in jobs:
+            test, platform = job.test, job.platform
             result = Result(
                 test=test.name,
                 plan=test.plan,
@@ -370,14 +479,6 @@ async def release_machine(rundir: RunDir, machine: Machine) -> bool:
     except (StorageError, ConfigError) as exc:
         log.warning("released %s, but could not record it: %s", machine.id, exc)
     return True
-
-
-def _unfinished(result: Result) -> bool:
-    """A test's own result that --resume runs again: interrupted, or never run
-    for want of a machine (no machine recorded, an infrastructure error)."""
-    if result.reason == Reason.INTERRUPTED:
-        return True
-    return result.reason == Reason.INFRA and result.machine is None
 
 
 def _first(
@@ -437,6 +538,7 @@ async def run_tests(
     options: RunOptions | None = None,
     discovered: list[Plan] | None = None,
     git: GitCache | None = None,
+    platform_context: dict[str, dict[str, str]] | None = None,
 ) -> RunSummary:
     """Discover and run tests on the machines of ``run_dir`` (local slots if none).
 
@@ -444,20 +546,58 @@ async def run_tests(
     synchronous callers. ``discovered`` skips discovery when the caller has
     already done it with the same arguments; ``git`` is the run's repository
     cache (pass the one discovery used, so no repository is fetched twice).
-    beakerlib libraries are fetched here. Raises ConfigError (bad input)
-    or InfraError.
+    ``platform_context`` adds context dimensions for one platform's machines
+    (``{"c9s": {"distro": "centos-stream-9"}}``): that platform's tests are
+    discovered with ``context`` plus these. beakerlib libraries are fetched
+    here. Raises ConfigError (bad input) or InfraError.
     """
     from .discover import discover
     from .libraries import LibraryResolver
 
     root = Path(fmf_root).resolve()
     git = git or GitCache()
-    if discovered is None:
-        discovered = await asyncio.to_thread(discover, root, list(plans), context or {}, git=git)
-    _check_controller_tools(discovered)
-    # Libraries are fetched once per run, before any machine is touched.
-    await asyncio.to_thread(LibraryResolver(git).resolve_plans, discovered)
+    base = dict(context or {})
+
+    def discover_for(extra: dict[str, str]) -> list[Plan]:
+        return discover(root, list(plans), {**base, **extra}, git=git)
+
     rundir = RunDir.open_or_create(run_dir)
     with rundir.locked():
-        rundir.update_run(fmf={"root": str(root), "plans": list(plans), "context": context or {}})
-        return await Orchestrator(rundir, root, discovered, options).run()
+        to_run: list[Plan] | dict[str, list[Plan]]
+        if platform_context:
+            platforms = sorted(
+                {m.platform for m in rundir.read_machines() if m.state == MachineState.READY}
+            ) or ["default"]
+            unknown = sorted(set(platform_context) - set(platforms))
+            if unknown:
+                raise ConfigError(
+                    f"context given for platform(s) {', '.join(unknown)}, but the run's machines"
+                    f" are {', '.join(platforms)}; reserve with --platform NAME first"
+                )
+            to_run = {}
+            for platform in platforms:
+                extra = platform_context.get(platform, {})
+                if not extra and discovered is not None:
+                    to_run[platform] = discovered
+                else:
+                    to_run[platform] = await asyncio.to_thread(discover_for, extra)
+            # A platform without context of its own shares the plans of
+            # another: each plan once, so its libraries are resolved once.
+            unique = {id(plan): plan for found in to_run.values() for plan in found}
+            all_plans = list(unique.values())
+        else:
+            if discovered is None:
+                discovered = await asyncio.to_thread(discover_for, {})
+            to_run = all_plans = discovered
+        _check_controller_tools(all_plans)
+        # Libraries are fetched once per run, before any machine is touched.
+        await asyncio.to_thread(LibraryResolver(git).resolve_plans, all_plans)
+        rundir.update_run(
+            fmf={
+                "root": str(root),
+                "plans": list(plans),
+                "context": base,
+                **({"platform_context": platform_context} if platform_context else {}),
+            }
+        )
+        return await Orchestrator(rundir, root, to_run, options).run()

@@ -1,99 +1,494 @@
-"""Scheduling policy: which test a free machine takes next, and what to do with
-the machine after a test. Pure: no asyncio, no I/O, so it is unit-tested
-directly and a custom policy is a subclass.
+"""Scheduling policy: THE decision point of a run. Pure: no asyncio, no I/O.
 
-The orchestrator talks to a scheduler only through these methods::
+The orchestrator (or a runner of your own) drives a run only through these
+calls, and reports facts; every decision is made here::
 
-    add_machine(machine_id)
-    next_test(machine_id) -> Test | None      # None: nothing left for it
-    test_finished(machine_id, test, machine_ok=...) -> MachineAction
-    remove_machine(machine_id)                 # lost/broken machine
-    pending() -> list[Test]                    # what is still queued
-    abort_plan(plan) -> list[Test]             # tmt-abort: drop the plan's queue
-    drain() -> list[Test]                      # no machine left: take the rest
+    add_machine(machine)                         # a machine is ready for work
+    next_test(machine, previous) -> Job | Next   # a test, Next.WAIT or Next.DONE
+    test_finished(machine, job, outcome) -> Decision   # keep/discard, rerun
+    machine_lost(machine) -> list[Job]           # lost between tests: its work back
+    resume(results) -> list[Job]                 # --resume: drop what is final
+    wants_machine(platform) -> bool              # should a lost machine be replaced?
+    no_machine_left(platform) -> list[Job]       # nothing can run these any more
 
-Ad hoc by design: a machine asks for work only when it is free, so a slow
-test never holds back tests queued "behind" it on the same machine, and
-nothing is split N/M up front.
+Ad hoc by design: a machine asks for work only when it is free, so a slow test
+never holds back tests queued "behind" it, and nothing is split N/M up front.
+The queue is ordered longest expected first (LPT) when a history of earlier
+durations is known, which keeps the long tail short.
+
+A policy of your own is a subclass that overrides the small hooks below
+(``order``, ``applies``, ``pick``, ``keep_machine``, ``should_rerun``,
+``expected_duration``), or the calls themselves.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+import statistics
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from .model import Test
+from .model import Machine, Reason, Result, Status, Test
+
+#: Times a test cut short by the infrastructure (lost machine, dropped
+#: connection, failed setup) is queued again. It does not spend the test's
+#: rerun budget, but it is bounded: a test that kills every machine it runs on
+#: must not eat the whole fleet.
+MAX_INFRA_RETRIES = 2
+
+#: Provisioner kind of local slots: a timeout there only kills the test's
+#: process group, so the slot stays usable.
+LOCAL = "local"
+
+# History key of a test: durations are per platform, plan and test name.
+HistoryKey = tuple[str, str, str]
 
 
-class MachineAction(enum.Enum):
-    KEEP = "keep"  # give it the next test
-    DISCARD = "discard"  # stop using it (broken, timed out, lost)
+class Next(enum.Enum):
+    """What ``next_test`` says when it has no test for the machine."""
+
+    #: Nothing for this machine now, but something may come (a test kept for
+    #: another machine, a rerun): ask again after the next ``test_finished``,
+    #: ``machine_lost`` or ``add_machine``.
+    WAIT = "wait"
+    #: Nothing will come for this machine: finish and release it.
+    DONE = "done"
+
+
+class Job:
+    """One selected test instance to run on one platform.
+
+    Identity is the object; ``key`` names it in results (a test selected twice
+    in a plan is two jobs with different serial numbers).
+    """
+
+    __slots__ = ("avoid", "infra_retries", "platform", "reruns", "runs", "test")
+
+    def __init__(self, platform: str, test: Test) -> None:
+        self.platform = platform
+        self.test = test
+        #: Machines this job prefers not to run on (where it failed before).
+        self.avoid: set[str] = set()
+        #: How often it ran in this invocation, reruns and infra retries included.
+        self.runs = 0
+        self.reruns = 0
+        self.infra_retries = 0
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return (self.platform, self.test.plan, self.test.name, self.test.serial_number)
+
+    @property
+    def history_key(self) -> HistoryKey:
+        return (self.platform, self.test.plan, self.test.name)
+
+    def __repr__(self) -> str:
+        return f"Job({self.platform}:{self.test.plan}:{self.test.name})"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Facts about one run of a test, as the executor and orchestrator saw them."""
+
+    #: The test's own final status; None if it produced no result at all.
+    status: Status | None
+    reason: Reason | None = None
+    duration: float = 0.0
+    timed_out: bool = False
+    #: The machine was lost or unreachable while the test ran.
+    machine_lost: bool = False
+    #: A plan's prepare phase failed on the machine, so the test did not run.
+    setup_failed: bool = False
+    #: The test asked to abort its plan (tmt-abort).
+    aborted: bool = False
+    #: The run was interrupted (Ctrl-C, SIGTERM) while the test ran.
+    interrupted: bool = False
+
+    @property
+    def infra(self) -> bool:
+        """Cut short by the infrastructure rather than by the test."""
+        return self.machine_lost or self.setup_failed or self.reason is Reason.INFRA
+
+    @property
+    def failed(self) -> bool:
+        return self.status is None or self.status.is_failure
+
+    @classmethod
+    def from_result(cls, result: Result | None, **facts: bool) -> Outcome:
+        """The outcome of a test whose own result is ``result``, plus ``facts``."""
+        if result is None:
+            return cls(status=None, reason=Reason.INFRA, **facts)
+        return cls(
+            status=result.status,
+            reason=result.reason,
+            duration=result.duration or 0.0,
+            timed_out=facts.pop("timed_out", result.reason is Reason.TIMEOUT),
+            interrupted=facts.pop("interrupted", result.reason is Reason.INTERRUPTED),
+            **facts,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens after a test: to the machine, to the test, to its plan."""
+
+    keep_machine: bool
+    #: The test was queued again (a rerun, or an infra retry).
+    rerun: bool = False
+    #: Why the machine is discarded or the test queued again (for events).
+    why: str = ""
+    #: Jobs removed from the queue because of this test (its plan aborted);
+    #: the caller records them as not run.
+    dropped: tuple[Job, ...] = ()
+
+
+@dataclass
+class History:
+    """Durations of earlier runs, per (platform, plan, test), newest last.
+
+    ``expected`` is the median of the known durations (robust to one slow
+    outlier run). A test known on another platform borrows that estimate: a
+    test's length is mostly its own, not the platform's.
+    """
+
+    durations: Mapping[HistoryKey, Sequence[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        by_test: dict[tuple[str, str], list[float]] = {}
+        for (_, plan, name), values in self.durations.items():
+            by_test.setdefault((plan, name), []).extend(values)
+        self._by_test = {k: statistics.median(v) for k, v in by_test.items() if v}
+        self._exact = {k: statistics.median(v) for k, v in self.durations.items() if v}
+
+    def expected(self, key: HistoryKey) -> float | None:
+        exact = self._exact.get(key)
+        if exact is not None:
+            return exact
+        return self._by_test.get((key[1], key[2]))
+
+    def __bool__(self) -> bool:
+        return bool(self._exact)
 
 
 class Scheduler:
-    """First-come, first-served over a queue in discovery order (tmt's order).
+    """The default policy: ad hoc, longest expected first, reruns on request.
 
-    Subclasses may override ``order`` (queue order) or ``pick`` (which queued
-    test a given machine takes).
+    - Queue order (``order``): with a history, longest expected first (LPT);
+      tests the history does not know go first, in discovery order (an
+      unknown test may be long, and a long test started last is what makes a
+      long tail; see benchmarks/scheduling.py). Without a history: discovery
+      order, as tmt runs them.
+    - A machine takes the first queued test that ``applies`` to it (same
+      platform), except a rerun that prefers another machine while another
+      live machine of that platform exists.
+    - After a test (``keep_machine``): a lost machine, a failed setup, or a
+      timeout on a machine that is not a local slot (its state is unknown)
+      discards the machine; anything else keeps it.
+    - Reruns (``should_rerun``): a failed or errored test is queued again up to
+      ``max_reruns`` times, preferring another machine (with reruns on, a free
+      machine waits while a running test may still need one); a test cut short
+      by the infrastructure is queued again up to ``max_infra_retries`` times
+      without spending its reruns. An interrupted test is never rerun.
+    - tmt-abort drops the rest of the test's plan on that platform.
     """
 
-    def __init__(self, tests: Iterable[Test]) -> None:
-        self._queue: deque[Test] = deque(self.order(list(tests)))
-        self._machines: set[str] = set()
-        self._running: dict[str, Test] = {}
+    def __init__(
+        self,
+        jobs: Iterable[Job],
+        *,
+        history: History | None = None,
+        max_reruns: int = 0,
+        max_infra_retries: int = MAX_INFRA_RETRIES,
+    ) -> None:
+        self.history = history or History()
+        self.max_reruns = max_reruns
+        self.max_infra_retries = max_infra_retries
+        self._queues: dict[str, deque[Job]] = {}
+        for job in self.order(list(jobs)):
+            self._queues.setdefault(job.platform, deque()).append(job)
+        self._machines: dict[str, Machine] = {}
+        self._running: dict[str, Job] = {}
 
-    def order(self, tests: list[Test]) -> list[Test]:
-        """The order tests are handed out in; discovery order by default."""
-        return tests
+    @classmethod
+    def for_tests(
+        cls, tests_by_platform: Mapping[str, Iterable[Test]], **options: object
+    ) -> Scheduler:
+        """A scheduler for these tests on these platforms (one job per test and platform)."""
+        jobs = [Job(platform, t) for platform, tests in tests_by_platform.items() for t in tests]
+        return cls(jobs, **options)  # type: ignore[arg-type]
 
-    def pick(self, machine_id: str, queue: deque[Test]) -> Test | None:
-        """Choose (and remove) the next test for this machine."""
-        return queue.popleft() if queue else None
+    # -- hooks: override these for a policy of your own ------------------------
 
-    def add_machine(self, machine_id: str) -> None:
-        self._machines.add(machine_id)
+    def expected_duration(self, job: Job) -> float | None:
+        """Seconds this job is expected to take, or None if nothing is known."""
+        return self.history.expected(job.history_key)
 
-    def remove_machine(self, machine_id: str) -> None:
-        self._machines.discard(machine_id)
-        self._running.pop(machine_id, None)
+    def order(self, jobs: list[Job]) -> list[Job]:
+        """The queue order. Default: unknown first (discovery order), then LPT."""
+        if not self.history:
+            return jobs
+        unknown = [j for j in jobs if self.expected_duration(j) is None]
+        known = [j for j in jobs if self.expected_duration(j) is not None]
+        # sorted() is stable: equal estimates keep discovery order.
+        known.sort(key=lambda j: -(self.expected_duration(j) or 0.0))
+        return unknown + known
 
-    def next_test(self, machine_id: str) -> Test | None:
-        if machine_id not in self._machines:
-            return None
-        test = self.pick(machine_id, self._queue)
-        if test is not None:
-            self._running[machine_id] = test
-        return test
+    def applies(self, machine: Machine, job: Job) -> bool:
+        """Whether ``machine`` can run ``job`` at all. Default: same platform."""
+        return machine.platform == job.platform
 
-    def test_finished(
-        self, machine_id: str, test: Test, *, machine_ok: bool = True
-    ) -> MachineAction:
-        """Record the end of ``test`` on the machine and decide the machine's fate."""
-        self._running.pop(machine_id, None)
-        if not machine_ok:
-            self.remove_machine(machine_id)
-            return MachineAction.DISCARD
-        return MachineAction.KEEP
+    def pick(self, machine: Machine, candidates: Iterator[Job]) -> Job | None:
+        """Choose one of ``candidates`` (in queue order, all applicable). Default: the first."""
+        return next(candidates, None)
 
-    def abort_plan(self, plan: str) -> list[Test]:
-        """Remove every queued test of ``plan``; returns them."""
-        dropped = [t for t in self._queue if t.plan == plan]
-        self._queue = deque(t for t in self._queue if t.plan != plan)
+    def keep_machine(self, machine: Machine, job: Job, outcome: Outcome) -> tuple[bool, str]:
+        """Whether the machine takes more tests after ``job``, and why not."""
+        if outcome.machine_lost:
+            return False, "lost while running " + job.test.name
+        if outcome.setup_failed:
+            return False, "prepare failed"
+        if outcome.timed_out and machine.provisioner != LOCAL:
+            return False, f"{job.test.name} timed out; the machine's state is unknown"
+        return True, ""
+
+    def should_rerun(self, job: Job, outcome: Outcome) -> tuple[bool, str]:
+        """Whether to queue ``job`` again after ``outcome``, and why.
+
+        Called only for outcomes that are not a pass. Infra retries and reruns
+        are counted by the caller of this hook (``test_finished``).
+        """
+        if outcome.interrupted or outcome.aborted:
+            return False, ""
+        if outcome.infra:
+            if job.infra_retries < self.max_infra_retries:
+                return True, "infrastructure failure"
+            return False, ""
+        if outcome.failed and job.reruns < self.max_reruns:
+            return True, "rerun after " + (str(outcome.status) if outcome.status else "no result")
+        return False, ""
+
+    def may_come_back(self, job: Job) -> bool:
+        """Whether ``job``, still running, may be queued again after it ends.
+
+        While one may, free machines of its platform wait instead of leaving,
+        so that a rerun finds another machine. Default: it has reruns left.
+        (An infra retry does not keep machines waiting: losing a machine is rare,
+        and machines idling through every long tail would cost more.)
+        """
+        return job.reruns < self.max_reruns
+
+    # -- the protocol ------------------------------------------------------------
+
+    def add_machine(self, machine: Machine) -> None:
+        self._machines[machine.id] = machine
+
+    def next_test(self, machine: Machine, previous: Job | None = None) -> Job | Next:
+        """The next job for a free ``machine`` (``previous``: the job it just ran)."""
+        if machine.id not in self._machines:
+            return Next.DONE
+        deferred = False
+
+        def candidates() -> Iterator[Job]:
+            nonlocal deferred
+            for platform_queue in self._queues_for(machine):
+                for job in platform_queue:
+                    if not self.applies(machine, job):
+                        continue
+                    if machine.id in job.avoid and self._another_machine_for(job, machine):
+                        deferred = True
+                        continue
+                    yield job
+
+        job = self.pick(machine, candidates())
+        if job is None:
+            if deferred or self._may_come_back_for(machine):
+                return Next.WAIT
+            # It leaves: no rerun may wait for it any more.
+            self._machines.pop(machine.id, None)
+            return Next.DONE
+        self._queues[job.platform].remove(job)
+        self._running[machine.id] = job
+        job.runs += 1
+        return job
+
+    def test_finished(self, machine: Machine, job: Job, outcome: Outcome) -> Decision:
+        """Record the end of ``job`` on ``machine`` and decide what follows."""
+        self._running.pop(machine.id, None)
+        keep, why_not = self.keep_machine(machine, job, outcome)
+        if not keep:
+            self._machines.pop(machine.id, None)
+        dropped: tuple[Job, ...] = ()
+        if outcome.aborted:
+            dropped = tuple(self.abort_plan(job.platform, job.test.plan))
+        rerun, why = (False, "")
+        if outcome.failed or outcome.infra:
+            rerun, why = self.should_rerun(job, outcome)
+        if rerun:
+            if outcome.infra:
+                job.infra_retries += 1
+            else:
+                job.reruns += 1
+            job.avoid.add(machine.id)
+            # Reruns go first: their machines are waiting for them.
+            self._queues.setdefault(job.platform, deque()).appendleft(job)
+        return Decision(keep_machine=keep, rerun=rerun, why=why_not or why, dropped=dropped)
+
+    def machine_lost(self, machine: Machine) -> list[Job]:
+        """``machine`` is gone outside a test; its in-flight job (if any) is queued again.
+
+        Returns the jobs queued again. (A machine lost *during* a test is
+        reported through ``test_finished`` with ``Outcome(machine_lost=True)``,
+        so that the lost attempt is recorded.)
+        """
+        self._machines.pop(machine.id, None)
+        job = self._running.pop(machine.id, None)
+        if job is None:
+            return []
+        self._queues.setdefault(job.platform, deque()).appendleft(job)
+        return [job]
+
+    def abort_plan(self, platform: str, plan: str) -> list[Job]:
+        """Remove every queued job of ``plan`` on ``platform``; returns them."""
+        queue = self._queues.get(platform, deque())
+        dropped = [j for j in queue if j.test.plan == plan]
+        self._queues[platform] = deque(j for j in queue if j.test.plan != plan)
         return dropped
 
-    def has_pending(self) -> bool:
-        return bool(self._queue)
+    def resume(self, results: Iterable[Result]) -> list[Job]:
+        """Drop queued jobs whose latest own result in ``results`` is final.
 
-    def pending(self) -> list[Test]:
-        return list(self._queue)
+        Final means the test ran to an end: not interrupted, and not a "not
+        run" record (an infrastructure error with no machine). A result
+        without a serial number (written before test instances were told
+        apart) stands for every instance of its test. Returns the dropped jobs.
+        """
+        latest: dict[tuple[str, str, str, int | None], Result] = {}
+        for r in results:
+            if r.name is not None:
+                continue
+            key = (r.platform, r.plan, r.test, r.serial_number)
+            if key not in latest or r.attempt >= latest[key].attempt:
+                latest[key] = r
+        done = {key for key, r in latest.items() if not unfinished(r)}
+        dropped: list[Job] = []
+        for platform, queue in self._queues.items():
+            kept: deque[Job] = deque()
+            for job in queue:
+                instance = (*job.history_key, job.test.serial_number)
+                old_style = (*job.history_key, None)
+                (dropped if instance in done or old_style in done else kept).append(job)
+            self._queues[platform] = kept
+        return dropped
 
-    def drain(self) -> list[Test]:
-        """Remove and return every queued test (no machines left to run them)."""
-        tests = list(self._queue)
-        self._queue.clear()
-        return tests
+    def wants_machine(self, platform: str) -> bool:
+        """Whether a new machine of ``platform`` would get work (to replace a lost one)."""
+        return bool(self._queues.get(platform))
+
+    def no_machine_left(self, platform: str) -> list[Job]:
+        """No machine can come for ``platform``: remove and return its queued jobs."""
+        queue = self._queues.pop(platform, deque())
+        return list(queue)
+
+    # -- state --------------------------------------------------------------------
+
+    def pending(self) -> list[Job]:
+        """Queued jobs, in queue order per platform."""
+        return [job for queue in self._queues.values() for job in queue]
+
+    def running(self) -> dict[str, Job]:
+        return dict(self._running)
 
     @property
-    def machines(self) -> frozenset[str]:
-        return frozenset(self._machines)
+    def machines(self) -> dict[str, Machine]:
+        return dict(self._machines)
+
+    @property
+    def finished(self) -> bool:
+        """Nothing queued and nothing running."""
+        return not self._running and not any(self._queues.values())
+
+    # -- internals ----------------------------------------------------------------
+
+    def _queues_for(self, machine: Machine) -> list[deque[Job]]:
+        # The platform's own queue first; other queues only matter to a policy
+        # whose ``applies`` lets a machine serve several platforms.
+        own = self._queues.get(machine.platform)
+        others = [q for p, q in self._queues.items() if p != machine.platform and q]
+        return ([own] if own else []) + (others if self._overrides_applies() else [])
+
+    def _overrides_applies(self) -> bool:
+        return type(self).applies is not Scheduler.applies
+
+    def _may_come_back_for(self, machine: Machine) -> bool:
+        return any(
+            self.applies(machine, job) and self.may_come_back(job)
+            for machine_id, job in self._running.items()
+            if machine_id != machine.id
+        )
+
+    def _another_machine_for(self, job: Job, machine: Machine) -> bool:
+        return any(
+            m.id != machine.id and m.id not in job.avoid and self.applies(m, job)
+            for m in self._machines.values()
+        )
+
+
+def unfinished(result: Result) -> bool:
+    """Whether ``--resume`` runs a test again whose latest own result is ``result``:
+    it was interrupted, or never ran for want of a machine (an infrastructure
+    error with no machine recorded)."""
+    if result.reason is Reason.INTERRUPTED:
+        return True
+    return result.reason is Reason.INFRA and result.machine is None
+
+
+def partition(
+    jobs: Sequence[Job], shards: int, expected: Mapping[int, float] | None = None
+) -> list[list[Job]]:
+    """Split ``jobs`` into ``shards`` lists of about equal expected work (LPT).
+
+    Deterministic: the same jobs and estimates always give the same split.
+    ``expected`` maps a job's index to its expected seconds; a job without an
+    estimate weighs the median of the known ones (1 when none is known, so
+    that without any history each shard gets an equal count). Each shard keeps
+    its jobs in their original order.
+    """
+    if shards < 1:
+        raise ValueError("shards must be at least 1")
+    expected = expected or {}
+    known = [expected[i] for i in range(len(jobs)) if i in expected]
+    fallback = statistics.median(known) if known else 1.0
+    weights = [expected.get(i, fallback) for i in range(len(jobs))]
+    loads = [0.0] * shards
+    assignment: list[list[int]] = [[] for _ in range(shards)]
+    # Longest first, ties in original order; each to the least loaded shard
+    # (ties to the lowest shard number).
+    for index in sorted(range(len(jobs)), key=lambda i: (-weights[i], i)):
+        shard = min(range(shards), key=lambda s: (loads[s], s))
+        loads[shard] += weights[index]
+        assignment[shard].append(index)
+    return [[jobs[i] for i in sorted(indices)] for indices in assignment]
+
+
+def lower_bound(durations: Sequence[float], machines: int) -> float:
+    """No schedule on ``machines`` machines can finish sooner than this."""
+    if not durations:
+        return 0.0
+    return max(math.fsum(durations) / machines, max(durations))
+
+
+__all__ = [
+    "LOCAL",
+    "MAX_INFRA_RETRIES",
+    "Decision",
+    "History",
+    "Job",
+    "Next",
+    "Outcome",
+    "Scheduler",
+    "lower_bound",
+    "partition",
+    "unfinished",
+]

@@ -1,55 +1,54 @@
 """A runner of your own in about 50 lines, built from the atex-ci toolbox.
 
-Runs every test of an fmf tree on N local slots, longest `duration` first,
-and writes JUnit XML. Usage: python custom_runner.py FMF_ROOT RUN_DIR [N]
+The shape of a contest runner: every test of an fmf tree on N local slots, where
+- a failed test runs once more, on another machine;
+- a test tagged `destructive` throws its machine away after it runs;
+- tests tagged `slow` start first (the order the tests ran in shows it).
+It writes a complete run directory (machines, tests, results, events), so
+`atex-ci report`, `atex-ci release` and `atex-ci run --resume` accept it, plus
+JUnit XML and a Markdown summary. Usage: python custom_runner.py FMF_ROOT RUN_DIR [N]
 """
 
 import asyncio
 import sys
 from pathlib import Path
 
-from atex_ci.discover import discover
-from atex_ci.execute.executor import Executor
-from atex_ci.execute.staging import build_remote_tar, build_tree_tar
-from atex_ci.provision.local import LocalProvisioner
-from atex_ci.report.junit import write_junit
-from atex_ci.rundir import RunDir
+from atex_ci.orchestrator import RunOptions, run_tests
+from atex_ci.report.reporting import report_run
 from atex_ci.schedule import Scheduler
 
 
-class LongestFirst(Scheduler):
-    """A custom policy is a subclass: here, longest declared duration first."""
+def tags(job):
+    return job.test.data.get("tag") or []
 
-    def order(self, tests):
-        return sorted(tests, key=lambda t: -t.duration)
+
+class ContestPolicy(Scheduler):
+    """A policy is a subclass: each hook is one decision."""
+
+    def order(self, jobs):
+        slow = [job for job in jobs if "slow" in tags(job)]
+        return slow + [job for job in jobs if "slow" not in tags(job)]
+
+    def keep_machine(self, machine, job, outcome):
+        if "destructive" in tags(job):
+            return False, f"{job.test.name} is destructive"
+        return super().keep_machine(machine, job, outcome)
+
+
+def progress(line):
+    print(line, file=sys.stderr, flush=True)
 
 
 async def main(fmf_root: Path, run_dir: Path, slots: int) -> int:
-    plans = {p.name: p for p in discover(fmf_root)}
-    rundir = RunDir.open_or_create(run_dir)
-    provisioner = LocalProvisioner(rundir)
-    scheduler = LongestFirst(t for p in plans.values() for t in p.tests)
-    tree, remote = build_tree_tar(fmf_root), build_remote_tar()
-
-    async def worker(machine):
-        scheduler.add_machine(machine.id)
-        async with provisioner.transport(machine) as transport:
-            executor = Executor(transport, machine, rundir, base=provisioner.work_dir(machine, "x"))
-            await executor.setup(tree, remote)
-            while (test := scheduler.next_test(machine.id)) is not None:
-                outcome = await executor.run_test(test, plans[test.plan], platform="local")
-                print(outcome.results[-1].status, test.name, file=sys.stderr)
-                scheduler.test_finished(machine.id, test, machine_ok=outcome.machine_ok)
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            async for machine in provisioner.reserve(slots):  # each one as soon as it is ready
-                tg.create_task(worker(machine))
-    finally:
-        await provisioner.release_all()
-    results = rundir.read_results()
-    write_junit(results, run_dir / "junit.xml", rundir_path=run_dir)
-    return 1 if any(r.status.is_failure for r in results) else 0
+    options = RunOptions(
+        local_slots=slots,  # no machines reserved: the run reserves and releases them
+        scheduler_factory=ContestPolicy,
+        max_reruns=1,
+        progress=progress,
+    )
+    summary = await run_tests(run_dir, fmf_root, options=options)
+    report_run(run_dir)  # RUN/junit.xml and RUN/summary.md
+    return summary.exit_code
 
 
 if __name__ == "__main__":

@@ -2,28 +2,67 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
-from .treeutil import DEMO, REPO
+from .treeutil import DEMO, REPO, atex, make_tree, own_results, results
 
 
-def test_custom_runner_example(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "examples" / "custom_runner.py"),
-            str(DEMO),
-            str(tmp_path / "r"),
-            "3",
-        ],
+def custom_runner(tree: Path, run: Path, slots: int) -> subprocess.CompletedProcess[str]:
+    script = REPO / "examples" / "custom_runner.py"
+    return subprocess.run(
+        [sys.executable, str(script), str(tree), str(run), str(slots)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,
     )
+
+
+def test_custom_runner_on_the_demo(tmp_path):
+    run = tmp_path / "r"
+    proc = custom_runner(DEMO, run, 3)
     assert proc.returncode == 1, proc.stderr  # the demo has a failing test
-    root = ET.fromstring((tmp_path / "r" / "junit.xml").read_bytes())
+    root = ET.fromstring((run / "junit.xml").read_bytes())
     assert root.get("tests") == "14"
-    assert "fail /tests/broken/fails" in proc.stderr
-    assert not (tmp_path / "r" / "work" / "local-1").exists()  # slots released
+    assert "FAIL  /tests/broken/fails" in proc.stderr
+    # Failed tests ran once more.
+    attempts = [r["attempt"] for r in results(run) if r["test"] == "/tests/broken/fails"]
+    assert attempts == [1, 2]
+    assert not (run / "work" / "local-1").exists()  # slots released
+    # A complete run directory: the commands accept it.
+    assert atex("report", "-d", str(run), "--markdown", str(tmp_path / "s.md")).returncode == 0
+    assert atex("release", "-d", str(run)).returncode == 0
+    proc = atex("run", "-d", str(run), "--fmf-root", str(DEMO), "--resume")
+    assert proc.returncode == 1, proc.stderr
+    assert "no tests" not in proc.stderr
+
+
+def test_custom_runner_policy_shows_in_the_order(tmp_path):
+    marker = tmp_path / "failed-once"
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "a-first": {"test": "true"},
+            "b-flaky": {"test": f"[ -e {marker} ] || {{ touch {marker}; exit 1; }}"},
+            "y-destructive": {"test": "true", "tag": ["destructive"]},
+            "z-slow": {"test": "true", "tag": ["slow"]},
+        },
+    )
+    run = tmp_path / "run"
+    proc = custom_runner(tree, run, 1)
+    assert proc.returncode == 0, proc.stderr  # the flaky test passed on its rerun
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    started = [e["test"].removeprefix("/tests/") for e in events if e["event"] == "test_started"]
+    # Slow first; the rerun at once (the only machine); the destructive test last.
+    assert started == ["z-slow", "a-first", "b-flaky", "b-flaky", "y-destructive"]
+    broken = [e for e in events if e["event"] == "machine_broken"]
+    assert len(broken) == 1 and "destructive" in broken[0]["note"]
+    assert {n: r["status"] for n, r in own_results(run).items()} == {
+        "/tests/a-first": "pass",
+        "/tests/b-flaky": "pass",
+        "/tests/y-destructive": "pass",
+        "/tests/z-slow": "pass",
+    }

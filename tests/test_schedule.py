@@ -1,57 +1,271 @@
-"""The pure scheduling policy."""
+"""The pure scheduling policy and its simulation (no machines, no clock)."""
 
 from __future__ import annotations
 
-from atex_ci.model import Test
-from atex_ci.schedule import MachineAction, Scheduler
+import random
+
+import pytest
+
+from atex_ci.model import Machine, Reason, Result, Status, Test
+from atex_ci.schedule import (
+    Decision,
+    History,
+    Job,
+    Next,
+    Outcome,
+    Scheduler,
+    lower_bound,
+    partition,
+)
+from atex_ci.simulate import estimate, simulate
+
+PASS = Outcome(Status.PASS, duration=1.0)
+FAIL = Outcome(Status.FAIL, reason=Reason.TEST, duration=1.0)
 
 
-def _tests(*names: str, plan: str = "/p") -> list[Test]:
-    return [Test(name=n, plan=plan, test="true", path="") for n in names]
+def jobs(*names: str, plan: str = "/p", platform: str = "default") -> list[Job]:
+    return [Job(platform, Test(name=n, plan=plan, test="true", path="")) for n in names]
 
 
-def test_free_machine_takes_next_test_in_discovery_order():
-    sched = Scheduler(_tests("/a", "/b", "/c"))
-    sched.add_machine("m1")
-    sched.add_machine("m2")
-    assert sched.next_test("m1").name == "/a"
-    assert sched.next_test("m2").name == "/b"
-    # m2 is done first and takes /c: nothing was pre-assigned to m1.
-    assert sched.test_finished("m2", _tests("/b")[0]) is MachineAction.KEEP
-    assert sched.next_test("m2").name == "/c"
-    assert sched.next_test("m1") is None
-    assert not sched.has_pending()
+def machine(name: str, platform: str = "default", provisioner: str = "static") -> Machine:
+    return Machine(id=name, provisioner=provisioner, platform=platform)
 
 
-def test_broken_machine_is_discarded_and_gets_no_more_tests():
-    sched = Scheduler(_tests("/a", "/b"))
-    sched.add_machine("m1")
-    test = sched.next_test("m1")
-    assert sched.test_finished("m1", test, machine_ok=False) is MachineAction.DISCARD
-    assert sched.next_test("m1") is None
-    assert [t.name for t in sched.pending()] == ["/b"]
+def names(items: list[Job]) -> list[str]:
+    return [j.test.name for j in items]
 
 
-def test_abort_drops_the_rest_of_the_plan_only():
-    tests = _tests("/a", "/b", plan="/p1") + _tests("/c", plan="/p2")
-    sched = Scheduler(tests)
-    sched.add_machine("m")
-    sched.next_test("m")
-    assert [t.name for t in sched.abort_plan("/p1")] == ["/b"]
-    assert [t.name for t in sched.pending()] == ["/c"]
+def take(sched: Scheduler, m: Machine) -> Job:
+    job = sched.next_test(m)
+    assert isinstance(job, Job), job
+    return job
 
 
-def test_custom_order_by_subclass():
-    class Reverse(Scheduler):
-        def order(self, tests):
-            return list(reversed(tests))
+def test_free_machine_takes_next_test_in_discovery_order_without_history():
+    sched = Scheduler(jobs("/a", "/b", "/c"))
+    m1, m2 = machine("m1"), machine("m2")
+    sched.add_machine(m1)
+    sched.add_machine(m2)
+    a, b = take(sched, m1), take(sched, m2)
+    assert names([a, b]) == ["/a", "/b"]
+    # m2 is free first and takes /c: nothing was pre-assigned to m1.
+    assert sched.test_finished(m2, b, PASS) == Decision(keep_machine=True)
+    assert take(sched, m2).test.name == "/c"
+    assert sched.next_test(m1, a) is Next.DONE
+    assert not sched.pending() and not sched.finished  # /a and /c still run
 
-    sched = Reverse(_tests("/a", "/b"))
-    sched.add_machine("m")
-    assert sched.next_test("m").name == "/b"
+
+def test_history_orders_longest_first_and_unknown_tests_before_them():
+    history = History(
+        {("default", "/p", "/short"): [1.0, 1.2], ("default", "/p", "/long"): [30.0, 90.0, 31.0]}
+    )
+    sched = Scheduler(jobs("/short", "/new-1", "/long", "/new-2"), history=history)
+    assert names(sched.pending()) == ["/new-1", "/new-2", "/long", "/short"]
+    assert sched.expected_duration(sched.pending()[2]) == 31.0  # median: one slow run ignored
 
 
-def test_unknown_machine_gets_nothing():
-    sched = Scheduler(_tests("/a"))
-    assert sched.next_test("ghost") is None
-    assert sched.has_pending()
+def test_history_from_another_platform_is_borrowed():
+    history = History({("f41", "/p", "/t"): [5.0]})
+    assert history.expected(("c9s", "/p", "/t")) == 5.0
+    assert history.expected(("c9s", "/p", "/other")) is None
+
+
+def test_each_platform_goes_to_its_own_machines_only():
+    sched = Scheduler(jobs("/a", "/b", platform="f41") + jobs("/a", platform="c9s"))
+    fedora, centos = machine("f", "f41"), machine("c", "c9s")
+    sched.add_machine(fedora)
+    sched.add_machine(centos)
+    c = take(sched, centos)
+    assert (c.platform, c.test.name) == ("c9s", "/a")
+    assert sched.next_test(centos, c) is Next.DONE  # /b is Fedora's
+    assert [take(sched, fedora).platform for _ in range(2)] == ["f41", "f41"]
+    assert sched.wants_machine("f41") is False
+
+
+def test_machine_fate_after_a_test():
+    sched = Scheduler(jobs("/a", "/b", "/c", "/d"))
+    ssh, slot = machine("ssh"), machine("slot", provisioner="local")
+    for m in (ssh, slot):
+        sched.add_machine(m)
+    timeout = Outcome(Status.ERROR, reason=Reason.TIMEOUT, timed_out=True)
+    # A timeout kills the process group; only a local slot is known to be clean after it.
+    assert sched.test_finished(slot, take(sched, slot), timeout).keep_machine
+    decision = sched.test_finished(ssh, take(sched, ssh), timeout)
+    assert not decision.keep_machine and "timed out" in decision.why
+    assert sched.next_test(ssh) is Next.DONE
+    lost = Outcome(Status.ERROR, reason=Reason.INFRA, machine_lost=True)
+    assert not sched.test_finished(slot, take(sched, slot), lost).keep_machine
+
+
+def test_failed_test_is_rerun_on_another_machine_when_one_is_there():
+    sched = Scheduler(jobs("/flaky", "/other"), max_reruns=1)
+    m1, m2 = machine("m1"), machine("m2")
+    sched.add_machine(m1)
+    sched.add_machine(m2)
+    flaky, other = take(sched, m1), take(sched, m2)
+    decision = sched.test_finished(m1, flaky, FAIL)
+    assert decision.rerun and decision.keep_machine and "fail" in decision.why
+    # m1 is free, but the rerun prefers m2, which is still busy: m1 waits.
+    assert sched.next_test(m1, flaky) is Next.WAIT
+    sched.test_finished(m2, other, PASS)
+    assert take(sched, m2) is flaky
+    # Failing again spends no more: the budget was one rerun.
+    assert not sched.test_finished(m2, flaky, FAIL).rerun
+    assert sched.next_test(m1) is Next.DONE and sched.next_test(m2) is Next.DONE
+    assert flaky.runs == 2 and flaky.reruns == 1
+
+
+def test_rerun_falls_back_to_the_same_machine_when_it_is_the_only_one():
+    sched = Scheduler(jobs("/t"), max_reruns=2)
+    m = machine("m")
+    sched.add_machine(m)
+    job = take(sched, m)
+    assert sched.test_finished(m, job, FAIL).rerun
+    assert take(sched, m) is job
+    assert sched.test_finished(m, job, PASS) == Decision(keep_machine=True)
+    assert sched.finished
+
+
+def test_infra_failures_are_retried_without_spending_reruns_within_a_bound():
+    lost = Outcome(None, reason=Reason.INFRA, machine_lost=True)
+    job = jobs("/victim")[0]
+    sched = Scheduler([job], max_infra_retries=2)
+    for n in range(3):
+        m = machine(f"m{n}")
+        sched.add_machine(m)
+        assert take(sched, m) is job
+        decision = sched.test_finished(m, job, lost)
+        assert not decision.keep_machine
+        assert decision.rerun is (n < 2)
+    assert job.infra_retries == 2 and job.reruns == 0
+    assert sched.finished
+
+
+def test_interrupted_and_passing_tests_are_never_rerun():
+    sched = Scheduler(jobs("/a", "/b"), max_reruns=5)
+    m = machine("m")
+    sched.add_machine(m)
+    interrupted = Outcome(Status.ERROR, reason=Reason.INTERRUPTED, interrupted=True)
+    assert not sched.test_finished(m, take(sched, m), interrupted).rerun
+    assert not sched.test_finished(m, take(sched, m), PASS).rerun
+
+
+def test_abort_drops_the_rest_of_the_plan_on_that_platform_only():
+    items = jobs("/a", "/b", plan="/p1") + jobs("/c", plan="/p2")
+    items += jobs("/a", "/b", plan="/p1", platform="other")
+    sched = Scheduler(items)
+    m = machine("m")
+    sched.add_machine(m)
+    first = take(sched, m)
+    decision = sched.test_finished(m, first, Outcome(Status.PASS, aborted=True))
+    assert names(list(decision.dropped)) == ["/b"]
+    assert [(j.platform, j.test.name) for j in sched.pending()] == [
+        ("default", "/c"),
+        ("other", "/a"),
+        ("other", "/b"),
+    ]
+
+
+def test_machine_lost_between_tests_gives_its_work_back():
+    sched = Scheduler(jobs("/a", "/b"))
+    m1, m2 = machine("m1"), machine("m2")
+    sched.add_machine(m1)
+    sched.add_machine(m2)
+    a = take(sched, m1)
+    assert sched.machine_lost(m1) == [a]
+    assert names(sched.pending()) == ["/a", "/b"]
+    assert sched.next_test(m1) is Next.DONE
+    assert take(sched, m2) is a
+    assert sched.wants_machine("default")
+    assert names(sched.no_machine_left("default")) == ["/b"]
+    assert not sched.wants_machine("default")
+
+
+def test_resume_drops_final_results_and_keeps_what_never_ended():
+    sched = Scheduler(jobs("/done", "/failed", "/interrupted", "/not-run", "/new"))
+
+    def own(name: str, status: Status, **kw: object) -> Result:
+        return Result(test=name, plan="/p", status=status, machine="m", **kw)  # type: ignore[arg-type]
+
+    previous = [
+        own("/done", Status.PASS),
+        own("/failed", Status.FAIL),
+        own("/interrupted", Status.PASS),
+        own("/interrupted", Status.ERROR, reason=Reason.INTERRUPTED, attempt=2),
+        Result(test="/not-run", plan="/p", status=Status.ERROR, reason=Reason.INFRA),
+        Result(test="/new", plan="/p", status=Status.PASS, name="/sub-result-only"),
+    ]
+    assert names(sched.resume(previous)) == ["/done", "/failed"]
+    assert names(sched.pending()) == ["/interrupted", "/not-run", "/new"]
+
+
+def test_policy_hooks_in_a_subclass():
+    class Destructive(Scheduler):
+        """Discard a machine after a test tagged destructive; reverse order."""
+
+        def order(self, items: list[Job]) -> list[Job]:
+            return list(reversed(items))
+
+        def keep_machine(self, m: Machine, job: Job, outcome: Outcome) -> tuple[bool, str]:
+            if "destructive" in job.test.data.get("tag", []):
+                return False, "destructive test"
+            return super().keep_machine(m, job, outcome)
+
+    items = jobs("/safe", "/wipe")
+    items[1].test.data["tag"] = ["destructive"]
+    sched = Destructive(items)
+    m = machine("m")
+    sched.add_machine(m)
+    wipe = take(sched, m)
+    assert wipe.test.name == "/wipe"
+    assert sched.test_finished(m, wipe, PASS) == Decision(False, why="destructive test")
+    assert sched.next_test(m) is Next.DONE
+
+
+def test_partition_is_deterministic_balanced_and_complete():
+    items = jobs(*(f"/t{n}" for n in range(50)))
+    rng = random.Random(7)
+    expected = {i: rng.lognormvariate(0, 1) for i in range(50)}
+    shards = partition(items, 3, expected)
+    assert shards == partition(items, 3, expected)
+    assert sorted(j.test.name for s in shards for j in s) == sorted(names(items))
+    loads = [sum(expected[items.index(j)] for j in s) for s in shards]
+    assert max(loads) - min(loads) <= max(expected.values())
+    # Each shard keeps discovery order.
+    for shard in shards:
+        assert shard == sorted(shard, key=items.index)
+    # Without history: equal counts.
+    assert [len(s) for s in partition(items, 4)] == [13, 13, 12, 12]
+    with pytest.raises(ValueError):
+        partition(items, 0)
+
+
+def heavy_tailed(count: int, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    return {f"/t{n:03}": rng.lognormvariate(0, 1.2) for n in range(count)}
+
+
+def test_simulation_lpt_with_history_beats_discovery_order_on_a_heavy_tail():
+    durations = heavy_tailed(200, 3)
+    durations["/t199"] = 25 * max(durations.values())  # a very long test found last
+    items = jobs(*durations)
+    history = History({("default", "/p", n): [d] for n, d in durations.items()})
+
+    def real(job: Job) -> float:
+        return durations[job.test.name]
+
+    fifo = simulate(items, real, 8)
+    lpt = simulate(jobs(*durations), real, 8, lambda js: Scheduler(js, history=history))
+    assert lpt.ratio <= 1.05
+    assert fifo.makespan > lpt.makespan
+    assert lpt.decisions >= 200 and 0 < lpt.utilisation <= 1
+
+
+def test_estimate_predicts_makespans_and_the_fewest_machines_for_a_budget():
+    history = {("default", "/p", f"/t{n}"): [10.0] for n in range(8)}
+    result = estimate(history, [1, 2, 4, 8], budget=25.0)
+    assert [s.makespan for s in result.simulations] == [80.0, 40.0, 20.0, 10.0]
+    assert [s.utilisation for s in result.simulations] == [1.0, 1.0, 1.0, 1.0]
+    assert result.fewest == 4  # 3 machines need 30 s
+    assert estimate(history, [1], budget=5.0).fewest is None  # one test alone takes 10 s
+    assert lower_bound([10.0] * 8, 3) == pytest.approx(80 / 3)

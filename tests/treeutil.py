@@ -67,10 +67,17 @@ def shared_dir() -> Iterator[Path]:
 
 
 def atex(
-    *args: str, cwd: Path | None = None, timeout: float = 240, **kw: Any
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 240,
+    env: dict[str, str] | None = None,
+    **kw: Any,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``atex-ci ARGS`` as a real process; returns the completed process (text)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    """Run ``atex-ci ARGS`` as a real process; returns the completed process (text).
+
+    ``env`` replaces the environment (default: this process's).
+    """
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, "-m", "atex_ci", *args],
         capture_output=True,

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
 from ..model import Machine
+from ..plugins import load_class
 from ..rundir import RunDir
 from .base import Provisioner
 
@@ -33,26 +33,11 @@ BUILTIN = {
 def provisioner_class(kind: str) -> type[Provisioner]:
     """The class for a built-in kind or a ``module:Class`` spec; ConfigError if none."""
     spec = BUILTIN.get(kind, kind)
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
+    if ":" not in spec:
         raise ConfigError(
             f"unknown provisioner {kind!r}: use one of {', '.join(BUILTIN)} or module:Class"
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"cannot import provisioner module {module_name!r}: {exc} "
-            "(is it installed or on PYTHONPATH?)"
-        ) from None
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise ConfigError(f"module {module_name!r} has no {attr!r}")
-    if not isinstance(obj, type) or not issubclass(obj, Provisioner):
-        raise ConfigError(f"{spec} is not a subclass of atex_ci.provision.base.Provisioner")
-    return obj
+    return load_class(spec, Provisioner, "provisioner")  # type: ignore[type-abstract]
 
 
 def provisioner_kind(provisioner: Provisioner) -> str:
