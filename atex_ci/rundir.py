@@ -27,7 +27,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 from .errors import ConfigError, StorageError
 from .model import Machine, Plan, Result
@@ -58,6 +58,27 @@ def storage_error(exc: OSError, path: Path) -> StorageError:
         f"cannot write {path}: {why}; what was recorded before is kept (make room, then "
         "'atex-ci run --resume' runs the rest)"
     )
+
+
+@contextlib.contextmanager
+def replacing(path: Path, *, errors: str = "strict") -> Iterator[TextIO]:
+    """A text file (UTF-8) that replaces ``path`` whole when the block ends without error.
+
+    It is written beside ``path`` and renamed over it, so a reader sees the old
+    file or the whole new one, never a part; on an error the temporary file is
+    removed and ``path`` is left as it was. Raises OSError (the caller's to
+    turn into a user error).
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as out:
+            yield out
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

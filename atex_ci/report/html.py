@@ -16,17 +16,15 @@ capped, so its size grows with the number of results, not with their output.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
 from ..model import Result, Status
-from ..rundir import ARTIFACTS
+from ..rundir import ARTIFACTS, replacing
 from .summary import (
     final_results,
     flaky_attempts,
@@ -317,13 +315,5 @@ def write_html(
     Raises OSError if the file cannot be written.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as out:
-            _write(out, results, path.parent, rundir_path, events, title, notes)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with replacing(path, errors="replace") as out:
+        _write(out, results, path.parent, rundir_path, events, title, notes)

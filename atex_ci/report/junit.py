@@ -39,10 +39,7 @@ sub-results are listed in its ``<system-out>``.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +49,7 @@ from typing import IO
 from junit_xml import TestCase, TestSuite
 
 from ..model import Result, Status
+from ..rundir import replacing
 from .summary import (
     TestKey,
     final_results,
@@ -403,14 +401,6 @@ def write_junit(
     old report or the whole new one; raises OSError if it cannot be written.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            counts = _write(out, results, rundir_path, suite_name, subresults)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with replacing(path) as out:
+        counts = _write(out, results, rundir_path, suite_name, subresults)
     return counts
