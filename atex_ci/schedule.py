@@ -190,7 +190,8 @@ class Scheduler:
       ``max_reruns`` times, preferring another machine (with reruns on, a free
       machine waits while a running test may still need one); a test cut short
       by the infrastructure is queued again up to ``max_infra_retries`` times
-      without spending its reruns. An interrupted test is never rerun.
+      without spending its reruns (and free machines wait for that too). An
+      interrupted test is never rerun.
     - tmt-abort drops the rest of the test's plan on that platform.
     """
 
@@ -273,11 +274,11 @@ class Scheduler:
         """Whether ``job``, still running, may be queued again after it ends.
 
         While one may, free machines of its platform wait instead of leaving,
-        so that a rerun finds another machine. Default: it has reruns left.
-        (An infra retry does not keep machines waiting: losing a machine is rare,
-        and machines idling through every long tail would cost more.)
+        so that a rerun or the retry of a test whose machine was lost finds
+        another machine. Default: it has reruns or infra retries left. (A
+        policy that replaces lost machines may let idle ones go sooner.)
         """
-        return job.reruns < self.max_reruns
+        return job.reruns < self.max_reruns or job.infra_retries < self.max_infra_retries
 
     # -- the protocol ------------------------------------------------------------
 

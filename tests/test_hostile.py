@@ -46,9 +46,25 @@ _MEASURED = (
 )
 
 
+# Directories a test host does not share with this machine (tests/hosts.py).
+_HIDDEN_ON_HOSTS = ("/tmp/", "/var/tmp/", "/run/", "/usr/local/sbin/")
+
+
+def host_python() -> str:
+    """A Python that local slots and test hosts both see (hostile.py needs only its stdlib).
+
+    This process's own may live in a venv under /tmp (a CI checkout there), which
+    a test host hides behind its private /tmp: then the venv's base interpreter.
+    """
+    for candidate in (sys.executable, str(Path(sys.base_prefix) / "bin" / "python3")):
+        if not os.path.realpath(candidate).startswith(_HIDDEN_ON_HOSTS):
+            return candidate
+    return "/usr/bin/python3"
+
+
 def hostile(action: str, *args: str, **fmf: Any) -> dict[str, Any]:
     """An fmf test node running one hostile action."""
-    command = " ".join([sys.executable, '"$TMT_TREE/hostile.py"', action, *args])
+    command = " ".join([host_python(), '"$TMT_TREE/hostile.py"', action, *args])
     return {"test": command, **fmf}
 
 

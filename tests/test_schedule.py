@@ -50,9 +50,17 @@ def test_free_machine_takes_next_test_in_discovery_order_without_history():
     assert names([a, b]) == ["/a", "/b"]
     # m2 is free first and takes /c: nothing was pre-assigned to m1.
     assert sched.test_finished(m2, b, PASS) == Decision(keep_machine=True)
-    assert take(sched, m2).test.name == "/c"
-    assert sched.next_test(m1, a) is Next.DONE
+    c = take(sched, m2)
+    assert c.test.name == "/c"
     assert not sched.pending() and not sched.finished  # /a and /c still run
+    sched.test_finished(m2, c, PASS)
+    # Nothing queued, but /a may still come back (its machine could be lost):
+    # m2 waits rather than leaves.
+    assert sched.next_test(m2, c) is Next.WAIT
+    sched.test_finished(m1, a, PASS)
+    assert sched.next_test(m1, a) is Next.DONE
+    assert sched.next_test(m2) is Next.DONE
+    assert sched.finished
 
 
 def test_history_orders_longest_first_and_unknown_tests_before_them():
