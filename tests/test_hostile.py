@@ -57,7 +57,8 @@ def host_python() -> str:
     a test host hides behind its private /tmp: then the venv's base interpreter.
     """
     for candidate in (sys.executable, str(Path(sys.base_prefix) / "bin" / "python3")):
-        if not os.path.realpath(candidate).startswith(_HIDDEN_ON_HOSTS):
+        paths = (os.path.abspath(candidate), os.path.realpath(candidate))
+        if not any(path.startswith(_HIDDEN_ON_HOSTS) for path in paths):
             return candidate
     return "/usr/bin/python3"
 
