@@ -65,6 +65,21 @@ def _parse_size(text: str) -> int:
     return size
 
 
+def _status_interval(default: float) -> float:
+    """Seconds between status summaries: ATEX_CI_STATUS_INTERVAL overrides the default
+    (30 s in a log, 1 s on a terminal); for tests and impatient people."""
+    text = os.environ.get("ATEX_CI_STATUS_INTERVAL")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.01 <= value <= 86400:
+        raise ConfigError(f"ATEX_CI_STATUS_INTERVAL={text!r}: expected seconds, e.g. 30")
+    return value
+
+
 def _parse_shard(text: str) -> tuple[int, int]:
     """``I/N`` (1-based) as (I, N); ConfigError if malformed."""
     index, sep, count = text.partition("/")
@@ -135,7 +150,8 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
             received.append(signum)
             if len(received) == 1:
                 print(
-                    "atex-ci: interrupted; cleaning up (interrupt again to exit at once)",
+                    ("\r\x1b[K" if sys.stderr.isatty() else "")
+                    + "atex-ci: interrupted; cleaning up (interrupt again to exit at once)",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -575,14 +591,20 @@ def run(
             "filters and your -c context (try --dry-run)"
         )
     from .execute.executor import Limits
-    from .orchestrator import RunOptions, run_tests, stderr_progress
+    from .orchestrator import RunOptions, run_tests
+    from .progress import StderrProgress
     from .schedule import History
+
+    display = StderrProgress()
 
     options = RunOptions(
         limits=Limits(max_output=_parse_size(max_output), max_upload=_parse_size(max_upload)),
         local_slots=local,
         resume=resume,
-        progress=stderr_progress,
+        progress=display.line,
+        show_starts=False,  # the status summary says what runs where
+        status=display.status,
+        status_interval=_status_interval(display.interval),
         scheduler_factory=scheduler_factory,
         history=History(durations) if durations is not None else None,
         max_reruns=max_reruns,
@@ -602,7 +624,10 @@ def run(
             )
         )
     except Interrupted as exc:
+        display.close()
         _fail(f"interrupted; results so far are in {run_dir}", exc.exit_code)
+    finally:
+        display.close()
     totals: dict[str, int] = {}
     for result in summary.final or summary.results:
         if result.name is None:

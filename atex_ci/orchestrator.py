@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from .errors import ConfigError, InfraError, StorageError
 from .execute.executor import Executor, Limits, PhaseError, TestOutcome
 from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
+from .progress import RunStatus
 from .provision import get_provisioner
 from .provision.local import LocalProvisioner, default_slots
 from .remote_tree import GitCache
@@ -40,8 +42,15 @@ class RunOptions:
     local_slots: int | None = None
     #: Skip tests that already have a final result in results.jsonl.
     resume: bool = False
-    #: Called with one human-readable progress line per test start/finish.
+    #: Called with one human-readable progress line per event (a test started
+    #: or finished, a machine broke, a test queued again).
     progress: Callable[[str], None] | None = None
+    #: Whether ``progress`` also gets a line when a test starts.
+    show_starts: bool = True
+    #: Called every ``status_interval`` seconds with a one-line summary
+    #: (done/total, failures, what each machine runs, ETA); None: never.
+    status: Callable[[str], None] | None = None
+    status_interval: float = 30.0
     #: The scheduling policy: a Scheduler subclass (or any callable taking
     #: ``(jobs, history=..., max_reruns=...)`` and returning a Scheduler).
     scheduler_factory: Callable[..., Scheduler] = Scheduler
@@ -113,6 +122,10 @@ class Orchestrator:
         self._infra_failure = False
         # Set (and replaced) whenever the scheduler's state changes.
         self._state_changed = asyncio.Event()
+        # For the status summary: what runs where since when, and what ended.
+        self._running_tests: dict[str, tuple[str, float]] = {}
+        self._failed = 0
+        self._durations: list[float] = []
         # Machines this run reserved itself are released as soon as they are done.
         self._release_when_done = False
         # A test run again in the same run directory gets the next attempt
@@ -155,6 +168,8 @@ class Orchestrator:
         self._total = len(scheduler.pending())
         state = "crashed"  # unless we get to say otherwise
         failed = True
+        # Owned here and cancelled in the finally below, whatever happens.
+        ticker = asyncio.create_task(self._tick_status(scheduler, len(usable)))
         try:
             tree_tar, remote_tars = await asyncio.to_thread(self._tars, platforms)
             try:
@@ -185,6 +200,9 @@ class Orchestrator:
             state = "interrupted"
             raise
         finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
             if auto:
                 await asyncio.shield(self._release_all(machines))
             try:
@@ -196,6 +214,42 @@ class Orchestrator:
         return RunSummary(
             self.results, final=self._final(platforms), infra_failure=self._infra_failure
         )
+
+    async def _tick_status(self, scheduler: Scheduler, machines: int) -> None:
+        """Hand ``options.status`` a summary every ``status_interval`` seconds."""
+        report = self.options.status
+        if report is None:
+            return
+        while True:
+            await asyncio.sleep(self.options.status_interval)
+            report(self._summary(scheduler, machines))
+
+    def _summary(self, scheduler: Scheduler, machines: int) -> str:
+        now = asyncio.get_running_loop().time()
+        history = self.options.history
+        expected_left = None
+        if history:
+            # Queued work from the history (unknown tests as the median of the
+            # known), plus what the running tests are still expected to take.
+            known = [d for j in scheduler.pending() if (d := scheduler.expected_duration(j))]
+            fallback = statistics.median(known) if known else 0.0
+            expected_left = sum(
+                scheduler.expected_duration(j) or fallback for j in scheduler.pending()
+            )
+            for machine_id, job in scheduler.running().items():
+                started = self._running_tests.get(machine_id, (None, now))[1]
+                expected = scheduler.expected_duration(job) or fallback
+                expected_left += max(0.0, expected - (now - started))
+        status = RunStatus(
+            total=self._total,
+            done=self._done,
+            failed=self._failed,
+            running=dict(self._running_tests),
+            durations=self._durations,
+            expected_left=expected_left,
+            machines=max(1, len(scheduler.machines) or machines),
+        )
+        return status.summary(now)
 
     def _platform_plans(self, platform: str) -> list[Plan]:
         if self._plans_by_platform is None:
@@ -384,7 +438,9 @@ class Orchestrator:
             self._record(test, machine, [result])
             return TestOutcome([result], machine_ok=False), True
         self.rundir.append_event("test_started", test=test.name, plan=test.plan, machine=machine.id)
-        self.progress(f"atex-ci: start  {test.name} on {machine.id}")
+        self._running_tests[machine.id] = (test.name, asyncio.get_running_loop().time())
+        if self.options.show_starts:
+            self.progress(f"atex-ci: start  {test.name} on {machine.id}")
         attempt = self._next_attempt(machine.platform, test)
         outcome = await executor.run_test(test, plan, platform=machine.platform, attempt=attempt)
         self._record(test, machine, outcome.results)
@@ -399,6 +455,10 @@ class Orchestrator:
         self.results.extend(results)
         own = next((r for r in results if r.name is None), None)
         self._done += 1
+        self._running_tests.pop(machine.id, None)
+        if own is not None:
+            self._failed += own.status.is_failure
+            self._durations.append(own.duration or 0.0)
         self.rundir.append_event(
             "test_finished",
             test=test.name,

@@ -1,0 +1,136 @@
+"""How a run's progress reaches a person on stderr.
+
+The orchestrator keeps the counts (``RunStatus``) and calls two hooks: a line
+per event (a test finished, a machine broke) and, every few seconds, a status
+summary. ``StderrProgress`` shows them as a person reading them expects:
+
+- on a terminal, finished tests scroll by and one live status line stays at
+  the bottom (done/total, failures, what each machine runs, ETA), redrawn in
+  place;
+- elsewhere (a CI log), one line per finished test and a summary line every
+  ``LOG_INTERVAL`` seconds, so a long test is visibly still running.
+
+Every text goes through ``stderr_line``: control characters in test names are
+escaped, never sent raw to the terminal.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from .report.text import stderr_line
+
+#: Seconds between summary lines in a log: often enough to see that a long
+#: test still runs, rare enough not to drown the finished-test lines.
+LOG_INTERVAL = 30.0
+
+#: Seconds between redraws of the live status line on a terminal.
+TERMINAL_INTERVAL = 1.0
+
+#: Machines named in the status; the rest are counted ("+N more").
+STATUS_MACHINES = 4
+
+
+@dataclass
+class RunStatus:
+    """The counts a status line shows; the orchestrator updates them."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    #: machine id -> (test name, start time on the loop's clock)
+    running: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: Durations of finished tests, for the ETA when no history is known.
+    durations: list[float] = field(default_factory=list)
+    #: Expected seconds of work still queued (from the history), if known.
+    expected_left: float | None = None
+    machines: int = 1
+
+    def summary(self, now: float) -> str:
+        """One line: ``12/40 done, 2 failed, 3 running (local-1: /t/a 4s, ...), ETA 1m20s``."""
+        parts = [f"{self.done}/{self.total} done"]
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        if self.running:
+            shown = sorted(self.running.items())[:STATUS_MACHINES]
+            busy = ", ".join(f"{m}: {name} {_clock(now - start)}" for m, (name, start) in shown)
+            more = len(self.running) - len(shown)
+            parts.append(
+                f"{len(self.running)} running ({busy}{f', +{more} more' if more > 0 else ''})"
+            )
+        eta = self.eta()
+        if eta is not None:
+            parts.append(f"ETA {_clock(eta)}")
+        return "atex-ci: " + ", ".join(parts)
+
+    def eta(self) -> float | None:
+        """Seconds until the queue is done, if there is anything to go on."""
+        left = self.total - self.done
+        if left <= 0:
+            return None
+        if self.expected_left is not None:
+            work = self.expected_left
+        elif self.durations:
+            work = statistics.median(self.durations) * left
+        else:
+            return None
+        return work / max(1, self.machines)
+
+
+class StderrProgress:
+    """Event lines and the status summary on stderr, live on a terminal."""
+
+    def __init__(self, stream: TextIO | None = None, *, live: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.interval = TERMINAL_INTERVAL if self.live else LOG_INTERVAL
+        self._status = ""
+
+    def line(self, text: str) -> None:
+        """An event (a finished test, a broken machine): its own line."""
+        self._clear()
+        print(stderr_line(text), file=self.stream, flush=not self.live)
+        self._draw()
+
+    def status(self, text: str) -> None:
+        """The periodic summary: redrawn in place on a terminal, a line in a log."""
+        if not self.live:
+            print(stderr_line(text), file=self.stream, flush=True)
+            return
+        self._clear()
+        width = shutil.get_terminal_size((100, 24)).columns
+        self._status = stderr_line(text)[: max(10, width - 1)]
+        self._draw()
+
+    def close(self) -> None:
+        """Remove the live line (before the run's last words are printed)."""
+        self._clear()
+        self._status = ""
+        self.stream.flush()
+
+    def _clear(self) -> None:
+        if self.live and self._status:
+            self.stream.write("\r\x1b[K")
+
+    def _draw(self) -> None:
+        if self.live and self._status:
+            self.stream.write(self._status)
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02}m"
+
+
+__all__ = ["LOG_INTERVAL", "TERMINAL_INTERVAL", "RunStatus", "StderrProgress"]
