@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import statistics
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from .provision import get_provisioner
 from .provision.local import LocalProvisioner, default_slots
 from .remote_tree import GitCache
 from .report.summary import final_results
-from .report.text import progress_note, stderr_line
+from .report.text import progress_note
 from .rundir import RunDir, now_iso
 from .schedule import Decision, History, Job, Next, Outcome, Scheduler, partition
 from .transport.base import TransportError
@@ -84,11 +83,6 @@ class RunSummary:
         if any(r.status.is_failure for r in final):
             return 1
         return 0
-
-
-def stderr_progress(line: str) -> None:
-    """Progress printer for the CLI: one line on stderr, flushed, escaped and capped."""
-    print(stderr_line(line), file=sys.stderr, flush=True)
 
 
 class Orchestrator:

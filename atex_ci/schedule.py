@@ -212,14 +212,6 @@ class Scheduler:
         self._machines: dict[str, Machine] = {}
         self._running: dict[str, Job] = {}
 
-    @classmethod
-    def for_tests(
-        cls, tests_by_platform: Mapping[str, Iterable[Test]], **options: object
-    ) -> Scheduler:
-        """A scheduler for these tests on these platforms (one job per test and platform)."""
-        jobs = [Job(platform, t) for platform, tests in tests_by_platform.items() for t in tests]
-        return cls(jobs, **options)  # type: ignore[arg-type]
-
     # -- hooks: override these for a policy of your own ------------------------
 
     def expected_duration(self, job: Job) -> float | None:
