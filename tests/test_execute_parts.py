@@ -193,3 +193,24 @@ def test_reaper_after_a_test_looks_at_newer_pids_only_when_safe():
         if old.poll() is None:
             old.kill()
             old.wait()
+
+
+def test_only_metadata_too_large_for_a_command_is_staged():
+    from atex_ci.execute.staging import INLINE_METADATA_MAX, build_remote_tar, is_staged, test_dir
+
+    small = Test(name="/small", plan="/plan", test="true", path="/", serial_number=1)
+    large = Test(
+        name="/large",
+        plan="/plan",
+        test="true",
+        path="/",
+        serial_number=2,
+        data={"description": "x" * INLINE_METADATA_MAX},
+    )
+    assert not is_staged(small) and is_staged(large)
+    with tarfile.open(fileobj=io.BytesIO(build_remote_tar([small, large]))) as tar:
+        names = tar.getnames()
+    assert f"{test_dir(large)}/metadata.yaml" in names
+    assert f"{test_dir(large)}/data" in names
+    assert not any(n.startswith(test_dir(small)) for n in names)
+    assert "remote/wrapper.sh" in names

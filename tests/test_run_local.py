@@ -644,3 +644,37 @@ def test_tiny_output_cap_is_clean(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "feed_data" not in proc.stderr
     assert "output exceeded" in own_results(run)["/tests/chatty"]["note"]
+
+
+def test_metadata_reaches_the_test_whether_sent_or_staged(tmp_path):
+    # Small metadata travels with the command that starts the test; metadata
+    # too large for a command line is staged at setup. The test sees the
+    # same file either way, and the variable that carried it is gone.
+    from atex_ci.execute.staging import INLINE_METADATA_MAX
+
+    copy = (
+        'cp "$TMT_TEST_METADATA" "$TMT_TEST_DATA/metadata.json"; '
+        'env | grep -c ^ATEX_TEST_METADATA_JSON= > "$TMT_TEST_DATA/leaked" || true'
+    )
+    large = "x" * (INLINE_METADATA_MAX + 1)
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "sent": {"test": copy, "summary": "small"},
+            "staged": {"test": copy, "description": large},
+        },
+    )
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 0, proc.stderr
+    seen = {}
+    for name, result in own_results(run).items():
+        data = run / "artifacts" / Path(result["files"][0]).parent / "data"
+        assert (data / "leaked").read_text() == "0\n"
+        text = (data / "metadata.json").read_text()
+        assert text.endswith("}\n")  # one newline, as staged
+        seen[name] = json.loads(text)
+    assert seen["/tests/sent"]["summary"] == "small"
+    assert seen["/tests/sent"]["name"] == "/tests/sent"
+    assert seen["/tests/staged"]["description"] == large
+    assert seen["/tests/staged"]["test"] == copy

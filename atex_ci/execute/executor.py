@@ -22,6 +22,7 @@ import logging
 import shlex
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,7 +51,7 @@ from .outcome import RunFacts, TestOutcome, internal_error, record
 from .packages import NO_DNF_EXIT, copr_script, install_script
 from .reaper import OWNER_VARIABLE, phase_owner, reap_command, run_owner, test_owner
 from .results import ResultCollector
-from .staging import TEST_DATA_ARCHIVE, test_dir, test_metadata
+from .staging import INLINE_METADATA_MAX, TEST_DATA_ARCHIVE, is_staged, test_dir, test_metadata
 
 log = logging.getLogger("atex_ci.execute")
 
@@ -104,13 +105,18 @@ class Executor:
         self.limits = limits or Limits()
         self.tree = self.work.tree
         self._prepared: set[str] = set()
-        self._staged: set[str] = set()
+        #: The tests given to setup; which of them were staged is worked out
+        #: only when a test with large metadata comes (``metadata_to_send``).
+        self._setup_tests: tuple[Test, ...] = ()
+        self._staged: set[str] | None = None
+        #: Per plan, the names of the tests it selects more than once.
+        self._repeated: dict[str, set[str]] = {}
 
     # -- machine setup -------------------------------------------------------------
 
     async def setup(self, tree_tar: bytes, remote_tar: bytes, tests: Iterable[Test] = ()) -> None:
-        """Upload the fmf tree, and the wrapper, shims and test directories made
-        by ``build_remote_tar(tests)``. Raises TransportError."""
+        """Upload the fmf tree, and the wrapper, shims and staged test
+        directories made by ``build_remote_tar(tests)``. Raises TransportError."""
         q = shlex.quote
         # An earlier invocation of this run on this machine may have been
         # killed (kill -9, a lost controller) with tests still running: end
@@ -118,7 +124,8 @@ class Executor:
         await self.transport.run(f"{reap_command(run_owner(self.base))}; rm -rf {q(self.base)}")
         await self.transport.put_tar(tree_tar, self.tree)
         await self.transport.put_tar(remote_tar, self.base)
-        self._staged = {test_dir(t) for t in tests}
+        self._setup_tests = tuple(tests)
+        self._staged = None
 
     async def cleanup(self, timeout: float) -> None:
         """End every process this run started on the machine (bounded; never raises)."""
@@ -128,6 +135,27 @@ class Executor:
 
     def plan_dir(self, plan: str) -> str:
         return self.work.plan_dir(plan)
+
+    def repeated_in_plan(self, plan: Plan, test: Test) -> bool:
+        """Whether ``plan`` selects ``test`` more than once (tmt then runs it
+        twice, and each instance keeps its own files). Counted once per plan,
+        not per test: a plan may hold thousands of tests."""
+        repeated = self._repeated.get(plan.name)
+        if repeated is None:
+            counts = Counter(t.name for t in plan.tests)
+            repeated = self._repeated[plan.name] = {n for n, c in counts.items() if c > 1}
+        return test.name in repeated
+
+    def metadata_to_send(self, test: Test) -> str | None:
+        """TMT_TEST_METADATA for the command that starts ``test``, or None if
+        setup staged it on the machine (large metadata, see staging.py)."""
+        metadata = test_metadata(test)
+        if len(metadata) > INLINE_METADATA_MAX:
+            if self._staged is None:
+                self._staged = {test_dir(t) for t in self._setup_tests if is_staged(t)}
+            if test_dir(test) in self._staged:
+                return None
+        return metadata.decode().removesuffix("\n")
 
     def plan_tree(self, plan: Plan) -> str:
         """The plan's tree on the machine (see WorkDir.plan_tree)."""
@@ -242,7 +270,7 @@ class _TestRun:
         self.limits = executor.limits
         self.framework = framework_for(test)
         # A test the plan selects twice (tmt runs it twice) keeps two sets of files.
-        repeated = sum(1 for t in plan.tests if t.name == test.name) > 1
+        repeated = executor.repeated_in_plan(plan, test)
         artdir = executor.rundir.artifact_path(
             platform, test.name, attempt, plan.name, test.serial_number if repeated else None
         )
@@ -550,8 +578,9 @@ class _TestRun:
             )
         except ValueError as exc:
             raise TestError(str(exc)) from None
-        if test_dir(self.test) not in ex._staged:
-            env["ATEX_TEST_METADATA_JSON"] = test_metadata(self.test).decode()
+        metadata = ex.metadata_to_send(self.test)
+        if metadata is not None:
+            env["ATEX_TEST_METADATA_JSON"] = metadata
         return wrapper_command(ex.work, env)
 
     # -- stream callbacks (synchronous, called by the transport) -----------------------

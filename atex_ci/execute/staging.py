@@ -1,10 +1,11 @@
 """What goes onto a machine before tests run, and how files come back from it.
 
 The fmf tree and the remote scripts (wrapper and shims) travel as tar
-archives, unpacked by plain ``tar`` on the machine; each test gets a scratch
-directory with its metadata staged in the same archive, so starting a test
-needs no extra process. Files a test leaves behind come back as a tar stream
-and only regular files and directories are kept.
+archives, unpacked by plain ``tar`` on the machine. A test's metadata travels
+with the command that starts it, and the wrapper makes its scratch directory;
+only metadata too large for a command line is staged in the remote archive
+(see ``INLINE_METADATA_MAX``). Files a test leaves behind come back as a tar
+stream and only regular files and directories are kept.
 """
 
 from __future__ import annotations
@@ -53,9 +54,29 @@ def test_metadata(test: Test) -> bytes:
     return json.dumps(data, indent=2, default=str).encode() + b"\n"
 
 
+#: TMT_TEST_METADATA of at most this many bytes travels with the command that
+#: starts the test (the wrapper writes it with a shell builtin); larger metadata
+#: is staged at setup by ``build_remote_tar``. A command line, and each
+#: environment string, is at most 128 KiB on Linux (MAX_ARG_STRLEN), and the
+#: rest of the test's environment must fit beside it. Staging every test on
+#: every machine instead costs each machine an archive entry, two inodes and
+#: their removal per test of the run, of which it runs only its share: at 64
+#: machines and 2,000 tests that was 3 MB and 4,000 inodes per machine for
+#: about 31 tests each, and most of the controller's CPU and memory
+#: (benchmarks/scale.py).
+INLINE_METADATA_MAX = 16 * 1024
+
+
+def is_staged(test: Test) -> bool:
+    """Whether ``build_remote_tar`` stages the test's metadata (it is too
+    large to travel with the command that starts the test)."""
+    return len(test_metadata(test)) > INLINE_METADATA_MAX
+
+
 def build_remote_tar(tests: Iterable[Test] = ()) -> bytes:
-    """The wrapper and the tmt shims, plus a scratch directory with its metadata
-    for each of ``tests``, so that starting a test costs no extra process."""
+    """The wrapper and the tmt shims, plus a scratch directory with its
+    metadata for each of ``tests`` whose metadata is too large to be sent with
+    the command that starts it (``is_staged``)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(REMOTE_DIR.rglob("*")):
@@ -65,9 +86,11 @@ def build_remote_tar(tests: Iterable[Test] = ()) -> bytes:
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
         for test in tests:
+            metadata = test_metadata(test)
+            if len(metadata) <= INLINE_METADATA_MAX:
+                continue
             info = _tar_info(f"{test_dir(test)}/data", 0o755, tarfile.DIRTYPE)
             tar.addfile(info)
-            metadata = test_metadata(test)
             info = _tar_info(f"{test_dir(test)}/metadata.yaml", 0o644)
             info.size = len(metadata)
             tar.addfile(info, io.BytesIO(metadata))

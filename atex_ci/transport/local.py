@@ -18,6 +18,9 @@ from .base import OutputCallback, Transport
 
 #: Read size for output pipes; large enough that a 100 MB output costs few wakeups.
 READ_CHUNK = 256 * 1024
+#: Bytes of stdin handed to a pipe at a time (the most a command's stdin
+#: buffers in atex-ci besides the caller's own data).
+STDIN_CHUNK = 64 * 1024
 #: How long close() waits for each abandoned command to end.
 CLOSE_TIMEOUT = 5.0
 
@@ -133,9 +136,15 @@ async def _reap(proc: asyncio.subprocess.Process) -> None:
 
 async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
     assert proc.stdin is not None
+    view = memoryview(data)
     try:
-        proc.stdin.write(data)
-        await proc.stdin.drain()
+        # A piece at a time: what the pipe does not take at once is copied
+        # into the transport's buffer, so writing all of it in one go would
+        # cost every slot a copy of the data (a tree uploaded to 64 slots
+        # at once, 64 copies).
+        for start in range(0, len(view), STDIN_CHUNK):
+            proc.stdin.write(view[start : start + STDIN_CHUNK])
+            await proc.stdin.drain()
     except (BrokenPipeError, ConnectionResetError):
         pass  # the command did not read all of it; its exit status tells
     finally:

@@ -11,7 +11,7 @@
 #   ATEX_TEST_TTY      1 to give the test a terminal (needs `script`)
 #   ATEX_TEST_FRESH    1 on the test's first boot: clear what an earlier
 #                      attempt left in TMT_TEST_DATA
-#   ATEX_TEST_METADATA_JSON  the metadata, when it was not uploaded beforehand
+#   ATEX_TEST_METADATA_JSON  the metadata, unless it was staged at setup (large)
 #
 # File descriptors: our stdout is the control channel, handed to the test as
 # fd 3 (ATEX_TEST_CONTROL); the test's stdout and stderr both go to our
@@ -20,7 +20,10 @@
 # SSH failure (255) is never mistaken for the test's own 255.
 #
 # Every external command costs a process start (milliseconds on a busy
-# machine), so the common path uses only bash builtins and the test itself.
+# machine), so the common path uses only bash builtins, the test itself and,
+# on the test's first start, the mkdir of its scratch directory (staging
+# every test's directory on every machine beforehand costs more: see
+# INLINE_METADATA_MAX in staging.py).
 
 exec 3>&1 1>&2
 export ATEX_TEST_CONTROL=3
@@ -40,6 +43,8 @@ fi
 : > "$ATEX_TEST_DIR/pid"
 if [[ -n ${ATEX_TEST_METADATA_JSON+set} ]]; then
     printf '%s\n' "$ATEX_TEST_METADATA_JSON" > "$TMT_TEST_METADATA" || report_exit 2
+    # The file is the test's; every process it starts need not copy this too.
+    unset ATEX_TEST_METADATA_JSON
 fi
 
 if ! cd "$ATEX_TEST_CWD" 2>/dev/null; then
