@@ -420,7 +420,7 @@ def reserve(
 
     with rundir.locked():
         if recorded is not None:
-            _record_provisioner(rundir, recorded)
+            _record_provisioner(rundir, {**recorded, "platform": platform})
         try:
             machines = run_async(reserve_all)
         except Interrupted as exc:
@@ -484,8 +484,10 @@ def _provisioner_arguments(
         "variables": _key_values("--variable", tf["variables"]),
         "secrets": _key_values("--secret", tf["secrets"], from_env=True),
     }
-    # Secrets and variables stay out of run.json; the rest says what was asked.
-    return kwargs, {"kind": "testing-farm", "options": public}
+    # Secrets and variables stay out of run.json; the rest says what was asked
+    # (and, without them, is enough to ask for a replacement).
+    replaceable = not (kwargs["variables"] or kwargs["secrets"])
+    return kwargs, {"kind": "testing-farm", "options": public, "replaceable": replaceable}
 
 
 @cli.command()
@@ -544,6 +546,25 @@ def _provisioner_arguments(
     metavar="MODULE:CLASS",
     help="Your own scheduling policy: a subclass of atex_ci.schedule.Scheduler.",
 )
+@click.option(
+    "--keep-machines",
+    is_flag=True,
+    help="Keep reserved machines for another run; by default each is released as soon as "
+    "no test is left for it, and a later 'release' skips it.",
+)
+@click.option(
+    "--max-machines",
+    type=click.IntRange(min=1),
+    help="Machines the run may use in all, replacements of lost or discarded ones included "
+    "(default: no limit).",
+)
+@click.option(
+    "--max-failed-setups",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Stop replacing machines after this many failed to come up or to set up.",
+)
 def run(
     run_dir: Path | None,
     fmf_root: Path,
@@ -558,10 +579,15 @@ def run(
     history: Path | None,
     shard: str | None,
     scheduler_spec: str | None,
+    keep_machines: bool,
+    max_machines: int | None,
+    max_failed_setups: int,
 ) -> None:
     """Discover FMF tests and run them on the reserved machines.
 
-    With no machines reserved, reserves local slots and releases them at the end.
+    With no machines reserved, reserves local slots. Each machine is released
+    as soon as no test is left for it; one that is lost or discarded is
+    replaced through its provisioner while the budget allows.
     """
     from .discover import discover
     from .remote_tree import GitCache
@@ -592,6 +618,7 @@ def run(
         )
     from .execute.executor import Limits
     from .orchestrator import RunOptions, run_tests
+    from .pool import PoolLimits
     from .progress import StderrProgress
     from .schedule import History
 
@@ -609,6 +636,8 @@ def run(
         history=History(durations) if durations is not None else None,
         max_reruns=max_reruns,
         shard=shard_part,
+        pool=PoolLimits(max_machines=max_machines, max_failed_setups=max_failed_setups),
+        keep_machines=keep_machines,
     )
     try:
         summary = run_async(

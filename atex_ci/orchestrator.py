@@ -14,19 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, InfraError, StorageError
+from .errors import AtexError, ConfigError, InfraError, StorageError
 from .execute.executor import Executor, Limits, PhaseError, TestOutcome
 from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
+from .pool import MachinePool, PoolLimits
 from .progress import RunStatus
 from .provision import get_provisioner
+from .provision.base import Provisioner
 from .provision.local import LocalProvisioner, default_slots
 from .remote_tree import GitCache
 from .report.summary import final_results
 from .report.text import progress_note
 from .rundir import RunDir, now_iso
 from .schedule import Decision, History, Job, Next, Outcome, Scheduler, partition
-from .transport.base import TransportError
+from .transport.base import Transport, TransportError
 
 log = logging.getLogger("atex_ci")
 
@@ -59,6 +61,15 @@ class RunOptions:
     max_reruns: int = 0
     #: ``(index, count)``, 1-based: run only this share of the tests (``--shard I/N``).
     shard: tuple[int, int] | None = None
+    #: Provisioners this run reserves from itself, with how many machines each,
+    #: besides the machines recorded in the run directory. Each machine takes
+    #: tests the moment it is ready and is released when nothing is left for it.
+    sources: list[tuple[Provisioner, int]] = field(default_factory=list)
+    #: The machine budget: machines in all, failed setups (``--max-machines``...).
+    pool: PoolLimits = field(default_factory=PoolLimits)
+    #: Keep the machines recorded by ``atex-ci reserve`` when nothing is left
+    #: for them (for another ``run``); by default they are released at once.
+    keep_machines: bool = False
 
 
 @dataclass
@@ -120,8 +131,14 @@ class Orchestrator:
         self._running_tests: dict[str, tuple[str, float]] = {}
         self._failed = 0
         self._durations: list[float] = []
-        # Machines this run reserved itself are released as soon as they are done.
-        self._release_when_done = False
+        # The pool: machines this run reserved itself (released when done and
+        # at the end, whatever happens), reservations under way (task ->
+        # platform), which platforms have a provisioner that can replace a
+        # machine, and why a platform has no machine (a failed reservation).
+        self._reserved_here: dict[str, Machine] = {}
+        self._reservations: dict[asyncio.Task[None], str] = {}
+        self._replacer: dict[str, bool] = {}
+        self._no_machine_why: dict[str, str] = {}
         # A test run again in the same run directory gets the next attempt
         # number; reporters keep the last attempt.
         # Each selected instance of a test (tmt's serial number) counts its own.
@@ -132,23 +149,19 @@ class Orchestrator:
 
     async def run(self) -> RunSummary:
         rundir = self.rundir
-        machines = [m for m in rundir.read_machines() if m.state != MachineState.RELEASED]
-        auto = False
-        if not machines:
-            slots = LocalProvisioner(rundir).reserve(self.options.local_slots or default_slots())
-            machines = [m async for m in slots]
-            rundir.write_machines(rundir.read_machines() + machines)
-            for m in machines:
-                rundir.append_event("machine_reserved", machine=m.id, provisioner=m.provisioner)
-            auto = True
-        self._release_when_done = auto
-        usable = [m for m in machines if m.state != MachineState.BROKEN]
-        if not usable:
-            raise InfraError(
-                f"every machine in {rundir.path / 'machines.json'} is broken; "
-                "reserve new ones with 'atex-ci reserve'"
-            )
-        platforms = sorted({m.platform for m in usable})
+        recorded = rundir.read_machines()
+        machines = [m for m in recorded if m.state == MachineState.READY]
+        sources = list(self.options.sources)
+        if not machines and not sources:
+            if any(m.provisioner != LocalProvisioner.kind for m in recorded):
+                raise InfraError(
+                    f"no machine in {rundir.path / 'machines.json'} is ready (they broke, or "
+                    "were released when an earlier run no longer needed them); reserve new "
+                    "ones with 'atex-ci reserve' (or keep them with 'run --keep-machines')"
+                )
+            slots = self.options.local_slots or default_slots()
+            sources = [(LocalProvisioner(rundir), slots)]
+        platforms = sorted({m.platform for m in machines} | {p.platform for p, _ in sources})
         missing = [
             p
             for p in platforms
@@ -158,20 +171,31 @@ class Orchestrator:
             raise ConfigError(f"no tests were discovered for platform(s) {', '.join(missing)}")
         rundir.write_tests({p: self._platform_plans(p) for p in platforms})
         rundir.update_run(state="running", platforms=platforms)
-        scheduler = self._scheduler(platforms)
+        scheduler = self._sched = self._scheduler(platforms)
         self._total = len(scheduler.pending())
+        self._pool = MachinePool(rundir, self.options.pool)
+        self._pool.adopt(machines)
+        for platform in platforms:
+            # Whether a lost machine of this platform has a provisioner that
+            # can replace it (the budget is checked when it comes to that).
+            self._replacer[platform] = any(
+                p.platform == platform and p.can_replace() for p, _ in sources
+            ) or self._pool.replaceable([m for m in machines if m.platform == platform])
+        self._update_replaceable()
         state = "crashed"  # unless we get to say otherwise
         failed = True
         # Owned here and cancelled in the finally below, whatever happens.
-        ticker = asyncio.create_task(self._tick_status(scheduler, len(usable)))
+        ticker = asyncio.create_task(self._tick_status(scheduler, len(machines) or 1))
         try:
-            tree_tar, remote_tars = await asyncio.to_thread(self._tars, platforms)
+            self._tree_tar, self._remote_tars = await asyncio.to_thread(self._tars, platforms)
             try:
                 async with asyncio.TaskGroup() as tg:
-                    for machine in usable:
-                        scheduler.add_machine(machine)
-                        remote_tar = remote_tars[machine.platform]
-                        tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
+                    self._tg = tg
+                    for machine in machines:
+                        self._start(machine)
+                    for provisioner, count in sources:
+                        self._reserve(provisioner, count)
+                    self._stop_reserving_if_done()
             except BaseExceptionGroup as group:
                 # The run directory could not be written (disk full, read-only,
                 # removed): the workers stopped (their tests were recorded as
@@ -183,9 +207,11 @@ class Orchestrator:
             for platform in platforms:
                 # A job queued again (a rerun, an infra retry) that found no
                 # machine keeps its last attempt's result: it says more.
+                why = self._no_machine_why.get(platform, "")
                 self._not_run(
                     [job for job in scheduler.no_machine_left(platform) if job.runs == 0],
-                    f"not run: no usable machine left for platform {platform}",
+                    f"not run: no usable machine left for platform {platform}"
+                    + (f" ({why})" if why else ""),
                     Status.ERROR,
                 )
             state = "finished"
@@ -197,8 +223,8 @@ class Orchestrator:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-            if auto:
-                await asyncio.shield(self._release_all(machines))
+            # What this run reserved itself never outlives it.
+            await asyncio.shield(self._release_all(list(self._reserved_here.values())))
             try:
                 rundir.update_run(state=state)
             except StorageError:
@@ -208,6 +234,84 @@ class Orchestrator:
         return RunSummary(
             self.results, final=self._final(platforms), infra_failure=self._infra_failure
         )
+
+    # -- the pool: machines arriving, replaced, released ------------------------------
+
+    def _start(self, machine: Machine) -> None:
+        """Hand a ready machine to the scheduler and start its worker."""
+        self._sched.add_machine(machine)
+        self._tg.create_task(self._worker(machine))
+
+    def _reserve(
+        self, provisioner: Provisioner, count: int, replaces: Machine | None = None
+    ) -> None:
+        """Reserve ``count`` machines in the background; each starts taking
+        tests the moment it is ready."""
+        platform = provisioner.platform
+
+        def ready(machine: Machine) -> None:
+            self._reserved_here[machine.id] = machine
+            if replaces is not None:
+                self.rundir.append_event(
+                    "machine_replaced", machine=replaces.id, replacement=machine.id
+                )
+                self.progress(f"atex-ci: machine {machine.id} replaces {replaces.id}")
+            self._start(machine)
+
+        async def reserve() -> None:
+            try:
+                await self._pool.reserve(provisioner, count, ready)
+            except StorageError:
+                raise
+            except Exception as exc:  # a provisioner's failure ends its reservation, not the run
+                why = str(exc) if isinstance(exc, AtexError) else f"{type(exc).__name__}: {exc}"
+                self._no_machine_why[platform] = why
+                self.rundir.append_event(
+                    "reservation_failed",
+                    platform=platform,
+                    replaces=replaces.id if replaces else None,
+                    note=why,
+                )
+                self.progress(f"atex-ci: reserving for platform {platform} failed: {why}")
+            finally:
+                self._reservations.pop(task, None)
+                self._update_replaceable()
+                self._changed()
+
+        task = self._tg.create_task(reserve())
+        self._reservations[task] = platform
+
+    def _update_replaceable(self) -> None:
+        """Tell the scheduler which platforms can still get a replacement."""
+        room = not self._pool.spent()
+        for platform, replacer in self._replacer.items():
+            self._sched.replacements(platform, room and replacer)
+
+    def _stop_reserving_if_done(self) -> None:
+        """Cancel reservations for platforms with nothing left to run (the
+        provisioner gives back what it had requested)."""
+        if not self._reservations:
+            return
+        busy = {job.platform for job in self._sched.running().values()}
+        for task, platform in list(self._reservations.items()):
+            if platform not in busy and not self._sched.wants_machine(platform):
+                task.cancel()
+
+    def _replace(self, machine: Machine) -> None:
+        """A machine went out of use: reserve another like it, if there is work
+        for it and the budget allows."""
+        platform = machine.platform
+        busy = any(job.platform == platform for job in self._sched.running().values())
+        if not self._sched.wants_machine(platform) and not busy:
+            return  # nothing a replacement could do
+        provisioner, why = self._pool.replacement(machine)
+        if provisioner is None:
+            self.rundir.append_event("machine_not_replaced", machine=machine.id, note=why)
+            self.progress(f"atex-ci: machine {machine.id} is not replaced: {why}")
+            self._update_replaceable()
+            self._changed()
+            return
+        self._reserve(provisioner, 1, replaces=machine)
 
     async def _tick_status(self, scheduler: Scheduler, machines: int) -> None:
         """Hand ``options.status`` a summary every ``status_interval`` seconds."""
@@ -298,9 +402,9 @@ class Orchestrator:
         event, self._state_changed = self._state_changed, asyncio.Event()
         event.set()
 
-    async def _worker(
-        self, machine: Machine, scheduler: Scheduler, tree_tar: bytes, remote_tar: bytes
-    ) -> None:
+    async def _worker(self, machine: Machine) -> None:
+        """Run tests on ``machine`` until the scheduler has none left for it or
+        it goes out of use; then release or replace it."""
         provisioner = get_provisioner(machine.provisioner, self.rundir)
         transport = provisioner.transport(machine)
         executor = Executor(
@@ -310,51 +414,8 @@ class Orchestrator:
             base=provisioner.work_dir(machine, self.run_id),
             limits=self.options.limits,
         )
-        done = False
         try:
-            try:
-                await transport.connect()
-                if machine.host_key is None and transport.host_key:
-                    machine.host_key = transport.host_key
-                    self.rundir.update_machine(machine)
-                await executor.setup(tree_tar, remote_tar, self._platform_tests(machine.platform))
-            except TransportError as exc:
-                self._machine_broken(machine, scheduler, f"setup failed: {exc}")
-                return
-            self.rundir.append_event("machine_ready", machine=machine.id)
-            previous: Job | None = None
-            while True:
-                # A connection that dropped between tests (a network blip, a
-                # machine rebooted from outside) is re-established here, before
-                # a test is taken: a test is never handed to a machine that
-                # cannot be reached.
-                try:
-                    await transport.connect()
-                except TransportError as exc:
-                    self._machine_broken(machine, scheduler, f"unreachable: {exc}")
-                    return
-                # Taken before asking, so a change made while we decide to
-                # wait is never missed.
-                changed = self._state_changed
-                answer = scheduler.next_test(machine, previous)
-                if answer is Next.WAIT:
-                    await changed.wait()
-                    continue
-                if answer is Next.DONE:
-                    break
-                job = answer
-                executed, setup_failed = await self._run_one(executor, machine, job)
-                decision = scheduler.test_finished(
-                    machine, job, self._outcome(executed, setup_failed)
-                )
-                self._after(machine, job, decision, executed)
-                previous = job
-                if not decision.keep_machine:
-                    self._machine_broken(machine, scheduler, decision.why)
-                    return
-                self._changed()
-            await self._finish(executor, machine)
-            done = True
+            done = await self._serve(machine, transport, executor)
         finally:
             self._changed()  # a machine fewer: waiting workers look again
             # Whatever the run's tests and prepare scripts left running on the
@@ -363,10 +424,70 @@ class Orchestrator:
                 await asyncio.shield(executor.cleanup(CLEANUP_TIMEOUT))
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(transport.close(), 10))
-        if done and self._release_when_done:
-            # Nothing is left for it: a machine this run reserved goes back now,
-            # not when the last test of the long tail ends.
-            await asyncio.shield(release_machine(self.rundir, machine))
+        # Not reached when cancelled: the run's clean-up releases what it reserved.
+        if done:
+            # Nothing is left for it: it goes back now, not when the last test
+            # of the long tail ends (unless it was reserved for more runs).
+            if machine.id in self._reserved_here or not self.options.keep_machines:
+                await asyncio.shield(release_machine(self.rundir, machine))
+        else:
+            self._replace(machine)
+            if machine.id in self._reserved_here:
+                # A broken machine this run reserved costs money as well.
+                await asyncio.shield(release_machine(self.rundir, machine))
+        self._stop_reserving_if_done()
+
+    async def _serve(self, machine: Machine, transport: Transport, executor: Executor) -> bool:
+        """The worker's loop; False when the machine went out of use."""
+        scheduler = self._sched
+        try:
+            await transport.connect()
+            if machine.host_key is None and transport.host_key:
+                machine.host_key = transport.host_key
+                self.rundir.update_machine(machine)
+            await executor.setup(
+                self._tree_tar,
+                self._remote_tars[machine.platform],
+                self._platform_tests(machine.platform),
+            )
+        except TransportError as exc:
+            self._pool.setup_failed()
+            self._machine_broken(machine, scheduler, f"setup failed: {exc}")
+            return False
+        self.rundir.append_event("machine_ready", machine=machine.id)
+        previous: Job | None = None
+        while True:
+            # A connection that dropped between tests (a network blip, a
+            # machine rebooted from outside) is re-established here, before
+            # a test is taken: a test is never handed to a machine that
+            # cannot be reached.
+            try:
+                await transport.connect()
+            except TransportError as exc:
+                self._machine_broken(machine, scheduler, f"unreachable: {exc}")
+                return False
+            # Taken before asking, so a change made while we decide to
+            # wait is never missed.
+            changed = self._state_changed
+            answer = scheduler.next_test(machine, previous)
+            if answer is Next.WAIT:
+                await changed.wait()
+                continue
+            if answer is Next.DONE:
+                break
+            job = answer
+            executed, setup_failed = await self._run_one(executor, machine, job)
+            if setup_failed:
+                self._pool.setup_failed()
+            decision = scheduler.test_finished(machine, job, self._outcome(executed, setup_failed))
+            self._after(machine, job, decision, executed)
+            previous = job
+            if not decision.keep_machine:
+                self._machine_broken(machine, scheduler, decision.why)
+                return False
+            self._changed()
+        await self._finish(executor, machine)
+        return True
 
     @staticmethod
     def _outcome(executed: TestOutcome, setup_failed: bool) -> Outcome:

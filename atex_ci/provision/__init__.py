@@ -48,22 +48,36 @@ def provisioner_kind(provisioner: Provisioner) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def get_provisioner(kind: str, rundir: RunDir) -> Provisioner:
+def get_provisioner(kind: str, rundir: RunDir, platform: str | None = None) -> Provisioner:
     """The provisioner that manages machines recorded with ``provisioner: kind``.
 
     A provisioner of your own is built as ``Class(rundir, **options)`` with the
     options ``reserve --provisioner ... -o KEY=VALUE`` recorded in run.json.
+    Testing Farm gets its recorded options (compose, arch...) only for the
+    ``platform`` they were recorded for (a replacement asks for the same
+    machine), and none when the reservation had variables or secrets, which
+    are never recorded (its machines can then be released, not replaced).
     """
     cls = provisioner_class(kind)
     options: dict[str, Any] = {}
-    if kind not in BUILTIN:
-        recorded = rundir.read_run().get("provisioner")
-        if isinstance(recorded, dict) and recorded.get("kind") == kind:
-            options = dict(recorded.get("options") or {})
+    found = rundir.read_run().get("provisioner")
+    recorded: dict[str, Any] = found if isinstance(found, dict) else {}
+    if recorded.get("kind") == kind and (
+        kind not in BUILTIN
+        or (
+            platform is not None
+            and recorded.get("platform", "default") == platform
+            and recorded.get("replaceable", True)
+        )
+    ):
+        options = dict(recorded.get("options") or {})
     try:
-        return cls(rundir, **options)
+        provisioner = cls(rundir, **options)
     except TypeError as exc:
         raise ConfigError(f"cannot create provisioner {kind}: {exc}") from None
+    if platform is not None:
+        provisioner.platform = platform
+    return provisioner
 
 
 async def record_reservations(
