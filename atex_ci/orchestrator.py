@@ -405,7 +405,7 @@ class Orchestrator:
     async def _worker(self, machine: Machine) -> None:
         """Run tests on ``machine`` until the scheduler has none left for it or
         it goes out of use; then release or replace it."""
-        provisioner = get_provisioner(machine.provisioner, self.rundir)
+        provisioner = self._pool.provisioner(machine)
         transport = provisioner.transport(machine)
         executor = Executor(
             transport,
@@ -429,12 +429,12 @@ class Orchestrator:
             # Nothing is left for it: it goes back now, not when the last test
             # of the long tail ends (unless it was reserved for more runs).
             if machine.id in self._reserved_here or not self.options.keep_machines:
-                await asyncio.shield(release_machine(self.rundir, machine))
+                await asyncio.shield(self._release(machine))
         else:
             self._replace(machine)
             if machine.id in self._reserved_here:
                 # A broken machine this run reserved costs money as well.
-                await asyncio.shield(release_machine(self.rundir, machine))
+                await asyncio.shield(self._release(machine))
         self._stop_reserving_if_done()
 
     async def _serve(self, machine: Machine, transport: Transport, executor: Executor) -> bool:
@@ -626,12 +626,21 @@ class Orchestrator:
             self.results.append(result)
             self._done += 1
 
+    async def _release(self, machine: Machine) -> None:
+        try:
+            provisioner = self._pool.provisioner(machine)
+        except ConfigError as exc:
+            log.warning("releasing %s: %s", machine.id, exc)
+            return
+        await release_machine(self.rundir, machine, provisioner)
+
     async def _release_all(self, machines: list[Machine]) -> None:
-        for machine in machines:
-            await release_machine(self.rundir, machine)
+        await asyncio.gather(*(self._release(m) for m in machines))
 
 
-async def release_machine(rundir: RunDir, machine: Machine) -> bool:
+async def release_machine(
+    rundir: RunDir, machine: Machine, provisioner: Provisioner | None = None
+) -> bool:
     """Release one machine through its provisioner and record it; never raises.
 
     Returns False (and logs why) when the machine may still be held, e.g. a
@@ -643,7 +652,7 @@ async def release_machine(rundir: RunDir, machine: Machine) -> bool:
     if machine.state == MachineState.RELEASED:
         return True
     try:
-        provisioner = get_provisioner(machine.provisioner, rundir)
+        provisioner = provisioner or get_provisioner(machine.provisioner, rundir)
         await provisioner.release(machine)
     except (ConfigError, OSError, InfraError) as exc:
         log.warning("releasing %s: %s", machine.id, exc)

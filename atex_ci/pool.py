@@ -95,6 +95,12 @@ class MachinePool:
         """A machine could not be set up (connection, tree, a plan's prepare)."""
         self.failed += 1
 
+    def provisioner(self, machine: Machine) -> Provisioner:
+        """The instance that manages ``machine``: the one that made it in this
+        run, or one rebuilt from the run directory (ConfigError if it cannot be)."""
+        made_by = self._made_by.get(machine.id)
+        return made_by if made_by is not None else get_provisioner(machine.provisioner, self.rundir)
+
     # -- replacements -----------------------------------------------------------------
 
     def replacement(self, machine: Machine) -> tuple[Provisioner | None, str]:

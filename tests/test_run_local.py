@@ -522,7 +522,9 @@ def test_prepare_failure_is_the_latest_attempt(tmp_path):
     latest = max(results(run), key=lambda r: r["attempt"])
     assert (latest["attempt"], latest["status"], latest["reason"]) == (6, "error", "infra")
     events = [json.loads(line) for line in (run / "events.jsonl").open()]
-    replaced = [(e["machine"], e["replacement"]) for e in events if e["event"] == "machine_replaced"]
+    replaced = [
+        (e["machine"], e["replacement"]) for e in events if e["event"] == "machine_replaced"
+    ]
     assert len(replaced) == 2
     assert replaced[1][0] == replaced[0][1]  # the replacement's own replacement
 

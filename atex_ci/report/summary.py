@@ -396,13 +396,16 @@ class MachineUsage:
     ``tests`` holds ``(start, end, test, status)`` per test run on it, in
     seconds since ``origin`` (the run's first event); ``begin``/``end`` are
     when the machine was first and last seen. Busy time is the sum of test
-    intervals; the rest of ``end - begin`` the machine sat idle.
+    intervals; the rest of ``end - begin`` the machine sat idle. ``note``
+    says why it went out of use mid-run (lost, discarded) and what replaced
+    it; "" when it did not.
     """
 
     machine: str
     begin: float
     end: float
     tests: list[tuple[float, float, str, str | None]]
+    note: str = ""
 
     @property
     def busy(self) -> float:
@@ -419,6 +422,10 @@ class MachineUsage:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+#: Characters of an event's text kept in a machine's note (events are untrusted).
+MAX_NOTE_TEXT = 200
 
 
 def machine_usage(events: Iterable[dict[str, object]]) -> tuple[list[MachineUsage], float | None]:
@@ -450,6 +457,11 @@ def machine_usage(events: Iterable[dict[str, object]]) -> tuple[list[MachineUsag
         elif kind == "test_finished":
             start, started_test = open_tests.pop(machine, (moment, test))
             entry.tests.append((start, moment, started_test, _text(event.get("status"))))
+        elif kind == "machine_broken":
+            entry.note = "out of use: " + (_text(event.get("note")) or "?")[:MAX_NOTE_TEXT]
+        elif kind == "machine_replaced":
+            replacement = (_text(event.get("replacement")) or "?")[:MAX_NOTE_TEXT]
+            entry.note = (entry.note + "; " if entry.note else "") + "replaced by " + replacement
     for machine, (start, test) in open_tests.items():
         entry = usage[machine]
         entry.tests.append((start, entry.end, test, None))
