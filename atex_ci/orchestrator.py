@@ -225,6 +225,9 @@ class Orchestrator:
                 await ticker
             # What this run reserved itself never outlives it.
             await asyncio.shield(self._release_all(list(self._reserved_here.values())))
+            with contextlib.suppress(StorageError, ConfigError):
+                if all(m.state == MachineState.RELEASED for m in rundir.read_machines()):
+                    delete_keys(rundir)  # no machine is left that needs them
             try:
                 rundir.update_run(state=state)
             except StorageError:
@@ -665,6 +668,17 @@ async def release_machine(
     return True
 
 
+def delete_keys(rundir: RunDir) -> None:
+    """Delete the run's private keys (keys/): call it once no machine needs them."""
+    keys = rundir.path / "keys"
+    if keys.is_dir():
+        for key in keys.iterdir():
+            with contextlib.suppress(OSError):
+                key.unlink()
+        with contextlib.suppress(OSError):
+            keys.rmdir()
+
+
 def _first(
     group: BaseExceptionGroup[BaseException], kind: type[StorageError]
 ) -> StorageError | None:
@@ -686,13 +700,7 @@ async def release_all(rundir: RunDir) -> list[Machine]:
     """
     machines = rundir.read_machines()
     released = await asyncio.gather(*(release_machine(rundir, m) for m in machines))
-    keys = rundir.path / "keys"
-    if keys.is_dir():
-        for key in keys.iterdir():
-            with contextlib.suppress(OSError):
-                key.unlink()
-        with contextlib.suppress(OSError):
-            keys.rmdir()
+    delete_keys(rundir)
     held = [m.id for m, ok in zip(machines, released, strict=True) if not ok]
     if held:
         raise InfraError(
@@ -715,7 +723,7 @@ def _check_controller_tools(plans: list[Plan]) -> None:
 
 
 async def run_tests(
-    run_dir: str | Path,
+    run_dir: str | Path | RunDir,
     fmf_root: str | Path = ".",
     plans: list[str] | tuple[str, ...] = (),
     context: dict[str, str] | None = None,
@@ -723,6 +731,7 @@ async def run_tests(
     discovered: list[Plan] | None = None,
     git: GitCache | None = None,
     platform_context: dict[str, dict[str, str]] | None = None,
+    on_locked: Callable[[RunDir], None] | None = None,
 ) -> RunSummary:
     """Discover and run tests on the machines of ``run_dir`` (local slots if none).
 
@@ -733,7 +742,9 @@ async def run_tests(
     ``platform_context`` adds context dimensions for one platform's machines
     (``{"c9s": {"distro": "centos-stream-9"}}``): that platform's tests are
     discovered with ``context`` plus these. beakerlib libraries are fetched
-    here. Raises ConfigError (bad input) or InfraError.
+    here. ``on_locked`` is called with the run directory once its lock is
+    held, before anything runs (to record what the run reserves from).
+    Raises ConfigError (bad input) or InfraError.
     """
     from .discover import discover
     from .libraries import LibraryResolver
@@ -745,8 +756,10 @@ async def run_tests(
     def discover_for(extra: dict[str, str]) -> list[Plan]:
         return discover(root, list(plans), {**base, **extra}, git=git)
 
-    rundir = RunDir.open_or_create(run_dir)
+    rundir = run_dir if isinstance(run_dir, RunDir) else RunDir.open_or_create(run_dir)
     with rundir.locked():
+        if on_locked is not None:
+            on_locked(rundir)
         to_run: list[Plan] | dict[str, list[Plan]]
         if platform_context:
             platforms = sorted(

@@ -312,3 +312,25 @@ def test_pool_limits_are_checked():
         except ValueError:
             continue
         raise AssertionError(f"{bad} was accepted")
+
+
+def test_run_reserves_hosts_itself_and_releases_them(tmp_path, ssh_hosts):
+    hosts = ssh_hosts(2)
+    tree = make_tree(tmp_path / "tree", {**barrier_tests(2, tmp_path / "b"), "t": {"test": "true"}})
+    run = tmp_path / "run"
+    args = ["run", "-d", str(run), "--fmf-root", str(tree), "--key", str(hosts[0].key_path)]
+    for host in hosts:
+        args += ["--host", f"root@{host.address}"]
+    with shared_dir() as shared:
+        tree = make_tree(tmp_path / "tree", {**barrier_tests(2, shared), "t": {"test": "true"}})
+        proc = atex(*args)
+    assert proc.returncode == 0, proc.stderr
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert sorted(m["host"] for m in machines) == sorted(h.address for h in hosts)
+    assert {m["state"] for m in machines} == {"released"}
+    assert {r["status"] for r in own_results(run).values()} == {"pass"}
+    # Bad reservation options are refused before anything runs.
+    bad = atex("run", "-d", str(tmp_path / "r2"), "--fmf-root", str(tree), "--count", "2")
+    assert bad.returncode == 2
+    assert bad.stderr == "atex-ci: --count is for --provisioner; use --local N for local slots\n"
+    assert not (tmp_path / "r2").exists()

@@ -299,10 +299,11 @@ def _machines_section(events: Sequence[dict[str, Any]] | None) -> list[str]:
     ]
     for entry in usage[:MAX_LISTED]:
         rate = entry.utilisation
+        note = md_note(entry.note) if entry.note else ""
         lines.append(
             f"| {md_name(entry.machine)} | {len(entry.tests)} | {format_duration(entry.busy)} | "
             f"{format_duration(max(0.0, entry.span - entry.busy))} | "
-            f"{'-' if rate is None else f'{rate:.0%}'} | {md_note(entry.note) if entry.note else ''} |"
+            f"{'-' if rate is None else f'{rate:.0%}'} | {note} |"
         )
     if len(usage) > MAX_LISTED:
         lines.append(f"| and {len(usage) - MAX_LISTED} more | | | | | |")
