@@ -466,6 +466,7 @@ def reserve(
     """
     from .model import Machine, MachineState
     from .provision import record_reservations
+    from .recorder import Recorder, RunState
     from .rundir import RunDir
 
     # Everything that can be checked is checked before the run directory is made.
@@ -506,7 +507,7 @@ def reserve(
             )
         finally:
             if any(m.state != MachineState.RELEASED for m in rundir.read_machines()):
-                rundir.update_run(state="reserved")
+                Recorder(rundir).state(RunState.RESERVED)
     click.echo(f"atex-ci: {len(machines)} machine(s) ready in {run_dir}", err=True)
 
 
@@ -940,13 +941,14 @@ def collect(run_dir: Path, sources: tuple[Path, ...]) -> None:
 def release(run_dir: Path) -> None:
     """Release every machine of the run and delete its private keys (idempotent)."""
     from .orchestrator import release_all
+    from .recorder import Recorder, RunState
     from .rundir import RunDir
 
     rundir = RunDir.open_for_release(run_dir)
     with rundir.locked():
         machines = run_async(lambda: release_all(rundir))
         try:
-            rundir.update_run(state="released")
+            Recorder(rundir).state(RunState.RELEASED)
         except StorageError as exc:
             # The machines are released all the same; run.json is what is damaged.
             log.warning("%s", exc)

@@ -23,8 +23,8 @@ from .progress import RunStatus
 from .provision import get_provisioner
 from .provision.base import Provisioner
 from .provision.local import LocalProvisioner, default_slots
+from .recorder import Recorder, RunState
 from .remote_tree import GitCache
-from .report.summary import final_results
 from .report.text import progress_note
 from .rundir import RunDir, now_iso
 from .schedule import Decision, History, Job, Next, Outcome, Scheduler, partition
@@ -139,13 +139,8 @@ class Orchestrator:
         self._reservations: dict[asyncio.Task[None], str] = {}
         self._replacer: dict[str, bool] = {}
         self._no_machine_why: dict[str, str] = {}
-        # A test run again in the same run directory gets the next attempt
-        # number; reporters keep the last attempt.
-        # Each selected instance of a test (tmt's serial number) counts its own.
-        self._attempts: dict[tuple[str, str, str, int | None], int] = {}
-        for r in rundir.read_results():
-            key = (r.platform, r.plan, r.test, r.serial_number)
-            self._attempts[key] = max(self._attempts.get(key, 0), r.attempt)
+        # Results, events, machine records, attempt numbers and the run state.
+        self.recorder = Recorder(rundir)
 
     async def run(self) -> RunSummary:
         rundir = self.rundir
@@ -170,7 +165,7 @@ class Orchestrator:
         if missing:
             raise ConfigError(f"no tests were discovered for platform(s) {', '.join(missing)}")
         rundir.write_tests({p: self._platform_plans(p) for p in platforms})
-        rundir.update_run(state="running", platforms=platforms)
+        self.recorder.state(RunState.RUNNING, platforms=platforms)
         scheduler = self._sched = self._scheduler(platforms)
         self._total = len(scheduler.pending())
         self._pool = MachinePool(rundir, self.options.pool)
@@ -182,7 +177,7 @@ class Orchestrator:
                 p.platform == platform and p.can_replace() for p, _ in sources
             ) or self._pool.replaceable([m for m in machines if m.platform == platform])
         self._update_replaceable()
-        state = "crashed"  # unless we get to say otherwise
+        state = RunState.CRASHED  # unless we get to say otherwise
         failed = True
         # Owned here and cancelled in the finally below, whatever happens.
         ticker = asyncio.create_task(self._tick_status(scheduler, len(machines) or 1))
@@ -214,10 +209,10 @@ class Orchestrator:
                     + (f" ({why})" if why else ""),
                     Status.ERROR,
                 )
-            state = "finished"
+            state = RunState.FINISHED
             failed = False
         except asyncio.CancelledError:
-            state = "interrupted"
+            state = RunState.INTERRUPTED
             raise
         finally:
             ticker.cancel()
@@ -229,7 +224,7 @@ class Orchestrator:
                 if all(m.state == MachineState.RELEASED for m in rundir.read_machines()):
                     delete_keys(rundir)  # no machine is left that needs them
             try:
-                rundir.update_run(state=state)
+                self.recorder.state(state)
             except StorageError:
                 if not failed:
                     raise
@@ -255,9 +250,7 @@ class Orchestrator:
         def ready(machine: Machine) -> None:
             self._reserved_here[machine.id] = machine
             if replaces is not None:
-                self.rundir.append_event(
-                    "machine_replaced", machine=replaces.id, replacement=machine.id
-                )
+                self.recorder.machine_replaced(replaces, machine)
                 self.progress(f"atex-ci: machine {machine.id} replaces {replaces.id}")
             self._start(machine)
 
@@ -269,12 +262,7 @@ class Orchestrator:
             except Exception as exc:  # a provisioner's failure ends its reservation, not the run
                 why = str(exc) if isinstance(exc, AtexError) else f"{type(exc).__name__}: {exc}"
                 self._no_machine_why[platform] = why
-                self.rundir.append_event(
-                    "reservation_failed",
-                    platform=platform,
-                    replaces=replaces.id if replaces else None,
-                    note=why,
-                )
+                self.recorder.reservation_failed(platform, why, replaces)
                 self.progress(f"atex-ci: reserving for platform {platform} failed: {why}")
             finally:
                 self._reservations.pop(task, None)
@@ -309,7 +297,7 @@ class Orchestrator:
             return  # nothing a replacement could do
         provisioner, why = self._pool.replacement(machine)
         if provisioner is None:
-            self.rundir.append_event("machine_not_replaced", machine=machine.id, note=why)
+            self.recorder.machine_not_replaced(machine, why)
             self.progress(f"atex-ci: machine {machine.id} is not replaced: {why}")
             self._update_replaceable()
             self._changed()
@@ -370,11 +358,7 @@ class Orchestrator:
             for platform in platforms
             for t in self._platform_tests(platform)
         }
-        return [
-            r
-            for r in final_results(self.rundir.read_results())
-            if (r.platform, r.plan, r.test) in selected
-        ]
+        return [r for r in self.recorder.final(selected)]
 
     def _tars(self, platforms: list[str]) -> tuple[bytes, dict[str, bytes]]:
         """The fmf tree (with remote trees and libraries), and per platform the
@@ -447,7 +431,7 @@ class Orchestrator:
             await transport.connect()
             if machine.host_key is None and transport.host_key:
                 machine.host_key = transport.host_key
-                self.rundir.update_machine(machine)
+                self.recorder.machine_changed(machine)
             await executor.setup(
                 self._tree_tar,
                 self._remote_tars[machine.platform],
@@ -457,7 +441,7 @@ class Orchestrator:
             self._pool.setup_failed()
             self._machine_broken(machine, scheduler, f"setup failed: {exc}")
             return False
-        self.rundir.append_event("machine_ready", machine=machine.id)
+        self.recorder.machine_ready(machine)
         previous: Job | None = None
         while True:
             # A connection that dropped between tests (a network blip, a
@@ -519,14 +503,7 @@ class Orchestrator:
             )
         if decision.rerun:
             self._total += 1
-            self.rundir.append_event(
-                "test_requeued",
-                test=test.name,
-                plan=test.plan,
-                platform=job.platform,
-                machine=machine.id,
-                note=decision.why,
-            )
+            self.recorder.test_requeued(test, job.platform, machine, decision.why)
             self.progress(f"atex-ci: again  {test.name} ({decision.why})")
 
     async def _run_one(
@@ -543,7 +520,7 @@ class Orchestrator:
                 plan=test.plan,
                 platform=machine.platform,
                 status=Status.ERROR,
-                attempt=self._next_attempt(machine.platform, test),
+                attempt=self.recorder.next_attempt(machine.platform, test),
                 machine=machine.id,
                 start=now_iso(),
                 end=now_iso(),
@@ -552,22 +529,17 @@ class Orchestrator:
                 reason=Reason.INFRA,
                 serial_number=test.serial_number,
             )
-            self.rundir.append_result(result)
+            self.recorder.result(result)
             self._record(test, machine, [result])
             return TestOutcome([result], machine_ok=False), True
-        self.rundir.append_event("test_started", test=test.name, plan=test.plan, machine=machine.id)
+        self.recorder.test_started(test, machine)
         self._running_tests[machine.id] = (test.name, asyncio.get_running_loop().time())
         if self.options.show_starts:
             self.progress(f"atex-ci: start  {test.name} on {machine.id}")
-        attempt = self._next_attempt(machine.platform, test)
+        attempt = self.recorder.next_attempt(machine.platform, test)
         outcome = await executor.run_test(test, plan, platform=machine.platform, attempt=attempt)
         self._record(test, machine, outcome.results)
         return outcome, False
-
-    def _next_attempt(self, platform: str, test: Test) -> int:
-        key = (platform, test.plan, test.name, test.serial_number)
-        self._attempts[key] = self._attempts.get(key, 0) + 1
-        return self._attempts[key]
 
     def _record(self, test: Test, machine: Machine, results: list[Result]) -> None:
         self.results.extend(results)
@@ -577,13 +549,7 @@ class Orchestrator:
         if own is not None:
             self._failed += own.status.is_failure
             self._durations.append(own.duration or 0.0)
-        self.rundir.append_event(
-            "test_finished",
-            test=test.name,
-            plan=test.plan,
-            machine=machine.id,
-            status=str(own.status) if own else None,
-        )
+        self.recorder.test_finished(test, machine, str(own.status) if own else None)
         if own is not None:
             note = f" - {progress_note(own.note)}" if own.note and own.status.is_failure else ""
             self.progress(
@@ -598,15 +564,13 @@ class Orchestrator:
                     await executor.finish_plan(plan)
             except (PhaseError, TransportError, TimeoutError) as exc:
                 self.progress(f"atex-ci: finish of plan {plan.name} failed on {machine.id}: {exc}")
-                self.rundir.append_event(
+                self.recorder.event(
                     "finish_failed", machine=machine.id, plan=plan.name, note=str(exc)
                 )
 
     def _machine_broken(self, machine: Machine, scheduler: Scheduler, why: str) -> None:
         scheduler.machine_lost(machine)
-        machine.state = MachineState.BROKEN
-        self.rundir.update_machine(machine)
-        self.rundir.append_event("machine_broken", machine=machine.id, note=why)
+        self.recorder.machine_broken(machine, why)
         self.progress(f"atex-ci: machine {machine.id} is out of use: {why}")
 
     def _not_run(self, jobs: list[Job], note: str, status: Status) -> None:
@@ -620,12 +584,12 @@ class Orchestrator:
                 plan=test.plan,
                 platform=platform,
                 status=status,
-                attempt=self._next_attempt(platform, test),
+                attempt=self.recorder.next_attempt(platform, test),
                 note=note,
                 reason=Reason.INFRA if status is Status.ERROR else None,
                 serial_number=test.serial_number,
             )
-            self.rundir.append_result(result)
+            self.recorder.result(result)
             self.results.append(result)
             self._done += 1
 
@@ -661,8 +625,7 @@ async def release_machine(
         log.warning("releasing %s: %s", machine.id, exc)
         return False
     try:
-        rundir.update_machine(machine)
-        rundir.append_event("machine_released", machine=machine.id)
+        Recorder(rundir).machine_released(machine)
     except (StorageError, ConfigError) as exc:
         log.warning("released %s, but could not record it: %s", machine.id, exc)
     return True

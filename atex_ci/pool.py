@@ -18,14 +18,16 @@ a static host cannot).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import AtexError
 from .model import Machine
-from .provision import get_provisioner, record_reservations
+from .provision import get_provisioner, provisioner_kind
 from .provision.base import Provisioner
+from .recorder import Recorder
 from .rundir import RunDir
 
 log = logging.getLogger("atex_ci")
@@ -127,22 +129,27 @@ class MachinePool:
         """Reserve up to ``count`` machines (within the budget), handing each to
         ``on_ready`` once it is recorded; raises what the provisioner raised
         (AtexError: fewer machines than asked), after counting it as a failure.
-        Cancelled, the provisioner gives back what it had requested."""
+        Cancelled, the provisioner gives back what it had requested and not
+        yielded; the machines handed over stay the caller's to release."""
         room = self.room()
         count = count if room is None else min(count, room)
         if count <= 0:
             return
         self.used += count  # reserved up front: parallel requests stay within the budget
         got = 0
-
-        def ready(machine: Machine) -> None:
-            nonlocal got
-            got += 1
-            self._made_by[machine.id] = provisioner
-            on_ready(machine)
-
+        recorder = Recorder(self.rundir)
+        kind = provisioner_kind(provisioner)
         try:
-            await record_reservations(self.rundir, provisioner, count, on_ready=ready)
+            # Closing the stream (also when this task is cancelled) makes the
+            # provisioner give back what it requested and has not yielded;
+            # what it yielded is the run's, released by the run.
+            async with contextlib.aclosing(provisioner.reserve(count)) as stream:
+                async for machine in stream:
+                    machine.provisioner = kind
+                    got += 1
+                    self._made_by[machine.id] = provisioner
+                    recorder.machine_reserved(machine)
+                    on_ready(machine)
         except Exception:
             self.failed += 1
             raise

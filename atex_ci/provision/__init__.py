@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..model import Machine
 from ..plugins import load_class
+from ..recorder import Recorder
 from ..rundir import RunDir
 from .base import Provisioner
 
@@ -96,13 +97,13 @@ async def record_reservations(
     had) come after every machine that was ready has been recorded.
     """
     kind = provisioner_kind(provisioner)
+    recorder = Recorder(rundir)
     machines: list[Machine] = []
     try:
         async with contextlib.aclosing(provisioner.reserve(count)) as stream:
             async for machine in stream:
                 machine.provisioner = kind
-                rundir.update_machine(machine)
-                rundir.append_event("machine_reserved", machine=machine.id, provisioner=kind)
+                recorder.machine_reserved(machine)
                 machines.append(machine)
                 if on_ready is not None:
                     on_ready(machine)
@@ -115,10 +116,12 @@ async def record_reservations(
 async def _give_back(rundir: RunDir, provisioner: Provisioner, machines: list[Machine]) -> None:
     """Release the machines an interrupted reservation had already recorded."""
     await provisioner.release_all()
+    recorder = Recorder(rundir)
     for machine in machines:
-        rundir.update_machine(machine)
         if machine.released_at:
-            rundir.append_event("machine_released", machine=machine.id)
+            recorder.machine_released(machine)
+        else:
+            recorder.machine_changed(machine)
 
 
 __all__ = [

@@ -2,8 +2,9 @@
 
 This module owns, for all reports (JUnit, Markdown, HTML, GitHub):
 
-* final-attempt selection (``final_results``): a rerun replaces its test's
-  earlier attempts, so a report never mixes attempts of one test;
+* final-attempt selection (``final_results``, defined in ``atex_ci.recorder``
+  and re-exported here): a rerun replaces its test's earlier attempts, so a
+  report never mixes attempts of one test;
 * counting (``totals``, ``pass_rate``, ``time_in_tests``, ``wall_clock``);
 * reading the tail of a test's captured ``output.txt`` (``read_output``,
   ``read_output_tail``), decoded leniently and with ANSI escape sequences
@@ -24,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..model import Reason, Result, Status
+
+# Which results count is the recorder's; reporters import it from here too.
+from ..recorder import TestKey, final_results, test_instance, test_key  # noqa: F401
 from ..rundir import ARTIFACTS
 
 OUTPUT_FILE = "output.txt"
@@ -58,50 +62,6 @@ def strip_ansi(text: str) -> str:
 
 
 # -- which results count -------------------------------------------------------------
-
-TestKey = tuple[str, str, str, object]
-
-
-def test_instance(result: Result) -> object:
-    """What tells apart two instances of one test in one plan on one platform.
-
-    tmt's serial number (a plan may select one test twice); None in results
-    written before instances were told apart. Every report and ``collect``
-    key tests by ``test_key``, so this is the one place that says it.
-    """
-    return result.serial_number
-
-
-def test_key(result: Result) -> TestKey:
-    """The identity of a test instance: ``(platform, plan, test, instance)``."""
-    return (result.platform, result.plan, result.test, test_instance(result))
-
-
-def final_results(results: Iterable[Result]) -> list[Result]:
-    """The results of each test instance's latest attempt, in stable order.
-
-    A test instance is identified by ``test_key``. Only results of its
-    highest ``attempt`` are kept, so a sub-result that only an earlier attempt
-    reported cannot linger next to a passing rerun. Within that attempt, one
-    result per ``name`` is kept (the last one seen, e.g. after ``--resume``
-    wrote it again). Results are returned in the order their
-    ``(test key, name)`` first appeared in ``results``.
-    """
-    results = list(results)
-    latest: dict[TestKey, int] = {}
-    for result in results:
-        key = test_key(result)
-        latest[key] = max(latest.get(key, result.attempt), result.attempt)
-
-    # A dict keeps first-appearance order; values are filled by the chosen attempt.
-    chosen: dict[tuple[TestKey, str | None], Result | None] = {}
-    for result in results:
-        key = test_key(result)
-        slot = (key, result.name)
-        chosen.setdefault(slot, None)
-        if result.attempt == latest[key]:
-            chosen[slot] = result
-    return [result for result in chosen.values() if result is not None]
 
 
 def own_results(results: Iterable[Result]) -> list[Result]:
