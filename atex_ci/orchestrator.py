@@ -147,16 +147,10 @@ class Orchestrator:
         recorded = rundir.read_machines()
         machines = [m for m in recorded if m.state == MachineState.READY]
         sources = list(self.options.sources)
-        if not machines and not sources:
-            if any(m.provisioner != LocalProvisioner.kind for m in recorded):
-                raise InfraError(
-                    f"no machine in {rundir.path / 'machines.json'} is ready (they broke, or "
-                    "were released when an earlier run no longer needed them); reserve new "
-                    "ones with 'atex-ci reserve' (or keep them with 'run --keep-machines')"
-                )
-            slots = self.options.local_slots or default_slots()
-            sources = [(LocalProvisioner(rundir), slots)]
         platforms = sorted({m.platform for m in machines} | {p.platform for p, _ in sources})
+        # Machines released by an earlier run: their platforms' tests may all
+        # be done already (``--resume``), or need new machines.
+        platforms = platforms or sorted({m.platform for m in recorded}) or ["default"]
         missing = [
             p
             for p in platforms
@@ -164,9 +158,21 @@ class Orchestrator:
         ]
         if missing:
             raise ConfigError(f"no tests were discovered for platform(s) {', '.join(missing)}")
+        scheduler = self._sched = self._scheduler(platforms)
+        if not machines and not sources and scheduler.pending():
+            if any(m.provisioner != LocalProvisioner.kind for m in recorded):
+                raise InfraError(
+                    f"no machine in {rundir.path / 'machines.json'} is ready (they broke, or "
+                    "were released when an earlier run no longer needed them); reserve new "
+                    "ones with 'atex-ci reserve' (or keep them with 'run --keep-machines')"
+                )
+            # Local slots cost nothing: new ones, as many per platform as before.
+            for platform in platforms:
+                before = sum(1 for m in recorded if m.platform == platform)
+                slots = self.options.local_slots or before or default_slots()
+                sources.append((LocalProvisioner(rundir, platform), slots))
         rundir.write_tests({p: self._platform_plans(p) for p in platforms})
         self.recorder.state(RunState.RUNNING, platforms=platforms)
-        scheduler = self._sched = self._scheduler(platforms)
         self._total = len(scheduler.pending())
         self._pool = MachinePool(rundir, self.options.pool)
         self._pool.adopt(machines)
@@ -480,14 +486,11 @@ class Orchestrator:
     def _outcome(executed: TestOutcome, setup_failed: bool) -> Outcome:
         """The facts the scheduler decides on, from what the executor reported."""
         own = next((r for r in executed.results if r.name is None), None)
-        timed_out = own is not None and own.reason is Reason.TIMEOUT
         return Outcome.from_result(
             own,
-            timed_out=timed_out,
+            timed_out=own is not None and own.reason is Reason.TIMEOUT,
             setup_failed=setup_failed,
-            # The executor flags a machine it can no longer trust; a timeout
-            # is the scheduler's to judge (it knows local slots from hosts).
-            machine_lost=not executed.machine_ok and not timed_out and not setup_failed,
+            machine_lost=executed.machine_lost,
             aborted=executed.abort,
         )
 
@@ -531,7 +534,7 @@ class Orchestrator:
             )
             self.recorder.result(result)
             self._record(test, machine, [result])
-            return TestOutcome([result], machine_ok=False), True
+            return TestOutcome([result]), True
         self.recorder.test_started(test, machine)
         self._running_tests[machine.id] = (test.name, asyncio.get_running_loop().time())
         if self.options.show_starts:

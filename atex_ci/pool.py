@@ -113,8 +113,8 @@ class MachinePool:
         if provisioner is None:
             try:
                 provisioner = get_provisioner(machine.provisioner, self.rundir, machine.platform)
-            except AtexError as exc:
-                return None, str(exc)
+            except (AtexError, ValueError, OSError) as exc:  # run.json damaged meanwhile
+                return None, f"cannot rebuild its provisioner: {exc}"
         if not provisioner.can_replace():
             return None, f"{machine.provisioner} machines cannot be replaced"
         return provisioner, ""

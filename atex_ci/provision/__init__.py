@@ -61,17 +61,17 @@ def get_provisioner(kind: str, rundir: RunDir, platform: str | None = None) -> P
     """
     cls = provisioner_class(kind)
     options: dict[str, Any] = {}
-    found = rundir.read_run().get("provisioner")
-    recorded: dict[str, Any] = found if isinstance(found, dict) else {}
-    if recorded.get("kind") == kind and (
-        kind not in BUILTIN
-        or (
-            platform is not None
-            and recorded.get("platform", "default") == platform
-            and recorded.get("replaceable", True)
-        )
-    ):
-        options = dict(recorded.get("options") or {})
+    if kind not in BUILTIN or platform is not None:  # run.json may be damaged: read on need
+        found = rundir.read_run().get("provisioner")
+        recorded: dict[str, Any] = found if isinstance(found, dict) else {}
+        if recorded.get("kind") == kind and (
+            kind not in BUILTIN
+            or (
+                recorded.get("platform", "default") == platform
+                and recorded.get("replaceable", True)
+            )
+        ):
+            options = dict(recorded.get("options") or {})
     try:
         provisioner = cls(rundir, **options)
     except TypeError as exc:
