@@ -225,112 +225,226 @@ _TF_OPTIONS = (
 )
 
 
+def _reservation_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that say which machines to reserve (``reserve``, and ``run``
+    when it reserves its own)."""
+    for option in reversed(_RESERVATION_OPTIONS):
+        command = option(command)
+    return command
+
+
+_RESERVATION_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.option(
+        "--host",
+        "hosts",
+        multiple=True,
+        metavar="[USER@]HOST[:PORT]",
+        help="An existing machine reachable over SSH (repeatable).",
+    ),
+    click.option(
+        "--hosts",
+        "inventory",
+        type=click.Path(dir_okay=False, path_type=Path),
+        metavar="FILE",
+        help="Inventory of existing machines (YAML or JSON list of host, port, user, key, "
+        "platform); see docs/provisioners.md.",
+    ),
+    click.option(
+        "--skip-unreachable",
+        is_flag=True,
+        help="With --host/--hosts: skip a host that does not answer (with a warning) instead of "
+        "failing.",
+    ),
+    click.option(
+        "--key",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="SSH private key for --host machines (default: your SSH agent/keys).",
+    ),
+    click.option(
+        "--platform",
+        default=None,
+        help="Platform the machines provide (default: 'default'). Every test runs once per "
+        "platform; machines of one platform share its tests.",
+    ),
+    click.option(
+        "--provisioner",
+        "provisioner_name",
+        metavar="testing-farm|MODULE:CLASS",
+        help="Reserve through a provisioner: 'testing-farm', or your own Provisioner subclass.",
+    ),
+    click.option(
+        "-o",
+        "--option",
+        "provisioner_options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Keyword argument for your own provisioner class (repeatable; recorded in run.json, "
+        "so never a secret).",
+    ),
+    click.option(
+        "--count",
+        type=click.IntRange(min=1),
+        help="Machines to reserve with --provisioner, in parallel (default: 1).",
+    ),
+    click.option("--compose", help="Testing Farm: the compose to install, e.g. Fedora-Rawhide."),
+    click.option("--arch", default="x86_64", show_default=True, help="Testing Farm: architecture."),
+    click.option("--pool", help="Testing Farm: infrastructure pool."),
+    click.option(
+        "--hardware", metavar="JSON", help="Testing Farm: hardware requirements (object)."
+    ),
+    click.option(
+        "--kickstart",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Testing Farm: kickstart (repeatable).",
+    ),
+    click.option(
+        "--variable",
+        "variables",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Testing Farm: environment variable of the reservation (repeatable).",
+    ),
+    click.option(
+        "--secret",
+        "secrets",
+        multiple=True,
+        metavar="KEY[=VALUE]",
+        help="Testing Farm: secret variable of the reservation; a bare KEY takes the value of "
+        "$KEY (repeatable; never recorded).",
+    ),
+    click.option(
+        "--tmt-context",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Testing Farm: tmt context of the request (repeatable).",
+    ),
+    click.option(
+        "--duration",
+        type=click.IntRange(min=1),
+        help="Testing Farm: minutes the machine is kept; bounds a machine never released "
+        "(default: 240).",
+    ),
+    click.option(
+        "--pipeline-timeout",
+        type=click.IntRange(min=1),
+        help="Testing Farm: settings.pipeline.timeout in minutes (at least the duration + 30).",
+    ),
+    click.option(
+        "--ingress",
+        metavar="CIDR",
+        help="Testing Farm, public ranch: network allowed in (default: this machine's public "
+        "address, looked up).",
+    ),
+    click.option(
+        "--ready-timeout",
+        metavar="DURATION",
+        help="Testing Farm: give up on a request that has no guest after this long and try "
+        "another (default: 1h).",
+    ),
+]
+
+
+class _Reservation:
+    """What the reservation options ask for; every value is checked when it is
+    made, before any run directory is created."""
+
+    def __init__(
+        self,
+        local: int | None,
+        hosts: tuple[str, ...],
+        inventory: Path | None,
+        skip_unreachable: bool,
+        key: Path | None,
+        platform: str | None,
+        provisioner_name: str | None,
+        provisioner_options: tuple[str, ...],
+        count: int | None,
+        tf: dict[str, Any],
+    ) -> None:
+        from .provision.static import HostSpec
+
+        tf_given = [name for name in _TF_OPTIONS if tf.get(name) not in (None, ())]
+        if provisioner_name is not None and (hosts or inventory or local):
+            raise ConfigError("--provisioner cannot be combined with --host, --hosts or --local")
+        if tf_given and provisioner_name != "testing-farm":
+            option = "--" + tf_given[0].replace("_", "-")
+            raise ConfigError(f"{option} needs --provisioner testing-farm")
+        if provisioner_options and provisioner_name in (None, "testing-farm"):
+            raise ConfigError(
+                "-o/--option is for your own provisioner (--provisioner module:Class)"
+            )
+        if count is not None and provisioner_name is None:
+            raise ConfigError("--count is for --provisioner; use --local N for local slots")
+        if skip_unreachable and not (hosts or inventory):
+            raise ConfigError("--skip-unreachable needs --host or --hosts")
+        if provisioner_name == "testing-farm" and not tf["compose"]:
+            raise ConfigError("--provisioner testing-farm needs --compose, e.g. Fedora-Rawhide")
+        self.local = local
+        self.platform = platform or "default"
+        self.provisioner_name = provisioner_name
+        self.count = count
+        self.key = key
+        self.skip_unreachable = skip_unreachable
+        self.specs = [HostSpec.parse(h) for h in hosts]
+        if inventory is not None:
+            from .provision.inventory import load_inventory
+
+            self.specs += load_inventory(inventory)
+        self.recorded: dict[str, Any] | None = None
+        if provisioner_name is not None:
+            from .provision import provisioner_class
+
+            self.cls = provisioner_class(provisioner_name)
+            self.kwargs, recorded = _provisioner_arguments(
+                provisioner_name, provisioner_options, tf
+            )
+            self.recorded = {**recorded, "platform": self.platform}
+            try:
+                inspect.signature(self.cls).bind(None, self.platform, **self.kwargs)
+            except TypeError as exc:  # a class of your own that does not take these options
+                raise ConfigError(f"cannot create provisioner {provisioner_name}: {exc}") from None
+
+    @property
+    def given(self) -> bool:
+        """Whether any machine was asked for (local slots included)."""
+        return bool(self.provisioner_name or self.specs or self.local)
+
+    def sources(self, rundir: RunDir, default_local: bool) -> list[tuple[Any, int]]:
+        """The provisioners to reserve from, with how many machines each; local
+        slots (one per CPU) when nothing else was asked for and ``default_local``."""
+        from .provision.local import LocalProvisioner, default_slots
+        from .provision.static import StaticProvisioner
+
+        jobs: list[tuple[Any, int]] = []
+        if self.provisioner_name is not None:
+            try:
+                provisioner = self.cls(rundir, self.platform, **self.kwargs)
+            except TypeError as exc:  # a class of your own that does not take these options
+                raise ConfigError(
+                    f"cannot create provisioner {self.provisioner_name}: {exc}"
+                ) from None
+            jobs.append((provisioner, self.count or 1))
+        if self.specs:
+            key = str(self.key) if self.key else None
+            static = StaticProvisioner(
+                rundir, self.platform, self.specs, key, skip_unreachable=self.skip_unreachable
+            )
+            jobs.append((static, len(self.specs)))
+        if self.local or (default_local and not jobs):
+            jobs.append((LocalProvisioner(rundir, self.platform), self.local or default_slots()))
+        return jobs
+
+    def record(self, rundir: RunDir) -> None:
+        """Put --provisioner's kind and options in run.json (hold the lock)."""
+        if self.recorded is not None:
+            _record_provisioner(rundir, self.recorded)
+
+
 @cli.command()
 @_run_dir_option()
 @click.option("--local", "local", type=click.IntRange(min=1), help="Reserve N local slots.")
-@click.option(
-    "--host",
-    "hosts",
-    multiple=True,
-    metavar="[USER@]HOST[:PORT]",
-    help="An existing machine reachable over SSH (repeatable).",
-)
-@click.option(
-    "--hosts",
-    "inventory",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="Inventory of existing machines (YAML or JSON list of host, port, user, key, "
-    "platform); see docs/provisioners.md.",
-)
-@click.option(
-    "--skip-unreachable",
-    is_flag=True,
-    help="With --host/--hosts: skip a host that does not answer (with a warning) instead of "
-    "failing.",
-)
-@click.option(
-    "--key",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SSH private key for --host machines (default: your SSH agent/keys).",
-)
-@click.option(
-    "--platform",
-    default=None,
-    help="Platform the machines provide (default: 'default'). Every test runs once per "
-    "platform; machines of one platform share its tests.",
-)
-@click.option(
-    "--provisioner",
-    "provisioner_name",
-    metavar="testing-farm|MODULE:CLASS",
-    help="Reserve through a provisioner: 'testing-farm', or your own Provisioner subclass.",
-)
-@click.option(
-    "-o",
-    "--option",
-    "provisioner_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Keyword argument for your own provisioner class (repeatable; recorded in run.json, "
-    "so never a secret).",
-)
-@click.option(
-    "--count",
-    type=click.IntRange(min=1),
-    help="Machines to reserve with --provisioner, in parallel (default: 1).",
-)
-@click.option("--compose", help="Testing Farm: the compose to install, e.g. Fedora-Rawhide.")
-@click.option("--arch", default="x86_64", show_default=True, help="Testing Farm: architecture.")
-@click.option("--pool", help="Testing Farm: infrastructure pool.")
-@click.option("--hardware", metavar="JSON", help="Testing Farm: hardware requirements (object).")
-@click.option(
-    "--kickstart", multiple=True, metavar="KEY=VALUE", help="Testing Farm: kickstart (repeatable)."
-)
-@click.option(
-    "--variable",
-    "variables",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Testing Farm: environment variable of the reservation (repeatable).",
-)
-@click.option(
-    "--secret",
-    "secrets",
-    multiple=True,
-    metavar="KEY[=VALUE]",
-    help="Testing Farm: secret variable of the reservation; a bare KEY takes the value of "
-    "$KEY (repeatable; never recorded).",
-)
-@click.option(
-    "--tmt-context",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Testing Farm: tmt context of the request (repeatable).",
-)
-@click.option(
-    "--duration",
-    type=click.IntRange(min=1),
-    help="Testing Farm: minutes the machine is kept; bounds a machine never released "
-    "(default: 240).",
-)
-@click.option(
-    "--pipeline-timeout",
-    type=click.IntRange(min=1),
-    help="Testing Farm: settings.pipeline.timeout in minutes (at least the duration + 30).",
-)
-@click.option(
-    "--ingress",
-    metavar="CIDR",
-    help="Testing Farm, public ranch: network allowed in (default: this machine's public "
-    "address, looked up).",
-)
-@click.option(
-    "--ready-timeout",
-    metavar="DURATION",
-    help="Testing Farm: give up on a request that has no guest after this long and try "
-    "another (default: 1h).",
-)
+@_reservation_options
 def reserve(
     run_dir: Path,
     local: int | None,
@@ -351,66 +465,30 @@ def reserve(
     had requested.
     """
     from .model import Machine, MachineState
-    from .provision import Provisioner, record_reservations
-    from .provision.local import LocalProvisioner, default_slots
-    from .provision.static import HostSpec, StaticProvisioner
+    from .provision import record_reservations
+    from .recorder import Recorder, RunState
     from .rundir import RunDir
 
-    platform = platform or "default"
-    tf_given = [name for name in _TF_OPTIONS if tf.get(name) not in (None, ())]
-    if provisioner_name is not None and (hosts or inventory or local):
-        raise ConfigError("--provisioner cannot be combined with --host, --hosts or --local")
-    if tf_given and provisioner_name != "testing-farm":
-        option = "--" + tf_given[0].replace("_", "-")
-        raise ConfigError(f"{option} needs --provisioner testing-farm")
-    if provisioner_options and provisioner_name in (None, "testing-farm"):
-        raise ConfigError("-o/--option is for your own provisioner (--provisioner module:Class)")
-    if count is not None and provisioner_name is None:
-        raise ConfigError("--count is for --provisioner; use --local N for local slots")
-    if skip_unreachable and not (hosts or inventory):
-        raise ConfigError("--skip-unreachable needs --host or --hosts")
-    if provisioner_name == "testing-farm" and not tf["compose"]:
-        raise ConfigError("--provisioner testing-farm needs --compose, e.g. Fedora-Rawhide")
     # Everything that can be checked is checked before the run directory is made.
-    specs = [HostSpec.parse(h) for h in hosts]
-    if inventory is not None:
-        from .provision.inventory import load_inventory
-
-        specs += load_inventory(inventory)
-    recorded: dict[str, Any] | None = None
-    if provisioner_name is not None:
-        from .provision import provisioner_class
-
-        cls = provisioner_class(provisioner_name)
-        kwargs, recorded = _provisioner_arguments(provisioner_name, provisioner_options, tf)
-        try:
-            inspect.signature(cls).bind(None, platform, **kwargs)
-        except TypeError as exc:  # a class of your own that does not take these options
-            raise ConfigError(f"cannot create provisioner {provisioner_name}: {exc}") from None
+    wanted = _Reservation(
+        local,
+        hosts,
+        inventory,
+        skip_unreachable,
+        key,
+        platform,
+        provisioner_name,
+        provisioner_options,
+        count,
+        tf,
+    )
 
     def announce(machine: Machine) -> None:
         where = f"{machine.user}@{machine.host}:{machine.port}" if machine.host else machine.workdir
         click.echo(f"atex-ci: reserved {machine.id} ({where})", err=True)
 
-    jobs: list[tuple[Provisioner, int]] = []
     rundir = RunDir.open_or_create(run_dir)
-    if provisioner_name is not None:
-        try:
-            provisioner = cls(rundir, platform, **kwargs)
-        except TypeError as exc:  # a class of your own that does not take these options
-            raise ConfigError(f"cannot create provisioner {provisioner_name}: {exc}") from None
-        jobs.append((provisioner, count or 1))
-    if specs:
-        static = StaticProvisioner(
-            rundir,
-            platform,
-            specs,
-            str(key) if key else None,
-            skip_unreachable=skip_unreachable,
-        )
-        jobs.append((static, len(specs)))
-    if local or not jobs:
-        jobs.append((LocalProvisioner(rundir, platform), local or default_slots()))
+    jobs = wanted.sources(rundir, default_local=True)
 
     async def reserve_all() -> list[Machine]:
         machines: list[Machine] = []
@@ -419,8 +497,7 @@ def reserve(
         return machines
 
     with rundir.locked():
-        if recorded is not None:
-            _record_provisioner(rundir, recorded)
+        wanted.record(rundir)
         try:
             machines = run_async(reserve_all)
         except Interrupted as exc:
@@ -430,7 +507,7 @@ def reserve(
             )
         finally:
             if any(m.state != MachineState.RELEASED for m in rundir.read_machines()):
-                rundir.update_run(state="reserved")
+                Recorder(rundir).state(RunState.RESERVED)
     click.echo(f"atex-ci: {len(machines)} machine(s) ready in {run_dir}", err=True)
 
 
@@ -484,8 +561,10 @@ def _provisioner_arguments(
         "variables": _key_values("--variable", tf["variables"]),
         "secrets": _key_values("--secret", tf["secrets"], from_env=True),
     }
-    # Secrets and variables stay out of run.json; the rest says what was asked.
-    return kwargs, {"kind": "testing-farm", "options": public}
+    # Secrets and variables stay out of run.json; the rest says what was asked
+    # (and, without them, is enough to ask for a replacement).
+    replaceable = not (kwargs["variables"] or kwargs["secrets"])
+    return kwargs, {"kind": "testing-farm", "options": public, "replaceable": replaceable}
 
 
 @cli.command()
@@ -544,6 +623,26 @@ def _provisioner_arguments(
     metavar="MODULE:CLASS",
     help="Your own scheduling policy: a subclass of atex_ci.schedule.Scheduler.",
 )
+@click.option(
+    "--keep-machines",
+    is_flag=True,
+    help="Keep reserved machines for another run; by default each is released as soon as "
+    "no test is left for it, and a later 'release' skips it.",
+)
+@click.option(
+    "--max-machines",
+    type=click.IntRange(min=1),
+    help="Machines the run may use in all, replacements of lost or discarded ones included "
+    "(default: no limit).",
+)
+@click.option(
+    "--max-failed-setups",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Stop replacing machines after this many failed to come up or to set up.",
+)
+@_reservation_options
 def run(
     run_dir: Path | None,
     fmf_root: Path,
@@ -558,15 +657,44 @@ def run(
     history: Path | None,
     shard: str | None,
     scheduler_spec: str | None,
+    keep_machines: bool,
+    max_machines: int | None,
+    max_failed_setups: int,
+    hosts: tuple[str, ...],
+    inventory: Path | None,
+    skip_unreachable: bool,
+    key: Path | None,
+    platform: str | None,
+    provisioner_name: str | None,
+    provisioner_options: tuple[str, ...],
+    count: int | None,
+    **tf: Any,
 ) -> None:
     """Discover FMF tests and run them on the reserved machines.
 
-    With no machines reserved, reserves local slots and releases them at the end.
+    With the options of 'reserve' (--host, --hosts, --provisioner...), it
+    reserves machines itself and starts tests on each as soon as it is ready.
+    With no machines at all, it uses local slots. Each machine is released as
+    soon as no test is left for it; one that is lost or discarded is replaced
+    through its provisioner while the budget allows.
     """
     from .discover import discover
     from .remote_tree import GitCache
 
     fmf_context, platform_context = _parse_contexts(context)
+    others = bool(hosts or inventory or provisioner_name)
+    wanted = _Reservation(
+        local if others else None,
+        hosts,
+        inventory,
+        skip_unreachable,
+        key,
+        platform,
+        provisioner_name,
+        provisioner_options,
+        count,
+        tf,
+    )
     shard_part = _parse_shard(shard) if shard is not None else None
     scheduler_factory = _scheduler_class(scheduler_spec)
     durations = _load_history(history) if history is not None else None
@@ -592,7 +720,9 @@ def run(
         )
     from .execute.executor import Limits
     from .orchestrator import RunOptions, run_tests
+    from .pool import PoolLimits
     from .progress import StderrProgress
+    from .rundir import RunDir
     from .schedule import History
 
     display = StderrProgress()
@@ -609,11 +739,16 @@ def run(
         history=History(durations) if durations is not None else None,
         max_reruns=max_reruns,
         shard=shard_part,
+        pool=PoolLimits(max_machines=max_machines, max_failed_setups=max_failed_setups),
+        keep_machines=keep_machines,
     )
+    rundir = RunDir.open_or_create(run_dir)
+    if wanted.given:
+        options.sources = wanted.sources(rundir, default_local=False)
     try:
         summary = run_async(
             lambda: run_tests(
-                run_dir,
+                rundir,
                 fmf_root,
                 plans,
                 fmf_context,
@@ -621,6 +756,7 @@ def run(
                 discovered=found,
                 git=git,
                 platform_context=platform_context,
+                on_locked=wanted.record,
             )
         )
     except Interrupted as exc:
@@ -805,13 +941,14 @@ def collect(run_dir: Path, sources: tuple[Path, ...]) -> None:
 def release(run_dir: Path) -> None:
     """Release every machine of the run and delete its private keys (idempotent)."""
     from .orchestrator import release_all
+    from .recorder import Recorder, RunState
     from .rundir import RunDir
 
     rundir = RunDir.open_for_release(run_dir)
     with rundir.locked():
         machines = run_async(lambda: release_all(rundir))
         try:
-            rundir.update_run(state="released")
+            Recorder(rundir).state(RunState.RELEASED)
         except StorageError as exc:
             # The machines are released all the same; run.json is what is damaged.
             log.warning("%s", exc)

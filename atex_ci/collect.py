@@ -38,13 +38,8 @@ from typing import Any
 
 from .errors import ConfigError
 from .model import Result
-from .report.summary import (
-    TestKey,
-    final_results,
-    flaky_attempts,
-    test_key,
-    totals,
-)
+from .recorder import Attempts, Recorder, RunState, TestKey, final_results, test_key
+from .report.summary import flaky_attempts, totals
 from .rundir import ARTIFACTS, RunDir, atomic_write_json, now_iso
 
 SUMMARY_JSON = "summary.json"
@@ -85,10 +80,7 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
     with out.locked():
         existing, problems = out.read_results_checked()
         outcome.warnings += problems
-        attempts: dict[TestKey, int] = {}
-        for result in existing:
-            key = test_key(result)
-            attempts[key] = max(attempts.get(key, 0), result.attempt)
+        attempts = Attempts(existing)
         final_by_source: dict[TestKey, tuple[str, str]] = {
             test_key(r): (str(out.path), str(r.status))
             for r in final_results(existing)
@@ -105,8 +97,7 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
                 key = test_key(result)
                 old = (key, result.attempt)
                 if old not in renumbered:
-                    renumbered[old] = attempts.get(key, 0) + 1
-                    attempts[key] = renumbered[old]
+                    renumbered[old] = attempts.next(key)
                 outcome.warnings += _merge_one(src, out, result, renumbered[old])
             _find_conflicts(src, results, final_by_source, outcome)
             outcome.merged += len(results)
@@ -114,7 +105,7 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
             platforms.update(r.platform for r in results)
             _copy_events(src, out)
             out.append_event("collected", source=str(src.path), results=len(results))
-        out.update_run(state="collected", platforms=sorted(platforms))
+        Recorder(out).state(RunState.COLLECTED, platforms=sorted(platforms))
         merged = out.read_results()
         write_summary(out, merged, [str(s.path) for s in opened], outcome)
         write_history(out, merged)

@@ -14,19 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, InfraError, StorageError
+from .errors import AtexError, ConfigError, InfraError, StorageError
 from .execute.executor import Executor, Limits, PhaseError, TestOutcome
 from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
+from .pool import MachinePool, PoolLimits
 from .progress import RunStatus
 from .provision import get_provisioner
+from .provision.base import Provisioner
 from .provision.local import LocalProvisioner, default_slots
+from .recorder import Recorder, RunState
 from .remote_tree import GitCache
-from .report.summary import final_results
 from .report.text import progress_note
 from .rundir import RunDir, now_iso
 from .schedule import Decision, History, Job, Next, Outcome, Scheduler, partition
-from .transport.base import TransportError
+from .transport.base import Transport, TransportError
 
 log = logging.getLogger("atex_ci")
 
@@ -59,6 +61,15 @@ class RunOptions:
     max_reruns: int = 0
     #: ``(index, count)``, 1-based: run only this share of the tests (``--shard I/N``).
     shard: tuple[int, int] | None = None
+    #: Provisioners this run reserves from itself, with how many machines each,
+    #: besides the machines recorded in the run directory. Each machine takes
+    #: tests the moment it is ready and is released when nothing is left for it.
+    sources: list[tuple[Provisioner, int]] = field(default_factory=list)
+    #: The machine budget: machines in all, failed setups (``--max-machines``...).
+    pool: PoolLimits = field(default_factory=PoolLimits)
+    #: Keep the machines recorded by ``atex-ci reserve`` when nothing is left
+    #: for them (for another ``run``); by default they are released at once.
+    keep_machines: bool = False
 
 
 @dataclass
@@ -120,35 +131,26 @@ class Orchestrator:
         self._running_tests: dict[str, tuple[str, float]] = {}
         self._failed = 0
         self._durations: list[float] = []
-        # Machines this run reserved itself are released as soon as they are done.
-        self._release_when_done = False
-        # A test run again in the same run directory gets the next attempt
-        # number; reporters keep the last attempt.
-        # Each selected instance of a test (tmt's serial number) counts its own.
-        self._attempts: dict[tuple[str, str, str, int | None], int] = {}
-        for r in rundir.read_results():
-            key = (r.platform, r.plan, r.test, r.serial_number)
-            self._attempts[key] = max(self._attempts.get(key, 0), r.attempt)
+        # The pool: machines this run reserved itself (released when done and
+        # at the end, whatever happens), reservations under way (task ->
+        # platform), which platforms have a provisioner that can replace a
+        # machine, and why a platform has no machine (a failed reservation).
+        self._reserved_here: dict[str, Machine] = {}
+        self._reservations: dict[asyncio.Task[None], str] = {}
+        self._replacer: dict[str, bool] = {}
+        self._no_machine_why: dict[str, str] = {}
+        # Results, events, machine records, attempt numbers and the run state.
+        self.recorder = Recorder(rundir)
 
     async def run(self) -> RunSummary:
         rundir = self.rundir
-        machines = [m for m in rundir.read_machines() if m.state != MachineState.RELEASED]
-        auto = False
-        if not machines:
-            slots = LocalProvisioner(rundir).reserve(self.options.local_slots or default_slots())
-            machines = [m async for m in slots]
-            rundir.write_machines(rundir.read_machines() + machines)
-            for m in machines:
-                rundir.append_event("machine_reserved", machine=m.id, provisioner=m.provisioner)
-            auto = True
-        self._release_when_done = auto
-        usable = [m for m in machines if m.state != MachineState.BROKEN]
-        if not usable:
-            raise InfraError(
-                f"every machine in {rundir.path / 'machines.json'} is broken; "
-                "reserve new ones with 'atex-ci reserve'"
-            )
-        platforms = sorted({m.platform for m in usable})
+        recorded = rundir.read_machines()
+        machines = [m for m in recorded if m.state == MachineState.READY]
+        sources = list(self.options.sources)
+        platforms = sorted({m.platform for m in machines} | {p.platform for p, _ in sources})
+        # Machines released by an earlier run: their platforms' tests may all
+        # be done already (``--resume``), or need new machines.
+        platforms = platforms or sorted({m.platform for m in recorded}) or ["default"]
         missing = [
             p
             for p in platforms
@@ -156,22 +158,45 @@ class Orchestrator:
         ]
         if missing:
             raise ConfigError(f"no tests were discovered for platform(s) {', '.join(missing)}")
+        scheduler = self._sched = self._scheduler(platforms)
+        if not machines and not sources and scheduler.pending():
+            if any(m.provisioner != LocalProvisioner.kind for m in recorded):
+                raise InfraError(
+                    f"no machine in {rundir.path / 'machines.json'} is ready (they broke, or "
+                    "were released when an earlier run no longer needed them); reserve new "
+                    "ones with 'atex-ci reserve' (or keep them with 'run --keep-machines')"
+                )
+            # Local slots cost nothing: new ones, as many per platform as before.
+            for platform in platforms:
+                before = sum(1 for m in recorded if m.platform == platform)
+                slots = self.options.local_slots or before or default_slots()
+                sources.append((LocalProvisioner(rundir, platform), slots))
         rundir.write_tests({p: self._platform_plans(p) for p in platforms})
-        rundir.update_run(state="running", platforms=platforms)
-        scheduler = self._scheduler(platforms)
+        self.recorder.state(RunState.RUNNING, platforms=platforms)
         self._total = len(scheduler.pending())
-        state = "crashed"  # unless we get to say otherwise
+        self._pool = MachinePool(rundir, self.options.pool)
+        self._pool.adopt(machines)
+        for platform in platforms:
+            # Whether a lost machine of this platform has a provisioner that
+            # can replace it (the budget is checked when it comes to that).
+            self._replacer[platform] = any(
+                p.platform == platform and p.can_replace() for p, _ in sources
+            ) or self._pool.replaceable([m for m in machines if m.platform == platform])
+        self._update_replaceable()
+        state = RunState.CRASHED  # unless we get to say otherwise
         failed = True
         # Owned here and cancelled in the finally below, whatever happens.
-        ticker = asyncio.create_task(self._tick_status(scheduler, len(usable)))
+        ticker = asyncio.create_task(self._tick_status(scheduler, len(machines) or 1))
         try:
-            tree_tar, remote_tars = await asyncio.to_thread(self._tars, platforms)
+            self._tree_tar, self._remote_tars = await asyncio.to_thread(self._tars, platforms)
             try:
                 async with asyncio.TaskGroup() as tg:
-                    for machine in usable:
-                        scheduler.add_machine(machine)
-                        remote_tar = remote_tars[machine.platform]
-                        tg.create_task(self._worker(machine, scheduler, tree_tar, remote_tar))
+                    self._tg = tg
+                    for machine in machines:
+                        self._start(machine)
+                    for provisioner, count in sources:
+                        self._reserve(provisioner, count)
+                    self._stop_reserving_if_done()
             except BaseExceptionGroup as group:
                 # The run directory could not be written (disk full, read-only,
                 # removed): the workers stopped (their tests were recorded as
@@ -183,24 +208,29 @@ class Orchestrator:
             for platform in platforms:
                 # A job queued again (a rerun, an infra retry) that found no
                 # machine keeps its last attempt's result: it says more.
+                why = self._no_machine_why.get(platform, "")
                 self._not_run(
                     [job for job in scheduler.no_machine_left(platform) if job.runs == 0],
-                    f"not run: no usable machine left for platform {platform}",
+                    f"not run: no usable machine left for platform {platform}"
+                    + (f" ({why})" if why else ""),
                     Status.ERROR,
                 )
-            state = "finished"
+            state = RunState.FINISHED
             failed = False
         except asyncio.CancelledError:
-            state = "interrupted"
+            state = RunState.INTERRUPTED
             raise
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-            if auto:
-                await asyncio.shield(self._release_all(machines))
+            # What this run reserved itself never outlives it.
+            await asyncio.shield(self._release_all(list(self._reserved_here.values())))
+            with contextlib.suppress(StorageError, ConfigError):
+                if all(m.state == MachineState.RELEASED for m in rundir.read_machines()):
+                    delete_keys(rundir)  # no machine is left that needs them
             try:
-                rundir.update_run(state=state)
+                self.recorder.state(state)
             except StorageError:
                 if not failed:
                     raise
@@ -208,6 +238,77 @@ class Orchestrator:
         return RunSummary(
             self.results, final=self._final(platforms), infra_failure=self._infra_failure
         )
+
+    # -- the pool: machines arriving, replaced, released ------------------------------
+
+    def _start(self, machine: Machine) -> None:
+        """Hand a ready machine to the scheduler and start its worker."""
+        self._sched.add_machine(machine)
+        self._tg.create_task(self._worker(machine))
+
+    def _reserve(
+        self, provisioner: Provisioner, count: int, replaces: Machine | None = None
+    ) -> None:
+        """Reserve ``count`` machines in the background; each starts taking
+        tests the moment it is ready."""
+        platform = provisioner.platform
+
+        def ready(machine: Machine) -> None:
+            self._reserved_here[machine.id] = machine
+            if replaces is not None:
+                self.recorder.machine_replaced(replaces, machine)
+                self.progress(f"atex-ci: machine {machine.id} replaces {replaces.id}")
+            self._start(machine)
+
+        async def reserve() -> None:
+            try:
+                await self._pool.reserve(provisioner, count, ready)
+            except StorageError:
+                raise
+            except Exception as exc:  # a provisioner's failure ends its reservation, not the run
+                why = str(exc) if isinstance(exc, AtexError) else f"{type(exc).__name__}: {exc}"
+                self._no_machine_why[platform] = why
+                self.recorder.reservation_failed(platform, why, replaces)
+                self.progress(f"atex-ci: reserving for platform {platform} failed: {why}")
+            finally:
+                self._reservations.pop(task, None)
+                self._update_replaceable()
+                self._changed()
+
+        task = self._tg.create_task(reserve())
+        self._reservations[task] = platform
+
+    def _update_replaceable(self) -> None:
+        """Tell the scheduler which platforms can still get a replacement."""
+        room = not self._pool.spent()
+        for platform, replacer in self._replacer.items():
+            self._sched.replacements(platform, room and replacer)
+
+    def _stop_reserving_if_done(self) -> None:
+        """Cancel reservations for platforms with nothing left to run (the
+        provisioner gives back what it had requested)."""
+        if not self._reservations:
+            return
+        busy = {job.platform for job in self._sched.running().values()}
+        for task, platform in list(self._reservations.items()):
+            if platform not in busy and not self._sched.wants_machine(platform):
+                task.cancel()
+
+    def _replace(self, machine: Machine) -> None:
+        """A machine went out of use: reserve another like it, if there is work
+        for it and the budget allows."""
+        platform = machine.platform
+        busy = any(job.platform == platform for job in self._sched.running().values())
+        if not self._sched.wants_machine(platform) and not busy:
+            return  # nothing a replacement could do
+        provisioner, why = self._pool.replacement(machine)
+        if provisioner is None:
+            self.recorder.machine_not_replaced(machine, why)
+            self.progress(f"atex-ci: machine {machine.id} is not replaced: {why}")
+            self._update_replaceable()
+            self._changed()
+            return
+        self._reserve(provisioner, 1, replaces=machine)
 
     async def _tick_status(self, scheduler: Scheduler, machines: int) -> None:
         """Hand ``options.status`` a summary every ``status_interval`` seconds."""
@@ -263,11 +364,7 @@ class Orchestrator:
             for platform in platforms
             for t in self._platform_tests(platform)
         }
-        return [
-            r
-            for r in final_results(self.rundir.read_results())
-            if (r.platform, r.plan, r.test) in selected
-        ]
+        return [r for r in self.recorder.final(selected)]
 
     def _tars(self, platforms: list[str]) -> tuple[bytes, dict[str, bytes]]:
         """The fmf tree (with remote trees and libraries), and per platform the
@@ -298,10 +395,10 @@ class Orchestrator:
         event, self._state_changed = self._state_changed, asyncio.Event()
         event.set()
 
-    async def _worker(
-        self, machine: Machine, scheduler: Scheduler, tree_tar: bytes, remote_tar: bytes
-    ) -> None:
-        provisioner = get_provisioner(machine.provisioner, self.rundir)
+    async def _worker(self, machine: Machine) -> None:
+        """Run tests on ``machine`` until the scheduler has none left for it or
+        it goes out of use; then release or replace it."""
+        provisioner = self._pool.provisioner(machine)
         transport = provisioner.transport(machine)
         executor = Executor(
             transport,
@@ -310,51 +407,8 @@ class Orchestrator:
             base=provisioner.work_dir(machine, self.run_id),
             limits=self.options.limits,
         )
-        done = False
         try:
-            try:
-                await transport.connect()
-                if machine.host_key is None and transport.host_key:
-                    machine.host_key = transport.host_key
-                    self.rundir.update_machine(machine)
-                await executor.setup(tree_tar, remote_tar, self._platform_tests(machine.platform))
-            except TransportError as exc:
-                self._machine_broken(machine, scheduler, f"setup failed: {exc}")
-                return
-            self.rundir.append_event("machine_ready", machine=machine.id)
-            previous: Job | None = None
-            while True:
-                # A connection that dropped between tests (a network blip, a
-                # machine rebooted from outside) is re-established here, before
-                # a test is taken: a test is never handed to a machine that
-                # cannot be reached.
-                try:
-                    await transport.connect()
-                except TransportError as exc:
-                    self._machine_broken(machine, scheduler, f"unreachable: {exc}")
-                    return
-                # Taken before asking, so a change made while we decide to
-                # wait is never missed.
-                changed = self._state_changed
-                answer = scheduler.next_test(machine, previous)
-                if answer is Next.WAIT:
-                    await changed.wait()
-                    continue
-                if answer is Next.DONE:
-                    break
-                job = answer
-                executed, setup_failed = await self._run_one(executor, machine, job)
-                decision = scheduler.test_finished(
-                    machine, job, self._outcome(executed, setup_failed)
-                )
-                self._after(machine, job, decision, executed)
-                previous = job
-                if not decision.keep_machine:
-                    self._machine_broken(machine, scheduler, decision.why)
-                    return
-                self._changed()
-            await self._finish(executor, machine)
-            done = True
+            done = await self._serve(machine, transport, executor)
         finally:
             self._changed()  # a machine fewer: waiting workers look again
             # Whatever the run's tests and prepare scripts left running on the
@@ -363,23 +417,80 @@ class Orchestrator:
                 await asyncio.shield(executor.cleanup(CLEANUP_TIMEOUT))
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(transport.close(), 10))
-        if done and self._release_when_done:
-            # Nothing is left for it: a machine this run reserved goes back now,
-            # not when the last test of the long tail ends.
-            await asyncio.shield(release_machine(self.rundir, machine))
+        # Not reached when cancelled: the run's clean-up releases what it reserved.
+        if done:
+            # Nothing is left for it: it goes back now, not when the last test
+            # of the long tail ends (unless it was reserved for more runs).
+            if machine.id in self._reserved_here or not self.options.keep_machines:
+                await asyncio.shield(self._release(machine))
+        else:
+            self._replace(machine)
+            if machine.id in self._reserved_here:
+                # A broken machine this run reserved costs money as well.
+                await asyncio.shield(self._release(machine))
+        self._stop_reserving_if_done()
+
+    async def _serve(self, machine: Machine, transport: Transport, executor: Executor) -> bool:
+        """The worker's loop; False when the machine went out of use."""
+        scheduler = self._sched
+        try:
+            await transport.connect()
+            if machine.host_key is None and transport.host_key:
+                machine.host_key = transport.host_key
+                self.recorder.machine_changed(machine)
+            await executor.setup(
+                self._tree_tar,
+                self._remote_tars[machine.platform],
+                self._platform_tests(machine.platform),
+            )
+        except TransportError as exc:
+            self._pool.setup_failed()
+            self._machine_broken(machine, scheduler, f"setup failed: {exc}")
+            return False
+        self.recorder.machine_ready(machine)
+        previous: Job | None = None
+        while True:
+            # A connection that dropped between tests (a network blip, a
+            # machine rebooted from outside) is re-established here, before
+            # a test is taken: a test is never handed to a machine that
+            # cannot be reached.
+            try:
+                await transport.connect()
+            except TransportError as exc:
+                self._machine_broken(machine, scheduler, f"unreachable: {exc}")
+                return False
+            # Taken before asking, so a change made while we decide to
+            # wait is never missed.
+            changed = self._state_changed
+            answer = scheduler.next_test(machine, previous)
+            if answer is Next.WAIT:
+                await changed.wait()
+                continue
+            if answer is Next.DONE:
+                break
+            job = answer
+            executed, setup_failed = await self._run_one(executor, machine, job)
+            if setup_failed:
+                self._pool.setup_failed()
+            decision = scheduler.test_finished(machine, job, self._outcome(executed, setup_failed))
+            self._after(machine, job, decision, executed)
+            previous = job
+            if not decision.keep_machine:
+                self._machine_broken(machine, scheduler, decision.why)
+                return False
+            self._changed()
+        await self._finish(executor, machine)
+        return True
 
     @staticmethod
     def _outcome(executed: TestOutcome, setup_failed: bool) -> Outcome:
         """The facts the scheduler decides on, from what the executor reported."""
         own = next((r for r in executed.results if r.name is None), None)
-        timed_out = own is not None and own.reason is Reason.TIMEOUT
         return Outcome.from_result(
             own,
-            timed_out=timed_out,
+            timed_out=own is not None and own.reason is Reason.TIMEOUT,
             setup_failed=setup_failed,
-            # The executor flags a machine it can no longer trust; a timeout
-            # is the scheduler's to judge (it knows local slots from hosts).
-            machine_lost=not executed.machine_ok and not timed_out and not setup_failed,
+            machine_lost=executed.machine_lost,
             aborted=executed.abort,
         )
 
@@ -395,14 +506,7 @@ class Orchestrator:
             )
         if decision.rerun:
             self._total += 1
-            self.rundir.append_event(
-                "test_requeued",
-                test=test.name,
-                plan=test.plan,
-                platform=job.platform,
-                machine=machine.id,
-                note=decision.why,
-            )
+            self.recorder.test_requeued(test, job.platform, machine, decision.why)
             self.progress(f"atex-ci: again  {test.name} ({decision.why})")
 
     async def _run_one(
@@ -419,7 +523,7 @@ class Orchestrator:
                 plan=test.plan,
                 platform=machine.platform,
                 status=Status.ERROR,
-                attempt=self._next_attempt(machine.platform, test),
+                attempt=self.recorder.next_attempt(machine.platform, test),
                 machine=machine.id,
                 start=now_iso(),
                 end=now_iso(),
@@ -428,22 +532,17 @@ class Orchestrator:
                 reason=Reason.INFRA,
                 serial_number=test.serial_number,
             )
-            self.rundir.append_result(result)
+            self.recorder.result(result)
             self._record(test, machine, [result])
-            return TestOutcome([result], machine_ok=False), True
-        self.rundir.append_event("test_started", test=test.name, plan=test.plan, machine=machine.id)
+            return TestOutcome([result]), True
+        self.recorder.test_started(test, machine)
         self._running_tests[machine.id] = (test.name, asyncio.get_running_loop().time())
         if self.options.show_starts:
             self.progress(f"atex-ci: start  {test.name} on {machine.id}")
-        attempt = self._next_attempt(machine.platform, test)
+        attempt = self.recorder.next_attempt(machine.platform, test)
         outcome = await executor.run_test(test, plan, platform=machine.platform, attempt=attempt)
         self._record(test, machine, outcome.results)
         return outcome, False
-
-    def _next_attempt(self, platform: str, test: Test) -> int:
-        key = (platform, test.plan, test.name, test.serial_number)
-        self._attempts[key] = self._attempts.get(key, 0) + 1
-        return self._attempts[key]
 
     def _record(self, test: Test, machine: Machine, results: list[Result]) -> None:
         self.results.extend(results)
@@ -453,13 +552,7 @@ class Orchestrator:
         if own is not None:
             self._failed += own.status.is_failure
             self._durations.append(own.duration or 0.0)
-        self.rundir.append_event(
-            "test_finished",
-            test=test.name,
-            plan=test.plan,
-            machine=machine.id,
-            status=str(own.status) if own else None,
-        )
+        self.recorder.test_finished(test, machine, str(own.status) if own else None)
         if own is not None:
             note = f" - {progress_note(own.note)}" if own.note and own.status.is_failure else ""
             self.progress(
@@ -474,15 +567,13 @@ class Orchestrator:
                     await executor.finish_plan(plan)
             except (PhaseError, TransportError, TimeoutError) as exc:
                 self.progress(f"atex-ci: finish of plan {plan.name} failed on {machine.id}: {exc}")
-                self.rundir.append_event(
+                self.recorder.event(
                     "finish_failed", machine=machine.id, plan=plan.name, note=str(exc)
                 )
 
     def _machine_broken(self, machine: Machine, scheduler: Scheduler, why: str) -> None:
         scheduler.machine_lost(machine)
-        machine.state = MachineState.BROKEN
-        self.rundir.update_machine(machine)
-        self.rundir.append_event("machine_broken", machine=machine.id, note=why)
+        self.recorder.machine_broken(machine, why)
         self.progress(f"atex-ci: machine {machine.id} is out of use: {why}")
 
     def _not_run(self, jobs: list[Job], note: str, status: Status) -> None:
@@ -496,21 +587,30 @@ class Orchestrator:
                 plan=test.plan,
                 platform=platform,
                 status=status,
-                attempt=self._next_attempt(platform, test),
+                attempt=self.recorder.next_attempt(platform, test),
                 note=note,
                 reason=Reason.INFRA if status is Status.ERROR else None,
                 serial_number=test.serial_number,
             )
-            self.rundir.append_result(result)
+            self.recorder.result(result)
             self.results.append(result)
             self._done += 1
 
+    async def _release(self, machine: Machine) -> None:
+        try:
+            provisioner = self._pool.provisioner(machine)
+        except ConfigError as exc:
+            log.warning("releasing %s: %s", machine.id, exc)
+            return
+        await release_machine(self.rundir, machine, provisioner)
+
     async def _release_all(self, machines: list[Machine]) -> None:
-        for machine in machines:
-            await release_machine(self.rundir, machine)
+        await asyncio.gather(*(self._release(m) for m in machines))
 
 
-async def release_machine(rundir: RunDir, machine: Machine) -> bool:
+async def release_machine(
+    rundir: RunDir, machine: Machine, provisioner: Provisioner | None = None
+) -> bool:
     """Release one machine through its provisioner and record it; never raises.
 
     Returns False (and logs why) when the machine may still be held, e.g. a
@@ -522,17 +622,27 @@ async def release_machine(rundir: RunDir, machine: Machine) -> bool:
     if machine.state == MachineState.RELEASED:
         return True
     try:
-        provisioner = get_provisioner(machine.provisioner, rundir)
+        provisioner = provisioner or get_provisioner(machine.provisioner, rundir)
         await provisioner.release(machine)
     except (ConfigError, OSError, InfraError) as exc:
         log.warning("releasing %s: %s", machine.id, exc)
         return False
     try:
-        rundir.update_machine(machine)
-        rundir.append_event("machine_released", machine=machine.id)
+        Recorder(rundir).machine_released(machine)
     except (StorageError, ConfigError) as exc:
         log.warning("released %s, but could not record it: %s", machine.id, exc)
     return True
+
+
+def delete_keys(rundir: RunDir) -> None:
+    """Delete the run's private keys (keys/): call it once no machine needs them."""
+    keys = rundir.path / "keys"
+    if keys.is_dir():
+        for key in keys.iterdir():
+            with contextlib.suppress(OSError):
+                key.unlink()
+        with contextlib.suppress(OSError):
+            keys.rmdir()
 
 
 def _first(
@@ -556,13 +666,7 @@ async def release_all(rundir: RunDir) -> list[Machine]:
     """
     machines = rundir.read_machines()
     released = await asyncio.gather(*(release_machine(rundir, m) for m in machines))
-    keys = rundir.path / "keys"
-    if keys.is_dir():
-        for key in keys.iterdir():
-            with contextlib.suppress(OSError):
-                key.unlink()
-        with contextlib.suppress(OSError):
-            keys.rmdir()
+    delete_keys(rundir)
     held = [m.id for m, ok in zip(machines, released, strict=True) if not ok]
     if held:
         raise InfraError(
@@ -585,7 +689,7 @@ def _check_controller_tools(plans: list[Plan]) -> None:
 
 
 async def run_tests(
-    run_dir: str | Path,
+    run_dir: str | Path | RunDir,
     fmf_root: str | Path = ".",
     plans: list[str] | tuple[str, ...] = (),
     context: dict[str, str] | None = None,
@@ -593,6 +697,7 @@ async def run_tests(
     discovered: list[Plan] | None = None,
     git: GitCache | None = None,
     platform_context: dict[str, dict[str, str]] | None = None,
+    on_locked: Callable[[RunDir], None] | None = None,
 ) -> RunSummary:
     """Discover and run tests on the machines of ``run_dir`` (local slots if none).
 
@@ -603,7 +708,9 @@ async def run_tests(
     ``platform_context`` adds context dimensions for one platform's machines
     (``{"c9s": {"distro": "centos-stream-9"}}``): that platform's tests are
     discovered with ``context`` plus these. beakerlib libraries are fetched
-    here. Raises ConfigError (bad input) or InfraError.
+    here. ``on_locked`` is called with the run directory once its lock is
+    held, before anything runs (to record what the run reserves from).
+    Raises ConfigError (bad input) or InfraError.
     """
     from .discover import discover
     from .libraries import LibraryResolver
@@ -615,8 +722,10 @@ async def run_tests(
     def discover_for(extra: dict[str, str]) -> list[Plan]:
         return discover(root, list(plans), {**base, **extra}, git=git)
 
-    rundir = RunDir.open_or_create(run_dir)
+    rundir = run_dir if isinstance(run_dir, RunDir) else RunDir.open_or_create(run_dir)
     with rundir.locked():
+        if on_locked is not None:
+            on_locked(rundir)
         to_run: list[Plan] | dict[str, list[Plan]]
         if platform_context:
             platforms = sorted(

@@ -211,6 +211,8 @@ class Scheduler:
             self._queues.setdefault(job.platform, deque()).append(job)
         self._machines: dict[str, Machine] = {}
         self._running: dict[str, Job] = {}
+        # Platforms whose lost machines can still be replaced (set by the caller).
+        self._replaceable: set[str] = set()
 
     # -- hooks: override these for a policy of your own ------------------------
 
@@ -266,11 +268,14 @@ class Scheduler:
         """Whether ``job``, still running, may be queued again after it ends.
 
         While one may, free machines of its platform wait instead of leaving,
-        so that a rerun or the retry of a test whose machine was lost finds
-        another machine. Default: it has reruns or infra retries left. (A
-        policy that replaces lost machines may let idle ones go sooner.)
+        so that a rerun finds another machine, and the retry of a test whose
+        machine was lost finds one at all. Default: it has reruns left, or it
+        has infra retries left and a lost machine of its platform could not
+        be replaced (``replacements``).
         """
-        return job.reruns < self.max_reruns or job.infra_retries < self.max_infra_retries
+        if job.reruns < self.max_reruns:
+            return True
+        return job.infra_retries < self.max_infra_retries and job.platform not in self._replaceable
 
     # -- the protocol ------------------------------------------------------------
 
@@ -374,6 +379,15 @@ class Scheduler:
                 (dropped if instance in done or old_style in done else kept).append(job)
             self._queues[platform] = kept
         return dropped
+
+    def replacements(self, platform: str, possible: bool) -> None:
+        """Say whether a lost machine of ``platform`` can still be replaced
+        (the run's machine budget); free machines then need not wait for a
+        retry that a replacement can take."""
+        if possible:
+            self._replaceable.add(platform)
+        else:
+            self._replaceable.discard(platform)
 
     def wants_machine(self, platform: str) -> bool:
         """Whether a new machine of ``platform`` would get work (to replace a lost one)."""

@@ -438,7 +438,7 @@ def test_kill9_then_resume_and_release_end_everything_on_a_host(tmp_path, ssh_ho
     assert len(before) == 2
     # --resume starts by ending what the killed run left on the machine, then
     # runs the test again (this time it ends at once).
-    resumed = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume")
+    resumed = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume", "--keep-machines")
     assert resumed.returncode == 0, resumed.stderr
     assert own_results(run)["/tests/stuck"]["status"] == "pass"
     assert on_host() == []

@@ -299,6 +299,7 @@ def test_one_provisioner_class_per_run_directory(tmp_path):
     assert json.loads((run / "run.json").read_text())["provisioner"] == {
         "kind": "empty_provisioners:Nothing",
         "options": {},
+        "platform": "default",
     }
     second = atex("reserve", "-d", str(run), "--provisioner", "empty_provisioners:Other", **env)
     assert second.returncode == 2

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from atex_ci.provision.testingfarm import (
 from atex_ci.rundir import RunDir
 from tests.tf_fake import FakeTestingFarm
 
-from .treeutil import make_tree, own_results
+from .treeutil import make_tree, own_results, shared_dir
 
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOdd6E3i9h2z8B3M0x7oP8UuHcD2Yc0p3Q6T2g7sSgLb"
 
@@ -506,6 +507,44 @@ def test_cli_reserve_three_run_release(tmp_path, ssh_hosts):
     for name, data in everything_written(run, *outputs, released.stderr):
         assert fake.token.encode() not in data, name
         assert b"hunter2-secret" not in data, name
+
+
+def test_cli_run_reserves_its_own_and_starts_before_every_guest_is_ready(tmp_path, ssh_host):
+    """run --provisioner: the tests start on the first guest while the second
+    request is still queued (one host: it stays queued); once nothing is left,
+    that request is cancelled and the guest released."""
+    run = tmp_path / "run"
+    with shared_dir() as shared:
+        gate = f"until [ -e {shared}/go ]; do sleep 0.01; done"
+        tree = make_tree(tmp_path / "tree", {f"t{i}": {"test": gate} for i in range(3)})
+        with FakeTestingFarm([ssh_host]) as fake:
+
+            def open_gate() -> None:
+                # Once both requests exist, one of them necessarily still queued.
+                fake.wait_for(lambda: len(fake.requests) == 2, timeout=120)
+                (shared / "go").touch()
+
+            opener = threading.Thread(target=open_gate)
+            opener.start()
+            try:
+                ran = cli(
+                    fake, "run", "-d", str(run), "--fmf-root", str(tree),
+                    "--provisioner", "testing-farm", "--compose", "X", "--count", "2",
+                )  # fmt: skip
+            finally:
+                (shared / "go").touch()
+                opener.join()
+            assert ran.returncode == 0, ran.stderr
+            assert sorted(fake.deleted()) == sorted(fake.requests)
+            assert sorted(fake.states().values()) == ["canceled", "canceled"]
+    own = own_results(run)
+    assert {r["status"] for r in own.values()} == {"pass"}
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert [m["state"] for m in machines] == ["released"]
+    assert {r["machine"] for r in own.values()} == {machines[0]["id"]}
+    run_json = json.loads((run / "run.json").read_text())
+    assert run_json["provisioner"]["options"]["compose"] == "X"
+    assert not (run / "keys").exists() or list((run / "keys").iterdir()) == []
 
 
 def test_cli_sigterm_while_queued_cancels_every_request(tmp_path, ssh_host):

@@ -310,12 +310,21 @@ def test_reserve_local_then_run_uses_those_slots(tmp_path):
     tree = make_tree(tmp_path / "tree", tests)
     run = tmp_path / "run"
     assert atex("reserve", "-d", str(run), "--local", "2").returncode == 0
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--keep-machines")
+    assert proc.returncode == 0, proc.stderr
+    assert {r["machine"] for r in results(run)} == {"local-1", "local-2"}
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert {m["state"] for m in machines} == {"ready"}  # kept for another run
     proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
     assert proc.returncode == 0, proc.stderr
     assert {r["machine"] for r in results(run)} == {"local-1", "local-2"}
     machines = json.loads((run / "machines.json").read_text())["machines"]
-    assert {m["state"] for m in machines} == {"ready"}  # reserved by the user: kept
-    assert atex("release", "-d", str(run)).returncode == 0
+    assert {m["state"] for m in machines} == {"released"}  # released when done
+    events = [json.loads(line)["event"] for line in (run / "events.jsonl").open()]
+    assert events.count("machine_released") == 2
+    assert atex("release", "-d", str(run)).returncode == 0  # nothing left: skips them
+    events = [json.loads(line)["event"] for line in (run / "events.jsonl").open()]
+    assert events.count("machine_released") == 2
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert {m["state"] for m in machines} == {"released"}
 
@@ -499,13 +508,25 @@ def test_prepare_failure_is_the_latest_attempt(tmp_path):
     make_tree(
         tree, {"ok": {"test": "true"}}, plan={"prepare": {"how": "shell", "script": "exit 1"}}
     )
-    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    args = ("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    proc = atex(*args, "--max-failed-setups", "1")
     assert proc.returncode == 3, proc.stderr
     latest = max(results(run), key=lambda r: r["attempt"])
     assert (latest["attempt"], latest["status"], latest["reason"]) == (3, "error", "infra")
     assert "prepare failed" in latest["note"]
     atex("report", "-d", str(run))
     assert "prepare failed" in (run / "summary.md").read_text()
+    # By default the slot is replaced and the test retried there, twice.
+    proc = atex(*args)
+    assert proc.returncode == 3, proc.stderr
+    latest = max(results(run), key=lambda r: r["attempt"])
+    assert (latest["attempt"], latest["status"], latest["reason"]) == (6, "error", "infra")
+    events = [json.loads(line) for line in (run / "events.jsonl").open()]
+    replaced = [
+        (e["machine"], e["replacement"]) for e in events if e["event"] == "machine_replaced"
+    ]
+    assert len(replaced) == 2
+    assert replaced[1][0] == replaced[0][1]  # the replacement's own replacement
 
 
 def test_resume_exit_code_counts_earlier_failures(tmp_path):

@@ -200,7 +200,11 @@ def test_machine_killed_mid_test_is_run_again_on_another(tmp_path, ssh_hosts):
     machines = json.loads((run / "machines.json").read_text())["machines"]
     states = {m["host"]: m["state"] for m in machines}
     assert states[doomed.address] == "broken"
-    assert states[survivor.address] == "ready"
+    assert states[survivor.address] == "released"  # as soon as nothing was left for it
+    # Static hosts have no stand-in: the survivor took the retry.
+    assert [e["machine"] for e in events if e["event"] == "machine_not_replaced"] == [
+        attempts[0]["machine"]
+    ]
 
 
 def test_timeout_with_sigterm_ignored_discards_machine(tmp_path, ssh_hosts):
@@ -373,12 +377,18 @@ def test_release_removes_the_work_directory(tmp_path, ssh_host):
     run = tmp_path / "run"
     reserve(run, [ssh_host])
     tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}})
-    assert run_tree(run, tree).returncode == 0
+    assert run_tree(run, tree, "--keep-machines").returncode == 0
     run_id = json.loads((run / "run.json").read_text())["id"]
     work = Path(f"/proc/{ssh_host.init_pid}/root/var/tmp/atex-ci/{run_id}")
-    assert work.is_dir()
+    assert work.is_dir()  # kept for another run
     assert atex("release", "-d", str(run)).returncode == 0
     assert not work.exists()
+    # Without --keep-machines, the run releases the host itself when it is done.
+    run = tmp_path / "run2"
+    reserve(run, [ssh_host])
+    assert run_tree(run, tree).returncode == 0
+    run_id = json.loads((run / "run.json").read_text())["id"]
+    assert not Path(f"/proc/{ssh_host.init_pid}/root/var/tmp/atex-ci/{run_id}").exists()
 
 
 def test_local_slots_and_hosts_share_one_queue(tmp_path, ssh_host):

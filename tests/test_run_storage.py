@@ -131,7 +131,7 @@ def test_release_of_hosts_works_with_a_damaged_run_json(tmp_path, ssh_host):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}})
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree), "--keep-machines").returncode == 0
     run_id = json.loads((run / "run.json").read_text())["id"]
     work = Path(f"/proc/{ssh_host.init_pid}/root/var/tmp/atex-ci/{run_id}")
     assert work.is_dir()

@@ -154,7 +154,7 @@ def test_libraries_remote_trees_shell_and_script_on_hosts(tmp_path, ssh_hosts, o
     )
     run = tmp_path / "run"
     reserve(run, ssh_hosts(2))
-    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--keep-machines")
     assert proc.returncode == 1, proc.stderr  # one test's library needs a missing package
     own = [(r["plan"], r["test"], r["status"]) for r in results(run) if r["name"] is None]
     assert sorted(own) == [
@@ -232,7 +232,16 @@ execute:
     )
     run = tmp_path / "run"
     reserve(run, [ssh_host])
-    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--plan", "/plans/ansible")
+    proc = atex(
+        "run",
+        "-d",
+        str(run),
+        "--fmf-root",
+        str(tree),
+        "--plan",
+        "/plans/ansible",
+        "--keep-machines",
+    )
     assert proc.returncode == 0, proc.stderr
     proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--plan", "/plans/copr")
     assert proc.returncode == 3, proc.stderr

@@ -301,18 +301,18 @@ class _TestRun:
         start = time.monotonic()
         self.deadline = Deadline(self._now(), self.test.duration)
         failure: tuple[Reason, str] | None = None
-        machine_ok = True
+        machine_lost = False
         cancelled: asyncio.CancelledError | None = None
         storage: StorageError | None = None
         try:
             # Creating directories and files can take milliseconds on a busy
             # disk: do it off the event loop, which serves every other machine.
             await asyncio.to_thread(self.sink.open)
-            failure, machine_ok = await self._requirements()
+            failure, machine_lost = await self._requirements()
             if failure is None:
-                failure, machine_ok = await self._boot_loop()
+                failure, machine_lost = await self._boot_loop()
             self.sink.close_file()
-            failure = await self._finish_test_data(failure, machine_ok)
+            failure = await self._finish_test_data(failure, machine_lost)
         except asyncio.CancelledError as exc:
             cancelled = exc
             failure = (Reason.INTERRUPTED, "the run was interrupted")
@@ -321,13 +321,13 @@ class _TestRun:
             # this test's fault, and no later test could be recorded either.
             storage = exc
             failure = (Reason.INFRA, str(exc))
-            machine_ok = False
+            machine_lost = True
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
         except Exception as exc:
             self._internal_error(exc)
             failure = (Reason.INFRA, f"internal error in atex-ci: {type(exc).__name__}: {exc}")
-            machine_ok = False
+            machine_lost = True
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
         finally:
@@ -335,7 +335,6 @@ class _TestRun:
         duration = time.monotonic() - start
         if cancelled is not None:
             outcome = self._safe_results(failure, start_wall, duration)
-            outcome.machine_ok = False
             # Written at once, before the (possibly slow) kill, so a crash or a
             # second Ctrl-C that ends atex-ci at once loses nothing.
             with contextlib.suppress(StorageError):
@@ -346,7 +345,7 @@ class _TestRun:
         # Reading results.yaml, walking TMT_TEST_DATA and fsync can take a
         # while: keep the event loop (other machines) going.
         outcome = await asyncio.to_thread(self._safe_results, failure, start_wall, duration)
-        outcome.machine_ok = outcome.machine_ok and machine_ok
+        outcome.machine_lost = machine_lost
         await asyncio.to_thread(self._append_results, outcome.results)
         if storage is not None:
             raise storage
@@ -390,10 +389,10 @@ class _TestRun:
             await self.ex.install(self.test.require, missing_ok=False, what="require")
             await self.ex.install(self.test.recommend, missing_ok=True, what="recommend")
         except PhaseError as exc:
-            return (Reason.TEST, str(exc)), True
+            return (Reason.TEST, str(exc)), False
         except TransportError as exc:
-            return (Reason.INFRA, f"machine lost while installing requirements: {exc}"), False
-        return None, True
+            return (Reason.INFRA, f"machine lost while installing requirements: {exc}"), True
+        return None, False
 
     async def _boot_loop(self) -> tuple[tuple[Reason, str] | None, bool]:
         """Run the test, again after each reboot it asks for, until it ends."""
@@ -428,47 +427,47 @@ class _TestRun:
                         "a process the test left running kept its output open after the test "
                         "ended (it dropped ATEX_CI_OWNER from its environment, see "
                         "docs/test-limits.md)",
-                    ), True
+                    ), False
                 if self.archive_started:
                     return (
                         Reason.TEST,
                         "the test's files (TMT_TEST_DATA) did not arrive in "
                         f"{_fmt_seconds(self._data_timeout())}",
-                    ), True
-                # A machine where a test hung may be in any state: flag it so
-                # the scheduler discards it. A local slot is this host, and
-                # killing the test's process group is all there is to do.
+                    ), False
+                # Whether a machine where a test hung can take more tests is
+                # the scheduler's call (a local slot can; a host may be in any
+                # state): the outcome says it timed out, nothing more.
                 return (
                     Reason.TIMEOUT,
                     f"timeout: ran past its duration of {_fmt_seconds(self.test.duration)}",
-                ), not self.transport.supports_reboot
+                ), False
             except ControlError as exc:
                 await self._kill(CLEANUP_TIMEOUT)
-                return (Reason.TEST, f"test-control protocol violation: {exc}"), True
+                return (Reason.TEST, f"test-control protocol violation: {exc}"), False
             except TestError as exc:
                 await self._kill(CLEANUP_TIMEOUT)
-                return (Reason.TEST, str(exc)), True
+                return (Reason.TEST, str(exc)), False
             except NotStartedError as exc:
                 # The connection died while the machine was idle (noticed only
                 # now): nothing ran, so reconnect once and start the test.
                 if reconnected:
-                    return (Reason.INFRA, f"cannot start the test: {exc}"), False
+                    return (Reason.INFRA, f"cannot start the test: {exc}"), True
                 reconnected = True
                 try:
                     await self.transport.reconnect(min(RECONNECT_TIMEOUT, self._remaining()))
                 except TransportError as again:
-                    return (Reason.INFRA, f"machine unreachable: {again}"), False
+                    return (Reason.INFRA, f"machine unreachable: {again}"), True
                 continue
             except TransportError as exc:
-                return (Reason.INFRA, f"connection to the machine lost: {exc}"), False
+                return (Reason.INFRA, f"connection to the machine lost: {exc}"), True
             finally:
                 self.timeout_cm = None
             if self.exit_code is None:
                 return (
                     Reason.INFRA,
                     "the test wrapper ended without reporting an exit code",
-                ), False
-            return None, True
+                ), True
+            return None, False
 
     def _data_timeout(self) -> float:
         """Time allowed to fetch a test's files: a floor plus 10 MB/s of the cap."""
@@ -482,7 +481,7 @@ class _TestRun:
     ) -> tuple[tuple[Reason, str], bool] | None:
         """After ``disconnect``: wait for the machine to go down and come back.
 
-        Returns None when the test can start again, else (failure, machine_ok).
+        Returns None when the test can start again, else (failure, machine_lost).
         """
         if not self.transport.supports_reboot:
             # A local slot cannot reboot: end the test's processes before they
@@ -494,7 +493,7 @@ class _TestRun:
             failed = await self._wait_down_or_failed(loop)
             if failed is not None:
                 await self._kill(CLEANUP_TIMEOUT)
-                return (Reason.TEST, f"the reboot command failed (exit {failed})"), True
+                return (Reason.TEST, f"the reboot command failed (exit {failed})"), False
             remaining = self.deadline.at - loop.time()
             if remaining <= 0:
                 return (Reason.TIMEOUT, "timeout: ran past its duration while rebooting"), False
@@ -507,7 +506,7 @@ class _TestRun:
         except TransportError as exc:
             if loop.time() >= self.deadline.at:
                 return (Reason.TIMEOUT, "timeout: ran past its duration while rebooting"), False
-            return (Reason.INFRA, f"the machine did not come back after a reboot: {exc}"), False
+            return (Reason.INFRA, f"the machine did not come back after a reboot: {exc}"), True
         return None
 
     async def _wait_down_or_failed(self, loop: asyncio.AbstractEventLoop) -> str | None:
@@ -649,7 +648,7 @@ class _TestRun:
     # -- after the test ------------------------------------------------------------
 
     async def _finish_test_data(
-        self, failure: tuple[Reason, str] | None, machine_ok: bool
+        self, failure: tuple[Reason, str] | None, machine_lost: bool
     ) -> tuple[Reason, str] | None:
         """Unpack the TMT_TEST_DATA archive the wrapper sent, or fetch the files
         of a test cut short; returns the test's failure (or a new one)."""
@@ -667,7 +666,7 @@ class _TestRun:
                 # Sent only in part (a cap or the time ran out while it came):
                 # an archive cut in the middle is no data, remove it.
                 await asyncio.to_thread(archive.unlink, True)
-        elif machine_ok or failure[0] is Reason.TIMEOUT:
+        elif not machine_lost:
             # The wrapper sends TMT_TEST_DATA itself when the test ends; a
             # test cut short (timeout, violation, cap) never got that far.
             await self._collect_test_data()  # the test's failure is the one to report

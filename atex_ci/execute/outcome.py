@@ -32,11 +32,16 @@ MAX_NOTE = 1024 * 1024
 
 @dataclass
 class TestOutcome:
-    """What happened to one test run: its results and the machine's fate."""
+    """What happened to one test run, as facts: its results, whether the
+    machine was lost, whether the test aborted its plan. What follows (keep
+    the machine, run the test again) is the scheduler's decision."""
 
     results: list[Result]
-    #: False when the machine must not run more tests (lost, timed out, broken).
-    machine_ok: bool = True
+    #: The machine was lost while the test ran (connection gone, not back after
+    #: a reboot), or atex-ci cannot tell what state the test left it in (the
+    #: wrapper vanished, an internal error). A timeout alone is not a loss:
+    #: the results say it timed out.
+    machine_lost: bool = False
     #: The test asked to abort the rest of its plan (tmt-abort).
     abort: bool = False
 

@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..model import Machine
 from ..plugins import load_class
+from ..recorder import Recorder
 from ..rundir import RunDir
 from .base import Provisioner
 
@@ -48,22 +49,36 @@ def provisioner_kind(provisioner: Provisioner) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def get_provisioner(kind: str, rundir: RunDir) -> Provisioner:
+def get_provisioner(kind: str, rundir: RunDir, platform: str | None = None) -> Provisioner:
     """The provisioner that manages machines recorded with ``provisioner: kind``.
 
     A provisioner of your own is built as ``Class(rundir, **options)`` with the
     options ``reserve --provisioner ... -o KEY=VALUE`` recorded in run.json.
+    Testing Farm gets its recorded options (compose, arch...) only for the
+    ``platform`` they were recorded for (a replacement asks for the same
+    machine), and none when the reservation had variables or secrets, which
+    are never recorded (its machines can then be released, not replaced).
     """
     cls = provisioner_class(kind)
     options: dict[str, Any] = {}
-    if kind not in BUILTIN:
-        recorded = rundir.read_run().get("provisioner")
-        if isinstance(recorded, dict) and recorded.get("kind") == kind:
+    if kind not in BUILTIN or platform is not None:  # run.json may be damaged: read on need
+        found = rundir.read_run().get("provisioner")
+        recorded: dict[str, Any] = found if isinstance(found, dict) else {}
+        if recorded.get("kind") == kind and (
+            kind not in BUILTIN
+            or (
+                recorded.get("platform", "default") == platform
+                and recorded.get("replaceable", True)
+            )
+        ):
             options = dict(recorded.get("options") or {})
     try:
-        return cls(rundir, **options)
+        provisioner = cls(rundir, **options)
     except TypeError as exc:
         raise ConfigError(f"cannot create provisioner {kind}: {exc}") from None
+    if platform is not None:
+        provisioner.platform = platform
+    return provisioner
 
 
 async def record_reservations(
@@ -82,13 +97,13 @@ async def record_reservations(
     had) come after every machine that was ready has been recorded.
     """
     kind = provisioner_kind(provisioner)
+    recorder = Recorder(rundir)
     machines: list[Machine] = []
     try:
         async with contextlib.aclosing(provisioner.reserve(count)) as stream:
             async for machine in stream:
                 machine.provisioner = kind
-                rundir.update_machine(machine)
-                rundir.append_event("machine_reserved", machine=machine.id, provisioner=kind)
+                recorder.machine_reserved(machine)
                 machines.append(machine)
                 if on_ready is not None:
                     on_ready(machine)
@@ -101,10 +116,12 @@ async def record_reservations(
 async def _give_back(rundir: RunDir, provisioner: Provisioner, machines: list[Machine]) -> None:
     """Release the machines an interrupted reservation had already recorded."""
     await provisioner.release_all()
+    recorder = Recorder(rundir)
     for machine in machines:
-        rundir.update_machine(machine)
         if machine.released_at:
-            rundir.append_event("machine_released", machine=machine.id)
+            recorder.machine_released(machine)
+        else:
+            recorder.machine_changed(machine)
 
 
 __all__ = [

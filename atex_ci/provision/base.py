@@ -95,6 +95,15 @@ class Provisioner(abc.ABC):
                 await asyncio.gather(*(one(m) for m in machines))
         return failed
 
+    def can_replace(self) -> bool:
+        """Whether ``reserve(1)`` on this instance gives another machine like the
+        ones it made, to replace one that was lost or discarded mid-run.
+
+        Default: yes. Say no when a new machine cannot be had (existing hosts)
+        or would differ (options that were not recorded).
+        """
+        return True
+
     def transport(self, machine: Machine) -> Transport:
         """A (not yet connected) transport to the machine; SSH by default."""
         return ssh_transport(machine, self.rundir)

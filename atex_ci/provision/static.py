@@ -178,6 +178,10 @@ class StaticProvisioner(Provisioner):
         finally:
             await transport.close()
 
+    def can_replace(self) -> bool:
+        """No: an existing host that was lost has no stand-in."""
+        return False
+
     def work_dir(self, machine: Machine, run_id: str) -> str:
         """The work directory recorded at reservation (older records: computed)."""
         return machine.workdir or super().work_dir(machine, run_id)

@@ -533,6 +533,11 @@ class TestingFarmProvisioner(Provisioner):
 
     # -- reserving -----------------------------------------------------------------
 
+    def can_replace(self) -> bool:
+        """Yes when this instance knows what to ask for (rebuilt from run.json
+        for a release only, it has no compose)."""
+        return self.compose is not None
+
     async def reserve(self, count: int) -> AsyncGenerator[Machine, None]:
         """Reserve ``count`` machines in parallel, yielding each once SSH works."""
         if not self.compose:

@@ -228,7 +228,7 @@ def _timeline(events: Sequence[dict[str, Any]]) -> str:
             f'<rect class="span" x="{LABEL_WIDTH + entry.begin * scale:.1f}" y="{y + 9}" '
             f'width="{max(entry.span * scale, 1):.1f}" height="2" fill="#bbb">'
             f"<title>{_e(label)}: {_e(busy)}, idle {_e(format_duration(entry.span - entry.busy))}"
-            "</title></rect>"
+            f"{_e('; ' + entry.note if entry.note else '')}</title></rect>"
         )
         for start, finish, test, status in entry.tests:
             if bars >= MAX_BARS:

@@ -288,24 +288,25 @@ def _machines_section(events: Sequence[dict[str, Any]] | None) -> list[str]:
     if not events:
         return []
     usage, _origin = machine_usage(events)
-    usage = [u for u in usage if u.tests]
+    usage = [u for u in usage if u.tests or u.note]
     if not usage:
         return []
     lines = [
         "## Machines",
         "",
-        "| Machine | Tests | Busy | Idle | Utilisation |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| Machine | Tests | Busy | Idle | Utilisation | Note |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for entry in usage[:MAX_LISTED]:
         rate = entry.utilisation
+        note = md_note(entry.note) if entry.note else ""
         lines.append(
             f"| {md_name(entry.machine)} | {len(entry.tests)} | {format_duration(entry.busy)} | "
             f"{format_duration(max(0.0, entry.span - entry.busy))} | "
-            f"{'-' if rate is None else f'{rate:.0%}'} |"
+            f"{'-' if rate is None else f'{rate:.0%}'} | {note} |"
         )
     if len(usage) > MAX_LISTED:
-        lines.append(f"| and {len(usage) - MAX_LISTED} more | | | | |")
+        lines.append(f"| and {len(usage) - MAX_LISTED} more | | | | | |")
     return [*lines, ""]
 
 

@@ -2,8 +2,9 @@
 
 This module owns, for all reports (JUnit, Markdown, HTML, GitHub):
 
-* final-attempt selection (``final_results``): a rerun replaces its test's
-  earlier attempts, so a report never mixes attempts of one test;
+* final-attempt selection (``final_results``, defined in ``atex_ci.recorder``
+  and re-exported here): a rerun replaces its test's earlier attempts, so a
+  report never mixes attempts of one test;
 * counting (``totals``, ``pass_rate``, ``time_in_tests``, ``wall_clock``);
 * reading the tail of a test's captured ``output.txt`` (``read_output``,
   ``read_output_tail``), decoded leniently and with ANSI escape sequences
@@ -24,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..model import Reason, Result, Status
+
+# Which results count is the recorder's; reporters import it from here too.
+from ..recorder import TestKey, final_results, test_instance, test_key  # noqa: F401
 from ..rundir import ARTIFACTS
 
 OUTPUT_FILE = "output.txt"
@@ -58,50 +62,6 @@ def strip_ansi(text: str) -> str:
 
 
 # -- which results count -------------------------------------------------------------
-
-TestKey = tuple[str, str, str, object]
-
-
-def test_instance(result: Result) -> object:
-    """What tells apart two instances of one test in one plan on one platform.
-
-    tmt's serial number (a plan may select one test twice); None in results
-    written before instances were told apart. Every report and ``collect``
-    key tests by ``test_key``, so this is the one place that says it.
-    """
-    return result.serial_number
-
-
-def test_key(result: Result) -> TestKey:
-    """The identity of a test instance: ``(platform, plan, test, instance)``."""
-    return (result.platform, result.plan, result.test, test_instance(result))
-
-
-def final_results(results: Iterable[Result]) -> list[Result]:
-    """The results of each test instance's latest attempt, in stable order.
-
-    A test instance is identified by ``test_key``. Only results of its
-    highest ``attempt`` are kept, so a sub-result that only an earlier attempt
-    reported cannot linger next to a passing rerun. Within that attempt, one
-    result per ``name`` is kept (the last one seen, e.g. after ``--resume``
-    wrote it again). Results are returned in the order their
-    ``(test key, name)`` first appeared in ``results``.
-    """
-    results = list(results)
-    latest: dict[TestKey, int] = {}
-    for result in results:
-        key = test_key(result)
-        latest[key] = max(latest.get(key, result.attempt), result.attempt)
-
-    # A dict keeps first-appearance order; values are filled by the chosen attempt.
-    chosen: dict[tuple[TestKey, str | None], Result | None] = {}
-    for result in results:
-        key = test_key(result)
-        slot = (key, result.name)
-        chosen.setdefault(slot, None)
-        if result.attempt == latest[key]:
-            chosen[slot] = result
-    return [result for result in chosen.values() if result is not None]
 
 
 def own_results(results: Iterable[Result]) -> list[Result]:
@@ -396,13 +356,16 @@ class MachineUsage:
     ``tests`` holds ``(start, end, test, status)`` per test run on it, in
     seconds since ``origin`` (the run's first event); ``begin``/``end`` are
     when the machine was first and last seen. Busy time is the sum of test
-    intervals; the rest of ``end - begin`` the machine sat idle.
+    intervals; the rest of ``end - begin`` the machine sat idle. ``note``
+    says why it went out of use mid-run (lost, discarded) and what replaced
+    it; "" when it did not.
     """
 
     machine: str
     begin: float
     end: float
     tests: list[tuple[float, float, str, str | None]]
+    note: str = ""
 
     @property
     def busy(self) -> float:
@@ -419,6 +382,10 @@ class MachineUsage:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+#: Characters of an event's text kept in a machine's note (events are untrusted).
+MAX_NOTE_TEXT = 200
 
 
 def machine_usage(events: Iterable[dict[str, object]]) -> tuple[list[MachineUsage], float | None]:
@@ -450,6 +417,11 @@ def machine_usage(events: Iterable[dict[str, object]]) -> tuple[list[MachineUsag
         elif kind == "test_finished":
             start, started_test = open_tests.pop(machine, (moment, test))
             entry.tests.append((start, moment, started_test, _text(event.get("status"))))
+        elif kind == "machine_broken":
+            entry.note = "out of use: " + (_text(event.get("note")) or "?")[:MAX_NOTE_TEXT]
+        elif kind == "machine_replaced":
+            replacement = (_text(event.get("replacement")) or "?")[:MAX_NOTE_TEXT]
+            entry.note = (entry.note + "; " if entry.note else "") + "replaced by " + replacement
     for machine, (start, test) in open_tests.items():
         entry = usage[machine]
         entry.tests.append((start, entry.end, test, None))

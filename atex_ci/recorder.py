@@ -1,0 +1,236 @@
+"""Run bookkeeping: what any runner writes into a run directory, in one place.
+
+``RunDir`` knows the files (run.json, machines.json, results.jsonl,
+events.jsonl, artifacts/); the ``Recorder`` knows what goes into them while a
+run happens: the run's state (``RunState``), each machine's record and its
+events (reserved, ready, broken, replaced, released), each test's events
+(started, finished, queued again) and results with their attempt numbers.
+A runner of your own that records through it writes a run directory that
+``report``, ``collect``, ``release`` and ``run --resume`` accept.
+
+Which results count is decided here too, for every reader: the identity of
+a test instance (``test_key``) and the latest attempt of each
+(``final_results``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+from .model import Machine, MachineState, Result, Test
+from .rundir import RunDir
+
+#: ``(platform, plan, test, instance)``: see ``test_key``.
+TestKey = tuple[str, str, str, object]
+
+
+class RunState(enum.StrEnum):
+    """run.json's ``state``: what the last command did with the run directory."""
+
+    #: Machines were reserved (``atex-ci reserve``); nothing ran yet.
+    RESERVED = "reserved"
+    RUNNING = "running"
+    FINISHED = "finished"
+    #: Stopped by Ctrl-C or SIGTERM; ``run --resume`` finishes it.
+    INTERRUPTED = "interrupted"
+    #: Stopped by an error (the run directory says how far it got).
+    CRASHED = "crashed"
+    #: Results of other run directories were merged in (``atex-ci collect``).
+    COLLECTED = "collected"
+    #: Every machine was given back (``atex-ci release``).
+    RELEASED = "released"
+
+
+def test_instance(result: Result) -> object:
+    """What tells apart two instances of one test in one plan on one platform.
+
+    tmt's serial number (a plan may select one test twice); None in results
+    written before instances were told apart. Every report and ``collect``
+    key tests by ``test_key``, so this is the one place that says it.
+    """
+    return result.serial_number
+
+
+def test_key(result: Result) -> TestKey:
+    """The identity of a test instance: ``(platform, plan, test, instance)``."""
+    return (result.platform, result.plan, result.test, test_instance(result))
+
+
+def final_results(results: Iterable[Result]) -> list[Result]:
+    """The results of each test instance's latest attempt, in stable order.
+
+    A test instance is identified by ``test_key``. Only results of its
+    highest ``attempt`` are kept, so a sub-result that only an earlier attempt
+    reported cannot linger next to a passing rerun. Within that attempt, one
+    result per ``name`` is kept (the last one seen, e.g. after ``--resume``
+    wrote it again). Results are returned in the order their
+    ``(test key, name)`` first appeared in ``results``.
+    """
+    results = list(results)
+    latest: dict[TestKey, int] = {}
+    for result in results:
+        key = test_key(result)
+        latest[key] = max(latest.get(key, result.attempt), result.attempt)
+
+    # A dict keeps first-appearance order; values are filled by the chosen attempt.
+    chosen: dict[tuple[TestKey, str | None], Result | None] = {}
+    for result in results:
+        key = test_key(result)
+        slot = (key, result.name)
+        chosen.setdefault(slot, None)
+        if result.attempt == latest[key]:
+            chosen[slot] = result
+    return [result for result in chosen.values() if result is not None]
+
+
+class Attempts:
+    """Attempt numbers: a test instance run again gets one more than its
+    highest recorded attempt, so no attempt's results or artifacts are
+    overwritten and readers keep the last one."""
+
+    def __init__(self, results: Iterable[Result] = ()) -> None:
+        self._latest: dict[TestKey, int] = {}
+        for result in results:
+            self.seen(result)
+
+    def seen(self, result: Result) -> None:
+        key = test_key(result)
+        self._latest[key] = max(self._latest.get(key, 0), result.attempt)
+
+    def latest(self, key: TestKey) -> int:
+        """The highest attempt recorded for ``key`` (0: none)."""
+        return self._latest.get(key, 0)
+
+    def next(self, key: TestKey) -> int:
+        """Take the next attempt number of ``key``."""
+        self._latest[key] = self._latest.get(key, 0) + 1
+        return self._latest[key]
+
+
+def job_key(platform: str, test: Test) -> TestKey:
+    """``test_key`` of the results a run of ``test`` on ``platform`` writes."""
+    return (platform, test.plan, test.name, test.serial_number)
+
+
+class Recorder:
+    """Writes a run's bookkeeping into its ``RunDir``; hold the run's lock.
+
+    Every method writes at once (results and events are appended and flushed,
+    machines.json and run.json are replaced atomically), so a run cut short
+    leaves a run directory that says how far it got.
+    """
+
+    def __init__(self, rundir: RunDir) -> None:
+        self.rundir = rundir
+        self._attempts: Attempts | None = None
+
+    @property
+    def attempts(self) -> Attempts:
+        """The attempt numbers so far (read from results.jsonl when first needed)."""
+        if self._attempts is None:
+            self._attempts = Attempts(self.rundir.read_results())
+        return self._attempts
+
+    # -- the run --------------------------------------------------------------------
+
+    def state(self, state: RunState, **fields: Any) -> None:
+        """Set run.json's ``state`` (and any other fields, e.g. ``platforms``)."""
+        self.rundir.update_run(state=str(RunState(state)), **fields)
+
+    def event(self, event: str, **fields: Any) -> None:
+        """Append one event to events.jsonl (``time`` is added)."""
+        self.rundir.append_event(event, **fields)
+
+    # -- results ----------------------------------------------------------------------
+
+    def next_attempt(self, platform: str, test: Test) -> int:
+        """The attempt number for the next run of ``test`` on ``platform``."""
+        return self.attempts.next(job_key(platform, test))
+
+    def result(self, result: Result) -> None:
+        """Append a result (its attempt number taken from ``next_attempt``)."""
+        self.rundir.append_result(result)
+        self.attempts.seen(result)
+
+    def final(self, selected: set[tuple[str, str, str]] | None = None) -> list[Result]:
+        """The latest attempt of every test in results.jsonl; with ``selected``,
+        of those ``(platform, plan, test)`` only."""
+        final = final_results(self.rundir.read_results())
+        if selected is None:
+            return final
+        return [r for r in final if (r.platform, r.plan, r.test) in selected]
+
+    # -- tests ------------------------------------------------------------------------
+
+    def test_started(self, test: Test, machine: Machine) -> None:
+        self.event("test_started", test=test.name, plan=test.plan, machine=machine.id)
+
+    def test_finished(self, test: Test, machine: Machine, status: str | None) -> None:
+        self.event(
+            "test_finished", test=test.name, plan=test.plan, machine=machine.id, status=status
+        )
+
+    def test_requeued(self, test: Test, platform: str, machine: Machine, why: str) -> None:
+        """``test`` is queued again (a rerun, a retry after an infrastructure failure)."""
+        self.event(
+            "test_requeued",
+            test=test.name,
+            plan=test.plan,
+            platform=platform,
+            machine=machine.id,
+            note=why,
+        )
+
+    # -- machines -----------------------------------------------------------------
+
+    def machine_reserved(self, machine: Machine) -> None:
+        """Record a machine the moment it is ready to take tests."""
+        self.rundir.update_machine(machine)
+        self.event("machine_reserved", machine=machine.id, provisioner=machine.provisioner)
+
+    def machine_changed(self, machine: Machine) -> None:
+        """Rewrite a machine's record (e.g. its host key, pinned on first contact)."""
+        self.rundir.update_machine(machine)
+
+    def machine_ready(self, machine: Machine) -> None:
+        """The run's tree is on the machine: it takes tests from now on."""
+        self.event("machine_ready", machine=machine.id)
+
+    def machine_broken(self, machine: Machine, why: str) -> None:
+        """The machine is out of use (lost, failed setup, discarded by the policy)."""
+        machine.state = MachineState.BROKEN
+        self.rundir.update_machine(machine)
+        self.event("machine_broken", machine=machine.id, note=why)
+
+    def machine_replaced(self, machine: Machine, replacement: Machine) -> None:
+        self.event("machine_replaced", machine=machine.id, replacement=replacement.id)
+
+    def machine_not_replaced(self, machine: Machine, why: str) -> None:
+        self.event("machine_not_replaced", machine=machine.id, note=why)
+
+    def reservation_failed(self, platform: str, why: str, replaces: Machine | None) -> None:
+        self.event(
+            "reservation_failed",
+            platform=platform,
+            replaces=replaces.id if replaces else None,
+            note=why,
+        )
+
+    def machine_released(self, machine: Machine) -> None:
+        """Record a machine its provisioner gave back (state and released_at set)."""
+        self.rundir.update_machine(machine)
+        self.event("machine_released", machine=machine.id)
+
+
+__all__ = [
+    "Attempts",
+    "Recorder",
+    "RunState",
+    "TestKey",
+    "final_results",
+    "job_key",
+    "test_instance",
+    "test_key",
+]
