@@ -51,7 +51,13 @@ from .outcome import RunFacts, TestOutcome, internal_error, record
 from .packages import NO_DNF_EXIT, copr_script, install_script
 from .reaper import OWNER_VARIABLE, phase_owner, reap_command, run_owner, test_owner
 from .results import ResultCollector
-from .staging import INLINE_METADATA_MAX, TEST_DATA_ARCHIVE, is_staged, test_dir, test_metadata
+from .staging import (
+    TEST_DATA_ARCHIVE,
+    is_staged,
+    test_dir,
+    test_metadata,
+    too_large_to_send,
+)
 
 log = logging.getLogger("atex_ci.execute")
 
@@ -150,7 +156,7 @@ class Executor:
         """TMT_TEST_METADATA for the command that starts ``test``, or None if
         setup staged it on the machine (large metadata, see staging.py)."""
         metadata = test_metadata(test)
-        if len(metadata) > INLINE_METADATA_MAX:
+        if too_large_to_send(metadata):
             if self._staged is None:
                 self._staged = {test_dir(t) for t in self._setup_tests if is_staged(t)}
             if test_dir(test) in self._staged:

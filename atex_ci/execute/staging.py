@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import tarfile
 import time
 from collections.abc import Iterable, Mapping
@@ -67,10 +68,16 @@ def test_metadata(test: Test) -> bytes:
 INLINE_METADATA_MAX = 16 * 1024
 
 
+def too_large_to_send(metadata: bytes) -> bool:
+    """Whether TMT_TEST_METADATA ``metadata`` is too large to travel with the
+    command that starts the test, counted as the command carries it (quoted
+    for the shell: each ``'`` takes five bytes there)."""
+    return len(shlex.quote(metadata.decode())) > INLINE_METADATA_MAX
+
+
 def is_staged(test: Test) -> bool:
-    """Whether ``build_remote_tar`` stages the test's metadata (it is too
-    large to travel with the command that starts the test)."""
-    return len(test_metadata(test)) > INLINE_METADATA_MAX
+    """Whether ``build_remote_tar`` stages the test's metadata."""
+    return too_large_to_send(test_metadata(test))
 
 
 def build_remote_tar(tests: Iterable[Test] = ()) -> bytes:
@@ -87,7 +94,7 @@ def build_remote_tar(tests: Iterable[Test] = ()) -> bytes:
                     tar.addfile(info, f)
         for test in tests:
             metadata = test_metadata(test)
-            if len(metadata) <= INLINE_METADATA_MAX:
+            if not too_large_to_send(metadata):
                 continue
             info = _tar_info(f"{test_dir(test)}/data", 0o755, tarfile.DIRTYPE)
             tar.addfile(info)
