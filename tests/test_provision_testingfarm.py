@@ -547,6 +547,38 @@ def test_cli_run_reserves_its_own_and_starts_before_every_guest_is_ready(tmp_pat
     assert not (run / "keys").exists() or list((run / "keys").iterdir()) == []
 
 
+def test_cli_run_that_reserves_gives_everything_back_on_sigterm(tmp_path, ssh_host):
+    """SIGTERM while a test runs on the first guest and the second request is
+    queued: both requests are cancelled, the guest released, exit 143."""
+    run = tmp_path / "run"
+    with shared_dir() as shared:
+        hang = f"touch {shared}/started; sleep 300"
+        tree = make_tree(tmp_path / "tree", {"hang": {"test": hang}})
+        with FakeTestingFarm([ssh_host]) as fake:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree),
+                 "--provisioner", "testing-farm", "--compose", "X", "--count", "2"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=atex_env(fake),
+            )  # fmt: skip
+            try:
+                fake.wait_for(
+                    lambda: len(fake.requests) == 2 and (shared / "started").exists(),
+                    timeout=120,
+                )
+                proc.send_signal(signal.SIGTERM)
+                _out, err = proc.communicate(timeout=120)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            assert proc.returncode == 143, err
+            assert sorted(fake.deleted()) == sorted(fake.requests)
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert [m["state"] for m in machines] == ["released"]
+    own = own_results(run)["/tests/hang"]
+    assert (own["status"], own["reason"]) == ("error", "interrupted")
+
+
 def test_cli_sigterm_while_queued_cancels_every_request(tmp_path, ssh_host):
     run = tmp_path / "run"
     with FakeTestingFarm([ssh_host]) as fake:
