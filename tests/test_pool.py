@@ -8,8 +8,6 @@ import asyncio
 import json
 import os
 import textwrap
-import threading
-import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -20,7 +18,15 @@ from atex_ci.pool import PoolLimits
 from atex_ci.provision.local import LocalProvisioner
 from atex_ci.rundir import RunDir
 
-from .treeutil import atex, barrier_tests, make_tree, own_results, results, shared_dir
+from .treeutil import (
+    atex,
+    barrier_tests,
+    kill_where,
+    make_tree,
+    own_results,
+    results,
+    shared_dir,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -202,31 +208,6 @@ def test_replacements_stop_at_max_machines(tmp_path):
     assert [e["note"] for e in not_replaced] == ["the run has used 2 machine(s) (--max-machines)"]
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert len(machines) == 2 and {m["state"] for m in machines} == {"released"}
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""
-
-
-def kill_where(hosts, command: str, killed: list) -> threading.Thread:
-    """Power off whichever host runs ``command`` (a thread; join it)."""
-
-    def watch() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not killed:
-            for host in hosts:
-                if any(_cmdline(p) == command for p in host.processes()):
-                    host.kill()
-                    killed.append(host)
-                    return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=watch)
-    thread.start()
-    return thread
 
 
 def test_a_host_killed_mid_test_is_replaced_from_its_provisioner(tmp_path, ssh_hosts):
