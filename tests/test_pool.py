@@ -306,6 +306,7 @@ def test_run_reserves_hosts_itself_and_releases_them(tmp_path, ssh_hosts):
         tree = make_tree(tmp_path / "tree", {**barrier_tests(2, shared), "t": {"test": "true"}})
         proc = atex(*args)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("; it takes tests now") == 2
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert sorted(m["host"] for m in machines) == sorted(h.address for h in hosts)
     assert {m["state"] for m in machines} == {"released"}
