@@ -266,7 +266,7 @@ def test_passing_run_on_local_slots(tmp_path, run_action):
     assert run.log.startswith(f"::add-mask::{TOKEN}\n")
     assert all(line.startswith("::add-mask::") for line in run.log.splitlines() if TOKEN in line)
     needing = [s.id for s in run.steps if TOKEN in s.env.values()]
-    assert needing == ["prepare", "reserve", "release"]
+    assert needing == ["prepare", "reserve", "run", "release"]  # run: for replacements
     assert TOKEN not in all_files_text(run_dir)
 
 
