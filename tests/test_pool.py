@@ -281,8 +281,11 @@ def test_static_hosts_are_not_replaced_and_the_survivor_takes_the_retry(tmp_path
             killer.join()
     assert killed
     assert proc.returncode == 0, proc.stderr
-    not_replaced = [e for e in events(run) if e["event"] == "machine_not_replaced"]
-    assert [e["note"] for e in not_replaced] == ["static machines cannot be replaced"]
+    # No stand-in is reserved (a static host has none); when the lost host's
+    # test was still queued at that moment, the events say why.
+    assert not [e for e in events(run) if e["event"] == "machine_replaced"]
+    notes = {e["note"] for e in events(run) if e["event"] == "machine_not_replaced"}
+    assert notes <= {"static machines cannot be replaced"}
     assert own_results(run)["/tests/victim"]["machine"] != results(run)[0]["machine"]
 
 

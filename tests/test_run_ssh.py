@@ -190,9 +190,7 @@ def test_machine_killed_mid_test_is_run_again_on_another(tmp_path, ssh_hosts):
     assert states[doomed.address] == "broken"
     assert states[survivor.address] == "released"  # as soon as nothing was left for it
     # Static hosts have no stand-in: the survivor took the retry.
-    assert [e["machine"] for e in events if e["event"] == "machine_not_replaced"] == [
-        attempts[0]["machine"]
-    ]
+    assert not [e for e in events if e["event"] == "machine_replaced"]
 
 
 def test_timeout_with_sigterm_ignored_discards_machine(tmp_path, ssh_hosts):
