@@ -278,6 +278,12 @@ class Orchestrator:
                 self._update_replaceable()
                 self._changed()
 
+        room = self._pool.room()
+        if room is not None and room < count and replaces is None:
+            self.progress(
+                f"atex-ci: reserving {room} of {count} machine(s) for platform {platform}: "
+                + (self._pool.spent() or "the rest is over --max-machines")
+            )
         task = self._tg.create_task(reserve())
         self._reservations[task] = platform
 

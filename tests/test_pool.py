@@ -319,3 +319,22 @@ def test_run_reserves_hosts_itself_and_releases_them(tmp_path, ssh_hosts):
     assert bad.returncode == 2
     assert bad.stderr == "atex-ci: --count is for --provisioner; use --local N for local slots\n"
     assert not (tmp_path / "r2").exists()
+
+
+def test_max_machines_bounds_what_run_reserves_and_says_so(tmp_path):
+    tree = make_tree(tmp_path / "tree", {f"t{n}": {"test": "true"} for n in range(4)})
+    run = tmp_path / "run"
+    rundir = RunDir.open_or_create(run)
+    code, lines = run_with(
+        tree,
+        run,
+        sources=[(LocalProvisioner(rundir), 3)],
+        pool=PoolLimits(max_machines=2),
+    )
+    assert code == 0
+    assert (
+        "atex-ci: reserving 2 of 3 machine(s) for platform default: the rest is over "
+        in "\n".join(lines)
+    )
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert len(machines) == 2
