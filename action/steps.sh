@@ -22,6 +22,23 @@ path_option() {
     fi
 }
 
+# reservation_options EXTRA: append the machine inputs and the lines of EXTRA
+# (the reserve-args input) to the array args, as reserve and run take them.
+reservation_options() {
+    option --platform "$PLATFORM"
+    option --local "$LOCAL_SLOTS"
+    while IFS= read -r host; do args+=(--host "$host"); done < <(lines "$HOSTS")
+    option --hosts "$INVENTORY"
+    option --key "$SSH_KEY"
+    option --provisioner "$PROVISIONER"
+    while IFS= read -r kv; do args+=(-o "$kv"); done < <(lines "$PROVISIONER_OPTIONS")
+    option --compose "$COMPOSE"
+    option --arch "$ARCH"
+    option --count "$COUNT"
+    option --pool "$POOL"
+    while IFS= read -r arg; do args+=("$arg"); done < <(lines "$1")
+}
+
 # run_forwarding COMMAND...: run COMMAND, set $status to its exit code.
 #
 # On cancellation the runner sends SIGINT to the step's shell only (this one),

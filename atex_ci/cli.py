@@ -349,20 +349,19 @@ class _Reservation:
     """What the reservation options ask for; every value is checked when it is
     made, before any run directory is created."""
 
-    def __init__(
-        self,
-        local: int | None,
-        hosts: tuple[str, ...],
-        inventory: Path | None,
-        skip_unreachable: bool,
-        key: Path | None,
-        platform: str | None,
-        provisioner_name: str | None,
-        provisioner_options: tuple[str, ...],
-        count: int | None,
-        tf: dict[str, Any],
-    ) -> None:
+    def __init__(self, local: int | None, options: dict[str, Any]) -> None:
+        """``options``: the values of ``_reservation_options`` as click passes them."""
         from .provision.static import HostSpec
+
+        tf = dict(options)
+        hosts: tuple[str, ...] = tf.pop("hosts")
+        inventory: Path | None = tf.pop("inventory")
+        skip_unreachable: bool = tf.pop("skip_unreachable")
+        key: Path | None = tf.pop("key")
+        platform: str | None = tf.pop("platform")
+        provisioner_name: str | None = tf.pop("provisioner_name")
+        provisioner_options: tuple[str, ...] = tf.pop("provisioner_options")
+        count: int | None = tf.pop("count")
 
         tf_given = [name for name in _TF_OPTIONS if tf.get(name) not in (None, ())]
         if provisioner_name is not None and (hosts or inventory or local):
@@ -445,19 +444,7 @@ class _Reservation:
 @_run_dir_option()
 @click.option("--local", "local", type=click.IntRange(min=1), help="Reserve N local slots.")
 @_reservation_options
-def reserve(
-    run_dir: Path,
-    local: int | None,
-    hosts: tuple[str, ...],
-    inventory: Path | None,
-    skip_unreachable: bool,
-    key: Path | None,
-    platform: str | None,
-    provisioner_name: str | None,
-    provisioner_options: tuple[str, ...],
-    count: int | None,
-    **tf: Any,
-) -> None:
+def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
     """Reserve machines for a run and record them in RUN/machines.json.
 
     Each machine is recorded as soon as it is ready. Without options, reserves
@@ -470,18 +457,7 @@ def reserve(
     from .rundir import RunDir
 
     # Everything that can be checked is checked before the run directory is made.
-    wanted = _Reservation(
-        local,
-        hosts,
-        inventory,
-        skip_unreachable,
-        key,
-        platform,
-        provisioner_name,
-        provisioner_options,
-        count,
-        tf,
-    )
+    wanted = _Reservation(local, options)
 
     def announce(machine: Machine) -> None:
         where = f"{machine.user}@{machine.host}:{machine.port}" if machine.host else machine.workdir
@@ -660,15 +636,7 @@ def run(
     keep_machines: bool,
     max_machines: int | None,
     max_failed_setups: int,
-    hosts: tuple[str, ...],
-    inventory: Path | None,
-    skip_unreachable: bool,
-    key: Path | None,
-    platform: str | None,
-    provisioner_name: str | None,
-    provisioner_options: tuple[str, ...],
-    count: int | None,
-    **tf: Any,
+    **reservation: Any,
 ) -> None:
     """Discover FMF tests and run them on the reserved machines.
 
@@ -682,19 +650,9 @@ def run(
     from .remote_tree import GitCache
 
     fmf_context, platform_context = _parse_contexts(context)
-    others = bool(hosts or inventory or provisioner_name)
-    wanted = _Reservation(
-        local if others else None,
-        hosts,
-        inventory,
-        skip_unreachable,
-        key,
-        platform,
-        provisioner_name,
-        provisioner_options,
-        count,
-        tf,
-    )
+    # --local alone: slots when nothing is reserved; beside other machines: more of them.
+    others = reservation["hosts"] or reservation["inventory"] or reservation["provisioner_name"]
+    wanted = _Reservation(local if others else None, reservation)
     shard_part = _parse_shard(shard) if shard is not None else None
     scheduler_factory = _scheduler_class(scheduler_spec)
     durations = _load_history(history) if history is not None else None

@@ -258,6 +258,9 @@ class Orchestrator:
             if replaces is not None:
                 self.recorder.machine_replaced(replaces, machine)
                 self.progress(f"atex-ci: machine {machine.id} replaces {replaces.id}")
+            elif machine.host is not None:  # local slots come at once: no news
+                where = f"{machine.user}@{machine.host}:{machine.port}"
+                self.progress(f"atex-ci: reserved {machine.id} ({where}); it takes tests now")
             self._start(machine)
 
         async def reserve() -> None:
@@ -275,6 +278,12 @@ class Orchestrator:
                 self._update_replaceable()
                 self._changed()
 
+        room = self._pool.room()
+        if room is not None and room < count and replaces is None:
+            self.progress(
+                f"atex-ci: reserving {room} of {count} machine(s) for platform {platform}: "
+                + (self._pool.spent() or "the rest is over --max-machines")
+            )
         task = self._tg.create_task(reserve())
         self._reservations[task] = platform
 
@@ -285,21 +294,24 @@ class Orchestrator:
             self._sched.replacements(platform, room and replacer)
 
     def _stop_reserving_if_done(self) -> None:
-        """Cancel reservations for platforms with nothing left to run (the
-        provisioner gives back what it had requested)."""
+        """Cancel reservations for platforms where nothing is queued and no
+        running test may come back (the provisioner gives back what it had
+        requested and not yet handed over)."""
         if not self._reservations:
             return
-        busy = {job.platform for job in self._sched.running().values()}
+        scheduler = self._sched
+        may_come_back = {
+            job.platform for job in scheduler.running().values() if scheduler.may_come_back(job)
+        }
         for task, platform in list(self._reservations.items()):
-            if platform not in busy and not self._sched.wants_machine(platform):
+            if platform not in may_come_back and not scheduler.wants_machine(platform):
                 task.cancel()
 
     def _replace(self, machine: Machine) -> None:
-        """A machine went out of use: reserve another like it, if there is work
-        for it and the budget allows."""
-        platform = machine.platform
-        busy = any(job.platform == platform for job in self._sched.running().values())
-        if not self._sched.wants_machine(platform) and not busy:
+        """A machine went out of use: reserve another like it, if a queued test
+        needs one and the budget allows (a test that comes back later, its own
+        machine lost, brings about a replacement of that machine)."""
+        if not self._sched.wants_machine(machine.platform):
             return  # nothing a replacement could do
         provisioner, why = self._pool.replacement(machine)
         if provisioner is None:
@@ -469,6 +481,7 @@ class Orchestrator:
             if answer is Next.DONE:
                 break
             job = answer
+            self._stop_reserving_if_done()  # the last queued test may have gone
             executed, setup_failed = await self._run_one(executor, machine, job)
             if setup_failed:
                 self._pool.setup_failed()

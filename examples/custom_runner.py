@@ -1,7 +1,8 @@
 """A runner of your own in about 50 lines, built from the atex-ci toolbox.
 
 The shape of a contest runner: every test of an fmf tree on N local slots, where
-- a failed test runs once more, on another machine;
+- a failed test runs once more, on a fresh machine (the one it failed on is thrown
+  away, and the run reserves a replacement);
 - a test tagged `destructive` throws its machine away after it runs;
 - tests tagged `slow` start first (the order the tests ran in shows it).
 It writes a complete run directory (machines, tests, results, events), so
@@ -32,6 +33,8 @@ class ContestPolicy(Scheduler):
     def keep_machine(self, machine, job, outcome):
         if "destructive" in tags(job):
             return False, f"{job.test.name} is destructive"
+        if outcome.failed and job.reruns < self.max_reruns:
+            return False, f"{job.test.name} failed: its rerun gets a fresh machine"
         return super().keep_machine(machine, job, outcome)
 
 

@@ -266,7 +266,7 @@ def test_passing_run_on_local_slots(tmp_path, run_action):
     assert run.log.startswith(f"::add-mask::{TOKEN}\n")
     assert all(line.startswith("::add-mask::") for line in run.log.splitlines() if TOKEN in line)
     needing = [s.id for s in run.steps if TOKEN in s.env.values()]
-    assert needing == ["prepare", "reserve", "release"]
+    assert needing == ["prepare", "reserve", "run", "release"]  # run: for replacements
     assert TOKEN not in all_files_text(run_dir)
 
 
@@ -644,12 +644,20 @@ def test_testing_farm_inputs(tmp_path, run_action, ssh_hosts):
                 "arch": "x86_64",
                 "count": "2",
                 "api-token": fake.token,
+                "reserve-args": "--duration=60\n",
             },
             env=env,
         )
         assert run.status == "success", run.log
-        assert len(fake.deleted()) == 2
+        assert len(fake.deleted()) == len(fake.requests) >= 1
     run_dir = Path(run.outputs["run-dir"])
+    # The run step reserved (each guest taking tests as soon as it was ready),
+    # with reserve-args; every guest is released.
+    assert "the run step reserves the machines from testing-farm" in run.step("reserve").stdout
+    recorded = json.loads((run_dir / "run.json").read_text())["provisioner"]
+    assert recorded["options"]["duration"] == 60
+    assert {m["provisioner"] for m in machines(run_dir)} == {"testing-farm"}
+    assert {m["state"] for m in machines(run_dir)} == {"released"}
     assert set(run.masks) == {fake.token}
     assert run.log.startswith(f"::add-mask::{fake.token}\n")
     assert all(

@@ -56,10 +56,19 @@ def test_custom_runner_policy_shows_in_the_order(tmp_path):
     assert proc.returncode == 0, proc.stderr  # the flaky test passed on its rerun
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     started = [e["test"].removeprefix("/tests/") for e in events if e["event"] == "test_started"]
-    # Slow first; the rerun at once (the only machine); the destructive test last.
+    # Slow first; the rerun at once (on a fresh machine); the destructive test last.
     assert started == ["z-slow", "a-first", "b-flaky", "b-flaky", "y-destructive"]
-    broken = [e for e in events if e["event"] == "machine_broken"]
-    assert len(broken) == 1 and "destructive" in broken[0]["note"]
+    broken = [e["note"] for e in events if e["event"] == "machine_broken"]
+    assert broken == [
+        "/tests/b-flaky failed: its rerun gets a fresh machine",
+        "/tests/y-destructive is destructive",
+    ]
+    flaky = [r["machine"] for r in results(run) if r["test"] == "/tests/b-flaky"]
+    assert flaky == ["local-1", "local-2"]
+    replaced = [
+        (e["machine"], e["replacement"]) for e in events if e["event"] == "machine_replaced"
+    ]
+    assert replaced == [("local-1", "local-2")]  # nothing was left after the destructive test
     assert {n: r["status"] for n, r in own_results(run).items()} == {
         "/tests/a-first": "pass",
         "/tests/b-flaky": "pass",

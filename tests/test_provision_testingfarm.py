@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -461,6 +462,26 @@ def cli(fake: FakeTestingFarm, *args: str, **extra: str) -> subprocess.Completed
     )
 
 
+def terminate_when(
+    fake: FakeTestingFarm, args: list[str], ready: Callable[[subprocess.Popen[str]], None]
+) -> tuple[int, str]:
+    """Start ``atex-ci ARGS``, wait for ``ready(proc)``, send SIGTERM; the exit
+    code and stderr (the process is killed if it does not end)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atex_ci", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=atex_env(fake),
+    )  # fmt: skip
+    try:
+        ready(proc)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
 def everything_written(run: Path, *outputs: str) -> list[tuple[str, bytes]]:
     files = [(str(p), p.read_bytes()) for p in run.rglob("*") if p.is_file()]
     return files + [(f"output {i}", out.encode()) for i, out in enumerate(outputs)]
@@ -547,29 +568,49 @@ def test_cli_run_reserves_its_own_and_starts_before_every_guest_is_ready(tmp_pat
     assert not (run / "keys").exists() or list((run / "keys").iterdir()) == []
 
 
+def test_cli_run_that_reserves_gives_everything_back_on_sigterm(tmp_path, ssh_host):
+    """SIGTERM while a test runs on the first guest and the second request is
+    queued: both requests are cancelled, the guest released, exit 143."""
+    run = tmp_path / "run"
+    with shared_dir() as shared:
+        hang = f"touch {shared}/started; sleep 300"
+        tree = make_tree(tmp_path / "tree", {"hang": {"test": hang}})
+        with FakeTestingFarm([ssh_host]) as fake:
+            args = ["run", "-d", str(run), "--fmf-root", str(tree),
+                    "--provisioner", "testing-farm", "--compose", "X", "--count", "2"]  # fmt: skip
+            code, err = terminate_when(
+                fake,
+                args,
+                lambda proc: fake.wait_for(
+                    lambda: len(fake.requests) == 2 and (shared / "started").exists(),
+                    timeout=120,
+                ),
+            )
+            assert code == 143, err
+            assert sorted(fake.deleted()) == sorted(fake.requests)
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert [m["state"] for m in machines] == ["released"]
+    own = own_results(run)["/tests/hang"]
+    assert (own["status"], own["reason"]) == ("error", "interrupted")
+
+
 def test_cli_sigterm_while_queued_cancels_every_request(tmp_path, ssh_host):
     run = tmp_path / "run"
     with FakeTestingFarm([ssh_host]) as fake:
         fake.hold()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "atex_ci", "reserve", "-d", str(run),
-             "--provisioner", "testing-farm", "--compose", "X", "--count", "3"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=atex_env(fake),
-        )  # fmt: skip
-        try:
-            fake.wait_for(
+        args = ["reserve", "-d", str(run), "--provisioner", "testing-farm", "--compose", "X",
+                "--count", "3"]  # fmt: skip
+        code, err = terminate_when(
+            fake,
+            args,
+            lambda proc: fake.wait_for(
                 lambda: (
                     len(fake.requests) == 3
                     and all(r.state == "queued" for r in fake.requests.values())
                 )
-            )
-            proc.send_signal(signal.SIGTERM)
-            _out, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 143, err  # SIGTERM: 128 + 15, as shells expect
+            ),
+        )
+        assert code == 143, err  # SIGTERM: 128 + 15, as shells expect
         assert "given back" in err
         assert sorted(fake.deleted()) == sorted(fake.requests)
         assert set(fake.states().values()) == {"canceled"}
@@ -585,22 +626,16 @@ def test_cli_sigterm_while_queued_cancels_every_request(tmp_path, ssh_host):
 def test_cli_sigterm_after_one_is_ready_gives_that_one_back_too(tmp_path, ssh_host):
     run = tmp_path / "run"
     with FakeTestingFarm([ssh_host]) as fake:  # one host: the second stays queued
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "atex_ci", "reserve", "-d", str(run),
-             "--provisioner", "testing-farm", "--compose", "X", "--count", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=atex_env(fake),
-        )  # fmt: skip
-        try:
+
+        def one_reserved(proc: subprocess.Popen[str]) -> None:
             assert proc.stderr is not None
             while "atex-ci: reserved " not in (line := proc.stderr.readline()):
                 assert line, proc.communicate()[1]
-            proc.send_signal(signal.SIGTERM)
-            _out, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 143, err
+
+        args = ["reserve", "-d", str(run), "--provisioner", "testing-farm", "--compose", "X",
+                "--count", "2"]  # fmt: skip
+        code, err = terminate_when(fake, args, one_reserved)
+        assert code == 143, err
         assert sorted(fake.deleted()) == sorted(fake.requests)
         machines = json.loads((run / "machines.json").read_text())["machines"]
         assert len(machines) == 1 and machines[0]["state"] == "released"

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from .treeutil import (
     atex,
     barrier_tests,
     interrupt_run,
+    kill_where,
     make_tree,
     own_results,
     results,
@@ -161,20 +161,8 @@ def test_machine_killed_mid_test_is_run_again_on_another(tmp_path, ssh_hosts):
         run = tmp_path / "run"
         reserve(run, hosts)
         killed: list = []
-
-        def kill_where_the_victim_runs() -> None:
-            # Power off whichever host the victim test landed on, mid-test.
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not killed:
-                for host in hosts:
-                    if any(_cmdline(p) == "sleep 60" for p in host.processes()):
-                        host.kill()
-                        killed.append(host)
-                        return
-                time.sleep(0.05)
-
-        killer = threading.Thread(target=kill_where_the_victim_runs)
-        killer.start()
+        # Power off whichever host the victim test landed on, mid-test.
+        killer = kill_where(hosts, "sleep 60", killed)
         try:
             proc = run_tree(run, tree)
         finally:
@@ -202,9 +190,7 @@ def test_machine_killed_mid_test_is_run_again_on_another(tmp_path, ssh_hosts):
     assert states[doomed.address] == "broken"
     assert states[survivor.address] == "released"  # as soon as nothing was left for it
     # Static hosts have no stand-in: the survivor took the retry.
-    assert [e["machine"] for e in events if e["event"] == "machine_not_replaced"] == [
-        attempts[0]["machine"]
-    ]
+    assert not [e for e in events if e["event"] == "machine_replaced"]
 
 
 def test_timeout_with_sigterm_ignored_discards_machine(tmp_path, ssh_hosts):

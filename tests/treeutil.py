@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -157,3 +158,30 @@ def git_redirect_env(base: str, local_dir: Path) -> dict[str, str]:
         "GIT_CONFIG_KEY_0": f"url.file://{local_dir}/.insteadOf",
         "GIT_CONFIG_VALUE_0": base,
     }
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, arguments joined by spaces ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def kill_where(hosts: list[Any], command: str, killed: list[Any]) -> threading.Thread:
+    """Power off (``host.kill()``) whichever test host first runs ``command``,
+    in a thread that the caller joins; the host is appended to ``killed``."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            for host in hosts:
+                if any(cmdline(p) == command for p in host.processes()):
+                    host.kill()
+                    killed.append(host)
+                    return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread

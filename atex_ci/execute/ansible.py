@@ -81,7 +81,8 @@ async def run_playbooks(
                 return 1, f"no recorded host key for {machine.id}; reserve it again"
             known_hosts.write_text(_known_hosts_line(machine))
         env = {
-            **os.environ,
+            # The plan's playbooks never see the Testing Farm token run may hold.
+            **{k: v for k, v in os.environ.items() if k != "TESTING_FARM_API_TOKEN"},
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_NOCOLOR": "1",
             # ansible's own files stay in the call's directory, not the user's home.

@@ -235,12 +235,10 @@ def read_output(
     result lists no ``output.txt``, the file is missing or unreadable, or its
     listed path points outside RUN/artifacts.
     """
-    relative = output_path(result)
-    if relative is None:
+    found = _output_file(rundir_path, result)
+    if found is None:
         return None
-    path = _artifact(rundir_path, relative)
-    if path is None:
-        return None
+    relative, path = found
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -255,7 +253,7 @@ def read_output(
         newline = data.find(b"\n")
         if 0 <= newline < len(data) - 1:
             data = data[newline + 1 :]
-    text = strip_ansi(data.decode("utf-8", errors="replace")).replace("\r\n", "\n")
+    text = _decode(data)
     if max_lines is not None:
         lines = text.splitlines(keepends=True)
         if len(lines) > max_lines:
@@ -264,11 +262,21 @@ def read_output(
     return OutputTail(text=text, path=relative, size=size, truncated=truncated)
 
 
-def _artifact(rundir_path: Path, relative: str) -> Path | None:
-    """RUN/artifacts/``relative`` if it stays inside RUN/artifacts (links resolved)."""
+def _output_file(rundir_path: Path, result: Result) -> tuple[str, Path] | None:
+    """The result's output as listed (relative to RUN/artifacts) and its path,
+    or None when it lists none or the path leads outside RUN/artifacts (links
+    resolved)."""
+    relative = output_path(result)
+    if relative is None:
+        return None
     artifacts = (Path(rundir_path) / ARTIFACTS).resolve()
     path = (artifacts / relative).resolve()
-    return path if path.is_relative_to(artifacts) else None
+    return (relative, path) if path.is_relative_to(artifacts) else None
+
+
+def _decode(data: bytes) -> str:
+    """Output bytes as report text: invalid UTF-8 as U+FFFD, no ANSI sequences, LF."""
+    return strip_ansi(data.decode("utf-8", errors="replace")).replace("\r\n", "\n")
 
 
 def read_output_excerpt(
@@ -283,12 +291,10 @@ def read_output_excerpt(
     either edge shows as U+FFFD. None under the same conditions as
     ``read_output``.
     """
-    relative = output_path(result)
-    if relative is None:
+    found = _output_file(rundir_path, result)
+    if found is None:
         return None
-    path = _artifact(rundir_path, relative)
-    if path is None:
-        return None
+    relative, path = found
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -301,18 +307,15 @@ def read_output_excerpt(
     except OSError:
         return None
 
-    def decode(data: bytes) -> str:
-        return strip_ansi(data.decode("utf-8", errors="replace")).replace("\r\n", "\n")
-
     if not tail:
-        return OutputTail(text=decode(head), path=relative, size=size, truncated=False)
+        return OutputTail(text=_decode(head), path=relative, size=size, truncated=False)
     left_out = size - len(head) - len(tail)
     marker = (
         f"\n[atex-ci: {left_out} bytes of output left out here; "
         f"the full log is artifacts/{relative}]\n"
     )
     return OutputTail(
-        text=decode(head) + marker + decode(tail), path=relative, size=size, truncated=True
+        text=_decode(head) + marker + _decode(tail), path=relative, size=size, truncated=True
     )
 
 
