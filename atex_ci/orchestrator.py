@@ -136,7 +136,7 @@ class Orchestrator:
         # platform), which platforms have a provisioner that can replace a
         # machine, and why a platform has no machine (a failed reservation).
         self._reserved_here: dict[str, Machine] = {}
-        self._reservations: dict[asyncio.Task[None], str] = {}
+        self._reservations: dict[asyncio.Task[None], set[str]] = {}
         self._replacer: dict[str, bool] = {}
         self._no_machine_why: dict[str, str] = {}
         # Results, events, machine records, attempt numbers and the run state.
@@ -147,7 +147,10 @@ class Orchestrator:
         recorded = rundir.read_machines()
         machines = [m for m in recorded if m.state == MachineState.READY]
         sources = list(self.options.sources)
-        platforms = sorted({m.platform for m in machines} | {p.platform for p, _ in sources})
+        platforms = sorted(
+            {m.platform for m in machines}
+            | {p for source, _ in sources for p in source.platforms()}
+        )
         # Machines released by an earlier run: their platforms' tests may all
         # be done already (``--resume``), or need new machines.
         platforms = platforms or sorted({m.platform for m in recorded}) or ["default"]
@@ -180,7 +183,7 @@ class Orchestrator:
             # Whether a lost machine of this platform has a provisioner that
             # can replace it (the budget is checked when it comes to that).
             self._replacer[platform] = any(
-                p.platform == platform and p.can_replace() for p, _ in sources
+                platform in p.platforms() and p.can_replace() for p, _ in sources
             ) or self._pool.replaceable([m for m in machines if m.platform == platform])
         self._update_replaceable()
         state = RunState.CRASHED  # unless we get to say otherwise
@@ -251,7 +254,7 @@ class Orchestrator:
     ) -> None:
         """Reserve ``count`` machines in the background; each starts taking
         tests the moment it is ready."""
-        platform = provisioner.platform
+        platform = ", ".join(sorted(provisioner.platforms()))
 
         def ready(machine: Machine) -> None:
             self._reserved_here[machine.id] = machine
@@ -270,7 +273,8 @@ class Orchestrator:
                 raise
             except Exception as exc:  # a provisioner's failure ends its reservation, not the run
                 why = str(exc) if isinstance(exc, AtexError) else f"{type(exc).__name__}: {exc}"
-                self._no_machine_why[platform] = why
+                for one in provisioner.platforms():
+                    self._no_machine_why[one] = why
                 self.recorder.reservation_failed(platform, why, replaces)
                 self.progress(f"atex-ci: reserving for platform {platform} failed: {why}")
             finally:
@@ -285,7 +289,7 @@ class Orchestrator:
                 + (self._pool.spent() or "the rest is over --max-machines")
             )
         task = self._tg.create_task(reserve())
-        self._reservations[task] = platform
+        self._reservations[task] = provisioner.platforms()
 
     def _update_replaceable(self) -> None:
         """Tell the scheduler which platforms can still get a replacement."""
@@ -303,8 +307,8 @@ class Orchestrator:
         may_come_back = {
             job.platform for job in scheduler.running().values() if scheduler.may_come_back(job)
         }
-        for task, platform in list(self._reservations.items()):
-            if platform not in may_come_back and not scheduler.wants_machine(platform):
+        for task, platforms in list(self._reservations.items()):
+            if not any(p in may_come_back or scheduler.wants_machine(p) for p in platforms):
                 task.cancel()
 
     def _replace(self, machine: Machine) -> None:

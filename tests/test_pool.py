@@ -338,3 +338,33 @@ def test_max_machines_bounds_what_run_reserves_and_says_so(tmp_path):
     )
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert len(machines) == 2
+
+
+def test_run_with_an_inventory_of_two_platforms_runs_each_test_on_each(tmp_path, ssh_hosts):
+    hosts = ssh_hosts(2)
+    inventory = tmp_path / "fleet.json"
+    inventory.write_text(
+        json.dumps(
+            [
+                {"host": h.address, "key": str(h.key_path), "platform": platform}
+                for h, platform in zip(hosts, ["one", "two"], strict=True)
+            ]
+        )
+    )
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}, "b": {"test": "true"}})
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--hosts", str(inventory))
+    assert proc.returncode == 0, proc.stderr
+    machines = {m["id"]: m for m in json.loads((run / "machines.json").read_text())["machines"]}
+    ran = sorted(
+        (r["platform"], r["test"], machines[r["machine"]]["platform"])
+        for r in results(run)
+        if r["name"] is None
+    )
+    assert ran == [
+        ("one", "/tests/a", "one"),
+        ("one", "/tests/b", "one"),
+        ("two", "/tests/a", "two"),
+        ("two", "/tests/b", "two"),
+    ]
+    assert json.loads((run / "run.json").read_text())["platforms"] == ["one", "two"]

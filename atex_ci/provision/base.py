@@ -95,6 +95,12 @@ class Provisioner(abc.ABC):
                 await asyncio.gather(*(one(m) for m in machines))
         return failed
 
+    def platforms(self) -> set[str]:
+        """The platforms of the machines ``reserve`` yields (known before it
+        runs, so that a run discovers their tests up front). Default: this
+        instance's ``platform``."""
+        return {self.platform}
+
     def can_replace(self) -> bool:
         """Whether ``reserve(1)`` on this instance gives another machine like the
         ones it made, to replace one that was lost or discarded mid-run.

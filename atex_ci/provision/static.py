@@ -178,6 +178,10 @@ class StaticProvisioner(Provisioner):
         finally:
             await transport.close()
 
+    def platforms(self) -> set[str]:
+        """Each host's own platform (an inventory may give one), else ours."""
+        return {spec.platform or self.platform for spec in self.hosts} or {self.platform}
+
     def can_replace(self) -> bool:
         """No: an existing host that was lost has no stand-in."""
         return False
