@@ -1,7 +1,9 @@
 """The async driver: one worker per machine, each asking the scheduler for its
 next test whenever it is free, running it through an Executor, and recording
-what happened. Reservation of local slots when none are reserved, machine
-loss, interruption and clean-up live here; policy lives in ``schedule.py``.
+what happened (through the Recorder). Machines arriving while tests run, their
+loss, replacement and early release (with the pool's bookkeeping in
+``pool.py``), interruption and clean-up live here; policy lives in
+``schedule.py``.
 """
 
 from __future__ import annotations
@@ -123,7 +125,6 @@ class Orchestrator:
         self.run_id = rundir.read_run()["id"]
         self._done = 0
         self._total = 0
-        self._all_tests = [t for plan in self.plan_list for t in plan.tests]
         self._infra_failure = False
         # Set (and replaced) whenever the scheduler's state changes.
         self._state_changed = asyncio.Event()
@@ -380,7 +381,7 @@ class Orchestrator:
             for platform in platforms
             for t in self._platform_tests(platform)
         }
-        return [r for r in self.recorder.final(selected)]
+        return self.recorder.final(selected)
 
     def _tars(self, platforms: list[str]) -> tuple[bytes, dict[str, bytes]]:
         """The fmf tree (with remote trees and libraries), and per platform the

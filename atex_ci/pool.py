@@ -120,8 +120,10 @@ class MachinePool:
         return provisioner, ""
 
     def replaceable(self, machines: list[Machine]) -> bool:
-        """Whether any of these machines (a platform's) could be replaced now."""
-        return any(self.replacement(m)[0] is not None for m in machines)
+        """Whether any of these machines (a platform's) could be replaced now;
+        one look per provisioner kind (a fleet of static hosts is one)."""
+        one_per_kind = {m.provisioner: m for m in machines}.values()
+        return any(self.replacement(m)[0] is not None for m in one_per_kind)
 
     async def reserve(
         self, provisioner: Provisioner, count: int, on_ready: Callable[[Machine], None]

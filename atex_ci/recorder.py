@@ -99,10 +99,6 @@ class Attempts:
         key = test_key(result)
         self._latest[key] = max(self._latest.get(key, 0), result.attempt)
 
-    def latest(self, key: TestKey) -> int:
-        """The highest attempt recorded for ``key`` (0: none)."""
-        return self._latest.get(key, 0)
-
     def next(self, key: TestKey) -> int:
         """Take the next attempt number of ``key``."""
         self._latest[key] = self._latest.get(key, 0) + 1
