@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from .treeutil import REPO, atex, make_tree, own_results, results
+from .treeutil import REPO, atex, make_tree, own_results, reserve_hosts, results
 
 HOSTILE = REPO / "tests" / "fixtures" / "hostile.py"
 
@@ -151,21 +151,24 @@ def assert_normal_tests_pass(run: Path, count: int = 3) -> None:
 # -- class 1: what a test sends can only end as that test's error -----------------------
 
 
+def control_stream_abuse(outside: Path) -> dict[str, dict[str, Any]]:
+    """The hostile tests that abuse the control stream (``outside``: where
+    escaping names would land)."""
+    env = {"environment": {"HOSTILE_OUTSIDE": str(outside)}}
+    return {
+        "surrogate": hostile("surrogate"),
+        "testout-file-parent": hostile("testout-file-parent"),
+        "long-component": hostile("long-component"),
+        "long-file-name": hostile("long-file-name"),
+        "escaping-names": hostile("escaping-names", **env),
+        "garbage": hostile("garbage"),
+        "second-exitcode": hostile("second-exitcode"),
+    }
+
+
 def test_control_stream_abuse_ends_as_each_tests_own_error(tmp_path):
     outside = tmp_path / "outside"
-    env = {"environment": {"HOSTILE_OUTSIDE": str(outside)}}
-    tree = hostile_tree(
-        tmp_path / "tree",
-        {
-            "surrogate": hostile("surrogate"),
-            "testout-file-parent": hostile("testout-file-parent"),
-            "long-component": hostile("long-component"),
-            "long-file-name": hostile("long-file-name"),
-            "escaping-names": hostile("escaping-names", **env),
-            "garbage": hostile("garbage"),
-            "second-exitcode": hostile("second-exitcode"),
-        },
-    )
+    tree = hostile_tree(tmp_path / "tree", control_stream_abuse(outside))
     run = tmp_path / "run"
     code, err, peak = run_measured(
         tmp_path, "run", "-d", str(run), "--fmf-root", str(tree), "--local", "2"
@@ -296,11 +299,7 @@ def test_timed_out_tests_data_streams_to_disk_on_a_host(tmp_path, ssh_host):
     tree_fmf["/big-data"]["duration"] = "20s"
     (tree / "tests" / "main.fmf").write_text(json.dumps(tree_fmf))
     run = tmp_path / "run"
-    proc = atex(
-        "reserve", "-d", str(run), "--key", str(ssh_host.key_path), "--host",
-        f"root@{ssh_host.address}",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    reserve_hosts(run, [ssh_host])
     code, err, peak = run_measured(tmp_path, "run", "-d", str(run), "--fmf-root", str(tree))
     assert code == 1, err
     own = own_results(run)
@@ -415,11 +414,7 @@ def test_kill9_then_resume_and_release_end_everything_on_a_host(tmp_path, ssh_ho
     tag = f"7{os.getpid() % 1000:03d}"
     tree = make_tree(tmp_path / "tree", {"stuck": {"test": "true"}})
     run = tmp_path / "run"
-    proc = atex(
-        "reserve", "-d", str(run), "--key", str(ssh_host.key_path), "--host",
-        f"root@{ssh_host.address}",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    reserve_hosts(run, [ssh_host])
 
     def on_host() -> list[int]:
         return [p for p in ssh_host.processes() if cmdline(p).startswith(f"sleep {tag}")]
@@ -461,15 +456,8 @@ def test_kill9_then_resume_and_release_end_everything_on_a_host(tmp_path, ssh_ho
 def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
     outside = tmp_path / "outside"
     tag = f"6{os.getpid() % 1000:03d}"
-    env = {"environment": {"HOSTILE_OUTSIDE": str(outside)}}
     hostile_tests = {
-        "surrogate": hostile("surrogate"),
-        "testout-file-parent": hostile("testout-file-parent"),
-        "long-component": hostile("long-component"),
-        "long-file-name": hostile("long-file-name"),
-        "escaping-names": hostile("escaping-names", **env),
-        "garbage": hostile("garbage"),
-        "second-exitcode": hostile("second-exitcode"),
+        **control_stream_abuse(outside),
         "alias-bomb": hostile("alias-bomb", result="custom"),
         "huge-results": hostile("huge-results-yaml", result="custom"),
         "many-partials": hostile("many-partials"),
@@ -491,11 +479,7 @@ def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
     expected = {"tree", "run"}
     if with_host:
         host = request.getfixturevalue("ssh_host")
-        proc = atex(
-            "reserve", "-d", str(run), "--key", str(host.key_path), "--host",
-            f"root@{host.address}",
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
+        reserve_hosts(run, [host])
         assert atex("reserve", "-d", str(run), "--local", "2").returncode == 0
     else:
         args += ["--local", "3"]

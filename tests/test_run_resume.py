@@ -3,17 +3,13 @@ tests recorded "not run" because no machine was left (with new machines now)."""
 
 from __future__ import annotations
 
-from .treeutil import atex, make_tree, own_results, results
+from .treeutil import atex, make_tree, own_results, reserve_hosts, results
 
 
 def test_resume_runs_tests_that_had_no_machine(tmp_path, ssh_host):
     tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}, "b": {"test": "true"}})
     run = tmp_path / "run"
-    proc = atex(
-        "reserve", "-d", str(run), "--key", str(ssh_host.key_path), "--host",
-        f"root@{ssh_host.address}",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    reserve_hosts(run, [ssh_host])
     ssh_host.kill()  # lost before the run: every test is "not run"
     proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
     assert proc.returncode == 3, proc.stderr

@@ -22,19 +22,10 @@ from .treeutil import (
     kill_where,
     make_tree,
     own_results,
+    reserve_hosts,
     results,
     shared_dir,
 )
-
-
-def reserve(run: Path, hosts, platform: str | None = None) -> None:
-    args = ["reserve", "-d", str(run), "--key", str(hosts[0].key_path)]
-    for host in hosts:
-        args += ["--host", f"root@{host.address}"]
-    if platform:
-        args += ["--platform", platform]
-    proc = atex(*args)
-    assert proc.returncode == 0, proc.stderr
 
 
 def run_tree(run: Path, tree: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -44,7 +35,7 @@ def run_tree(run: Path, tree: Path, *extra: str) -> subprocess.CompletedProcess[
 def test_demo_on_two_hosts(tmp_path, ssh_hosts):
     hosts = ssh_hosts(2)
     run = tmp_path / "run"
-    reserve(run, hosts)
+    reserve_hosts(run, hosts)
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert [m["host_key"] for m in machines] == [h.host_key for h in hosts]
     proc = run_tree(run, DEMO)
@@ -89,7 +80,7 @@ def test_features_on_a_host(tmp_path, ssh_host):
             },
         )
         run = tmp_path / "run"
-        reserve(run, [ssh_host])
+        reserve_hosts(run, [ssh_host])
         proc = run_tree(run, tree)
         own = own_results(run)
         statuses = {name.removeprefix("/tests/"): r["status"] for name, r in own.items()}
@@ -132,7 +123,7 @@ def test_reboot_mid_test(tmp_path, ssh_host):
         },
     )
     run = tmp_path / "run"
-    reserve(run, [ssh_host])
+    reserve_hosts(run, [ssh_host])
     boots = ssh_host.boot_count
     proc = run_tree(run, tree)
     assert proc.returncode == 0, proc.stderr
@@ -159,7 +150,7 @@ def test_machine_killed_mid_test_is_run_again_on_another(tmp_path, ssh_hosts):
             {"a-victim": {"test": victim}, **{f"b-{n}": {"test": "true"} for n in range(6)}},
         )
         run = tmp_path / "run"
-        reserve(run, hosts)
+        reserve_hosts(run, hosts)
         killed: list = []
         # Power off whichever host the victim test landed on, mid-test.
         killer = kill_where(hosts, "sleep 60", killed)
@@ -209,7 +200,7 @@ def test_timeout_with_sigterm_ignored_discards_machine(tmp_path, ssh_hosts):
         },
     )
     run = tmp_path / "run"
-    reserve(run, [first, second])
+    reserve_hosts(run, [first, second])
     proc = run_tree(run, tree)
     own = own_results(run)
     assert own["/tests/stubborn"]["status"] == "error"
@@ -253,7 +244,7 @@ def test_big_output_and_protocol_violations(tmp_path, ssh_host):
         },
     )
     run = tmp_path / "run"
-    reserve(run, [ssh_host])
+    reserve_hosts(run, [ssh_host])
     run_tree(run, tree)
     own = own_results(run)
     big = own["/tests/big-output"]
@@ -272,7 +263,7 @@ def test_abort_stops_the_rest_of_the_plan(tmp_path, ssh_host):
         {"a": {"test": "true"}, "b": {"test": "tmt-abort; sleep 10"}, "c": {"test": "true"}},
     )
     run = tmp_path / "run"
-    reserve(run, [ssh_host])
+    reserve_hosts(run, [ssh_host])
     proc = run_tree(run, tree)
     own = own_results(run)
     assert own["/tests/a"]["status"] == "pass"
@@ -284,7 +275,7 @@ def test_abort_stops_the_rest_of_the_plan(tmp_path, ssh_host):
 def test_host_key_change_is_refused(tmp_path, ssh_hosts):
     real, other = ssh_hosts(2)
     run = tmp_path / "run"
-    reserve(run, [real])
+    reserve_hosts(run, [real])
     data = json.loads((run / "machines.json").read_text())
     data["machines"][0]["host_key"] = other.host_key  # as if the machine was replaced
     (run / "machines.json").write_text(json.dumps(data))
@@ -317,7 +308,7 @@ def test_unreachable_host_is_one_line_error(tmp_path, ssh_host):
 def test_interrupt_kills_remote_test(tmp_path, ssh_host):
     tree = make_tree(tmp_path / "tree", {"long": {"test": "touch /run/long-started; sleep 300"}})
     run = tmp_path / "run"
-    reserve(run, [ssh_host])
+    reserve_hosts(run, [ssh_host])
     returncode, err = interrupt_run(
         run, tree, lambda: any(_cmdline(p) == "sleep 300" for p in ssh_host.processes())
     )
@@ -328,7 +319,7 @@ def test_interrupt_kills_remote_test(tmp_path, ssh_host):
 
 def test_one_host_reserved_twice_gets_two_workers(tmp_path, ssh_host):
     run = tmp_path / "run"
-    reserve(run, [ssh_host, ssh_host])
+    reserve_hosts(run, [ssh_host, ssh_host])
     machines = json.loads((run / "machines.json").read_text())["machines"]
     ids = [m["id"] for m in machines]
     assert len(set(ids)) == 2, ids
@@ -361,7 +352,7 @@ def test_unusable_key_is_one_line_error(tmp_path, ssh_host):
 
 def test_release_removes_the_work_directory(tmp_path, ssh_host):
     run = tmp_path / "run"
-    reserve(run, [ssh_host])
+    reserve_hosts(run, [ssh_host])
     tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}})
     assert run_tree(run, tree, "--keep-machines").returncode == 0
     run_id = json.loads((run / "run.json").read_text())["id"]
@@ -371,7 +362,7 @@ def test_release_removes_the_work_directory(tmp_path, ssh_host):
     assert not work.exists()
     # Without --keep-machines, the run releases the host itself when it is done.
     run = tmp_path / "run2"
-    reserve(run, [ssh_host])
+    reserve_hosts(run, [ssh_host])
     assert run_tree(run, tree).returncode == 0
     run_id = json.loads((run / "run.json").read_text())["id"]
     assert not Path(f"/proc/{ssh_host.init_pid}/root/var/tmp/atex-ci/{run_id}").exists()
@@ -380,7 +371,7 @@ def test_release_removes_the_work_directory(tmp_path, ssh_host):
 def test_local_slots_and_hosts_share_one_queue(tmp_path, ssh_host):
     run = tmp_path / "run"
     assert atex("reserve", "-d", str(run), "--local", "1").returncode == 0
-    reserve(run, [ssh_host])
+    reserve_hosts(run, [ssh_host])
     with shared_dir() as barrier:
         tests = {**barrier_tests(2, barrier), **{f"t{n}": {"test": "true"} for n in range(4)}}
         tree = make_tree(tmp_path / "tree", tests)
@@ -395,8 +386,8 @@ def test_local_slots_and_hosts_share_one_queue(tmp_path, ssh_host):
 def test_platforms_each_run_every_test(tmp_path, ssh_hosts):
     first, second = ssh_hosts(2)
     run = tmp_path / "run"
-    reserve(run, [first], platform="fedora-41")
-    reserve(run, [second], platform="centos-stream-9")
+    reserve_hosts(run, [first], platform="fedora-41")
+    reserve_hosts(run, [second], platform="centos-stream-9")
     tree = make_tree(tmp_path / "tree", {"a": {"test": "hostname"}, "b": {"test": "true"}})
     assert run_tree(run, tree).returncode == 0
     got = sorted((r["platform"], r["test"]) for r in results(run))
@@ -411,7 +402,7 @@ def test_platforms_each_run_every_test(tmp_path, ssh_hosts):
 def test_second_interrupt_exits_at_once_and_keeps_results(tmp_path, ssh_host):
     tree = make_tree(tmp_path / "tree", {"long": {"test": "sleep 300"}})
     run = tmp_path / "run"
-    reserve(run, [ssh_host])
+    reserve_hosts(run, [ssh_host])
     proc = subprocess.Popen(
         [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree)],
         stdout=subprocess.PIPE,
@@ -456,7 +447,7 @@ def test_connection_lost_between_tests_is_reestablished(tmp_path, ssh_host):
 
     tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}, "b": {"test": "true"}})
     run = tmp_path / "run"
-    reserve(run, [ssh_host])
+    reserve_hosts(run, [ssh_host])
     rundir = RunDir.open(run)
     options = RunOptions(scheduler_factory=RebootAfterFirst)
     boots = ssh_host.boot_count
@@ -483,7 +474,7 @@ def test_failing_reboot_command_errors_the_test_and_keeps_the_machine(tmp_path, 
         },
     )
     run = tmp_path / "run"
-    reserve(run, [ssh_host])
+    reserve_hosts(run, [ssh_host])
     boots = ssh_host.boot_count
     proc = run_tree(run, tree)
     own = own_results(run)
@@ -502,8 +493,8 @@ def test_failing_reboot_command_errors_the_test_and_keeps_the_machine(tmp_path, 
 def test_each_platform_has_its_own_context_and_machines(tmp_path, ssh_hosts):
     fedora, centos = ssh_hosts(2)
     run = tmp_path / "run"
-    reserve(run, [fedora], platform="f41")
-    reserve(run, [centos], platform="c9s")
+    reserve_hosts(run, [fedora], platform="f41")
+    reserve_hosts(run, [centos], platform="c9s")
     tree = make_tree(
         tmp_path / "tree",
         {

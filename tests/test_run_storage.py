@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .treeutil import atex, make_tree, own_results
+from .treeutil import atex, make_tree, own_results, reserve_hosts
 
 
 @pytest.fixture
@@ -125,11 +125,7 @@ def test_release_works_with_a_damaged_run_json(tmp_path):
 
 def test_release_of_hosts_works_with_a_damaged_run_json(tmp_path, ssh_host):
     run = tmp_path / "run"
-    proc = atex(
-        "reserve", "-d", str(run), "--key", str(ssh_host.key_path), "--host",
-        f"root@{ssh_host.address}",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    reserve_hosts(run, [ssh_host])
     tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}})
     assert atex("run", "-d", str(run), "--fmf-root", str(tree), "--keep-machines").returncode == 0
     run_id = json.loads((run / "run.json").read_text())["id"]

@@ -17,7 +17,7 @@ import pytest
 
 from atex_ci.rundir import RunDir
 
-from .treeutil import atex, git_redirect_env, git_repo, results
+from .treeutil import atex, git_redirect_env, git_repo, reserve_hosts, results
 
 RLIMPORT = """\
 rlImport() {
@@ -132,14 +132,6 @@ def write_tree(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def reserve(run: Path, hosts) -> None:
-    args = ["reserve", "-d", str(run), "--key", str(hosts[0].key_path)]
-    for host in hosts:
-        args += ["--host", f"root@{host.address}"]
-    proc = atex(*args)
-    assert proc.returncode == 0, proc.stderr
-
-
 def test_libraries_remote_trees_shell_and_script_on_hosts(tmp_path, ssh_hosts, offline_git):
     git_repo(offline_git / "greet", GREET)
     git_repo(offline_git / "remote", REMOTE)
@@ -153,7 +145,7 @@ def test_libraries_remote_trees_shell_and_script_on_hosts(tmp_path, ssh_hosts, o
         },
     )
     run = tmp_path / "run"
-    reserve(run, ssh_hosts(2))
+    reserve_hosts(run, ssh_hosts(2))
     proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--keep-machines")
     assert proc.returncode == 1, proc.stderr  # one test's library needs a missing package
     own = [(r["plan"], r["test"], r["status"]) for r in results(run) if r["name"] is None]
@@ -231,7 +223,7 @@ execute:
         },
     )
     run = tmp_path / "run"
-    reserve(run, [ssh_host])
+    reserve_hosts(run, [ssh_host])
     proc = atex(
         "run",
         "-d",

@@ -90,6 +90,17 @@ def atex(
     )
 
 
+def reserve_hosts(run: Path, hosts: list[Any], platform: str | None = None) -> None:
+    """``atex-ci reserve`` of test hosts (tests/hosts.py), with the first one's key."""
+    args = ["reserve", "-d", str(run), "--key", str(hosts[0].key_path)]
+    for host in hosts:
+        args += ["--host", f"root@{host.address}"]
+    if platform:
+        args += ["--platform", platform]
+    proc = atex(*args)
+    assert proc.returncode == 0, proc.stderr
+
+
 def results(run_dir: Path) -> list[dict[str, Any]]:
     lines = (run_dir / "results.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
