@@ -24,6 +24,7 @@ from .treeutil import (
     kill_where,
     make_tree,
     own_results,
+    reserve_hosts,
     results,
     shared_dir,
 )
@@ -263,30 +264,29 @@ def test_a_host_killed_mid_test_is_replaced_from_its_provisioner(tmp_path, ssh_h
     assert f"out of use: lost while running /tests/a-victim; replaced by {replacement}" in summary
 
 
-def test_static_hosts_are_not_replaced_and_the_survivor_takes_the_retry(tmp_path, ssh_hosts):
-    hosts = ssh_hosts(2)
+def test_a_lost_static_host_is_not_replaced(tmp_path, ssh_host):
+    # The only host: its test, queued again, waits for a replacement that a
+    # static host cannot have (test_run_ssh: a surviving host takes it).
     run = tmp_path / "run"
-    args = ["reserve", "-d", str(run), "--key", str(hosts[0].key_path)]
-    for host in hosts:
-        args += ["--host", f"root@{host.address}"]
-    assert atex(*args).returncode == 0
-    with shared_dir() as shared:
-        victim = f"if [ -e {shared}/ran ]; then exit 0; fi; touch {shared}/ran; sleep 60"
-        tree = make_tree(tmp_path / "tree", {"victim": {"test": victim}})
-        killed: list = []
-        killer = kill_where(hosts, "sleep 60", killed)
-        try:
-            proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
-        finally:
-            killer.join()
+    reserve_hosts(run, [ssh_host])
+    tree = make_tree(tmp_path / "tree", {"a-victim": {"test": "sleep 60"}, "b": {"test": "true"}})
+    killed: list = []
+    killer = kill_where([ssh_host], "sleep 60", killed)
+    try:
+        proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    finally:
+        killer.join()
     assert killed
-    assert proc.returncode == 0, proc.stderr
-    # No stand-in is reserved (a static host has none); when the lost host's
-    # test was still queued at that moment, the events say why.
+    assert proc.returncode == 3, proc.stderr
     assert not [e for e in events(run) if e["event"] == "machine_replaced"]
-    notes = {e["note"] for e in events(run) if e["event"] == "machine_not_replaced"}
-    assert notes <= {"static machines cannot be replaced"}
-    assert own_results(run)["/tests/victim"]["machine"] != results(run)[0]["machine"]
+    notes = [e["note"] for e in events(run) if e["event"] == "machine_not_replaced"]
+    assert notes == ["static machines cannot be replaced"]
+    own = own_results(run)
+    assert (own["/tests/a-victim"]["status"], own["/tests/a-victim"]["reason"]) == (
+        "error",
+        "infra",
+    )
+    assert own["/tests/b"]["note"] == "not run: no usable machine left for platform default"
 
 
 def test_pool_limits_are_checked():
