@@ -25,6 +25,7 @@ from . import __version__
 from .errors import AtexError, ConfigError, Interrupted, StorageError
 
 if TYPE_CHECKING:
+    from .provision.base import Provisioner
     from .rundir import RunDir
 
 T = TypeVar("T")
@@ -409,13 +410,13 @@ class _Reservation:
         """Whether any machine was asked for (local slots included)."""
         return bool(self.provisioner_name or self.specs or self.local)
 
-    def sources(self, rundir: RunDir, default_local: bool) -> list[tuple[Any, int]]:
+    def sources(self, rundir: RunDir, default_local: bool) -> list[tuple[Provisioner, int]]:
         """The provisioners to reserve from, with how many machines each; local
         slots (one per CPU) when nothing else was asked for and ``default_local``."""
         from .provision.local import LocalProvisioner, default_slots
         from .provision.static import StaticProvisioner
 
-        jobs: list[tuple[Any, int]] = []
+        jobs: list[tuple[Provisioner, int]] = []
         if self.provisioner_name is not None:
             try:
                 provisioner = self.cls(rundir, self.platform, **self.kwargs)

@@ -18,16 +18,14 @@ a static host cannot).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import AtexError
 from .model import Machine
-from .provision import get_provisioner, provisioner_kind
+from .provision import get_provisioner, record_reservations
 from .provision.base import Provisioner
-from .recorder import Recorder
 from .rundir import RunDir
 
 log = logging.getLogger("atex_ci")
@@ -139,19 +137,15 @@ class MachinePool:
             return
         self.used += count  # reserved up front: parallel requests stay within the budget
         got = 0
-        recorder = Recorder(self.rundir)
-        kind = provisioner_kind(provisioner)
+
+        def ready(machine: Machine) -> None:
+            nonlocal got
+            got += 1
+            self._made_by[machine.id] = provisioner
+            on_ready(machine)
+
         try:
-            # Closing the stream (also when this task is cancelled) makes the
-            # provisioner give back what it requested and has not yielded;
-            # what it yielded is the run's, released by the run.
-            async with contextlib.aclosing(provisioner.reserve(count)) as stream:
-                async for machine in stream:
-                    machine.provisioner = kind
-                    got += 1
-                    self._made_by[machine.id] = provisioner
-                    recorder.machine_reserved(machine)
-                    on_ready(machine)
+            await record_reservations(self.rundir, provisioner, count, ready, give_back_ready=False)
         except Exception:
             self.failed += 1
             raise

@@ -86,15 +86,19 @@ async def record_reservations(
     provisioner: Provisioner,
     count: int,
     on_ready: Callable[[Machine], None] | None = None,
+    *,
+    give_back_ready: bool = True,
 ) -> list[Machine]:
     """Reserve ``count`` machines, recording each in machines.json once it is ready.
 
     machines.json is rewritten atomically for every machine, so a ``run``
     started meanwhile sees every ready machine. If this call is cancelled
     (Ctrl-C, SIGTERM), the provisioner gives back what it had requested and
-    the machines already recorded by this call are released too; then the
-    CancelledError goes on. Errors (InfraError when fewer machines could be
-    had) come after every machine that was ready has been recorded.
+    not yet yielded, and (with ``give_back_ready``) the machines already
+    recorded by this call are released too; then the CancelledError goes on.
+    Without ``give_back_ready`` those stay the caller's (a run releases them
+    when it is done with them). Errors (InfraError when fewer machines could
+    be had) come after every machine that was ready has been recorded.
     """
     kind = provisioner_kind(provisioner)
     recorder = Recorder(rundir)
@@ -108,7 +112,8 @@ async def record_reservations(
                 if on_ready is not None:
                     on_ready(machine)
     except asyncio.CancelledError:
-        await asyncio.shield(_give_back(rundir, provisioner, machines))
+        if give_back_ready:
+            await asyncio.shield(_give_back(rundir, provisioner, machines))
         raise
     return machines
 
