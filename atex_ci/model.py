@@ -53,6 +53,25 @@ class MachineState(enum.StrEnum):
     RELEASED = "released"
 
 
+class RunState(enum.StrEnum):
+    """run.json's ``state``: what the last command did with the run directory."""
+
+    #: Created; nothing reserved or run yet.
+    NEW = "new"
+    #: Machines were reserved (``atex-ci reserve``); nothing ran yet.
+    RESERVED = "reserved"
+    RUNNING = "running"
+    FINISHED = "finished"
+    #: Stopped by Ctrl-C or SIGTERM; ``run --resume`` finishes it.
+    INTERRUPTED = "interrupted"
+    #: Stopped by an error (the run directory says how far it got).
+    CRASHED = "crashed"
+    #: Results of other run directories were merged in (``atex-ci collect``).
+    COLLECTED = "collected"
+    #: Every machine was given back (``atex-ci release``).
+    RELEASED = "released"
+
+
 @dataclass
 class Test:
     """One discovered test, ready to be executed on any machine.

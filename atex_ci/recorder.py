@@ -15,32 +15,14 @@ a test instance (``test_key``) and the latest attempt of each
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
 from typing import Any
 
-from .model import Machine, MachineState, Result, Test
+from .model import Machine, MachineState, Result, RunState, Test
 from .rundir import RunDir
 
 #: ``(platform, plan, test, instance)``: see ``test_key``.
 TestKey = tuple[str, str, str, object]
-
-
-class RunState(enum.StrEnum):
-    """run.json's ``state``: what the last command did with the run directory."""
-
-    #: Machines were reserved (``atex-ci reserve``); nothing ran yet.
-    RESERVED = "reserved"
-    RUNNING = "running"
-    FINISHED = "finished"
-    #: Stopped by Ctrl-C or SIGTERM; ``run --resume`` finishes it.
-    INTERRUPTED = "interrupted"
-    #: Stopped by an error (the run directory says how far it got).
-    CRASHED = "crashed"
-    #: Results of other run directories were merged in (``atex-ci collect``).
-    COLLECTED = "collected"
-    #: Every machine was given back (``atex-ci release``).
-    RELEASED = "released"
 
 
 def test_instance(result: Result) -> object:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from .errors import ConfigError, StorageError
-from .model import Machine, Plan, Result
+from .model import Machine, Plan, Result, RunState
 
 FORMAT = "atex-ci-run"
 VERSION = 1
@@ -275,7 +275,7 @@ class RunDir:
             "id": uuid.uuid4().hex[:12],
             "created": stamp,
             "updated": stamp,
-            "state": "new",
+            "state": str(RunState.NEW),
             "fmf": None,
             "platforms": [],
             "provisioner": None,
