@@ -660,14 +660,19 @@ def run(
     git = GitCache()  # one per run: each repository is fetched once
     found = discover(fmf_root, plans, fmf_context, git=git)
     if dry_run:
+        from .report.text import display_name
+
+        # Names spelled as every report spells them: a name cannot colour the
+        # terminal, start a line of its own (a forged workflow command) or
+        # hold what no terminal can print (a lone surrogate).
         for plan in found:
             for test in plan.tests:
-                click.echo(test.name)
+                click.echo(display_name(test.name))
         for platform, extra in sorted(platform_context.items()):
-            click.echo(f"# platform {platform}")
+            click.echo(f"# platform {display_name(platform)}")
             for plan in discover(fmf_root, plans, {**fmf_context, **extra}, git=git):
                 for test in plan.tests:
-                    click.echo(test.name)
+                    click.echo(display_name(test.name))
         return
     if run_dir is None:
         raise ConfigError("missing option '-d/--run-dir' (needed unless --dry-run)")
@@ -723,12 +728,11 @@ def run(
         _fail(f"interrupted; results so far are in {run_dir}", exc.exit_code)
     finally:
         display.close()
-    totals: dict[str, int] = {}
-    for result in summary.final or summary.results:
-        if result.name is None:
-            totals[str(result.status)] = totals.get(str(result.status), 0) + 1
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(totals.items())) or "no tests"
-    click.echo(f"atex-ci: {counts}; results in {run_dir}", err=True)
+    from .report.summary import count_line
+    from .report.text import stderr_line
+
+    line = count_line(summary.final or summary.results)
+    click.echo(stderr_line(f"atex-ci: {line}; results in {run_dir}"), err=True)
     sys.exit(summary.exit_code)
 
 

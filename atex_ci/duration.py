@@ -1,4 +1,5 @@
-"""fmf/tmt duration syntax: ``90``, ``15m``, ``1h 30m``, ``2h*3``.
+"""fmf/tmt duration syntax: ``90``, ``15m``, ``1h 30m``, ``2h*3``; and how long
+a result took, as tmt's results format spells it (``00:01:30``).
 
 A duration is whitespace-separated parts; each is a number with an optional
 unit (s, m, h, d; none means seconds) or a multiplier ``*N``. The parts with
@@ -53,4 +54,26 @@ def parse_duration(spec: object) -> float:
     seconds = total * multiplier
     if not math.isfinite(seconds) or seconds > MAX_DURATION:
         raise ValueError(f"invalid duration {spec!r}: longer than a year")
+    return seconds
+
+
+# tmt's results format: ``duration: "HH:MM:SS"`` (hours may exceed 23), as tmt
+# writes it in results.yaml; seconds may carry a fraction.
+_RESULT_DURATION = re.compile(r"(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)")
+
+
+def parse_result_duration(value: object) -> float | None:
+    """Seconds a result says it took: ``"HH:MM:SS"`` (tmt's results format) or
+    a number of seconds; None when ``value`` is neither (or out of range)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _RESULT_DURATION.fullmatch(value.strip())):
+        hours, minutes, secs = match.groups()
+        seconds = int(hours) * 3600 + int(minutes) * 60 + float(secs)
+    else:
+        return None
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DURATION:
+        return None
     return seconds

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +38,27 @@ class Status(enum.StrEnum):
         """Whether this status makes the run unsuccessful."""
         return self in (Status.FAIL, Status.ERROR)
 
+    @classmethod
+    def worst(cls, statuses: Iterable[Status]) -> Status:
+        """The worst of ``statuses`` in tmt's order (error, fail, warn, pass,
+        info, skip); ValueError if there is none."""
+        present = set(statuses)
+        for status in _SEVERITY:
+            if status in present:
+                return status
+        raise ValueError("no status to reduce")
+
+
+# Worst first, as tmt's ResultOutcome.reduce orders outcomes.
+_SEVERITY = (Status.ERROR, Status.FAIL, Status.WARN, Status.PASS, Status.INFO, Status.SKIP)
+
 
 class Reason(enum.StrEnum):
     """Why a result is an error; tells a broken test from broken infrastructure."""
 
-    TEST = "test"  # the test itself reported/exited with an error or broke the protocol
+    # the test itself reported/exited with an error or broke the protocol, or
+    # atex-ci failed on it (an internal error: running it again would too)
+    TEST = "test"
     TIMEOUT = "timeout"  # the test ran past its duration
     INFRA = "infra"  # lost machine, lost connection, missing exit code, setup failure
     INTERRUPTED = "interrupted"  # the run was cancelled (Ctrl-C, SIGTERM)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import statistics
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from .progress import RunStatus
 from .provision import get_provisioner
 from .provision.base import Provisioner
 from .provision.local import LocalProvisioner, default_slots
-from .recorder import Recorder, RunState
+from .recorder import Recorder, RunState, exit_code, standing_result
 from .remote_tree import GitCache
 from .report.text import progress_note
 from .rundir import RunDir, now_iso
@@ -83,19 +84,14 @@ class RunSummary:
     results: list[Result]
     final: list[Result] = field(default_factory=list)
     interrupted: bool = False
-    infra_failure: bool = False
 
     @property
     def exit_code(self) -> int:
-        """0 all passed, 1 test failures, 3 infrastructure errors, 130 interrupted."""
+        """130 interrupted; else what the final results mean (``recorder.exit_code``):
+        0 all passed, 1 test failures, 3 infrastructure errors."""
         if self.interrupted:
             return 130
-        final = self.final or self.results
-        if self.infra_failure or any(r.reason == Reason.INFRA for r in final):
-            return 3
-        if any(r.status.is_failure for r in final):
-            return 1
-        return 0
+        return exit_code(self.final or self.results)
 
 
 class Orchestrator:
@@ -125,7 +121,6 @@ class Orchestrator:
         self.run_id = rundir.read_run()["id"]
         self._done = 0
         self._total = 0
-        self._infra_failure = False
         # Set (and replaced) whenever the scheduler's state changes.
         self._state_changed = asyncio.Event()
         # For the status summary: what runs where since when, and what ended.
@@ -239,9 +234,7 @@ class Orchestrator:
                 if not failed:
                     raise
                 # The run already fails with its own error; that one is the news.
-        return RunSummary(
-            self.results, final=self._final(platforms), infra_failure=self._infra_failure
-        )
+        return RunSummary(self.results, final=self._final(platforms))
 
     # -- the pool: machines arriving, replaced, released ------------------------------
 
@@ -503,7 +496,7 @@ class Orchestrator:
     @staticmethod
     def _outcome(executed: TestOutcome, setup_failed: bool) -> Outcome:
         """The facts the scheduler decides on, from what the executor reported."""
-        own = next((r for r in executed.results if r.name is None), None)
+        own = standing_result(executed.results)
         return Outcome.from_result(
             own,
             timed_out=own is not None and own.reason is Reason.TIMEOUT,
@@ -558,13 +551,51 @@ class Orchestrator:
         if self.options.show_starts:
             self.progress(f"atex-ci: start  {test.name} on {machine.id}")
         attempt = self.recorder.next_attempt(machine.platform, test)
-        outcome = await executor.run_test(test, plan, platform=machine.platform, attempt=attempt)
+        try:
+            outcome = await executor.run_test(
+                test, plan, platform=machine.platform, attempt=attempt
+            )
+        except StorageError:
+            raise
+        except Exception as exc:
+            # The executor turns whatever happens into results; should atex-ci
+            # itself fail on this test all the same, that is this test's error.
+            outcome = self._internal_error(test, machine, attempt, exc)
         self._record(test, machine, outcome.results)
         return outcome, False
 
+    def _internal_error(
+        self, test: Test, machine: Machine, attempt: int, exc: Exception
+    ) -> TestOutcome:
+        """Record an error of ``test`` for a failure of atex-ci on it (the
+        traceback goes to events.jsonl). The executor ends a test's processes
+        whatever happens inside it, so the machine stays in use."""
+        self.recorder.event(
+            "internal_error",
+            test=test.name,
+            plan=test.plan,
+            traceback="".join(traceback.format_exception(exc)),
+        )
+        result = Result(
+            test=test.name,
+            plan=test.plan,
+            platform=machine.platform,
+            status=Status.ERROR,
+            attempt=attempt,
+            machine=machine.id,
+            start=now_iso(),
+            end=now_iso(),
+            duration=0.0,
+            note=f"internal error in atex-ci: {type(exc).__name__}: {exc}",
+            reason=Reason.TEST,
+            serial_number=test.serial_number,
+        )
+        self.recorder.result(result)
+        return TestOutcome([result])
+
     def _record(self, test: Test, machine: Machine, results: list[Result]) -> None:
         self.results.extend(results)
-        own = next((r for r in results if r.name is None), None)
+        own = standing_result(results)
         self._done += 1
         self._running_tests.pop(machine.id, None)
         if own is not None:
@@ -596,8 +627,6 @@ class Orchestrator:
 
     def _not_run(self, jobs: list[Job], note: str, status: Status) -> None:
         """Record jobs that will not run (no machine left, plan aborted)."""
-        if jobs and status is Status.ERROR:
-            self._infra_failure = True
         for job in jobs:
             test, platform = job.test, job.platform
             result = Result(

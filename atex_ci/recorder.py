@@ -9,8 +9,9 @@ A runner of your own that records through it writes a run directory that
 ``report``, ``collect``, ``release`` and ``run --resume`` accept.
 
 Which results count is decided here too, for every reader: the identity of
-a test instance (``test_key``) and the latest attempt of each
-(``final_results``).
+a test instance (``test_key``), the latest attempt of each
+(``final_results``) and the exit code those final results mean
+(``exit_code``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .model import Machine, MachineState, Result, RunState, Test
+from .model import Machine, MachineState, Reason, Result, RunState, Status, Test
 from .rundir import RunDir
 
 #: ``(platform, plan, test, instance)``: see ``test_key``.
@@ -65,6 +66,49 @@ def final_results(results: Iterable[Result]) -> list[Result]:
         if result.attempt == latest[key]:
             chosen[slot] = result
     return [result for result in chosen.values() if result is not None]
+
+
+def standing_result(results: Iterable[Result]) -> Result | None:
+    """The result that stands for one run of one test (``results``: that run's).
+
+    Its own result (``name`` None). A test with sub-results only has none:
+    tmt's ``result: custom`` whose results file has no ``/`` entry, where
+    tmt 1.78 records each entry as a result of its own and none for the test.
+    The worst of them (first on a tie) then stands for the test, so it is
+    scheduled, shown and counted as run, not as lost. None without results.
+    """
+    results = list(results)
+    own = next((r for r in results if r.name is None), None)
+    if own is not None or not results:
+        return own
+    worst = Status.worst(r.status for r in results)
+    return next(r for r in results if r.status is worst)
+
+
+#: Exit codes of a finished run (docs/cli.md, "Exit codes").
+EXIT_PASSED = 0
+EXIT_TEST_FAILURES = 1
+EXIT_INFRA = 3
+
+
+def exit_code(final: Iterable[Result]) -> int:
+    """The exit code the final results mean, and nothing else.
+
+    ``EXIT_INFRA`` when any final result is an infrastructure error (a lost
+    machine, no machine left, a failed prepare); else ``EXIT_TEST_FAILURES``
+    when any final result, a sub-result included, is fail or error (a timeout,
+    an interrupted test, a protocol violation, an internal error of atex-ci
+    on that test); else ``EXIT_PASSED`` (pass, warn, info and skip). So a run
+    never exits 0 while one of its final results is fail or error.
+    """
+    code = EXIT_PASSED
+    for result in final:
+        if not result.status.is_failure:
+            continue
+        if result.reason is Reason.INFRA:
+            return EXIT_INFRA
+        code = EXIT_TEST_FAILURES
+    return code
 
 
 class Attempts:
@@ -203,12 +247,17 @@ class Recorder:
 
 
 __all__ = [
+    "EXIT_INFRA",
+    "EXIT_PASSED",
+    "EXIT_TEST_FAILURES",
     "Attempts",
     "Recorder",
     "RunState",
     "TestKey",
+    "exit_code",
     "final_results",
     "job_key",
+    "standing_result",
     "test_instance",
     "test_key",
 ]

@@ -364,10 +364,15 @@ class Scheduler:
         """
         latest: dict[tuple[str, str, str, int | None], Result] = {}
         for r in results:
-            if r.name is not None:
-                continue
             key = (r.platform, r.plan, r.test, r.serial_number)
-            if key not in latest or r.attempt >= latest[key].attempt:
+            best = latest.get(key)
+            # The own result of the latest attempt; a sub-result only stands
+            # for an attempt that has none (tmt's custom results without "/").
+            if (
+                best is None
+                or r.attempt > best.attempt
+                or (r.attempt == best.attempt and r.name is None)
+            ):
                 latest[key] = r
         done = {key for key, r in latest.items() if not unfinished(r)}
         dropped: list[Job] = []

@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Mapping
 
 from ..model import Plan, Test
+from ..report.text import display_name
 from ..rundir import safe_component
 from .frameworks import Framework
 from .reaper import OWNER_VARIABLE, phase_owner
@@ -29,6 +30,36 @@ def export(env: Mapping[str, str]) -> str:
 def invalid_names(env: Mapping[str, str]) -> list[str]:
     """Names a shell cannot export (the caller decides what that means)."""
     return [key for key in env if not _ENV_NAME.fullmatch(key)]
+
+
+# A lone UTF-16 surrogate: what a JSON or YAML "\ud83d" escape (half of an
+# emoji's pair) leaves in a name. No byte string on the machine can hold it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unencodable(what: str, text: str) -> str | None:
+    """Why ``text`` cannot reach the machine (a command line, the environment,
+    a file name: all UTF-8 bytes there), or None when it can."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (
+        f"{what} '{display_name(text)}' cannot reach the machine: U+{ord(found.group()):04X} "
+        "is a lone UTF-16 surrogate (half of an escaped pair, e.g. an emoji's), not "
+        "encodable as UTF-8"
+    )
+
+
+def check_encodable(test: Test, plan: Plan, env: Mapping[str, str]) -> None:
+    """Raise ValueError naming the first name or value that cannot reach the
+    machine: the test's and the plan's names first, then every variable."""
+    checks = [("the test's name", test.name), ("the plan's name", plan.name)]
+    for key, value in env.items():
+        checks += [("an environment variable name", key), (f"variable {key}", value)]
+    for what, text in checks:
+        why = unencodable(what, text)
+        if why is not None:
+            raise ValueError(why)
 
 
 class WorkDir:
@@ -76,7 +107,8 @@ def build_test_environment(
 ) -> dict[str, str]:
     """Every variable the wrapper and the test get (``test_dir`` is the test's
     scratch directory on the machine). Raises ValueError naming a variable of
-    the plan or the test that cannot be exported."""
+    the plan or the test that cannot be exported, or a name or value that
+    cannot be encoded for the machine (``check_encodable``)."""
     env: dict[str, str] = {}
     env.update(plan.environment)
     env.update(test.environment)
@@ -110,6 +142,7 @@ def build_test_environment(
     env.update(framework.environment(test, data_dir=f"{test_dir}/data", bin_dir=work.bin_dir))
     if test.library_dirs:  # where rlImport finds the test's fetched libraries
         env["BEAKERLIB_LIBRARY_PATH"] = ":".join(f"{work.tree}/{d}" for d in test.library_dirs)
+    check_encodable(test, plan, env)
     return env
 
 
@@ -121,4 +154,12 @@ def wrapper_command(work: WorkDir, env: Mapping[str, str]) -> str:
     )
 
 
-__all__ = ["WorkDir", "build_test_environment", "export", "invalid_names", "wrapper_command"]
+__all__ = [
+    "WorkDir",
+    "build_test_environment",
+    "check_encodable",
+    "export",
+    "invalid_names",
+    "unencodable",
+    "wrapper_command",
+]

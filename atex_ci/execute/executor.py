@@ -331,11 +331,14 @@ class _TestRun:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
         except Exception as exc:
+            # A bug of atex-ci met on this test: that test's error (running it
+            # again, here or elsewhere, would meet it again). The machine is
+            # as good as before once the test's processes are gone.
             self._internal_error(exc)
-            failure = (Reason.INFRA, f"internal error in atex-ci: {type(exc).__name__}: {exc}")
+            failure = (Reason.TEST, f"internal error in atex-ci: {type(exc).__name__}: {exc}")
             machine_lost = True
             with contextlib.suppress(BaseException):
-                await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
+                machine_lost = not await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
         finally:
             self.sink.close()
         duration = time.monotonic() - start
@@ -407,10 +410,14 @@ class _TestRun:
         while True:
             self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
             try:
+                command = self._command()
+            except TestError as exc:
+                return (Reason.TEST, str(exc)), False  # nothing started: nothing to end
+            try:
                 async with asyncio.timeout_at(self.deadline.at) as cm:
                     self.timeout_cm = cm
                     await self.transport.run(
-                        self._command(),
+                        command,
                         stdout=self._on_control,
                         stderr=self._on_output,
                         tty=False,
@@ -546,8 +553,9 @@ class _TestRun:
                 task.cancel()
             await asyncio.gather(down, watcher, return_exceptions=True)
 
-    async def _kill(self, timeout: float) -> None:
-        """End the test's process group: SIGTERM, then SIGKILL after a grace period."""
+    async def _kill(self, timeout: float) -> bool:
+        """End the test's process group: SIGTERM, then SIGKILL after a grace
+        period. False when that could not be done (the machine unreachable)."""
         pidfile = shlex.quote(f"{self.remote_dir}/pid")
         steps = int(KILL_GRACE / 0.1)
         group = (
@@ -561,9 +569,12 @@ class _TestRun:
         # the test started outside its group (setsid daemons) is found by its
         # ATEX_CI_OWNER and killed.
         command = f"( {group} ); {reap_command(self.owner)}"
-        with contextlib.suppress(Exception):
+        try:
             async with asyncio.timeout(timeout):
                 await self.transport.run(command)
+        except Exception:
+            return False
+        return True
 
     # -- the command and its environment ---------------------------------------------
 

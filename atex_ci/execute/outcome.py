@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..duration import parse_result_duration
 from ..model import Reason, Result, Status, Test
 from ..rundir import now_iso
 from .artifacts import ArtifactSink
@@ -39,8 +40,8 @@ class TestOutcome:
     results: list[Result]
     #: The machine was lost while the test ran (connection gone, not back after
     #: a reboot), or atex-ci cannot tell what state the test left it in (the
-    #: wrapper vanished, an internal error). A timeout alone is not a loss:
-    #: the results say it timed out.
+    #: wrapper vanished, an internal error whose test could not be ended). A
+    #: timeout alone is not a loss: the results say it timed out.
     machine_lost: bool = False
     #: The test asked to abort the rest of its plan (tmt-abort).
     abort: bool = False
@@ -67,7 +68,9 @@ class RunFacts:
         files: list[str],
         reason: Reason | None,
         extra: dict[str, Any],
+        duration: float | None = None,
     ) -> Result:
+        """One record; ``duration`` is a sub-result's own (else the run's)."""
         return Result(
             test=self.test.name,
             plan=self.test.plan,
@@ -78,7 +81,7 @@ class RunFacts:
             machine=self.machine,
             start=self.start,
             end=now_iso(),
-            duration=round(self.duration, 3),
+            duration=round(self.duration if duration is None else duration, 3),
             note=note,
             files=files,
             exit_code=self.exit_code if name is None else None,
@@ -124,6 +127,13 @@ def record(facts: RunFacts, collected: list[Collected], sink: ArtifactSink) -> T
         if item.extra.get("abort") is True:
             abort = True
         note, extra = item.note, item.extra
+        # A sub-result that says how long it took keeps that (tmt keeps it too);
+        # the test's own result is the run's time.
+        own_duration = None
+        if item.name is not None and "duration" in extra:
+            own_duration = parse_result_duration(extra["duration"])
+            if own_duration is not None:
+                extra = {k: v for k, v in extra.items() if k != "duration"}
         if note is not None and len(note) > MAX_NOTE:
             note = f"{note[:MAX_NOTE]}... (note cut at {MAX_NOTE} characters)"
         if extra and len(json.dumps(extra, default=str)) > MAX_RESULT_LINE:
@@ -139,6 +149,7 @@ def record(facts: RunFacts, collected: list[Collected], sink: ArtifactSink) -> T
                 files=list(dict.fromkeys(files)),
                 reason=item.reason,
                 extra=extra,
+                duration=own_duration,
             )
         )
     if problems:
@@ -159,13 +170,14 @@ def record(facts: RunFacts, collected: list[Collected], sink: ArtifactSink) -> T
 
 def internal_error(facts: RunFacts, note: str) -> TestOutcome:
     """The outcome when atex-ci itself failed on this test's data: one error
-    result (infra) saying so, and nothing else at risk."""
+    result of that test saying so (running it again would fail the same way),
+    and nothing else at risk."""
     result = facts.result(
         name=None,
         status=Status.ERROR,
         note=note[:MAX_NOTE],
         files=[],
-        reason=Reason.INFRA,
+        reason=Reason.TEST,
         extra={},
     )
     return TestOutcome(results=[result])

@@ -27,9 +27,6 @@ _KNOWN_KEYS = frozenset({"name", "status", "note", "files", "testout", "partial"
 # reduces tmt-report-result results to the worst one.
 COUNTS_FOR_TEST = "counts_for_test"
 
-# Worst first, as tmt's ResultOutcome.reduce orders outcomes.
-_SEVERITY = (Status.ERROR, Status.FAIL, Status.WARN, Status.PASS, Status.INFO, Status.SKIP)
-
 RESULT_MODES = frozenset(
     {"respect", "xfail", "pass", "info", "warn", "error", "fail", "custom", "restraint"}
 )
@@ -68,10 +65,7 @@ class Collected:
 
 def worst_status(statuses: list[Status]) -> Status:
     """The worst of ``statuses`` in tmt's order; ValueError if the list is empty."""
-    for status in _SEVERITY:
-        if status in statuses:
-            return status
-    raise ValueError("no status to reduce")
+    return Status.worst(statuses)
 
 
 def merge_partial(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,9 @@ common JUnit schema (Jenkins' junit-10.xsd):
 Sub-results: by default (``subresults="testcases"``) every result is a
 testcase, so JUnit counts equal the Markdown totals. With
 ``subresults="fold"`` each test is one testcase (its own result) and its
-sub-results are listed in its ``<system-out>``.
+sub-results, before or after it in results.jsonl, are listed in its
+``<system-out>``; a test with sub-results only (tmt's custom results without
+a ``/`` entry) keeps them as testcases, as tmt reports them.
 """
 
 from __future__ import annotations
@@ -259,11 +261,15 @@ def _plan_cases(results: Sequence[Result], subresults: str) -> dict[str, list[_C
     for result in final:
         base = (classname_of(result), testcase_name(result))
         instances.setdefault(base, set()).add(test_instance(result))
+    # Folded sub-results, attached once every test's own case exists: a test
+    # reports its sub-results before its own result ends it (the order
+    # tmt-report-result gives), or after; both fold.
+    folded: dict[TestKey, list[Result]] = {}
     for result in final:
         key = test_key(result)
         parent = own.get(key)
-        if subresults == "fold" and result.name is not None and key in parents:
-            parents[key].folded.append(result)
+        if subresults == "fold" and result.name is not None and parent is not None:
+            folded.setdefault(key, []).append(result)
             continue
         classname = classname_of(result)
         repeated = len(instances[(classname, testcase_name(result))]) > 1
@@ -283,6 +289,8 @@ def _plan_cases(results: Sequence[Result], subresults: str) -> dict[str, list[_C
         if result.name is None:
             parents[key] = case
         groups.setdefault(result.platform, []).append(case)
+    for key, subs in folded.items():
+        parents[key].folded.extend(subs)
     return groups
 
 

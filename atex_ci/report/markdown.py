@@ -35,6 +35,7 @@ from ..model import Reason, Result, Status
 from .summary import (
     TOTAL,
     TestKey,
+    counted,
     final_results,
     flaky_attempts,
     format_duration,
@@ -140,11 +141,12 @@ def _stats_line(final: Sequence[Result], flaky: int) -> str:
     counts = totals(final)
     rate = pass_rate(counts)
     ran = counts[TOTAL] - counts[Status.SKIP]
+    parts = [f"**Counted:** {counted(final)}"]
     if rate is None:
-        parts = ["**Pass rate:** n/a (nothing ran)"]
+        parts.append("**Pass rate:** n/a (nothing ran)")
     else:
         passed = ran - counts[Status.FAIL] - counts[Status.ERROR]
-        parts = [f"**Pass rate:** {rate:.1%} ({passed} of {ran} that ran)"]
+        parts.append(f"**Pass rate:** {rate:.1%} ({passed} of {ran} results that ran)")
     parts.append(f"**Test time:** {format_duration(time_in_tests(final))}")
     wall = wall_clock(final)
     if wall is not None:

@@ -5,7 +5,8 @@ This module owns, for all reports (JUnit, Markdown, HTML, GitHub):
 * final-attempt selection (``final_results``, defined in ``atex_ci.recorder``
   and re-exported here): a rerun replaces its test's earlier attempts, so a
   report never mixes attempts of one test;
-* counting (``totals``, ``pass_rate``, ``time_in_tests``, ``wall_clock``);
+* counting (``totals``, ``count_line``, ``pass_rate``, ``time_in_tests``,
+  ``wall_clock``), in one unit: a result (a test's own or a sub-result);
 * reading the tail of a test's captured ``output.txt`` (``read_output``,
   ``read_output_tail``), decoded leniently and with ANSI escape sequences
   removed, so no reporter ever reads a whole multi-gigabyte log;
@@ -130,6 +131,30 @@ def totals(results: Iterable[Result]) -> dict[str, int]:
         counts[result.status] += 1
     counts[TOTAL] = sum(counts.values())
     return counts
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
+def counted(final: Sequence[Result]) -> str:
+    """What every count in every report counts, said once: ``14 results (12
+    tests, 2 sub-results)``. The unit is a result: a test's own result and each
+    of its sub-results count once each (JUnit's default testcases, the
+    Markdown and HTML totals, the last line of ``run``)."""
+    tests = len({test_key(r) for r in final})
+    subs = sum(r.name is not None for r in final)
+    return (
+        f"{_plural(len(final), 'result')} ({_plural(tests, 'test')}, {_plural(subs, 'sub-result')})"
+    )
+
+
+def count_line(final: Sequence[Result]) -> str:
+    """``14 results (12 tests, 2 sub-results): 12 pass, 1 fail, 1 error``, statuses
+    in the enum's order, those with none left out."""
+    counts = totals(final)
+    statuses = ", ".join(f"{counts[s]} {s}" for s in Status if counts[s])
+    return f"{counted(final)}: {statuses}" if final else "no results"
 
 
 def pass_rate(counts: dict[str, int]) -> float | None:
