@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .model import Machine, MachineState, Reason, Result, RunState, Status, Test
-from .rundir import RunDir
+from .rundir import RunDir, as_read_back
 
 #: ``(platform, plan, test, instance)``: see ``test_key``.
 TestKey = tuple[str, str, str, object]
@@ -37,8 +37,14 @@ def test_instance(result: Result) -> object:
 
 
 def test_key(result: Result) -> TestKey:
-    """The identity of a test instance: ``(platform, plan, test, instance)``."""
-    return (result.platform, result.plan, result.test, test_instance(result))
+    """The identity of a test instance: ``(platform, plan, test, instance)``,
+    names as results.jsonl reads them back (``rundir.as_read_back``)."""
+    return (
+        as_read_back(result.platform),
+        as_read_back(result.plan),
+        as_read_back(result.test),
+        test_instance(result),
+    )
 
 
 def final_results(results: Iterable[Result]) -> list[Result]:
@@ -133,7 +139,12 @@ class Attempts:
 
 def job_key(platform: str, test: Test) -> TestKey:
     """``test_key`` of the results a run of ``test`` on ``platform`` writes."""
-    return (platform, test.plan, test.name, test.serial_number)
+    return (
+        as_read_back(platform),
+        as_read_back(test.plan),
+        as_read_back(test.name),
+        test.serial_number,
+    )
 
 
 class Recorder:
@@ -182,7 +193,8 @@ class Recorder:
         final = final_results(self.rundir.read_results())
         if selected is None:
             return final
-        return [r for r in final if (r.platform, r.plan, r.test) in selected]
+        wanted = {tuple(as_read_back(part) for part in key) for key in selected}
+        return [r for r in final if (r.platform, r.plan, r.test) in wanted]
 
     # -- tests ------------------------------------------------------------------------
 

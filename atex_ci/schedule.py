@@ -357,6 +357,10 @@ class Scheduler:
     def resume(self, results: Iterable[Result]) -> list[Job]:
         """Drop queued jobs whose latest own result in ``results`` is final.
 
+        A test with sub-results only (custom results without ``/``) runs
+        again: its records cannot tell a finished run from one cut short
+        between its sub-results and its own result.
+
         Final means the test ran to an end: not interrupted, and not a "not
         run" record (an infrastructure error with no machine). A result
         without a serial number (written before test instances were told
@@ -364,15 +368,10 @@ class Scheduler:
         """
         latest: dict[tuple[str, str, str, int | None], Result] = {}
         for r in results:
+            if r.name is not None:
+                continue
             key = (r.platform, r.plan, r.test, r.serial_number)
-            best = latest.get(key)
-            # The own result of the latest attempt; a sub-result only stands
-            # for an attempt that has none (tmt's custom results without "/").
-            if (
-                best is None
-                or r.attempt > best.attempt
-                or (r.attempt == best.attempt and r.name is None)
-            ):
+            if key not in latest or r.attempt >= latest[key].attempt:
                 latest[key] = r
         done = {key for key, r in latest.items() if not unfinished(r)}
         dropped: list[Job] = []

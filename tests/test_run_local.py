@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from atex_ci.rundir import RunDir
+
 from .treeutil import (
     DEMO,
     atex,
@@ -699,3 +701,66 @@ def test_metadata_reaches_the_test_whether_sent_or_staged(tmp_path):
     assert seen["/tests/sent"]["name"] == "/tests/sent"
     assert seen["/tests/staged"]["description"] == large
     assert seen["/tests/staged"]["test"] == copy
+
+
+# json.dumps of an emoji name, read back by YAML, holds two lone surrogates
+# (results.jsonl, being JSON, gives the pair back as the emoji); half of one
+# stays a lone surrogate everywhere.
+@pytest.mark.parametrize(
+    ("name", "spelled", "read_back"),
+    [
+        ("t\U0001f600", r"/tests/t\ud83d\ude00", "/tests/t\U0001f600"),
+        ("t\ud83d", r"/tests/t\ud83d", "/tests/t\ud83d"),
+    ],
+    ids=["escaped-emoji", "lone-surrogate"],
+)
+def test_a_name_no_machine_can_hold_is_that_tests_error_and_exits_1(
+    tmp_path, name, spelled, read_back
+):
+    tree = make_tree(tmp_path / "tree", {name: {"test": "true"}, "ok": {"test": "true"}})
+    dry = atex("run", "--dry-run", "--fmf-root", str(tree))
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == ["/tests/ok", spelled]
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    records = [r for r in results(run) if r["test"] != "/tests/ok"]
+    assert len(records) == 1  # run once: not queued again, not an infrastructure failure
+    (record,) = records
+    assert record["test"] == read_back
+    assert (record["status"], record["reason"], record["attempt"]) == ("error", "test", 1)
+    assert record["note"].startswith(f"the test's name '{spelled}' cannot reach the machine")
+    assert "U+D83D is a lone UTF-16 surrogate" in record["note"]
+    assert own_results(run)["/tests/ok"]["status"] == "pass"
+    events = [json.loads(line)["event"] for line in (run / "events.jsonl").open()]
+    for event in ("machine_broken", "test_requeued", "internal_error", "machine_replaced"):
+        assert event not in events
+    machines = RunDir(run).read_machines()
+    assert [(m.id, str(m.state)) for m in machines] == [("local-1", "released")]
+    last = proc.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("atex-ci: 2 results (2 tests, 0 sub-results): 1 pass, 1 error;")
+    assert f"ERROR {spelled} on local-1" in proc.stderr
+    report = atex("report", "-d", str(run), "--html", str(run / "report.html"))
+    assert report.returncode == 0, report.stderr
+    junit = ET.parse(run / "junit.xml").getroot()
+    names = [case.get("name") for case in junit.iter("testcase")]
+    shown = read_back.replace("\ud83d", r"\ud83d")  # a lone surrogate is shown escaped
+    assert sorted(names) == ["/tests/ok", shown]
+
+
+def test_dry_run_escapes_names_like_run_and_report(tmp_path):
+    hostile = {
+        "esc\x1b[31mred": "/tests/esc\\x1b[31mred",
+        "bell\x07": "/tests/bell\\x07",
+        "cr\rover": "/tests/cr\\rover",
+        "x\n::add-mask::secret": "/tests/x\\n::add-mask::secret",
+        "back\\slash": "/tests/back\\\\slash",
+    }
+    tree = make_tree(tmp_path / "tree", {name: {"test": "true"} for name in hostile})
+    proc = atex("run", "--dry-run", "--fmf-root", str(tree), "-c", "distro=fedora")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == sorted(hostile.values())
+    assert not any(line.startswith("::") for line in proc.stdout.splitlines())
+    for raw in ("\x1b", "\x07", "\r"):
+        assert raw not in proc.stdout
