@@ -70,10 +70,12 @@ def hostile_two_platform_run() -> list[Result]:
     results: list[Result] = []
     for platform in ("fedora-41", "centos-10"):
         common = {"platform": platform, "plan": "/plans/ci", "machine": f"{platform}-m1"}
+        # Sub-results first: tmt-report-result reports them while the test
+        # runs, and its own result comes when it ends (results.jsonl order).
         results += [
-            Result(test="/tests/x", status=Status.PASS, duration=1.5, **common),
             Result(test="/tests/x", name="/first", status=Status.PASS, duration=1.5, **common),
             Result(test="/tests/x", name="/second", status=Status.FAIL, duration=1.5, **common),
+            Result(test="/tests/x", status=Status.PASS, duration=1.5, **common),
             Result(test="/esc\x1b[31mred", status=Status.PASS, duration=0.1, **common),
             Result(test="/escred", status=Status.FAIL, note="real\nmulti-line", **common),
             Result(test="/tests/a: b, 100% sure", status=Status.SKIP, **common),

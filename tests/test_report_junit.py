@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from atex_ci.model import Reason, Result, Status
-from atex_ci.report import junit
+from atex_ci.report import junit, summary
 from atex_ci.report.junit import SYSTEM_OUT_MAX_BYTES, junit_xml, write_junit
 from atex_ci.report.summary import final_results
 from atex_ci.rundir import RunDir
@@ -164,17 +164,54 @@ def test_a_test_and_a_sub_result_with_the_same_full_name_are_numbered() -> None:
     assert [c.get("name") for c in cases(root)] == ["/a/b", "/a", "/a/b (2)"]
 
 
-def test_fold_gives_one_testcase_per_test(tmp_path: Path) -> None:
+def own_result_first(results: list[Result]) -> list[Result]:
+    """The same results with each test's own result just before its sub-results."""
+
+    def key(r: Result) -> tuple[object, ...]:
+        return (*summary.test_key(r), r.attempt)
+
+    subs: dict[tuple[object, ...], list[Result]] = {}
+    for result in results:
+        if result.name is not None:
+            subs.setdefault(key(result), []).append(result)
+    placed: list[Result] = []
+    for result in results:
+        if result.name is None:
+            placed += [result, *subs.pop(key(result), [])]
+    return placed + [r for rest in subs.values() for r in rest]
+
+
+@pytest.mark.parametrize("order", ["sub-results first", "own result first"])
+def test_fold_gives_one_testcase_per_test(tmp_path: Path, order: str) -> None:
     results = hostile_two_platform_run()
+    x = [r.name for r in results if r.test == "/tests/x" and r.platform == "fedora-41"]
+    assert x == ["/first", "/second", None]  # the order tmt-report-result writes
+    if order == "own result first":
+        results = own_result_first(results)
+        x = [r.name for r in results if r.test == "/tests/x" and r.platform == "fedora-41"]
+        assert x == [None, "/first", "/second"]
     path = tmp_path / "junit.xml"
     write_junit(results, path, subresults="fold")
     root = validate(path.read_bytes())
     tests = [r for r in final_results(results) if r.name is None]
     assert len(cases(root)) == len(tests)
     assert consumer_counts(path)["tests"] == len(tests)
-    x = next(c for c in cases(root) if c.get("name") == "/tests/x")
-    out = x.findtext("system-out") or ""
+    x_case = next(c for c in cases(root) if c.get("name") == "/tests/x")
+    out = x_case.findtext("system-out") or ""
     assert "sub-result /first: pass" in out and "sub-result /second: fail" in out
+    assert out.index("/first") < out.index("/second")
+
+
+def test_fold_keeps_sub_results_of_a_test_without_own_result() -> None:
+    """tmt's custom results without "/": tmt reports each entry as a result."""
+    results = [
+        Result(test="/t/custom", name="/a", status=Status.PASS, plan="/p", duration=3.0),
+        Result(test="/t/custom", name="/b", status=Status.FAIL, plan="/p"),
+        Result(test="/t/plain", status=Status.PASS, plan="/p"),
+    ]
+    root = validate(junit_xml(results, subresults="fold"))
+    assert [c.get("name") for c in cases(root)] == ["/t/custom/a", "/t/custom/b", "/t/plain"]
+    assert cases(root)[0].get("time") == "3.000"
     with pytest.raises(ValueError, match="subresults"):
         junit_xml(results, subresults="bogus")
 

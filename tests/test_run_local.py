@@ -50,6 +50,7 @@ def test_demo_run_report_release(tmp_path):
     run = tmp_path / "run"
     proc = atex("run", "-d", str(run), "--fmf-root", str(DEMO), "--local", "3")
     assert proc.returncode == 1, proc.stderr  # one test fails, one errors: on purpose
+    proc_run_stderr = proc.stderr
     own = own_results(run)
     assert sorted(own) == DEMO_TESTS
     assert own["/tests/broken/fails"]["status"] == "fail"
@@ -98,6 +99,22 @@ def test_demo_run_report_release(tmp_path):
     assert int(root.get("errors")) == len([c for c in cases if c.find("error") is not None]) == 1
     md = (tmp_path / "s.md").read_text()
     assert "expected 4, got 5" in md and "/tests/broken/errors" in md
+    # One unit: the run's last line counts what summary.md counts.
+    counted = "14 results (12 tests, 2 sub-results)"
+    assert f"atex-ci: {counted}: 12 pass, 1 fail, 1 error;" in proc_run_stderr
+    assert f"**Counted:** {counted}" in md
+    # tmt-report-result writes sub-results before the test's own result ends
+    # it: they fold into their test all the same.
+    proc = atex(
+        "report", "-d", str(run), "--junit", str(tmp_path / "f.xml"), "--subresults", "fold"
+    )
+    assert proc.returncode == 0, proc.stderr
+    root = ET.fromstring((tmp_path / "f.xml").read_bytes())
+    cases = root.findall(".//testcase")
+    assert int(root.get("tests")) == len(cases) == 12
+    folded = next(c for c in cases if c.get("name") == "/tests/reporting/subresults")
+    out = folded.findtext("system-out") or ""
+    assert "sub-result /first: pass" in out and "sub-result /second: pass" in out
 
     assert atex("release", "-d", str(run)).returncode == 0
     assert atex("release", "-d", str(run)).returncode == 0  # idempotent
