@@ -198,7 +198,7 @@ def test_summary_has_title_totals_rate_and_times() -> None:
     assert "| Platform | pass | fail | warn | info | skip | error | total |" in text
     assert "| default | 1 | 1 | 0 | 0 | 1 | 0 | 3 |" in text
     assert "| **total** |" not in text  # one platform: no total row
-    assert "**Counted:** 3 results (3 tests, 0 sub-results)" in text
+    assert "**Counted:** 3 results of 3 tests (0 of them sub-results)" in text
     assert "**Pass rate:** 50.0% (1 of 2 results that ran)" in text
     assert "**Test time:** 1m 30s" in text
     assert "**Wall clock:** 1m 00s" in text

@@ -100,7 +100,7 @@ def test_demo_run_report_release(tmp_path):
     md = (tmp_path / "s.md").read_text()
     assert "expected 4, got 5" in md and "/tests/broken/errors" in md
     # One unit: the run's last line counts what summary.md counts.
-    counted = "14 results (12 tests, 2 sub-results)"
+    counted = "14 results of 12 tests (2 of them sub-results)"
     assert f"atex-ci: {counted}: 12 pass, 1 fail, 1 error;" in proc_run_stderr
     assert f"**Counted:** {counted}" in md
     # tmt-report-result writes sub-results before the test's own result ends
@@ -756,7 +756,9 @@ def test_a_name_no_machine_can_hold_is_that_tests_error_and_exits_1(
     machines = RunDir(run).read_machines()
     assert [(m.id, str(m.state)) for m in machines] == [("local-1", "released")]
     last = proc.stderr.rstrip().splitlines()[-1]
-    assert last.startswith("atex-ci: 2 results (2 tests, 0 sub-results): 1 pass, 1 error;")
+    assert last.startswith(
+        "atex-ci: 2 results of 2 tests (0 of them sub-results): 1 pass, 1 error;"
+    )
     assert f"ERROR {spelled} on local-1" in proc.stderr
     report = atex("report", "-d", str(run), "--html", str(run / "report.html"))
     assert report.returncode == 0, report.stderr
@@ -781,3 +783,88 @@ def test_dry_run_escapes_names_like_run_and_report(tmp_path):
     assert not any(line.startswith("::") for line in proc.stdout.splitlines())
     for raw in ("\x1b", "\x07", "\r"):
         assert raw not in proc.stdout
+
+
+# tmt 1.78 (`tmt run -a provision -h local`) on these two tests writes, in
+# execute/results.yaml, one result per entry named test + entry, none for the
+# test itself, each entry's own duration kept and none made up:
+#   /tests/custom-subs-only/first   pass  duration 00:00:03
+#   /tests/custom-subs-only/second  fail  duration null
+#   /tests/custom-subs-pass/first   pass  duration null
+# and counts them as tests ("2 tests passed, 1 test failed").
+CUSTOM_SUBS_ONLY = (
+    "cat > \"$TMT_TEST_DATA/results.yaml\" <<'EOF'\n"
+    "- name: /first\n  result: pass\n  duration: '00:00:03'\n"
+    "- name: /second\n  result: fail\n"
+    "EOF\n"
+)
+CUSTOM_SUBS_PASS = 'echo \'[{"name": "/first", "result": "pass"}]\' > "$TMT_TEST_DATA/results.json"'
+
+
+def test_custom_results_without_own_entry_run_once_as_tmt(tmp_path):
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "custom-subs-only": {"test": CUSTOM_SUBS_ONLY, "result": "custom"},
+            "custom-subs-pass": {"test": CUSTOM_SUBS_PASS, "result": "custom"},
+            "ok": {"test": "true"},
+        },
+    )
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 1, proc.stderr  # /second failed
+    got = {(r["test"], r["name"]): (r["status"], r["attempt"]) for r in results(run)}
+    assert got == {
+        ("/tests/custom-subs-only", "/first"): ("pass", 1),
+        ("/tests/custom-subs-only", "/second"): ("fail", 1),
+        ("/tests/custom-subs-pass", "/first"): ("pass", 1),
+        ("/tests/ok", None): ("pass", 1),
+    }
+    durations = {(r["test"], r["name"]): r["duration"] for r in results(run)}
+    assert durations[("/tests/custom-subs-only", "/first")] == 3.0
+    events = [json.loads(line)["event"] for line in (run / "events.jsonl").open()]
+    assert "test_requeued" not in events and "machine_broken" not in events
+    # Each test once in the progress, the total never grows.
+    lines = [line for line in proc.stderr.splitlines() if "[" in line and "/3]" in line]
+    assert len(lines) == 3, proc.stderr
+    assert "/4]" not in proc.stderr
+    assert any(line.startswith("atex-ci: FAIL  /tests/custom-subs-only on") for line in lines)
+    assert any(line.startswith("atex-ci: PASS  /tests/custom-subs-pass on") for line in lines)
+    last = proc.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("atex-ci: 4 results of 3 tests (3 of them sub-results): 3 pass, 1 fail;")
+    report = atex("report", "-d", str(run), "--junit", str(run / "junit.xml"))
+    assert report.returncode == 0, report.stderr
+    cases = {c.get("name"): c for c in ET.parse(run / "junit.xml").getroot().iter("testcase")}
+    assert set(cases) == {
+        "/tests/custom-subs-only/first",
+        "/tests/custom-subs-only/second",
+        "/tests/custom-subs-pass/first",
+        "/tests/ok",
+    }
+    assert cases["/tests/custom-subs-only/first"].get("time") == "3.000"
+    # --resume: a test with sub-results only runs again (its records cannot
+    # tell a whole run from one cut short), the others do not.
+    again = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1", "--resume")
+    assert again.returncode == 1, again.stderr
+    assert "/tests/ok on" not in again.stderr
+
+
+def test_a_sub_result_keeps_its_own_duration(tmp_path):
+    send = (
+        'j=\'{"name": "/timed", "status": "pass", "duration": 1.25}\'; '
+        'printf "result %d\\n%s" "${#j}" "$j" >&"$ATEX_TEST_CONTROL"; '
+        "tmt-report-result /untimed PASS"
+    )
+    tree = make_tree(tmp_path / "tree", {"subs": {"test": send}})
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    assert proc.returncode == 0, proc.stderr
+    by_name = {r["name"]: r for r in results(run)}
+    assert by_name["/timed"]["duration"] == 1.25
+    assert "duration" not in by_name["/timed"].get("extra", {})
+    # Without one of its own, a sub-result carries its test's (which reports omit).
+    assert by_name["/untimed"]["duration"] == by_name[None]["duration"]
+    assert atex("report", "-d", str(run)).returncode == 0
+    cases = {c.get("name"): c for c in ET.parse(run / "junit.xml").getroot().iter("testcase")}
+    assert cases["/tests/subs/timed"].get("time") == "1.250"
+    assert cases["/tests/subs/untimed"].get("time") == "0.000"

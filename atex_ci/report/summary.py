@@ -138,19 +138,19 @@ def _plural(count: int, unit: str) -> str:
 
 
 def counted(final: Sequence[Result]) -> str:
-    """What every count in every report counts, said once: ``14 results (12
-    tests, 2 sub-results)``. The unit is a result: a test's own result and each
-    of its sub-results count once each (JUnit's default testcases, the
-    Markdown and HTML totals, the last line of ``run``)."""
+    """What every count in every report counts, said once: ``14 results of 12
+    tests (2 of them sub-results)``. The unit is a result: a test's own result
+    and each of its sub-results count once each (JUnit's default testcases,
+    the Markdown and HTML totals, the last line of ``run``); a test with
+    sub-results only (tmt's custom results without ``/``) has no own result."""
     tests = len({test_key(r) for r in final})
     subs = sum(r.name is not None for r in final)
-    return (
-        f"{_plural(len(final), 'result')} ({_plural(tests, 'test')}, {_plural(subs, 'sub-result')})"
-    )
+    results, of_tests = _plural(len(final), "result"), _plural(tests, "test")
+    return f"{results} of {of_tests} ({subs} of them sub-results)"
 
 
 def count_line(final: Sequence[Result]) -> str:
-    """``14 results (12 tests, 2 sub-results): 12 pass, 1 fail, 1 error``, statuses
+    """``14 results of 12 tests (2 of them sub-results): 12 pass, 1 fail, 1 error``, statuses
     in the enum's order, those with none left out."""
     counts = totals(final)
     statuses = ", ".join(f"{counts[s]} {s}" for s in Status if counts[s])
