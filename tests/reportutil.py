@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.dom.minidom
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -94,3 +95,41 @@ def hostile_two_platform_run() -> list[Result]:
         Result(test="/tests/only-here", status=Status.FAIL, platform="fedora-41", plan="/plans/ci")
     )
     return results
+
+
+@dataclass(frozen=True)
+class MikepenzCase:
+    """What mikepenz/action-junit-report (v6.4.2, the publisher in example.yml) shows."""
+
+    title: str
+    status: str  # success, failure or skipped
+    retries: int
+
+
+def mikepenz_cases(path: Path) -> list[MikepenzCase]:
+    """Read ``path`` by mikepenz/action-junit-report v6.4.2's rules (src/testParser.ts).
+
+    - Without a ``file`` attribute (on the testcase or its suite), the "file
+      name" is the classname's text after its last ``.`` (the name when there
+      is no classname), and the title is ``<file name>.<name>``, or the name
+      alone when both are the same.
+    - A testcase is a failure when it has a ``<failure>`` or ``<error>``,
+      skipped with ``<skipped>``, else a success.
+    - Its retries are its ``<flakyFailure>`` children; ``<flakyError>`` is not
+      looked at.
+    """
+    cases: list[MikepenzCase] = []
+    for suite in ET.parse(path).getroot().iter("testsuite"):
+        for case in suite.findall("testcase"):
+            name = case.get("name", "")
+            classname = case.get("classname") or name
+            file_name = case.get("file") or suite.get("file") or classname.split(".")[-1]
+            title = name if file_name == name else f"{file_name}.{name}"
+            if case.find("failure") is not None or case.find("error") is not None:
+                status = "failure"
+            elif case.find("skipped") is not None:
+                status = "skipped"
+            else:
+                status = "success"
+            cases.append(MikepenzCase(title, status, len(case.findall("flakyFailure"))))
+    return cases

@@ -15,7 +15,14 @@ from atex_ci.report.junit import SYSTEM_OUT_MAX_BYTES, junit_xml, write_junit
 from atex_ci.report.summary import final_results
 from atex_ci.rundir import RunDir
 
-from .reportutil import cases, consumer_counts, hostile_two_platform_run, validate, write_output
+from .reportutil import (
+    cases,
+    consumer_counts,
+    hostile_two_platform_run,
+    mikepenz_cases,
+    validate,
+    write_output,
+)
 
 # Anything outside the XML 1.0 Char production.
 XML_ILLEGAL = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -424,3 +431,50 @@ def test_a_test_selected_twice_by_its_plan_gets_its_serial_number() -> None:
         ("default:/q", "/t"),
     ]
     assert root.get("failures") == "1"
+
+
+def dotted_platform_run() -> list[Result]:
+    results: list[Result] = []
+    for platform in ("rhel-9.4", "centos-9.4"):
+        common = {"platform": platform, "plan": "/plans/v1.2"}
+        results += [
+            Result(test="/tests/x.sh", status=Status.PASS, **common),
+            Result(test="/tests/f", status=Status.FAIL, note="boom", **common),
+            Result(test="/tests/erred", status=Status.ERROR, reason=Reason.TEST, **common),
+            Result(test="/tests/erred", status=Status.PASS, attempt=2, **common),
+            Result(test="/tests/timed", status=Status.ERROR, reason=Reason.TIMEOUT, **common),
+            Result(test="/tests/timed", status=Status.PASS, attempt=2, **common),
+            Result(test="/tests/failed", status=Status.FAIL, **common),
+            Result(test="/tests/failed", status=Status.PASS, attempt=2, **common),
+        ]
+    return results
+
+
+def test_dotted_platforms_plans_and_tests_stay_apart_in_every_reader(tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"
+    write_junit(dotted_platform_run(), path)
+    validate(path.read_bytes())
+    # junitparser, keying by (classname, name): five tests on each platform.
+    assert consumer_counts(path) == {"tests": 10, "failures": 2, "errors": 0, "skipped": 0}
+    # action-junit-report keeps the classname's text after its last ".".
+    shown = mikepenz_cases(path)
+    titles = [case.title for case in shown]
+    assert len(set(titles)) == len(titles) == 10
+    dot = junit.CLASSNAME_DOT
+    for platform in ("rhel-9.4", "centos-9.4"):
+        prefix = f"{platform.replace('.', dot)}:/plans/v1{dot}2."
+        mine = sorted(t.removeprefix(prefix) for t in titles if t.startswith(prefix))
+        assert mine == ["/tests/erred", "/tests/f", "/tests/failed", "/tests/timed", "/tests/x.sh"]
+    # A test that errored (or failed) and then passed is a retried success there.
+    retried = {c.title.rsplit(".", 1)[-1] for c in shown if c.retries and c.status == "success"}
+    assert retried == {"/tests/erred", "/tests/timed", "/tests/failed"}
+
+
+def test_a_classname_is_injective_with_dots_and_their_stand_in() -> None:
+    dot = junit.CLASSNAME_DOT
+    spelled = {
+        junit.classname_of(Result(test="/t", status=Status.PASS, platform=p, plan="/p"))
+        for p in ("a.b", f"a{dot}b", "a\\u2024b", "a_b")
+    }
+    assert len(spelled) == 4
+    assert not any("." in name for name in spelled)

@@ -8,7 +8,8 @@ common JUnit schema (Jenkins' junit-10.xsd):
 * **Identity.** ``(classname, name)`` is unique in the file: classname is
   ``<platform>:<plan>`` and name the result's full name (test + sub-result),
   both spelled by ``text.display_name`` (control characters escaped, never
-  deleted, so names that differ only in one stay apart). Two results that
+  deleted, so names that differ only in one stay apart); the classname holds
+  no ``.`` (``CLASSNAME_DOT``), which readers take for a package separator. Two results that
   still collide (test ``/a/b`` and sub-result ``b`` of test ``/a``) get
   `` (2)``, `` (3)`` appended in order; a test its plan selects more than
   once gets `` #<serial number>``.
@@ -24,9 +25,10 @@ common JUnit schema (Jenkins' junit-10.xsd):
   ``<testsuites>``; ``time`` of a suite is the sum of its testcases' times
   (whole milliseconds). A sub-result has its own duration or none (see
   ``summary.report_duration``), so a test's time is never counted twice.
-* **Flaky tests** (failed on an earlier attempt, passed on the final one) are
-  passed testcases with one ``<flakyFailure>``/``<flakyError>`` per failed
-  attempt and a line in ``<system-out>``.
+* **Flaky tests** (failed or errored on an earlier attempt, passed on the
+  final one) are passed testcases with one ``<flakyFailure>`` per such attempt
+  (its ``type`` says ``fail`` or the error's reason) and a line in
+  ``<system-out>``.
 * **Streaming.** Testcases are written one at a time to a temporary file
   renamed into place, so memory does not grow with the output copied, and a
   reader never sees half a report.
@@ -116,10 +118,21 @@ def _format_ms(ms: int) -> str:
     return f"{ms // 1000}.{ms % 1000:03d}"
 
 
+# Readers take a classname for a dotted Java class: GitHub's
+# mikepenz/action-junit-report shows only the text after its last ".", Jenkins
+# splits package from class there. So a classname holds no "." at all: each
+# is written as ONE DOT LEADER (which reads as one), and that character itself
+# as an escape (names are spelled with backslashes doubled, so it stays
+# injective).
+CLASSNAME_DOT = "\u2024"
+
+
 def classname_of(result: Result) -> str:
-    """``<platform>:<plan>`` (the platform alone without a plan), as every report spells it."""
+    """``<platform>:<plan>`` (the platform alone without a plan), names as every
+    report spells them, without a ``.`` (``rhel-9\u20244:/plans``, see ``CLASSNAME_DOT``)."""
     platform = display_name(result.platform)
-    return f"{platform}:{display_name(result.plan)}" if result.plan else platform
+    text = f"{platform}:{display_name(result.plan)}" if result.plan else platform
+    return text.replace(CLASSNAME_DOT, "\\u2024").replace(".", CLASSNAME_DOT)
 
 
 def testcase_name(result: Result, repeated: bool = False) -> str:
@@ -206,9 +219,10 @@ def _system_out(case: _Case, rundir_path: Path | None, budget: _OutputBudget) ->
 
 
 def _flaky_element(earlier: Result) -> ET.Element:
-    tag = "flakyError" if earlier.status is Status.ERROR else "flakyFailure"
+    # <flakyFailure> for an error too: readers such as action-junit-report
+    # count only that element as a retry; ``type`` and the body say error.
     element = ET.Element(
-        tag,
+        "flakyFailure",
         {"message": _message(earlier), "type": str(earlier.reason or earlier.status)},
     )
     element.text = _details(earlier)
