@@ -563,7 +563,11 @@ def _provisioner_arguments(
     help="fmf context for adjust and filters (repeatable); with PLATFORM: only for the "
     "machines of that platform (reserve --platform), whose tests are discovered with it.",
 )
-@click.option("--dry-run", is_flag=True, help="Print the selected test names and exit.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the selected test names (escaped as the reports spell them) and exit.",
+)
 @click.option(
     "--local",
     "local",
