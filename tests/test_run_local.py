@@ -88,6 +88,8 @@ def test_demo_run_report_release(tmp_path):
         str(tmp_path / "j.xml"),
         "--markdown",
         str(tmp_path / "s.md"),
+        "--html",
+        str(tmp_path / "r.html"),
     )
     assert proc.returncode == 0, proc.stderr
     root = ET.fromstring((tmp_path / "j.xml").read_bytes())
@@ -103,6 +105,7 @@ def test_demo_run_report_release(tmp_path):
     counted = "14 results of 12 tests (2 of them sub-results)"
     assert f"atex-ci: {counted}: 12 pass, 1 fail, 1 error;" in proc_run_stderr
     assert f"**Counted:** {counted}" in md
+    assert f"<caption>{counted}</caption>" in (tmp_path / "r.html").read_text()
     # tmt-report-result writes sub-results before the test's own result ends
     # it: they fold into their test all the same.
     proc = atex(

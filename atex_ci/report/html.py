@@ -26,6 +26,7 @@ from urllib.parse import quote
 from ..model import Result, Status
 from ..rundir import ARTIFACTS, replacing
 from .summary import (
+    counted,
     final_results,
     flaky_attempts,
     format_duration,
@@ -199,7 +200,8 @@ def _totals(final: Sequence[Result]) -> str:
             f'<td class="num">{counts["total"]}</td></tr>'
         )
     return (
-        f'<table id="totals"><thead><tr><th>Platform</th>{head}<th>total</th></tr></thead>'
+        f'<table id="totals"><caption>{_e(counted(final))}</caption>'
+        f"<thead><tr><th>Platform</th>{head}<th>total</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
