@@ -546,6 +546,13 @@ class Orchestrator:
             self.recorder.result(result)
             self._record(test, machine, [result])
             return TestOutcome([result]), True
+        except StorageError:
+            raise
+        except Exception as exc:
+            attempt = self.recorder.next_attempt(machine.platform, test)
+            outcome = self._internal_error(test, machine, attempt, exc, "preparing its plan")
+            self._record(test, machine, outcome.results)
+            return outcome, False
         self.recorder.test_started(test, machine)
         self._running_tests[machine.id] = (test.name, asyncio.get_running_loop().time())
         if self.options.show_starts:
@@ -565,11 +572,12 @@ class Orchestrator:
         return outcome, False
 
     def _internal_error(
-        self, test: Test, machine: Machine, attempt: int, exc: Exception
+        self, test: Test, machine: Machine, attempt: int, exc: Exception, doing: str = ""
     ) -> TestOutcome:
-        """Record an error of ``test`` for a failure of atex-ci on it (the
-        traceback goes to events.jsonl). The executor ends a test's processes
-        whatever happens inside it, so the machine stays in use."""
+        """Record an error of ``test`` for a failure of atex-ci on it, while
+        ``doing`` something before the test (the traceback goes to
+        events.jsonl). The executor ends a test's processes whatever happens
+        inside it, so the machine stays in use."""
         self.recorder.event(
             "internal_error",
             test=test.name,
@@ -586,7 +594,8 @@ class Orchestrator:
             start=now_iso(),
             end=now_iso(),
             duration=0.0,
-            note=f"internal error in atex-ci: {type(exc).__name__}: {exc}",
+            note=f"internal error in atex-ci{f' {doing}' if doing else ''}: "
+            f"{type(exc).__name__}: {exc}",
             reason=Reason.TEST,
             serial_number=test.serial_number,
         )

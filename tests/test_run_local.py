@@ -871,3 +871,29 @@ def test_a_sub_result_keeps_its_own_duration(tmp_path):
     cases = {c.get("name"): c for c in ET.parse(run / "junit.xml").getroot().iter("testcase")}
     assert cases["/tests/subs/timed"].get("time") == "1.250"
     assert cases["/tests/subs/untimed"].get("time") == "0.000"
+
+
+def test_an_internal_error_while_preparing_is_each_tests_error_not_a_crash(tmp_path):
+    # A plan variable no command line can hold fails atex-ci itself in the
+    # prepare phase: each test of the plan ends as its error, the run goes on.
+    tree = make_tree(
+        tmp_path / "tree",
+        {"a": {"test": "true"}, "b": {"test": "true"}},
+        plan={
+            "environment": {"X": "v\ud83d"},
+            "prepare": [{"how": "shell", "script": "echo $X"}],
+        },
+    )
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    own = own_results(run)
+    assert sorted(own) == ["/tests/a", "/tests/b"]
+    for result in own.values():
+        assert (result["status"], result["reason"], result["attempt"]) == ("error", "test", 1)
+        assert result["note"].startswith("internal error in atex-ci preparing its plan: ")
+    events = [json.loads(line) for line in (run / "events.jsonl").open()]
+    kinds = [e["event"] for e in events]
+    assert kinds.count("internal_error") == 2 and "machine_broken" not in kinds
+    assert all("Traceback" in e["traceback"] for e in events if e["event"] == "internal_error")
