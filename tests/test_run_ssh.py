@@ -528,3 +528,26 @@ def test_each_platform_has_its_own_context_and_machines(tmp_path, ssh_hosts):
     proc = atex("run", "--dry-run", "--fmf-root", str(tree), "-c", "f41:distro=fedora-41")
     assert proc.stdout.splitlines() == ["/tests/common", "# platform f41", "/tests/common",
                                         "/tests/fedora-only"]  # fmt: skip
+
+
+def test_a_name_no_machine_can_hold_errors_alone_on_a_host(tmp_path, ssh_host):
+    """json.dumps of an emoji, read back by YAML: the test errors at once and
+    its host keeps taking tests (no retry as an infrastructure failure)."""
+    tree = make_tree(
+        tmp_path / "tree",
+        {"t\U0001f600": {"test": "true"}, "a-ok": {"test": "true"}, "z-ok": {"test": "true"}},
+    )
+    run = tmp_path / "run"
+    reserve_hosts(run, [ssh_host])
+    proc = run_tree(run, tree)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    got = [(r["test"], r["status"], r["reason"], r["attempt"]) for r in results(run)]
+    assert sorted(got) == [
+        ("/tests/a-ok", "pass", None, 1),
+        ("/tests/t\U0001f600", "error", "test", 1),
+        ("/tests/z-ok", "pass", None, 1),
+    ]
+    kinds = [json.loads(line)["event"] for line in (run / "events.jsonl").open()]
+    assert "machine_broken" not in kinds and "test_requeued" not in kinds
+    assert atex("release", "-d", str(run)).returncode == 0
