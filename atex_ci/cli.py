@@ -176,7 +176,10 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"atex-ci: {message}", err=True)
+    from .report.text import display_text
+
+    # A message may quote a name from the tree: printed escaped, never raw.
+    click.echo(f"atex-ci: {display_text(message)}", err=True)
     sys.exit(code)
 
 

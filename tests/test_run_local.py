@@ -897,3 +897,11 @@ def test_an_internal_error_while_preparing_is_each_tests_error_not_a_crash(tmp_p
     kinds = [e["event"] for e in events]
     assert kinds.count("internal_error") == 2 and "machine_broken" not in kinds
     assert all("Traceback" in e["traceback"] for e in events if e["event"] == "internal_error")
+
+
+def test_a_config_error_quoting_a_hostile_name_prints_it_escaped(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"t\ud83d\x1b[31m": {"test": "true", "result": "bogus"}})
+    proc = atex("run", "--dry-run", "--fmf-root", str(tree))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "\x1b" not in proc.stderr
+    assert "test /tests/t\\ud83d\\x1b[31m (tests/main.fmf): 'result' must be" in proc.stderr
