@@ -557,7 +557,7 @@ def test_resume_exit_code_counts_earlier_failures(tmp_path):
     assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 1
     proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume")
     assert proc.returncode == 1, proc.stderr  # nothing ran, but a failure is on record
-    assert "1 fail, 1 pass" in proc.stderr
+    assert "2 results of 2 tests (0 of them sub-results): 1 pass, 1 fail;" in proc.stderr
 
 
 def test_sigterm_is_an_orderly_interrupt(tmp_path):
