@@ -163,6 +163,7 @@ def control_stream_abuse(outside: Path) -> dict[str, dict[str, Any]]:
         "escaping-names": hostile("escaping-names", **env),
         "garbage": hostile("garbage"),
         "second-exitcode": hostile("second-exitcode"),
+        "deep-result": hostile("deep-result"),
     }
 
 
@@ -201,6 +202,7 @@ def test_control_stream_abuse_ends_as_each_tests_own_error(tmp_path):
     assert any(f.endswith(f"{outside.relative_to('/')}/a") for f in stored), stored
     error("garbage", "protocol violation", "invalid JSON")
     error("second-exitcode", "second 'exitcode'")
+    error("deep-result", "protocol violation", "nested deeper than 64 levels")
     # The symlink and the FIFO in TMT_TEST_DATA were not unpacked.
     data = run / "artifacts" / "default" / "plan" / "tests" / "escaping-names" / "1" / "data"
     assert not (data / "link").exists() and not (data / "fifo").exists()
@@ -264,6 +266,8 @@ def test_results_file_bombs_are_refused_with_bounded_memory(tmp_path):
             "alias-bomb": hostile("alias-bomb", result="custom"),
             "huge-results": hostile("huge-results-yaml", result="custom"),
             "many-partials": hostile("many-partials"),
+            "deep-json": hostile("deep-results-json", result="custom"),
+            "deep-yaml": hostile("deep-results-yaml", result="custom"),
         },
     )
     run = tmp_path / "run"
@@ -280,6 +284,14 @@ def test_results_file_bombs_are_refused_with_bounded_memory(tmp_path):
     huge = own["/tests/huge-results"]
     assert (huge["status"], huge["reason"]) == ("error", "test")
     assert "larger than" in huge["note"]
+    # Nesting is bounded in both formats, the line named where the format has one.
+    for name, words in (
+        ("json", "results.json: cannot parse: line 1: nested deeper than 64"),
+        ("yaml", "results.yaml: cannot parse: nested deeper than 64"),
+    ):
+        deep = own[f"/tests/deep-{name}"]
+        assert (deep["status"], deep["reason"]) == ("error", "test"), deep
+        assert words in deep["note"], deep["note"]
     # 30,000 partial results merged into one (linear work), list appended.
     grow = next(r for r in results(run) if r["name"] == "/grow")
     assert grow["status"] == "pass" and grow["extra"]["items"] == list(range(30000))
@@ -497,6 +509,7 @@ def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
         "long-component": "longer than 255 bytes",
         "long-file-name": "longer than 255 bytes",
         "garbage": "invalid JSON",
+        "deep-result": "nested deeper than 64 levels",
         "second-exitcode": "second 'exitcode'",
         "alias-bomb": "characters of text",
         "huge-results": "larger than",
