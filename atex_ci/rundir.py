@@ -320,7 +320,7 @@ class RunDir:
         try:
             run = rundir.read_run()
         except untrusted_json.UntrustedJSONError as exc:
-            raise ConfigError(f"{exc.at(run_json)} (run.json is not valid JSON)") from None
+            raise ConfigError(exc.at(run_json)) from None
         except OSError as exc:
             raise ConfigError(f"cannot read {run_json}: {exc.strerror or exc}") from None
         if not isinstance(run, dict) or run.get("format") != FORMAT:
