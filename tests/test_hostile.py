@@ -18,7 +18,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -537,3 +539,46 @@ def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
     assert sleepers(tag) == []
     assert processes_of(run) == []
     assert_contained(tmp_path, outside, expected)
+
+
+# -- class 6: what a test on a local slot can read of the controller ----------------------
+
+
+@pytest.mark.parametrize("user", ["same user as root", "same user, not root"])
+def test_a_local_slot_test_cannot_read_the_controllers_token(tmp_path, user):
+    """The test looks where it can: its environment, /proc/<pid>/environ of every
+    ancestor up to the controller, and the controller's memory (docs/test-limits.md)."""
+    as_root = user == "same user as root"
+    if os.geteuid() != 0:
+        pytest.skip("needs root: to run as root, or to switch to another user")
+    token = f"tf-token-{uuid.uuid4().hex}"
+    # A directory the controller's user may use (tmp_path is root's alone).
+    base = Path(tempfile.mkdtemp(prefix="atex-ci-secrets-", dir="/tmp"))
+    try:
+        tree = hostile_tree(
+            base / "tree", {"read-secrets": hostile("read-secrets", token[::-1])}, 1
+        )
+        run = base / "run"
+        env = {**os.environ, "TESTING_FARM_API_TOKEN": token, "XDG_CACHE_HOME": str(base)}
+        command = [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root",
+                   str(tree), "--local", "1"]  # fmt: skip
+        if not as_root:
+            os.chmod(base, 0o777)
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr
+        seen = own_results(run)["/tests/read-secrets"]["extra"]
+        # It found the controller among its ancestors; the token is in no environment.
+        assert seen["controller"] is True
+        assert seen["found"] == []
+        if as_root:
+            # The documented residual risk: root may read any process's memory.
+            assert seen["memory"] == "found"
+        else:
+            # Not dumpable: /proc/<controller>/environ and mem are root's.
+            assert seen["memory"] == "denied"
+            assert "environ" in seen["denied"]
+        for path in run.rglob("*"):
+            assert not path.is_file() or token.encode() not in path.read_bytes(), path
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

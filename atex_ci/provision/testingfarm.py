@@ -44,6 +44,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .. import environ_secrets
 from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
@@ -51,7 +52,7 @@ from .base import Provisioner
 
 log = logging.getLogger("atex_ci")
 
-TOKEN_ENV = "TESTING_FARM_API_TOKEN"
+TOKEN_ENV = environ_secrets.TESTING_FARM_API_TOKEN
 URL_ENV = "TESTING_FARM_API_URL"
 #: Scales every wait below (polling, staggering, SSH probes, HTTP backoff).
 #: For test stand-ins only: Testing Farm asks clients to poll no faster than
@@ -211,7 +212,8 @@ class TestingFarmAPI:
         timeout: tuple[float, float] = HTTP_TIMEOUT,
     ) -> None:
         self.url = (url or api_url_from_env()).rstrip("/")
-        token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+        # The CLI has taken it out of the environment already (environ_secrets).
+        token = token if token is not None else environ_secrets.get(TOKEN_ENV) or ""
         token = token.strip()
         if not token:
             raise ConfigError(
