@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
-from pathlib import Path
 from typing import Any
 
 from . import untrusted_yaml
@@ -157,28 +155,11 @@ def read_file(
     OSError if it cannot be opened; UntrustedJSONError otherwise, whose
     ``at(path)`` is the one-line message.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise UntrustedJSONError("not a regular file")
-        if info.st_size > max_bytes:
-            raise UntrustedJSONError(f"larger than {max_bytes} bytes ({info.st_size} bytes)")
-        data = f.read(max_bytes + 1)  # it may have grown since fstat
-    return loads(data, max_bytes=max_bytes, max_depth=max_depth)
-
-
-def load_file(
-    path: Path, *, max_bytes: int, max_depth: int = MAX_DOCUMENT_DEPTH
-) -> tuple[Any, str | None]:
-    """``read_file`` for callers that report rather than raise: (data, None) or
-    (None, the one-line problem naming the file, and the line when known)."""
     try:
-        return read_file(path, max_bytes=max_bytes, max_depth=max_depth), None
-    except UntrustedJSONError as error:
-        return None, error.at(path)
-    except OSError as error:
-        return None, f"{path}: cannot read: {error.strerror or error}"
+        data = untrusted_yaml.read_limited(path, max_bytes)
+    except untrusted_yaml.UntrustedYAMLError as exc:
+        raise UntrustedJSONError(str(exc)) from None
+    return loads(data, max_bytes=max_bytes, max_depth=max_depth)
 
 
 def _reject_constant(value: str) -> Any:
@@ -190,7 +171,6 @@ __all__ = [
     "MAX_DOCUMENT_DEPTH",
     "UntrustedJSONError",
     "check_depth",
-    "load_file",
     "loads",
     "read_file",
 ]
