@@ -249,3 +249,21 @@ def test_read_file_refuses_what_is_not_a_regular_file(tmp_path):
         untrusted_json.read_file(fifo, max_bytes=100)
     with pytest.raises(untrusted_json.UntrustedJSONError, match="not a regular file"):
         untrusted_json.read_file("/dev/zero", max_bytes=100)
+
+
+# -- YAML files from outside get the same treatment --------------------------------------
+
+
+def test_huge_deep_or_special_inventory_is_a_one_line_error(tmp_path):
+    inventory = tmp_path / "hosts.yaml"
+    make_huge(inventory, b"- host: ")
+    code, err, peak = measured("reserve", "-d", str(tmp_path / "a"), "--hosts", str(inventory))
+    assert_one_line_error(code, err, str(inventory), "larger than 1048576 bytes")
+    assert peak < MAX_RSS_KB, f"reserve peaked at {peak} KiB on a huge inventory"
+    inventory.write_text("- host: x\n  deep: " + "[" * 5000 + "]" * 5000 + "\n")
+    proc = atex("reserve", "-d", str(tmp_path / "b"), "--hosts", str(inventory))
+    assert_one_line_error(proc.returncode, proc.stderr, "nested deeper than 64 levels")
+    inventory.unlink()
+    os.mkfifo(inventory)  # would block a plain read forever
+    proc = atex("reserve", "-d", str(tmp_path / "c"), "--hosts", str(inventory), timeout=60)
+    assert_one_line_error(proc.returncode, proc.stderr, "not a regular file")
