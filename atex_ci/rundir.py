@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import tempfile
 import threading
 import uuid
@@ -199,13 +200,18 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | N
     torn last line after a crash, garbage, JSON that is not an object, a line
     over a limit) and ``problem`` then says why in a few words. Bytes that
     are not UTF-8 are kept as lone surrogates (``surrogateescape``), so a
-    line with one bad byte is still read. A missing file yields nothing.
+    line with one bad byte is still read. A missing file yields nothing; one
+    that is not a regular file (a FIFO would block, a device never end) yields
+    one problem, as line 1, and nothing else.
     """
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below; a missing file is not an error
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return
-    with f:
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            yield 1, None, "not a regular file"
+            return
         number = 0
         while True:
             line = f.readline(MAX_JSONL_LINE_BYTES + 1)

@@ -197,6 +197,22 @@ def test_huge_jsonl_lines_are_skipped_with_bounded_memory(run):
     assert "/tests/a" in (run / "junit.xml").read_text()
 
 
+def test_special_files_are_refused_without_blocking(run):
+    """A FIFO would block a reader forever, a device never end."""
+    for name in ("results.jsonl", "events.jsonl", "machines.json"):
+        (run / name).unlink()
+        os.mkfifo(run / name)
+    proc = atex("report", "-d", str(run), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{run / 'results.jsonl'}:1: not a regular file" in proc.stderr
+    proc = atex("release", "-d", str(run), timeout=60)
+    assert_one_line_error(proc.returncode, proc.stderr, f"{run / 'machines.json'}: not a regular")
+    (run / "machines.json").unlink()
+    (run / "machines.json").symlink_to("/dev/zero")
+    proc = atex("release", "-d", str(run), timeout=60)
+    assert_one_line_error(proc.returncode, proc.stderr, f"{run / 'machines.json'}: not a regular")
+
+
 # -- the loader itself ------------------------------------------------------------------
 
 
