@@ -14,6 +14,7 @@ before reading (``read_file``) or before parsing (``loads``).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -35,7 +36,8 @@ _OPENERS = frozenset("[{")
 _STRING = r'"[^"\\]*(?:\\.[^"\\]*)*"'
 _STRING_TEXT = re.compile(_STRING, re.DOTALL)
 _NOT_BRACKET_TEXT = re.compile(r"[^\[\]{}]+")
-_PAIR_TEXT = re.compile(r"\[\]|\{\}")
+# Objects nest like arrays: one kind of bracket is enough to measure depth.
+_ONE_KIND = str.maketrans("{}", "[]")
 _TOKEN_TEXT = re.compile(_STRING + r"|[\[\]{}]", re.DOTALL)
 
 
@@ -85,8 +87,6 @@ def loads(
     else:
         text = data
     check_depth(text, max_depth)
-    import json  # the decoder's import is only paid by commands that read JSON
-
     try:
         if allow_constants:
             return json.loads(text)
@@ -103,25 +103,24 @@ def loads(
         raise UntrustedJSONError(f"invalid JSON: {' '.join(str(error).split())}") from None
 
 
-def check_depth(text: str | bytes, max_depth: int) -> None:
+def check_depth(text: str, max_depth: int) -> None:
     """Raise UntrustedJSONError if arrays and objects nest deeper than ``max_depth``.
 
     No recursion and no Python loop over the text: strings are cut out,
-    everything but brackets is dropped, then every innermost ``[]``/``{}``
-    pair is removed once per level, so ``max_depth`` passes empty any text
-    that is shallow enough. Only a text that is not (too deep, or brackets
-    that do not pair up) is walked again to name the line.
+    everything but brackets is dropped, then every innermost pair is removed
+    once per level, so ``max_depth`` passes empty any text that is shallow
+    enough. Only a text that is not (too deep, or brackets
+    that do not pair up) is walked again to name the line. At most
+    ``max_depth`` passes over the brackets: linear in the text's size.
     """
-    if isinstance(text, bytes):
-        # Only called on bytes by callers that already decoded them elsewhere.
-        text = text.decode("utf-8", "surrogateescape")
     if text.count("[") + text.count("{") <= max_depth:
         return  # cannot be deeper: nearly every result line ends here
-    brackets = _NOT_BRACKET_TEXT.sub("", _STRING_TEXT.sub("", text))
+    brackets = _NOT_BRACKET_TEXT.sub("", _STRING_TEXT.sub("", text)).translate(_ONE_KIND)
     for _level in range(max_depth):
         if not brackets:
             return
-        brackets = _PAIR_TEXT.sub("", brackets)
+        # One pass removes exactly one level: replace never rescans its output.
+        brackets = brackets.replace("[]", "")
     if not brackets:
         return
     position = _first_too_deep(text, max_depth)
