@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from . import __version__
+from . import __version__, environ_secrets
 from .errors import AtexError, ConfigError, Interrupted, StorageError
 
 if TYPE_CHECKING:
@@ -191,6 +191,8 @@ def cli(verbose: int) -> None:
 
     Commands share state through a run directory (-d): reserve -> run -> report -> release.
     """
+    # Before anything can start a test: no test may see a token (docs/test-limits.md).
+    environ_secrets.take()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="atex-ci: %(message)s", stream=sys.stderr)
     if verbose < 2:
@@ -204,9 +206,11 @@ def _key_values(option: str, items: tuple[str, ...], *, from_env: bool = False) 
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep and from_env and key:
-            if key not in os.environ:
+            environ_secrets.take([key])  # a secret: out of the environment, like the token
+            found = environ_secrets.get(key)
+            if found is None:
                 raise ConfigError(f"{option} {key}: the environment variable {key} is not set")
-            value = os.environ[key]
+            value = found
         elif not sep or not key:
             raise ConfigError(f"invalid {option} {item!r}: expected KEY=VALUE")
         values[key] = value

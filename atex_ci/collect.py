@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import untrusted_json
 from .errors import ConfigError
 from .model import Result
 from .recorder import Attempts, Recorder, RunState, TestKey, final_results, test_key
@@ -52,6 +53,10 @@ FORMAT_VERSION = 1
 HISTORY_KEEP = 10
 # Files copied per result: a source listing millions cannot stall collect.
 MAX_FILES_PER_RESULT = 10_000
+# What is read of a history.json (checked before reading): one test's entry
+# is about 200 bytes, so 20,000 tests are 4 MB; a history from anywhere (a CI
+# cache, an artifact) cannot cost more memory than this allows.
+MAX_HISTORY_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -267,12 +272,15 @@ def write_summary(
 
 def read_history(path: Path) -> dict[tuple[str, str, str], list[float]]:
     """Durations per ``(platform, plan, test)`` from a history.json; {} if missing or damaged."""
-    import json
-
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = untrusted_json.read_file(path, max_bytes=MAX_HISTORY_BYTES)
     except (OSError, ValueError):
         return {}
+    return _history_entries(data)
+
+
+def _history_entries(data: Any) -> dict[tuple[str, str, str], list[float]]:
+    """Durations per test from parsed history.json data; what does not fit is skipped."""
     history: dict[tuple[str, str, str], list[float]] = {}
     tests = data.get("tests") if isinstance(data, dict) else None
     for entry in tests if isinstance(tests, list) else []:
@@ -315,10 +323,9 @@ def load_history(path: Path) -> dict[tuple[str, str, str], list[float]]:
     """Durations per test from ``path``: a history.json, or a run directory.
 
     A run directory's own history.json is used if it has one (a collected
-    run), else its results. Raises ConfigError if ``path`` holds neither.
+    run), else its results. Raises ConfigError if ``path`` holds neither,
+    or naming the file (and line) if it is not a readable history.json.
     """
-    import json
-
     if path.is_dir():
         if (path / HISTORY_JSON).is_file():
             path = path / HISTORY_JSON
@@ -328,14 +335,14 @@ def load_history(path: Path) -> dict[tuple[str, str, str], list[float]]:
         else:
             raise ConfigError(f"{path}: no history.json or results.jsonl in this directory")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = untrusted_json.read_file(path, max_bytes=MAX_HISTORY_BYTES)
     except OSError as exc:
         raise ConfigError(f"cannot read history {path}: {exc.strerror or exc}") from None
-    except ValueError:
-        raise ConfigError(f"{path}: not a history.json (invalid JSON)") from None
+    except untrusted_json.UntrustedJSONError as exc:
+        raise ConfigError(f"{exc.at(path)} (not a history.json)") from None
     if not isinstance(data, dict) or data.get("format") != HISTORY_FORMAT:
         raise ConfigError(f"{path}: not a history.json (format is not {HISTORY_FORMAT!r})")
-    return read_history(path)
+    return _history_entries(data)
 
 
 def write_history(out: RunDir, results: list[Result]) -> None:

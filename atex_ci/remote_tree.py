@@ -240,7 +240,7 @@ def resolve_dynamic_ref(
     if not path.is_relative_to(checkout.resolve()) or not path.is_file():
         raise ConfigError(f"{where}: dynamic ref file {ref[1:]!r} does not exist in the repository")
     try:
-        data: Any = untrusted_yaml.load(path.read_bytes())
+        data: Any = untrusted_yaml.read_file(path)
     except (OSError, untrusted_yaml.UntrustedYAMLError) as error:
         raise ConfigError(f"{where}: cannot read dynamic ref file {ref[1:]!r}: {error}") from None
     if not isinstance(data, dict):

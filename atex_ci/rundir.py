@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import tempfile
 import threading
 import uuid
@@ -29,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
+from . import untrusted_json
 from .errors import ConfigError, StorageError
 from .model import Machine, Plan, Result, RunState
 
@@ -44,6 +46,17 @@ ARTIFACTS = "artifacts"
 KEYS = "keys"
 LOCK = ".lock"
 WORK = "work"  # local slots' scratch directories; not part of the shareable output
+
+# What a reader takes in from the run directory's own JSON documents, checked
+# before a byte is read: a run directory may come from anywhere (collect and
+# report read other people's), and parsed JSON costs several times its size in
+# memory. Each cap is far above what a real run writes.
+# run.json is a few KB (ids, options, context, platforms).
+MAX_RUN_JSON_BYTES = 16 * 1024 * 1024
+# machines.json is about 1 KB per machine ever reserved.
+MAX_MACHINES_JSON_BYTES = 64 * 1024 * 1024
+# tests.json is about 1 KB per test with its fmf data: 20,000 tests are 20 MB.
+MAX_TESTS_JSON_BYTES = 256 * 1024 * 1024
 
 
 def now_iso() -> str:
@@ -196,20 +209,26 @@ def as_read_back(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
-    """Yield ``(line number, record)`` for every non-blank line of a JSON Lines file.
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """Yield ``(line number, record, problem)`` for every non-blank line of a JSON Lines file.
 
-    The file is read one line at a time. ``record`` is None for a damaged
-    line (a torn last line after a crash, garbage, or JSON that is not an
-    object). Bytes that are not UTF-8 are kept as lone surrogates
-    (``surrogateescape``), so a line with one bad byte is still read. A
-    missing file yields nothing.
+    The file is read one line at a time, each within MAX_JSONL_LINE_BYTES and
+    untrusted_json's depth limit. ``record`` is None for a damaged line (a
+    torn last line after a crash, garbage, JSON that is not an object, a line
+    over a limit) and ``problem`` then says why in a few words. Bytes that
+    are not UTF-8 are kept as lone surrogates (``surrogateescape``), so a
+    line with one bad byte is still read. A missing file yields nothing; one
+    that is not a regular file (a FIFO would block, a device never end) yields
+    one problem, as line 1, and nothing else.
     """
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below; a missing file is not an error
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return
-    with f:
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            yield 1, None, "not a regular file"
+            return
         number = 0
         while True:
             line = f.readline(MAX_JSONL_LINE_BYTES + 1)
@@ -219,22 +238,21 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
             if len(line) > MAX_JSONL_LINE_BYTES:
                 while line and not line.endswith(b"\n"):  # skip the rest, chunk by chunk
                     line = f.readline(1024 * 1024)
-                yield number, None
+                yield number, None, f"longer than {MAX_JSONL_LINE_BYTES} bytes"
                 continue
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)  # UTF-8 bytes: no decoded copy of a huge line
-            except UnicodeDecodeError:
-                try:
-                    obj = json.loads(line.decode("utf-8", errors="surrogateescape"))
-                except ValueError:
-                    yield number, None
-                    continue
-            except ValueError:
-                yield number, None
+                obj = untrusted_json.loads(
+                    line, max_bytes=MAX_JSONL_LINE_BYTES, errors="surrogateescape"
+                )
+            except untrusted_json.UntrustedJSONError as exc:
+                yield number, None, exc.reason
                 continue
-            yield number, obj if isinstance(obj, dict) else None
+            if isinstance(obj, dict):
+                yield number, obj, None
+            else:
+                yield number, None, "not a JSON object"
 
 
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -245,12 +263,23 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """
     records: list[dict[str, Any]] = []
     skipped = 0
-    for _number, record in iter_jsonl(path):
+    for _number, record, _problem in iter_jsonl(path):
         if record is None:
             skipped += 1
         else:
             records.append(record)
     return records, skipped
+
+
+def _read_document(path: Path, max_bytes: int) -> Any:
+    """One of the run directory's JSON documents; ConfigError naming the file
+    (and the line) if it cannot be read, is not JSON or is over its caps."""
+    try:
+        return untrusted_json.read_file(path, max_bytes=max_bytes)
+    except untrusted_json.UntrustedJSONError as exc:
+        raise ConfigError(f"{exc.at(path)} ({path.name} is damaged)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 _SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._+@=-]")
@@ -312,9 +341,11 @@ class RunDir:
                 "create it with 'atex-ci reserve' or 'atex-ci run'"
             )
         try:
-            run = json.loads(run_json.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{run_json} is not valid JSON: {exc}") from None
+            run = rundir.read_run()
+        except untrusted_json.UntrustedJSONError as exc:
+            raise ConfigError(exc.at(run_json)) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {run_json}: {exc.strerror or exc}") from None
         if not isinstance(run, dict) or run.get("format") != FORMAT:
             raise ConfigError(f"{run_json} is not an atex-ci run file (format is not {FORMAT!r})")
         version = run.get("version")
@@ -379,7 +410,12 @@ class RunDir:
     # -- run.json -----------------------------------------------------------------
 
     def read_run(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.path / RUN_JSON).read_text(encoding="utf-8"))
+        """run.json as read (a dict once ``open`` has checked it); OSError if it
+        cannot be read, UntrustedJSONError (a ValueError) if it is not JSON or is
+        over its caps."""
+        data: dict[str, Any] = untrusted_json.read_file(
+            self.path / RUN_JSON, max_bytes=MAX_RUN_JSON_BYTES
+        )
         return data
 
     def update_run(self, **fields: Any) -> dict[str, Any]:
@@ -404,8 +440,8 @@ class RunDir:
         path = self.path / MACHINES_JSON
         if not path.exists():
             return []
+        data = _read_document(path, MAX_MACHINES_JSON_BYTES)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
             return [Machine.from_dict(m) for m in data["machines"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path} is damaged: {exc}") from None
@@ -445,8 +481,8 @@ class RunDir:
         path = self.path / TESTS_JSON
         if not path.exists():
             return {}
+        data = _read_document(path, MAX_TESTS_JSON_BYTES)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
             return {
                 platform: [Plan.from_dict(p) for p in plans]
                 for platform, plans in data["platforms"].items()
@@ -476,9 +512,9 @@ class RunDir:
         path = self.path / RESULTS_JSONL
         results: list[Result] = []
         problems: list[str] = []
-        for number, record in iter_jsonl(path):
+        for number, record, problem in iter_jsonl(path):
             if record is None:
-                problems.append(f"{path}:{number}: not a JSON object (torn or damaged line)")
+                problems.append(f"{path}:{number}: {problem}")
                 continue
             try:
                 results.append(Result.from_dict(record))

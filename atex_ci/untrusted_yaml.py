@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import stat
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -70,6 +72,32 @@ def load(text: str | bytes, *, max_bytes: int = MAX_BYTES, max_nodes: int = MAX_
         # The constructor can fail on odd scalars (dates out of range, ...).
         raise UntrustedYAMLError(" ".join(str(error).split())) from None
     return to_plain(document, max_nodes=max_nodes)
+
+
+def read_file(path: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES) -> Any:
+    """Read and ``load`` the YAML file at ``path`` within the limits (see read_limited)."""
+    return load(read_limited(path, max_bytes), max_bytes=max_bytes)
+
+
+def read_limited(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of the regular file at ``path``, refused if over ``max_bytes``.
+
+    The size is checked before a byte is read, so a huge or endless file (a
+    2 GB file, a FIFO, /dev/zero behind a symlink) costs nothing. OSError if
+    it cannot be opened; UntrustedYAMLError if it is not a regular file or is
+    too large.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UntrustedYAMLError("not a regular file")
+        if info.st_size > max_bytes:
+            raise UntrustedYAMLError(f"larger than {max_bytes} bytes ({info.st_size} bytes)")
+        data = f.read(max_bytes + 1)  # it may have grown since fstat
+    if len(data) > max_bytes:
+        raise UntrustedYAMLError(f"larger than {max_bytes} bytes")
+    return data
 
 
 def to_plain(document: Any, *, max_nodes: int = MAX_NODES) -> Any:
@@ -134,5 +162,7 @@ __all__ = [
     "MAX_NODES",
     "UntrustedYAMLError",
     "load",
+    "read_file",
+    "read_limited",
     "to_plain",
 ]

@@ -213,10 +213,31 @@ def test_violations(stream: bytes, message: str) -> None:
         parse(stream)
 
 
-def test_deeply_nested_json_is_a_control_error() -> None:
-    text = b"[" * 200_000
-    with pytest.raises(ControlError, match="invalid JSON"):
+def _nested(levels: int, open_: str = "[", close: str = "]") -> bytes:
+    return ('{"status": "pass", "deep": ' + open_ * levels + close * levels + "}").encode()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _nested(600),  # 1.2 KB, valid JSON: parsed, then recursion elsewhere crashed the run
+        _nested(64),  # one level over: the result object itself is a level
+        _nested(300, '{"a": ', "}"),
+        b"[" * 200_000,  # never closed
+        b'{"x": "' + b"[" * 1000 + b'", "deep": ' + _nested(100) + b"}",
+    ],
+    ids=["600-lists", "65-levels", "300-objects", "unclosed", "after-a-string"],
+)
+def test_deeply_nested_json_is_a_control_error(text: bytes) -> None:
+    with pytest.raises(ControlError, match=r"result after line 1: .*nested deeper than 64"):
         parse(b"result %d\n" % len(text) + text)
+
+
+def test_nesting_up_to_the_limit_is_kept() -> None:
+    events = parse(result({"status": "pass", "deep": json.loads("[" * 63 + "]" * 63)}))
+    assert isinstance(events[0], ResultEvent)
+    # Brackets inside strings are text, not nesting.
+    assert parse(result({"status": "pass", "note": "[" * 5000}))
 
 
 def test_result_over_the_cap() -> None:

@@ -18,7 +18,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +165,7 @@ def control_stream_abuse(outside: Path) -> dict[str, dict[str, Any]]:
         "escaping-names": hostile("escaping-names", **env),
         "garbage": hostile("garbage"),
         "second-exitcode": hostile("second-exitcode"),
+        "deep-result": hostile("deep-result"),
     }
 
 
@@ -201,6 +204,7 @@ def test_control_stream_abuse_ends_as_each_tests_own_error(tmp_path):
     assert any(f.endswith(f"{outside.relative_to('/')}/a") for f in stored), stored
     error("garbage", "protocol violation", "invalid JSON")
     error("second-exitcode", "second 'exitcode'")
+    error("deep-result", "protocol violation", "nested deeper than 64 levels")
     # The symlink and the FIFO in TMT_TEST_DATA were not unpacked.
     data = run / "artifacts" / "default" / "plan" / "tests" / "escaping-names" / "1" / "data"
     assert not (data / "link").exists() and not (data / "fifo").exists()
@@ -264,6 +268,8 @@ def test_results_file_bombs_are_refused_with_bounded_memory(tmp_path):
             "alias-bomb": hostile("alias-bomb", result="custom"),
             "huge-results": hostile("huge-results-yaml", result="custom"),
             "many-partials": hostile("many-partials"),
+            "deep-json": hostile("deep-results-json", result="custom"),
+            "deep-yaml": hostile("deep-results-yaml", result="custom"),
         },
     )
     run = tmp_path / "run"
@@ -280,6 +286,14 @@ def test_results_file_bombs_are_refused_with_bounded_memory(tmp_path):
     huge = own["/tests/huge-results"]
     assert (huge["status"], huge["reason"]) == ("error", "test")
     assert "larger than" in huge["note"]
+    # Nesting is bounded in both formats, the line named where the format has one.
+    for name, words in (
+        ("json", "results.json: cannot parse: line 1: nested deeper than 64"),
+        ("yaml", "results.yaml: cannot parse: nested deeper than 64"),
+    ):
+        deep = own[f"/tests/deep-{name}"]
+        assert (deep["status"], deep["reason"]) == ("error", "test"), deep
+        assert words in deep["note"], deep["note"]
     # 30,000 partial results merged into one (linear work), list appended.
     grow = next(r for r in results(run) if r["name"] == "/grow")
     assert grow["status"] == "pass" and grow["extra"]["items"] == list(range(30000))
@@ -497,6 +511,7 @@ def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
         "long-component": "longer than 255 bytes",
         "long-file-name": "longer than 255 bytes",
         "garbage": "invalid JSON",
+        "deep-result": "nested deeper than 64 levels",
         "second-exitcode": "second 'exitcode'",
         "alias-bomb": "characters of text",
         "huge-results": "larger than",
@@ -524,3 +539,46 @@ def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
     assert sleepers(tag) == []
     assert processes_of(run) == []
     assert_contained(tmp_path, outside, expected)
+
+
+# -- class 6: what a test on a local slot can read of the controller ----------------------
+
+
+@pytest.mark.parametrize("user", ["same user as root", "same user, not root"])
+def test_a_local_slot_test_cannot_read_the_controllers_token(tmp_path, user):
+    """The test looks where it can: its environment, /proc/<pid>/environ of every
+    ancestor up to the controller, and the controller's memory (docs/test-limits.md)."""
+    as_root = user == "same user as root"
+    if os.geteuid() != 0:
+        pytest.skip("needs root: to run as root, or to switch to another user")
+    token = f"tf-token-{uuid.uuid4().hex}"
+    # A directory the controller's user may use (tmp_path is root's alone).
+    base = Path(tempfile.mkdtemp(prefix="atex-ci-secrets-", dir="/tmp"))
+    try:
+        tree = hostile_tree(
+            base / "tree", {"read-secrets": hostile("read-secrets", token[::-1])}, 1
+        )
+        run = base / "run"
+        env = {**os.environ, "TESTING_FARM_API_TOKEN": token, "XDG_CACHE_HOME": str(base)}
+        command = [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root",
+                   str(tree), "--local", "1"]  # fmt: skip
+        if not as_root:
+            os.chmod(base, 0o777)
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr
+        seen = own_results(run)["/tests/read-secrets"]["extra"]
+        # It found the controller among its ancestors; the token is in no environment.
+        assert seen["controller"] is True
+        assert seen["found"] == []
+        if as_root:
+            # The documented residual risk: root may read any process's memory.
+            assert seen["memory"] == "found"
+        else:
+            # Not dumpable: /proc/<controller>/environ and mem are root's.
+            assert seen["memory"] == "denied"
+            assert "environ" in seen["denied"]
+        for path in run.rglob("*"):
+            assert not path.is_file() or token.encode() not in path.read_bytes(), path
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

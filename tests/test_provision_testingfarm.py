@@ -23,12 +23,14 @@ from atex_ci.errors import ConfigError, InfraError
 from atex_ci.model import MachineState
 from atex_ci.provision import record_reservations
 from atex_ci.provision.testingfarm import (
+    MAX_API_ANSWER,
     LogFollower,
     TestingFarmAPI,
     TestingFarmProvisioner,
     api_url_from_env,
     build_request,
     find_guest,
+    parse_json_option,
 )
 from atex_ci.rundir import RunDir
 from tests.tf_fake import FakeTestingFarm
@@ -181,6 +183,31 @@ def test_polling_is_never_faster_than_testing_farm_allows(tmp_path, monkeypatch)
     monkeypatch.setenv("ATEX_CI_TF_TIME_SCALE", "2")
     with pytest.raises(ConfigError, match="ATEX_CI_TF_TIME_SCALE"):
         TestingFarmProvisioner(rundir)
+
+
+def test_hostile_answers_are_one_line_errors():
+    """An answer nested too deep or too large, from a broken server or one in
+    the middle, is named in one line; a deep error message changes nothing."""
+    with FakeTestingFarm([]) as fake:
+        api = api_for(fake)
+        deep = b'{"token": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        huge = b'{"token": "' + b"x" * (MAX_API_ANSWER + 10) + b'"}'
+        for body, reason in ((deep, "nested deeper than 80 levels"), (huge, "larger than")):
+            fake.answer_next(body, path="/v0.1/whoami")
+            with pytest.raises(InfraError) as raised:
+                api.whoami()
+            message = str(raised.value)
+            assert "GET /whoami did not answer with a JSON object" in message
+            assert reason in message and "\n" not in message
+        fake.answer_next(deep, status=403, path="/v0.1/whoami")  # its message is unreadable
+        with pytest.raises(ConfigError, match=r"refused whoami \(HTTP 403\): the token is not"):
+            api.whoami()
+        assert api.whoami()["token"]["ranch"] == "redhat"  # the next answer is read as usual
+
+
+def test_a_deep_json_option_is_a_config_error():
+    with pytest.raises(ConfigError, match="--hardware must be a JSON object: line 1: nested"):
+        parse_json_option("hardware", "[" * 1000 + "]" * 1000)
 
 
 def reserve_with(provisioner: TestingFarmProvisioner, count: int) -> list:

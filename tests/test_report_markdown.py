@@ -431,3 +431,66 @@ def test_a_final_attempt_without_its_own_result_is_not_flaky(tmp_path: Path) -> 
     assert "## Flaky tests (1)" in markdown_summary(results)
     assert "flakyFailure" in junit_xml(results)
     write_html(results, tmp_path / "r.html")
+
+
+# -- mentions and issue references ------------------------------------------------------
+
+#: How GitHub finds mentions and issue references in the text of rendered
+#: Markdown (after escapes and entities are decoded; ASCII word characters):
+#: "@user", "@org/team", "#123", "owner/repo#123", "GH-123".
+_GITHUB_REFERENCE = re.compile(
+    r"(?:^|[^A-Za-z0-9_])@[A-Za-z0-9]|#[0-9]|(?:^|[^A-Za-z0-9_])GH-[0-9]", re.IGNORECASE
+)
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+HOSTILE_TEXT = "ping @octocat @my-org/all-staff (a@b) x@y.z fixes #1 and org/repo#22 gh-3"
+
+
+def rendered_text(markdown: str) -> str:
+    """The text GitHub scans: tags dropped, backslash escapes and entities decoded."""
+    import html as html_module
+
+    text = re.sub(r"<[^>]*>", " ", markdown)
+    return html_module.unescape(_ESCAPED.sub(r"\1", text))
+
+
+def assert_no_github_reference(markdown: str) -> None:
+    found = _GITHUB_REFERENCE.findall(rendered_text(markdown))
+    assert found == [], markdown
+
+
+def test_mentions_and_issue_references_are_broken_everywhere(tmp_path: Path) -> None:
+    """A test controls its name, sub-result names, notes, output and file names;
+    the user controls the title. None of them can ping anyone on GitHub."""
+    from atex_ci.report.github import github_report
+
+    output = write_output(tmp_path, "/t/@octocat", f"{HOSTILE_TEXT}\n".encode())
+    results = [
+        Result(test="/t/@octocat", status=Status.FAIL, note=HOSTILE_TEXT, files=[output]),
+        Result(test="/t/@octocat", name="/#7 @team", status=Status.FAIL, note=HOSTILE_TEXT),
+        Result(test="/t/#9", status=Status.PASS, duration=1.0, platform="@plat"),
+    ]
+    events = [
+        {"time": "2026-01-01T00:00:00+00:00", "event": "machine_ready", "machine": "@m"},
+        {"time": "2026-01-01T00:00:01+00:00", "event": "test_started", "machine": "@m",
+         "test": "/t/#9"},
+        {"time": "2026-01-01T00:00:02+00:00", "event": "test_finished", "machine": "@m",
+         "test": "/t/#9", "status": "pass"},
+    ]  # fmt: skip
+    markdown = markdown_summary(
+        results, rundir_path=tmp_path, title="by @boss #4", events=events, notes=[HOSTILE_TEXT]
+    )
+    # Every place a name or text lands is present, and none of them pings.
+    for seen in ("## Machines", "<details>", "by @\u200bboss #\u200b4", "org/repo#\u200b22"):
+        assert seen in markdown
+    assert "gh-\u200b3" in markdown and "@\u200bmy-org/all-staff" in markdown
+    assert_no_github_reference(markdown)
+    # It still reads the same once the zero-width spaces are gone.
+    assert HOSTILE_TEXT in rendered_text(markdown).replace("\u200b", "")
+
+    summary = tmp_path / "step-summary.md"
+    annotations = github_report(results, markdown, environ={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert_no_github_reference(summary.read_text())
+    assert annotations and all("@" in line for line in annotations)
+    for line in annotations:
+        assert _GITHUB_REFERENCE.findall(line.replace("%0A", "\n")) == [], line

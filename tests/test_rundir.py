@@ -38,7 +38,7 @@ def test_open_refuses_newer_format(tmp_path):
 
 def test_open_refuses_malformed_run_json(tmp_path):
     (tmp_path / "run.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(ConfigError, match="invalid JSON"):
         RunDir.open(tmp_path)
 
 

@@ -89,6 +89,7 @@ class _Fault:
     remaining: int
     method: str | None
     path: str | None
+    body: bytes | None = None
 
 
 class FakeTestingFarm:
@@ -168,6 +169,18 @@ class FakeTestingFarm:
     ) -> None:
         with self._cond:
             self._faults.append(_Fault(None, seconds, n, method, path))
+
+    def answer_next(
+        self,
+        body: bytes,
+        status: int = 200,
+        n: int = 1,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Answer ``status`` with ``body`` as it is (a hostile or broken server)."""
+        with self._cond:
+            self._faults.append(_Fault(status, 0.0, n, method, path, body))
 
     def clear_faults(self) -> None:
         with self._cond:
@@ -324,7 +337,9 @@ class FakeTestingFarm:
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         with self._cond:
-            if fault is not None and fault.status is not None:
+            if fault is not None and fault.body is not None:
+                status, body, headers = fault.status or 200, fault.body, {}
+            elif fault is not None and fault.status is not None:
                 status, body, headers = fault.status, {"message": "injected fault"}, {}
             else:
                 status, body, headers = self._route(method, path, raw, auth, handler)

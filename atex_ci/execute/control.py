@@ -10,12 +10,12 @@ that keep a test's file names inside its artifact directory.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from atex_ci import untrusted_json
 from atex_ci.duration import parse_duration
 
 # The protocol caps a control line at 4096 bytes including the newline, so a test
@@ -169,11 +169,6 @@ def _quote(text: str | bytes) -> str:
     if isinstance(shown, bytes):
         shown = shown.decode("ascii", "backslashreplace")
     return repr(shown) + suffix
-
-
-def _reject_constant(value: str) -> Any:
-    # NaN and Infinity are not JSON; refuse them so results.jsonl stays standard.
-    raise ValueError(f"{value} is not valid JSON")
 
 
 def _normalise_files(value: object) -> list[dict[str, Any]]:
@@ -378,11 +373,17 @@ class ControlParser:
         where = f"result after line {self._line_number}"
         # Undecodable bytes (e.g. a test name in Latin-1 passed through by a shim)
         # become U+FFFD rather than failing the whole test.
-        text = raw.decode("utf-8", "replace")
         try:
-            data = json.loads(text, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as error:
-            raise ControlError(f"test-control: invalid JSON in {where}: {error}") from None
+            data = untrusted_json.loads(
+                raw,
+                errors="replace",
+                max_bytes=self.max_result_bytes,
+                max_depth=untrusted_json.MAX_DEPTH,
+                allow_constants=False,
+            )
+        except untrusted_json.UntrustedJSONError as error:
+            # The reason says "invalid JSON: ..." or "nested deeper than N levels".
+            raise ControlError(f"test-control: {where}: {error.reason}") from None
         if not isinstance(data, dict):
             raise ControlError(f"test-control: {where} is not a JSON object")
         data["files"] = _normalise_files(data.get("files"))

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from atex_ci import untrusted_yaml
+from atex_ci import untrusted_json, untrusted_yaml
 from atex_ci.execute.control import ControlError, sanitize_name
 from atex_ci.model import Reason, Status
 
@@ -386,14 +386,13 @@ def parse_custom_results(text: str, filename: str) -> list[dict[str, Any]]:
     """
     try:
         if filename.endswith(".json"):
-            if len(text) > untrusted_yaml.MAX_BYTES:
-                raise untrusted_yaml.UntrustedYAMLError(
-                    f"larger than {untrusted_yaml.MAX_BYTES} bytes"
+            parsed = (
+                untrusted_json.loads(
+                    text, max_bytes=untrusted_yaml.MAX_BYTES, max_depth=untrusted_json.MAX_DEPTH
                 )
-            try:
-                parsed = json.loads(text) if text.strip() else None
-            except RecursionError:
-                raise untrusted_yaml.UntrustedYAMLError("nested too deeply") from None
+                if text.strip()
+                else None
+            )
             loaded = untrusted_yaml.to_plain(parsed)
         else:
             loaded = untrusted_yaml.load(text)

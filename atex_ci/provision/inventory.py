@@ -34,11 +34,9 @@ _KEYS = {"host", "port", "user", "key", "platform"}
 def load_inventory(path: Path) -> list[HostSpec]:
     """Read an inventory file; ConfigError naming the file and the bad entry."""
     try:
-        raw = path.read_bytes()
+        data = untrusted_yaml.read_file(path, max_bytes=MAX_INVENTORY_BYTES)
     except OSError as exc:
         raise ConfigError(f"cannot read the inventory {path}: {exc.strerror}") from None
-    try:
-        data = untrusted_yaml.load(raw, max_bytes=MAX_INVENTORY_BYTES)
     except untrusted_yaml.UntrustedYAMLError as exc:
         raise ConfigError(f"inventory {path} is not valid YAML or JSON: {exc}") from None
     if isinstance(data, dict) and isinstance(data.get("hosts"), list):

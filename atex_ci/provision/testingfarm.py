@@ -31,7 +31,6 @@ import base64
 import contextlib
 import dataclasses
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -41,9 +40,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .. import environ_secrets, untrusted_json
 from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
@@ -51,7 +52,7 @@ from .base import Provisioner
 
 log = logging.getLogger("atex_ci")
 
-TOKEN_ENV = "TESTING_FARM_API_TOKEN"
+TOKEN_ENV = environ_secrets.TESTING_FARM_API_TOKEN
 URL_ENV = "TESTING_FARM_API_URL"
 #: Scales every wait below (polling, staggering, SSH probes, HTTP backoff).
 #: For test stand-ins only: Testing Farm asks clients to poll no faster than
@@ -110,6 +111,12 @@ CANCEL_TIMEOUT = 60.0
 #: line longer than MAX_LINE is cut (the log is untrusted and unbounded).
 MAX_LOG_CHUNK = 1024 * 1024
 MAX_LINE = 64 * 1024
+#: An API answer is a few KB (a request's state with its guest); what is read
+#: of one stops here, and its JSON is parsed within untrusted_json's depth.
+MAX_API_ANSWER = 4 * 1024 * 1024
+#: A JSON option (--hardware) is a few lines; anything near this
+#: is a mistake (a file's contents pasted whole).
+MAX_JSON_OPTION = 64 * 1024
 #: Lines of the log kept for an error message.
 LOG_TAIL_LINES = 15
 
@@ -211,7 +218,8 @@ class TestingFarmAPI:
         timeout: tuple[float, float] = HTTP_TIMEOUT,
     ) -> None:
         self.url = (url or api_url_from_env()).rstrip("/")
-        token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+        # The CLI has taken it out of the environment already (environ_secrets).
+        token = token if token is not None else environ_secrets.get(TOKEN_ENV) or ""
         token = token.strip()
         if not token:
             raise ConfigError(
@@ -316,12 +324,14 @@ class TestingFarmAPI:
 
     # -- plumbing ------------------------------------------------------------------
 
-    def _call(
-        self, method: str, path: str, json_body: dict[str, Any] | None = None
-    ) -> requests.Response:
+    def _call(self, method: str, path: str, json_body: dict[str, Any] | None = None) -> _Answer:
         try:
-            return self._api.request(method, self.url + path, json=json_body, timeout=self.timeout)
-        except requests.RequestException as exc:
+            with self._api.request(
+                method, self.url + path, json=json_body, timeout=self.timeout, stream=True
+            ) as response:
+                body = response.raw.read(MAX_API_ANSWER + 1, decode_content=True)
+                return _Answer(response.status_code, body)
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise InfraError(
                 f"cannot reach the Testing Farm API at {self.url} ({method} {path}): "
                 f"{self.redact(_describe(exc))}"
@@ -335,13 +345,16 @@ class TestingFarmAPI:
             self._fail(response, method, what)
         try:
             data = response.json()
-        except ValueError:
-            data = None
+        except untrusted_json.UntrustedJSONError as exc:
+            raise InfraError(
+                f"Testing Farm API: {method} {path} did not answer with a JSON object "
+                f"({exc.reason})"
+            ) from None
         if not isinstance(data, dict):
             raise InfraError(f"Testing Farm API: {method} {path} did not answer with a JSON object")
         return data
 
-    def _fail(self, response: requests.Response, method: str, what: str) -> None:
+    def _fail(self, response: _Answer, method: str, what: str) -> None:
         status = response.status_code
         detail = _message(response)
         if status == 401:
@@ -364,7 +377,20 @@ class TestingFarmAPI:
         raise InfraError(f"Testing Farm API: HTTP {status} on {method} {what}{self.redact(detail)}")
 
 
-def _message(response: requests.Response) -> str:
+@dataclass(frozen=True)
+class _Answer:
+    """An answer of the API: its status and at most MAX_API_ANSWER + 1 bytes of its body."""
+
+    status_code: int
+    body: bytes
+
+    def json(self) -> Any:
+        """The body's JSON; UntrustedJSONError (a ValueError) if it is not
+        JSON, is larger than MAX_API_ANSWER or nests too deep."""
+        return untrusted_json.loads(self.body, max_bytes=MAX_API_ANSWER)
+
+
+def _message(response: _Answer) -> str:
     """': <the API's own message>' (one line, short), or ''."""
     try:
         data = response.json()
@@ -857,8 +883,8 @@ def parse_ingress(text: str) -> str:
 def parse_json_option(name: str, text: str) -> dict[str, Any]:
     """A JSON object given on the command line (--hardware, --kickstart)."""
     try:
-        value = json.loads(text)
-    except ValueError as exc:
+        value = untrusted_json.loads(text, max_bytes=MAX_JSON_OPTION)
+    except untrusted_json.UntrustedJSONError as exc:
         raise ConfigError(f"--{name} must be a JSON object: {exc}") from None
     if not isinstance(value, dict):
         raise ConfigError(f'--{name} must be a JSON object, e.g. \'{{"memory": ">= 4 GB"}}\'')

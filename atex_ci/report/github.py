@@ -10,7 +10,8 @@ This module owns what GitHub reads from a step:
   important first (test failures, then test errors, infrastructure errors
   last), with ``file`` and ``line`` of the test's fmf source when the fmf
   tree is at hand, escaped as the workflow-command syntax requires (``%``,
-  CR and LF in the message; also ``:`` and ``,`` in properties).
+  CR and LF in the message; also ``:`` and ``,`` in properties), with
+  mentions and issue references broken like in the Markdown summary.
 
 Counting and ordering come from ``summary.py`` and ``markdown.py``; names
 are spelled by ``text.display_name`` like in every other report.
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..model import Result, Status
-from .markdown import failure_order, group_tests
+from .markdown import failure_order, group_tests, neutralise_references
 from .summary import final_results, flaky_attempts, totals
 from .text import cap_line, cap_middle, display_name, display_text
 
@@ -167,10 +168,12 @@ def make_annotations(
             parts.append(f"and {len(failing) - 5} more failed sub-results")
         message = cap_middle("\n".join(parts), ANNOTATION_MAX_CHARS)
         where = fmf_location(fmf_root, main.test) if fmf_root is not None else None
+        title = f"{display_name(main.test)} ({display_name(main.platform)})"
         found.append(
             Annotation(
-                title=f"{display_name(main.test)} ({display_name(main.platform)})",
-                message=message,
+                # Shown as plain text, but copied into comments and chat: no mentions.
+                title=neutralise_references(title),
+                message=neutralise_references(message),
                 file=_relative(where[0], bases) if where else None,
                 line=where[1] if where else None,
             )

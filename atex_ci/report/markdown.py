@@ -73,10 +73,32 @@ _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|~])")
 _BACKTICK_RUN = re.compile("`+")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 
+# GitHub turns "@user" and "@org/team" into mentions that notify them, and
+# "#123", "GH-123" and "owner/repo#123" into references that put an event on
+# that issue's timeline, so a test's name or note could ping anyone. GitHub
+# finds them in the text after Markdown is rendered (escapes and entities
+# already decoded), so a backslash or "&#64;" does not help; a code span is
+# not linked on the page, but the mention comes back in any plain-text copy
+# (an e-mail reply quoting the comment). A zero-width space right after the
+# "@", "#" or "GH-" keeps the text looking the same, and the characters that
+# follow are no longer a name or a number to GitHub, wherever they are pasted.
+# Every "@" before a letter or digit is broken, not only those GitHub would
+# take today: an e-mail address in a summary loses its mailto link, nobody is
+# pinged. Commit hashes are left alone: GitHub only links them (no
+# notification, no timeline event), and a hash must stay searchable.
+ZERO_WIDTH_SPACE = "\u200b"
+_REFERENCE = re.compile(r"@(?=[A-Za-z0-9])|#(?=[0-9])|\bGH-(?=[0-9])", re.IGNORECASE)
+
+
+def neutralise_references(text: str) -> str:
+    """``text`` with every GitHub mention and issue reference broken (see ZERO_WIDTH_SPACE)."""
+    return _REFERENCE.sub(lambda found: found.group() + ZERO_WIDTH_SPACE, text)
+
 
 def escape_inline(text: str) -> str:
-    """Already displayable ``text`` as literal inline Markdown: no markup, no HTML, one line."""
-    text = " ".join(text.split())
+    """Already displayable ``text`` as literal inline Markdown: no markup, no HTML, no
+    mention or issue reference, one line."""
+    text = " ".join(neutralise_references(text).split())
     text = _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
     return html.escape(text, quote=False)
 
@@ -99,6 +121,7 @@ def code_block(text: str, info: str = "text") -> str:
     the opening one.
     """
     text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = neutralise_references(text)
     longest = max((len(run) for run in _BACKTICK_RUN.findall(text)), default=0)
     fence = "`" * max(3, longest + 1)
     if text and not text.endswith("\n"):
@@ -240,7 +263,8 @@ def _failure_section(test: _Test, rundir_path: Path | None, tail_lines: int) -> 
         return lines
     label = "Last lines of output" if tail.truncated else "Output"
     summary = html.escape(
-        f"{label} (artifacts/{display_name(tail.path)}, {tail.size} bytes)", quote=False
+        neutralise_references(f"{label} (artifacts/{display_name(tail.path)}, {tail.size} bytes)"),
+        quote=False,
     )
     # The blank lines around the code block make GitHub render it as
     # Markdown inside the HTML <details> block.
