@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import statistics
 from collections.abc import Callable
@@ -36,6 +37,11 @@ log = logging.getLogger("atex_ci")
 
 #: Bound on per-machine clean-up (finish phases, closing the connection).
 CLEANUP_TIMEOUT = 60.0
+
+#: Bound on the health check of a machine after a timeout (reconnecting with
+#: its retries, killing the test's leftovers): a machine that cannot answer
+#: in a minute is not one to give more tests to.
+HEALTH_CHECK_TIMEOUT = 60.0
 
 
 @dataclass
@@ -490,7 +496,10 @@ class Orchestrator:
             executed, setup_failed = await self._run_one(executor, machine, job)
             if setup_failed:
                 self._pool.setup_failed()
-            decision = scheduler.test_finished(machine, job, self._outcome(executed, setup_failed))
+            outcome = self._outcome(executed, setup_failed)
+            if scheduler.wants_check(machine, job, outcome):
+                outcome = await self._check(executor, machine, job, outcome)
+            decision = scheduler.test_finished(machine, job, outcome)
             self._after(machine, job, decision, executed)
             previous = job
             if not decision.keep_machine:
@@ -499,6 +508,24 @@ class Orchestrator:
             self._changed()
         await self._finish(executor, machine)
         return True
+
+    async def _check(
+        self, executor: Executor, machine: Machine, job: Job, outcome: Outcome
+    ) -> Outcome:
+        """The scheduler's outcome plus the machine's health check (a fact)."""
+        why = await executor.health_check(job.test, HEALTH_CHECK_TIMEOUT)
+        self.recorder.event(
+            "machine_checked",
+            machine=machine.id,
+            test=job.test.name,
+            healthy=why is None,
+            **({"note": why} if why else {}),
+        )
+        if why is None:
+            self.progress(f"atex-ci: machine {machine.id} is healthy after {job.test.name}")
+        else:
+            self.progress(f"atex-ci: machine {machine.id} failed its health check: {why}")
+        return dataclasses.replace(outcome, healthy=why is None)
 
     @staticmethod
     def _outcome(executed: TestOutcome, setup_failed: bool) -> Outcome:

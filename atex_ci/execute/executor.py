@@ -139,6 +139,33 @@ class Executor:
             async with asyncio.timeout(timeout):
                 await self.transport.run(reap_command(run_owner(self.base)))
 
+    async def health_check(self, test: Test, timeout: float) -> str | None:
+        """Whether the machine can take more tests after ``test`` timed out:
+        it answers (reconnecting if the connection dropped), every process
+        any attempt of ``test`` left is killed (by its ATEX_CI_OWNER, see
+        reaper.py), and the work directory with its tree is still in place.
+
+        Returns None when healthy, else why not (one line). Bounded by
+        ``timeout``; never raises TransportError.
+        """
+        q = shlex.quote
+        leftovers = reap_command(f"{run_owner(self.base)}{test.serial_number}-")
+        command = f"{leftovers}\ntest -d {q(self.tree)} && test -w {q(self.base)} && echo ok"
+        try:
+            async with asyncio.timeout(timeout):
+                await self.transport.connect()
+                rc, out, err = await self.transport.output(command)
+        except TimeoutError:
+            return f"no answer in {_fmt_seconds(timeout)}"
+        except TransportError as exc:
+            return f"unreachable: {exc}"
+        if rc != 0 or out.strip() != b"ok":
+            detail = err.decode(errors="replace").strip()[:200]
+            return f"work directory {self.base} is gone or not writable" + (
+                f" ({detail})" if detail else ""
+            )
+        return None
+
     def plan_dir(self, plan: str) -> str:
         return self.work.plan_dir(plan)
 
