@@ -482,6 +482,15 @@ def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
                 "interrupted; every machine this command had requested was given back",
                 exc.exit_code,
             )
+        except Exception as exc:
+            if not any(m.state != MachineState.RELEASED for m in rundir.read_machines()):
+                # Said in the directory, so that a later 'run' there does not
+                # take "no machines" for "run on local slots".
+                leaf = _first_atex_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+                recorder = Recorder(rundir)
+                recorder.reservation_failed(wanted.platform, str(leaf or exc), None)
+                recorder.state(RunState.RESERVE_FAILED)
+            raise
         finally:
             if any(m.state != MachineState.RELEASED for m in rundir.read_machines()):
                 Recorder(rundir).state(RunState.RESERVED)
@@ -571,6 +580,12 @@ def _provisioner_arguments(
     help="Local slots to use when no machines are reserved (default: CPUs).",
 )
 @click.option("--resume", is_flag=True, help="Skip tests that already have a final result.")
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Start over in a run directory that holds a run: its results, events, artifacts "
+    "and reports move to RUN/previous/N/ first (the machines stay reserved).",
+)
 @click.option("--max-output", default="1G", show_default=True, help="Per-test output cap.")
 @click.option(
     "--max-upload", default="1G", show_default=True, help="Per-test cap on uploaded files."
@@ -628,6 +643,7 @@ def run(
     dry_run: bool,
     local: int | None,
     resume: bool,
+    restart: bool,
     max_output: str,
     max_upload: str,
     max_reruns: int,
@@ -690,6 +706,7 @@ def run(
         limits=Limits(max_output=_parse_size(max_output), max_upload=_parse_size(max_upload)),
         local_slots=local,
         resume=resume,
+        restart=restart,
         progress=display.line,
         show_starts=False,  # the status summary says what runs where
         status=display.status,

@@ -78,6 +78,10 @@ class RunOptions:
     #: Keep the machines recorded by ``atex-ci reserve`` when nothing is left
     #: for them (for another ``run``); by default they are released at once.
     keep_machines: bool = False
+    #: Start over in a run directory that already holds a run's results: its
+    #: files move to ``previous/N/`` first (without it, such a directory is
+    #: refused unless ``resume``).
+    restart: bool = False
 
 
 @dataclass
@@ -721,6 +725,33 @@ async def release_all(rundir: RunDir) -> list[Machine]:
     return machines
 
 
+def _check_one_run(rundir: RunDir, options: RunOptions) -> None:
+    """Refuse what would mix two runs or run tests where the user did not
+    mean them to; with ``options.restart``, set the earlier run aside first."""
+    if options.resume and options.restart:
+        raise ConfigError("--resume and --restart contradict each other; choose one")
+    if rundir.holds_results() and not options.resume:
+        if not options.restart:
+            state = rundir.read_run().get("state")
+            raise ConfigError(
+                f"{rundir.path} already holds a run (state {state!r}); add --resume to finish "
+                f"it, --restart to start over (its results move to {rundir.path / 'previous'}), "
+                "or use another run directory"
+            )
+        moved = rundir.set_aside_run()
+        if options.progress is not None:
+            options.progress(f"atex-ci: the earlier run's files are now in {moved}")
+    reserve_failed = rundir.read_run().get("state") == RunState.RESERVE_FAILED
+    if reserve_failed and not options.sources and options.local_slots is None:
+        ready = [m for m in rundir.read_machines() if m.state == MachineState.READY]
+        if not ready:
+            raise ConfigError(
+                f"'atex-ci reserve' failed in {rundir.path}, so it has no machines (see "
+                f"{rundir.path / 'events.jsonl'}); reserve again, or give run the machines "
+                "to use (--host, --local...)"
+            )
+
+
 def _check_controller_tools(plans: list[Plan]) -> None:
     """Refuse at once what would fail on every machine: a missing ansible-playbook."""
     from .execute.ansible import INSTALL_HINT, ansible_playbook
@@ -769,6 +800,7 @@ async def run_tests(
 
     rundir = run_dir if isinstance(run_dir, RunDir) else RunDir.open_or_create(run_dir)
     with rundir.locked():
+        _check_one_run(rundir, options or RunOptions())
         if on_locked is not None:
             on_locked(rundir)
         to_run: list[Plan] | dict[str, list[Plan]]

@@ -153,6 +153,27 @@ def test_cli_unreachable_host_is_an_error_naming_it(tmp_path, ssh_hosts):
     assert not (run / "machines.json").exists()  # all or nothing
 
 
+def test_run_after_a_failed_reserve_is_refused(tmp_path, ssh_hosts):
+    """A failed reservation is not "nothing reserved": no fallback to local slots."""
+    [host] = ssh_hosts(1)
+    address = dead_address(host)
+    run = tmp_path / "run"
+    proc = atex("reserve", "-d", str(run), "--host", f"root@{address}")
+    assert proc.returncode == 3, proc.stderr
+    assert json.loads((run / "run.json").read_text())["state"] == "reserve-failed"
+    tree = make_tree(tmp_path / "tree", {"marker": {"test": f"touch {tmp_path}/ran-here"}})
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"atex-ci: 'atex-ci reserve' failed in {run}"), line
+    assert not (tmp_path / "ran-here").exists()
+    assert not (run / "results.jsonl").exists()
+    # Machines given to run itself are what the user asked for: that runs.
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "ran-here").exists()
+
+
 def test_cli_skip_unreachable_warns_and_keeps_the_rest(tmp_path, ssh_hosts):
     live, dead = ssh_hosts(2)
     address = dead_address(dead)

@@ -240,19 +240,46 @@ def test_reboot_on_a_local_slot_restarts_the_test(tmp_path):
     assert "boot 0" in output and "boot 1" in output  # output accumulates across boots
 
 
-def test_rerun_is_next_attempt_and_resume_skips_done(tmp_path):
-    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}, "b": {"test": "true"}})
+def test_a_finished_run_directory_is_refused_resumed_or_restarted(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}, "b": {"test": "exit 1"}})
     run = tmp_path / "run"
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 1
+    first = (run / "results.jsonl").read_bytes()
+    output_a = next(r["files"][0] for r in results(run) if r["test"] == "/tests/a")
+    # A second run there would mix its attempts with the first one's: refused.
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"atex-ci: {run} already holds a run") and "--resume" in line
+    assert "--restart" in line
+    assert (run / "results.jsonl").read_bytes() == first
+    # --resume finishes it: nothing is left to run.
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume")
+    assert proc.returncode == 1, proc.stderr
+    assert (run / "results.jsonl").read_bytes() == first
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume", "--restart")
+    assert proc.returncode == 2 and "choose one" in proc.stderr
+    # --restart starts over: the first run's files are set aside, whole.
+    (run / "artifacts" / output_a).write_text("first run's output\n")
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--restart")
+    assert proc.returncode == 1, proc.stderr
+    assert f"now in {run / 'previous' / '1'}" in proc.stderr
+    previous = run / "previous" / "1"
+    assert (previous / "results.jsonl").read_bytes() == first
+    assert (previous / "artifacts" / output_a).read_text() == "first run's output\n"
+    assert (previous / "events.jsonl").is_file() and (previous / "tests.json").is_file()
     assert sorted((r["test"], r["attempt"]) for r in results(run)) == [
         ("/tests/a", 1),
-        ("/tests/a", 2),
         ("/tests/b", 1),
-        ("/tests/b", 2),
     ]
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume").returncode == 0
-    assert len(results(run)) == 4
+    # The report counts the tests once each.
+    proc = atex("report", "-d", str(run))
+    assert proc.returncode == 0, proc.stderr
+    junit = ET.parse(run / "junit.xml").getroot()
+    assert junit.get("tests") == "2", ET.tostring(junit)
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree), "--restart").returncode == 1
+    assert (run / "previous" / "2" / "junit.xml").is_file()
+    assert (run / "previous" / "1" / "results.jsonl").read_bytes() == first
 
 
 def test_interrupt_records_interrupted_and_cleans_up(tmp_path):
