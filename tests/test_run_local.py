@@ -342,9 +342,11 @@ def test_reserve_local_then_run_uses_those_slots(tmp_path):
     assert {r["machine"] for r in results(run)} == {"local-1", "local-2"}
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert {m["state"] for m in machines} == {"ready"}  # kept for another run
-    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    # Another run on the kept machines starts over (the first one's results set aside).
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--restart")
     assert proc.returncode == 0, proc.stderr
     assert {r["machine"] for r in results(run)} == {"local-1", "local-2"}
+    assert {r["attempt"] for r in results(run)} == {1}
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert {m["state"] for m in machines} == {"released"}  # released when done
     events = [json.loads(line)["event"] for line in (run / "events.jsonl").open()]
@@ -530,8 +532,6 @@ def test_a_test_that_breaks_file_storage_errors_alone(tmp_path):
 def test_prepare_failure_is_the_latest_attempt(tmp_path):
     tree = make_tree(tmp_path / "tree", {"ok": {"test": "true"}})
     run = tmp_path / "run"
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
     make_tree(
         tree, {"ok": {"test": "true"}}, plan={"prepare": {"how": "shell", "script": "exit 1"}}
     )
@@ -539,15 +539,15 @@ def test_prepare_failure_is_the_latest_attempt(tmp_path):
     proc = atex(*args, "--max-failed-setups", "1")
     assert proc.returncode == 3, proc.stderr
     latest = max(results(run), key=lambda r: r["attempt"])
-    assert (latest["attempt"], latest["status"], latest["reason"]) == (3, "error", "infra")
+    assert (latest["attempt"], latest["status"], latest["reason"]) == (1, "error", "infra")
     assert "prepare failed" in latest["note"]
     atex("report", "-d", str(run))
     assert "prepare failed" in (run / "summary.md").read_text()
     # By default the slot is replaced and the test retried there, twice.
-    proc = atex(*args)
+    proc = atex(*args, "--restart")
     assert proc.returncode == 3, proc.stderr
     latest = max(results(run), key=lambda r: r["attempt"])
-    assert (latest["attempt"], latest["status"], latest["reason"]) == (6, "error", "infra")
+    assert (latest["attempt"], latest["status"], latest["reason"]) == (3, "error", "infra")
     events = [json.loads(line) for line in (run / "events.jsonl").open()]
     replaced = [
         (e["machine"], e["replacement"]) for e in events if e["event"] == "machine_replaced"
@@ -664,17 +664,18 @@ def test_many_data_files_are_not_charged_to_the_duration(tmp_path):
 
 def test_resume_reruns_a_test_whose_last_attempt_was_interrupted(tmp_path):
     marker = f"atex-resume-{os.getpid()}-{time.monotonic_ns()}"
-    tree = make_tree(tmp_path / "tree", {"slow": {"test": f"exec -a {marker} sleep 300"}})
+    # Fails on its first attempt (final), hangs on its rerun (interrupted).
+    first = tmp_path / "ran-once"
+    slow = f"[ -e {first} ] || {{ touch {first}; exit 1; }}; exec -a {marker} sleep 300"
+    tree = make_tree(tmp_path / "tree", {"slow": {"test": slow}})
     run = tmp_path / "run"
-    make_tree(tree, {"slow": {"test": "true"}})
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0  # attempt 1
-    make_tree(tree, {"slow": {"test": f"exec -a {marker} sleep 300"}})
     returncode, err = interrupt_run(
         run,
         tree,
         lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0,
+        extra=("--max-reruns", "1"),
     )
-    assert returncode == 130, err  # attempt 2: interrupted
+    assert returncode == 130, err  # attempt 1 failed, attempt 2 interrupted
     make_tree(tree, {"slow": {"test": "true"}})
     proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume")
     assert proc.returncode == 0, proc.stderr
