@@ -134,7 +134,7 @@ def interrupt_run(
             "--fmf-root",
             str(tree),
             *extra,
-        ],  # fmt: skip
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
