@@ -31,7 +31,7 @@ from .remote_tree import GitCache
 from .report.text import progress_note
 from .rundir import RunDir, now_iso
 from .schedule import Decision, History, Job, Next, Outcome, Scheduler, partition
-from .transport.base import Transport, TransportError
+from .transport.base import KeyRejectedError, Transport, TransportError
 
 log = logging.getLogger("atex_ci")
 
@@ -280,14 +280,10 @@ class Orchestrator:
         async def reserve() -> None:
             try:
                 await self._pool.reserve(provisioner, count, ready)
-            except StorageError:
-                raise
+            except (StorageError, KeyRejectedError):
+                raise  # the run directory is gone, or a configuration to fix: the run stops
             except Exception as exc:  # a provisioner's failure ends its reservation, not the run
-                why = str(exc) if isinstance(exc, AtexError) else f"{type(exc).__name__}: {exc}"
-                for one in provisioner.platforms():
-                    self._no_machine_why[one] = why
-                self.recorder.reservation_failed(platform, why, replaces)
-                self.progress(f"atex-ci: reserving for platform {platform} failed: {why}")
+                self._reservation_failed(provisioner, platform, exc, replaces)
             finally:
                 self._reservations.pop(task, None)
                 self._update_replaceable()
@@ -301,6 +297,15 @@ class Orchestrator:
             )
         task = self._tg.create_task(reserve())
         self._reservations[task] = provisioner.platforms()
+
+    def _reservation_failed(
+        self, provisioner: Provisioner, platform: str, exc: Exception, replaces: Machine | None
+    ) -> None:
+        why = str(exc) if isinstance(exc, AtexError) else f"{type(exc).__name__}: {exc}"
+        for one in provisioner.platforms():
+            self._no_machine_why[one] = why
+        self.recorder.reservation_failed(platform, why, replaces)
+        self.progress(f"atex-ci: reserving for platform {platform} failed: {why}")
 
     def _update_replaceable(self) -> None:
         """Tell the scheduler which platforms can still get a replacement."""

@@ -148,9 +148,33 @@ def test_cli_unreachable_host_is_an_error_naming_it(tmp_path, ssh_hosts):
     run = tmp_path / "run"
     proc = atex("reserve", "-d", str(run), "--hosts", str(inventory))
     assert proc.returncode == 3
-    [line] = proc.stderr.splitlines()
+    *retries, line = proc.stderr.splitlines()
     assert re.match(rf"atex-ci: host root@{re.escape(address)}:22 is unreachable", line)
+    # Each retry is said as it happens (a silent host would cost a while in silence).
+    assert [r.split(" failed ")[0] for r in retries] == [
+        f"atex-ci: root@{address}:22: connect attempt {n} of 4" for n in (1, 2, 3)
+    ]
     assert not (run / "machines.json").exists()  # all or nothing
+
+
+def test_a_rejected_key_is_said_at_once_with_exit_2(tmp_path, ssh_hosts):
+    [host] = ssh_hosts(1)
+    wrong = tmp_path / "wrong_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)],
+        check=True,
+        capture_output=True,
+    )
+    for command in (
+        ["reserve"],
+        ["run", "--fmf-root", str(make_tree(tmp_path / "tree", {"t": {"test": "true"}}))],
+    ):
+        run = tmp_path / command[0]
+        proc = atex(*command, "-d", str(run), "--host", f"root@{host.address}", "--key", str(wrong))
+        assert proc.returncode == 2, proc.stderr
+        [line] = proc.stderr.splitlines()
+        assert line.startswith(f"atex-ci: root@{host.address}:22: key rejected: {wrong} ("), line
+        assert line.endswith("check --key and the user name")
 
 
 def test_run_after_a_failed_reserve_is_refused(tmp_path, ssh_hosts):
