@@ -188,10 +188,22 @@ def cli(verbose: int) -> None:
 
     Commands share state through a run directory (-d): reserve -> run -> report -> release.
     """
+    logging.basicConfig(format="atex-ci: %(message)s", stream=sys.stderr)
+    _set_verbosity(verbose)
+
+
+def _set_verbosity(verbose: int) -> None:
+    """Log levels for ``-v`` given ``verbose`` times in all."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="atex-ci: %(message)s", stream=sys.stderr)
-    if verbose < 2:
-        logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    logging.getLogger().setLevel(level)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+
+
+def _command_verbosity(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    """``-v`` after the command name counts as before it (``run -v`` = ``-v run``)."""
+    if value:
+        before = ctx.find_root().params.get("verbose", 0) or 0
+        _set_verbosity(before + value)
 
 
 def _key_values(option: str, items: tuple[str, ...], *, from_env: bool = False) -> dict[str, str]:
@@ -929,6 +941,19 @@ def release(run_dir: Path) -> None:
             # The machines are released all the same; run.json is what is damaged.
             log.warning("%s", exc)
     click.echo(f"atex-ci: released {len(machines)} machine(s)", err=True)
+
+
+# Every command takes -v too, so that it may come anywhere on the command line.
+for _command in cli.commands.values():
+    _command.params.append(
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_command_verbosity,
+            help="More log output on stderr (repeatable; also before the command).",
+        )
+    )
 
 
 def main() -> None:

@@ -349,3 +349,17 @@ def test_one_provisioner_class_per_run_directory(tmp_path):
     second = atex("reserve", "-d", str(run), "--provisioner", "empty_provisioners:Other", **env)
     assert second.returncode == 2
     assert "already has machines of empty_provisioners:Nothing" in second.stderr
+
+
+def test_verbose_is_accepted_before_and_after_the_command(tmp_path, ssh_hosts):
+    [host] = ssh_hosts(1)
+    where = ("--host", f"root@{host.address}", "--key", str(host.key_path))
+    quiet = atex("reserve", "-d", str(tmp_path / "quiet"), *where)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Opening SSH connection" not in quiet.stderr
+    for args in (["-vv", "reserve"], ["reserve", "-vv"], ["-v", "reserve", "-v"]):
+        run = tmp_path / "-".join(args).strip("-")
+        proc = atex(*args, "-d", str(run), *where)
+        assert proc.returncode == 0, proc.stderr
+        # -vv (in all) shows the SSH library's own log.
+        assert "Opening SSH connection" in proc.stderr, args

@@ -145,9 +145,7 @@ class StaticProvisioner(Provisioner):
                     error = task.exception()
                     if error is None:
                         yield self._reserved(machine)
-                    elif isinstance(error, InfraError) and not isinstance(
-                        error, KeyRejectedError
-                    ):
+                    elif isinstance(error, InfraError) and not isinstance(error, KeyRejectedError):
                         log.warning("skipping unreachable %s", error)
                     else:
                         raise error
