@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -597,6 +599,60 @@ def test_abort_records_the_tests_it_dropped(tmp_path):
     assert len(results(run)) == 3
 
 
+def atex_with_beakerlib(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``atex-ci ARGS`` in a mount namespace of its own whose /usr/share (an
+    overlay: the host's is untouched) has a beakerlib.sh."""
+    from atex_ci.execute.frameworks import BEAKERLIB_SH
+
+    upper, work = tmp_path / "usr-share", tmp_path / "usr-share-work"
+    (upper / "beakerlib").mkdir(parents=True, exist_ok=True)
+    (upper / "beakerlib" / "beakerlib.sh").write_text("# a stand-in\n")
+    work.mkdir(exist_ok=True)
+    assert BEAKERLIB_SH == "/usr/share/beakerlib/beakerlib.sh"
+    script = (
+        "mount -t overlay overlay "
+        f"-o lowerdir=/usr/share,upperdir={upper},workdir={work} /usr/share && "
+        f'exec {sys.executable} -m atex_ci "$@"'
+    )
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c", script, "-", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_beakerlib_is_required_as_tmt_does(tmp_path):
+    """Without beakerlib.sh the test does not run: its note says what is missing."""
+    from atex_ci.execute.frameworks import BEAKERLIB_SH
+
+    if Path(BEAKERLIB_SH).exists():
+        pytest.skip("beakerlib is installed on this machine")
+    apt = subprocess.run(["apt-cache", "show", "beakerlib"], capture_output=True)
+    if shutil.which("dnf") or shutil.which("yum") or apt.returncode == 0:
+        pytest.skip("beakerlib can be installed here: this test would install it")
+    ran = tmp_path / "ran"
+    tree = make_tree(
+        tmp_path / "tree",
+        {"bl": {"test": f". {BEAKERLIB_SH} || exit 1; touch {ran}", "framework": "beakerlib"}},
+    )
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 1, proc.stderr
+    own = own_results(run)["/tests/bl"]
+    assert (own["status"], own["reason"]) == ("error", "test")
+    assert own["note"].startswith(
+        f"framework beakerlib: {BEAKERLIB_SH} is missing on local-1 (framework: installing "
+        "beakerlib failed: "
+    )
+    assert not ran.exists()
+    # With beakerlib.sh there, the same test runs.
+    run = tmp_path / "run2"
+    proc = atex_with_beakerlib(tmp_path, "run", "-d", str(run), "--fmf-root", str(tree))
+    assert ran.exists(), proc.stderr
+
+
 def test_beakerlib_framework_verdict_from_test_results(tmp_path):
     # A stand-in for beakerlib's rlJournalEnd: what matters to the runner is
     # the environment it gets and the TestResults file it leaves.
@@ -618,7 +674,9 @@ def test_beakerlib_framework_verdict_from_test_results(tmp_path):
         },
     )
     run = tmp_path / "run"
-    atex("run", "-d", str(run), "--fmf-root", str(tree))
+    # beakerlib must be installed (tmt requires it): here, in the run's own
+    # mount namespace, as a file on an overlay of /usr/share.
+    atex_with_beakerlib(tmp_path, "run", "-d", str(run), "--fmf-root", str(tree))
     own = {n.removeprefix("/tests/"): r for n, r in own_results(run).items()}
     assert {n: r["status"] for n, r in own.items()} == {
         "pass": "pass",

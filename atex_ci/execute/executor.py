@@ -421,11 +421,33 @@ class _TestRun:
         try:
             await self.ex.install(self.test.require, missing_ok=False, what="require")
             await self.ex.install(self.test.recommend, missing_ok=True, what="recommend")
+            missing = await self._framework_requirement()
+            if missing is not None:
+                return (Reason.TEST, missing), False
         except PhaseError as exc:
             return (Reason.TEST, str(exc)), False
         except TransportError as exc:
             return (Reason.INFRA, f"machine lost while installing requirements: {exc}"), True
         return None, False
+
+    async def _framework_requirement(self) -> str | None:
+        """Install what the test's framework needs (beakerlib) if it is missing,
+        as tmt requires it; why the test cannot run, or None."""
+        needed = self.framework.requirement()
+        if needed is None:
+            return None
+        path, package = needed
+        check = f"test -f {shlex.quote(path)}"
+        rc, _out, _err = await self.ex._bounded(check, "framework")
+        if rc == 0:
+            return None
+        where = f"framework {self.framework.name}: {path} is missing on {self.ex.machine.id}"
+        try:
+            await self.ex.install([package], missing_ok=False, what="framework")
+        except PhaseError as exc:
+            return f"{where} ({exc})"
+        rc, _out, _err = await self.ex._bounded(check, "framework")
+        return None if rc == 0 else f"{where}, even after installing {package}"
 
     async def _boot_loop(self) -> tuple[tuple[Reason, str] | None, bool]:
         """Run the test, again after each reboot it asks for, until it ends."""
