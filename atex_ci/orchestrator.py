@@ -732,20 +732,16 @@ async def release_all(rundir: RunDir) -> list[Machine]:
 
 def _check_one_run(rundir: RunDir, options: RunOptions) -> None:
     """Refuse what would mix two runs or run tests where the user did not
-    mean them to; with ``options.restart``, set the earlier run aside first."""
+    mean them to (``_set_aside_earlier_run`` then makes room for a restart)."""
     if options.resume and options.restart:
         raise ConfigError("--resume and --restart contradict each other; choose one")
-    if rundir.holds_results() and not options.resume:
-        if not options.restart:
-            state = rundir.read_run().get("state")
-            raise ConfigError(
-                f"{rundir.path} already holds a run (state {state!r}); add --resume to finish "
-                f"it, --restart to start over (its results move to {rundir.path / 'previous'}), "
-                "or use another run directory"
-            )
-        moved = rundir.set_aside_run()
-        if options.progress is not None:
-            options.progress(f"atex-ci: the earlier run's files are now in {moved}")
+    if rundir.holds_results() and not options.resume and not options.restart:
+        state = rundir.read_run().get("state")
+        raise ConfigError(
+            f"{rundir.path} already holds a run (state {state!r}); add --resume to finish "
+            f"it, --restart to start over (its results move to {rundir.path / 'previous'}), "
+            "or use another run directory"
+        )
     reserve_failed = rundir.read_run().get("state") == RunState.RESERVE_FAILED
     if reserve_failed and not options.sources and options.local_slots is None:
         ready = [m for m in rundir.read_machines() if m.state == MachineState.READY]
@@ -755,6 +751,15 @@ def _check_one_run(rundir: RunDir, options: RunOptions) -> None:
                 f"{rundir.path / 'events.jsonl'}); reserve again, or give run the machines "
                 "to use (--host, --local...)"
             )
+
+
+def _set_aside_earlier_run(rundir: RunDir, options: RunOptions) -> None:
+    """With ``options.restart``, move the earlier run's files to previous/N/
+    (called once every check has passed, so a refused run moves nothing)."""
+    if options.restart and rundir.holds_results():
+        moved = rundir.set_aside_run()
+        if options.progress is not None:
+            options.progress(f"atex-ci: the earlier run's files are now in {moved}")
 
 
 def _check_controller_tools(plans: list[Plan]) -> None:
@@ -837,6 +842,7 @@ async def run_tests(
         _check_controller_tools(all_plans)
         # Libraries are fetched once per run, before any machine is touched.
         await asyncio.to_thread(LibraryResolver(git).resolve_plans, all_plans)
+        _set_aside_earlier_run(rundir, options or RunOptions())
         rundir.update_run(
             fmf={
                 "root": str(root),

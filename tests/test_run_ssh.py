@@ -363,8 +363,12 @@ def test_unreachable_host_is_one_line_error(tmp_path, ssh_host):
         "root@127.0.0.254:2",
     )
     assert proc.returncode == 3
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "127.0.0.254" in lines[0], proc.stderr
+    *retries, last = [line for line in proc.stderr.splitlines() if line.strip()]
+    # One line for the error, after one line per retry as it happened.
+    assert last.startswith("atex-ci: host root@127.0.0.254:2 is unreachable: "), proc.stderr
+    assert [line.split(" failed ")[0] for line in retries] == [
+        f"atex-ci: root@127.0.0.254:2: connect attempt {n} of 4" for n in (1, 2, 3)
+    ], proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -584,9 +588,11 @@ def test_each_platform_has_its_own_context_and_machines(tmp_path, ssh_hosts):
         assert host.address in machine
     tests = json.loads((run / "tests.json").read_text())
     assert json.dumps(tests).count("fedora-only") == 1
-    # A context for a platform with no machines is a one-line error.
-    proc = run_tree(run, tree, "-c", "rhel9:distro=rhel-9")
+    # A context for a platform with no machines is a one-line error (and a
+    # refused --restart sets nothing aside).
+    proc = run_tree(run, tree, "-c", "rhel9:distro=rhel-9", "--restart")
     assert proc.returncode == 2 and "rhel9" in proc.stderr and "--platform" in proc.stderr
+    assert (run / "results.jsonl").is_file() and not (run / "previous").exists()
     # --dry-run shows each platform's selection.
     proc = atex("run", "--dry-run", "--fmf-root", str(tree), "-c", "f41:distro=fedora-41")
     assert proc.stdout.splitlines() == ["/tests/common", "# platform f41", "/tests/common",

@@ -269,6 +269,7 @@ class SSHTransport(Transport):
     async def _connect_retrying(self, attempts: int | None, deadline: float | None) -> None:
         """Try to connect until it works, ``attempts`` run out or ``deadline`` passes."""
         attempt = 0
+        last_error: BaseException
         while True:
             attempt += 1
             timeout = self.connect_timeout
