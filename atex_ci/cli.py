@@ -193,10 +193,22 @@ def cli(verbose: int) -> None:
     """
     # Before anything can start a test: no test may see a token (docs/test-limits.md).
     environ_secrets.take()
+    logging.basicConfig(format="atex-ci: %(message)s", stream=sys.stderr)
+    _set_verbosity(verbose)
+
+
+def _set_verbosity(verbose: int) -> None:
+    """Log levels for ``-v`` given ``verbose`` times in all."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="atex-ci: %(message)s", stream=sys.stderr)
-    if verbose < 2:
-        logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    logging.getLogger().setLevel(level)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+
+
+def _command_verbosity(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    """``-v`` after the command name counts as before it (``run -v`` = ``-v run``)."""
+    if value:
+        before = ctx.find_root().params.get("verbose", 0) or 0
+        _set_verbosity(before + value)
 
 
 def _key_values(option: str, items: tuple[str, ...], *, from_env: bool = False) -> dict[str, str]:
@@ -489,6 +501,15 @@ def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
                 "interrupted; every machine this command had requested was given back",
                 exc.exit_code,
             )
+        except Exception as exc:
+            if not any(m.state != MachineState.RELEASED for m in rundir.read_machines()):
+                # Said in the directory, so that a later 'run' there does not
+                # take "no machines" for "run on local slots".
+                leaf = _first_atex_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+                recorder = Recorder(rundir)
+                recorder.reservation_failed(wanted.platform, str(leaf or exc), None)
+                recorder.state(RunState.RESERVE_FAILED)
+            raise
         finally:
             if any(m.state != MachineState.RELEASED for m in rundir.read_machines()):
                 Recorder(rundir).state(RunState.RESERVED)
@@ -582,6 +603,12 @@ def _provisioner_arguments(
     help="Local slots to use when no machines are reserved (default: CPUs).",
 )
 @click.option("--resume", is_flag=True, help="Skip tests that already have a final result.")
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Start over in a run directory that holds a run: its results, events, artifacts "
+    "and reports move to RUN/previous/N/ first (the machines stay reserved).",
+)
 @click.option("--max-output", default="1G", show_default=True, help="Per-test output cap.")
 @click.option(
     "--max-upload", default="1G", show_default=True, help="Per-test cap on uploaded files."
@@ -639,6 +666,7 @@ def run(
     dry_run: bool,
     local: int | None,
     resume: bool,
+    restart: bool,
     max_output: str,
     max_upload: str,
     max_reruns: int,
@@ -706,6 +734,7 @@ def run(
         limits=Limits(max_output=_parse_size(max_output), max_upload=_parse_size(max_upload)),
         local_slots=local,
         resume=resume,
+        restart=restart,
         progress=display.line,
         show_starts=False,  # the status summary says what runs where
         status=display.status,
@@ -927,6 +956,19 @@ def release(run_dir: Path) -> None:
             # The machines are released all the same; run.json is what is damaged.
             log.warning("%s", exc)
     click.echo(f"atex-ci: released {len(machines)} machine(s)", err=True)
+
+
+# Every command takes -v too, so that it may come anywhere on the command line.
+for _command in cli.commands.values():
+    _command.params.append(
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_command_verbosity,
+            help="More log output on stderr (repeatable; also before the command).",
+        )
+    )
 
 
 def main() -> None:

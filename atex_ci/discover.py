@@ -30,10 +30,11 @@ to print the selected test names, one per line, plan after plan.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,12 +42,15 @@ from typing import TYPE_CHECKING, Any
 from atex_ci.duration import DEFAULT_DURATION, parse_duration
 from atex_ci.errors import ConfigError
 from atex_ci.libraries import STAGING_DIR, Library, parse_requirements
+from atex_ci.metadata_keys import key_warnings
 from atex_ci.model import Phase, Plan, Test
 
 if TYPE_CHECKING:  # fmf is imported lazily: importing this module stays cheap
     import fmf
 
     from atex_ci.remote_tree import GitCache
+
+log = logging.getLogger("atex_ci")
 
 # tmt's defaults (tmt's "L1" and "L2" metadata specification).
 DEFAULT_ORDER = 50
@@ -218,6 +222,14 @@ class _Discovery:
         self.main = _Source(_Trees(root), "")
         self._sources: dict[Path, _Source] = {root: self.main}
         self._git = git
+        self._warned: set[str] = set()
+
+    def warn_keys(self, kind: str, node: fmf.Tree) -> None:
+        """Warn once about each unknown key (a typo, say) of a test or plan node."""
+        for line in key_warnings(kind, node.name, _source(node), node.data):
+            if line not in self._warned:
+                self._warned.add(line)
+                log.warning("%s", line)
 
     def source(self, root: Path, upload: str) -> _Source:
         if root not in self._sources:
@@ -322,6 +334,7 @@ def _select_plans(
 def _build_plan(node: fmf.Tree, state: _Discovery) -> Plan:
     name: str = node.name
     data: dict[str, Any] = node.data
+    state.warn_keys("plan", node)
     _check_execute(name, data.get("execute"))
     # tmt: the plan's own context, overridden by the caller's.
     context = {**_plan_context(name, data.get("context")), **state.cli_context}
@@ -672,7 +685,8 @@ def _plan_tests(
             selected = _shell_tests(raw, where)
         else:
             phase = _discover_phase(raw, phase_source, where)
-            selected = list(_select_tests(phase_source.trees.adjusted(plan.context), phase))
+            tree = phase_source.trees.adjusted(plan.context)
+            selected = list(_select_tests(tree, phase, state.warn_keys))
         for name, data, default_path, problem in selected:
             serial += 1
             if problem is not None:  # only a selected test's mistakes matter
@@ -766,11 +780,13 @@ def _shell_tests(raw: dict[str, Any], where: str) -> list[_Selected]:
     return [test for _order_key, test in sorted(tests, key=lambda pair: pair[0])]
 
 
-def _select_tests(tree: fmf.Tree, phase: _Phase) -> Iterator[_Selected]:
+def _select_tests(
+    tree: fmf.Tree, phase: _Phase, warn_keys: Callable[[str, fmf.Tree], None]
+) -> Iterator[_Selected]:
     """tmt's selection for one phase: names, then filters, manual, include/exclude, enabled.
 
     Tests are checked only once selected: a mistake in a test the phase never
-    selects does not stop the plan.
+    selects does not stop the plan (``warn_keys`` is told about each selected node).
     """
     import fmf.utils
 
@@ -799,6 +815,7 @@ def _select_tests(tree: fmf.Tree, phase: _Phase) -> Iterator[_Selected]:
             continue
         if phase.includes and not any(p.search(node.name) for p in phase.includes):
             continue
+        warn_keys("test", node)
         yield node.name, dict(node.data), os.path.dirname(_source(node)), problem
 
 

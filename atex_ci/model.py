@@ -77,6 +77,9 @@ class RunState(enum.StrEnum):
     NEW = "new"
     #: Machines were reserved (``atex-ci reserve``); nothing ran yet.
     RESERVED = "reserved"
+    #: ``atex-ci reserve`` failed and left no machine: ``run`` refuses to fall
+    #: back to local slots (a failed reservation is not "nothing reserved").
+    RESERVE_FAILED = "reserve-failed"
     RUNNING = "running"
     FINISHED = "finished"
     #: Stopped by Ctrl-C or SIGTERM; ``run --resume`` finishes it.

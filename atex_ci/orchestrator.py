@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import statistics
 import traceback
@@ -31,12 +32,17 @@ from .remote_tree import GitCache
 from .report.text import progress_note
 from .rundir import RunDir, now_iso
 from .schedule import Decision, History, Job, Next, Outcome, Scheduler, partition
-from .transport.base import Transport, TransportError
+from .transport.base import KeyRejectedError, Transport, TransportError
 
 log = logging.getLogger("atex_ci")
 
 #: Bound on per-machine clean-up (finish phases, closing the connection).
 CLEANUP_TIMEOUT = 60.0
+
+#: Bound on the health check of a machine after a timeout (reconnecting with
+#: its retries, killing the test's leftovers): a machine that cannot answer
+#: in a minute is not one to give more tests to.
+HEALTH_CHECK_TIMEOUT = 60.0
 
 
 @dataclass
@@ -73,6 +79,10 @@ class RunOptions:
     #: Keep the machines recorded by ``atex-ci reserve`` when nothing is left
     #: for them (for another ``run``); by default they are released at once.
     keep_machines: bool = False
+    #: Start over in a run directory that already holds a run's results: its
+    #: files move to ``previous/N/`` first (without it, such a directory is
+    #: refused unless ``resume``).
+    restart: bool = False
 
 
 @dataclass
@@ -263,14 +273,10 @@ class Orchestrator:
         async def reserve() -> None:
             try:
                 await self._pool.reserve(provisioner, count, ready)
-            except StorageError:
-                raise
+            except (StorageError, KeyRejectedError):
+                raise  # the run directory is gone, or a configuration to fix: the run stops
             except Exception as exc:  # a provisioner's failure ends its reservation, not the run
-                why = str(exc) if isinstance(exc, AtexError) else f"{type(exc).__name__}: {exc}"
-                for one in provisioner.platforms():
-                    self._no_machine_why[one] = why
-                self.recorder.reservation_failed(platform, why, replaces)
-                self.progress(f"atex-ci: reserving for platform {platform} failed: {why}")
+                self._reservation_failed(provisioner, platform, exc, replaces)
             finally:
                 self._reservations.pop(task, None)
                 self._update_replaceable()
@@ -284,6 +290,15 @@ class Orchestrator:
             )
         task = self._tg.create_task(reserve())
         self._reservations[task] = provisioner.platforms()
+
+    def _reservation_failed(
+        self, provisioner: Provisioner, platform: str, exc: Exception, replaces: Machine | None
+    ) -> None:
+        why = str(exc) if isinstance(exc, AtexError) else f"{type(exc).__name__}: {exc}"
+        for one in provisioner.platforms():
+            self._no_machine_why[one] = why
+        self.recorder.reservation_failed(platform, why, replaces)
+        self.progress(f"atex-ci: reserving for platform {platform} failed: {why}")
 
     def _update_replaceable(self) -> None:
         """Tell the scheduler which platforms can still get a replacement."""
@@ -483,7 +498,10 @@ class Orchestrator:
             executed, setup_failed = await self._run_one(executor, machine, job)
             if setup_failed:
                 self._pool.setup_failed()
-            decision = scheduler.test_finished(machine, job, self._outcome(executed, setup_failed))
+            outcome = self._outcome(executed, setup_failed)
+            if scheduler.wants_check(machine, job, outcome):
+                outcome = await self._check(executor, machine, job, outcome)
+            decision = scheduler.test_finished(machine, job, outcome)
             self._after(machine, job, decision, executed)
             previous = job
             if not decision.keep_machine:
@@ -492,6 +510,24 @@ class Orchestrator:
             self._changed()
         await self._finish(executor, machine)
         return True
+
+    async def _check(
+        self, executor: Executor, machine: Machine, job: Job, outcome: Outcome
+    ) -> Outcome:
+        """The scheduler's outcome plus the machine's health check (a fact)."""
+        why = await executor.health_check(job.test, HEALTH_CHECK_TIMEOUT)
+        self.recorder.event(
+            "machine_checked",
+            machine=machine.id,
+            test=job.test.name,
+            healthy=why is None,
+            **({"note": why} if why else {}),
+        )
+        if why is None:
+            self.progress(f"atex-ci: machine {machine.id} is healthy after {job.test.name}")
+        else:
+            self.progress(f"atex-ci: machine {machine.id} failed its health check: {why}")
+        return dataclasses.replace(outcome, healthy=why is None)
 
     @staticmethod
     def _outcome(executed: TestOutcome, setup_failed: bool) -> Outcome:
@@ -732,6 +768,38 @@ async def release_all(rundir: RunDir) -> list[Machine]:
     return machines
 
 
+def _check_one_run(rundir: RunDir, options: RunOptions) -> None:
+    """Refuse what would mix two runs or run tests where the user did not
+    mean them to (``_set_aside_earlier_run`` then makes room for a restart)."""
+    if options.resume and options.restart:
+        raise ConfigError("--resume and --restart contradict each other; choose one")
+    if rundir.holds_results() and not options.resume and not options.restart:
+        state = rundir.read_run().get("state")
+        raise ConfigError(
+            f"{rundir.path} already holds a run (state {state!r}); add --resume to finish "
+            f"it, --restart to start over (its results move to {rundir.path / 'previous'}), "
+            "or use another run directory"
+        )
+    reserve_failed = rundir.read_run().get("state") == RunState.RESERVE_FAILED
+    if reserve_failed and not options.sources and options.local_slots is None:
+        ready = [m for m in rundir.read_machines() if m.state == MachineState.READY]
+        if not ready:
+            raise ConfigError(
+                f"'atex-ci reserve' failed in {rundir.path}, so it has no machines (see "
+                f"{rundir.path / 'events.jsonl'}); reserve again, or give run the machines "
+                "to use (--host, --local...)"
+            )
+
+
+def _set_aside_earlier_run(rundir: RunDir, options: RunOptions) -> None:
+    """With ``options.restart``, move the earlier run's files to previous/N/
+    (called once every check has passed, so a refused run moves nothing)."""
+    if options.restart and rundir.holds_results():
+        moved = rundir.set_aside_run()
+        if options.progress is not None:
+            options.progress(f"atex-ci: the earlier run's files are now in {moved}")
+
+
 def _check_controller_tools(plans: list[Plan]) -> None:
     """Refuse at once what would fail on every machine: a missing ansible-playbook."""
     from .execute.ansible import INSTALL_HINT, ansible_playbook
@@ -780,6 +848,7 @@ async def run_tests(
 
     rundir = run_dir if isinstance(run_dir, RunDir) else RunDir.open_or_create(run_dir)
     with rundir.locked():
+        _check_one_run(rundir, options or RunOptions())
         if on_locked is not None:
             on_locked(rundir)
         to_run: list[Plan] | dict[str, list[Plan]]
@@ -811,6 +880,7 @@ async def run_tests(
         _check_controller_tools(all_plans)
         # Libraries are fetched once per run, before any machine is touched.
         await asyncio.to_thread(LibraryResolver(git).resolve_plans, all_plans)
+        _set_aside_earlier_run(rundir, options or RunOptions())
         rundir.update_run(
             fmf={
                 "root": str(root),

@@ -5,8 +5,8 @@ per event (a test finished, a machine broke) and, every few seconds, a status
 summary. ``StderrProgress`` shows them as a person reading them expects:
 
 - on a terminal, finished tests scroll by and one live status line stays at
-  the bottom (done/total, failures, what each machine runs, ETA), redrawn in
-  place;
+  the bottom (done/total, failures, ETA, then what each machine runs), redrawn
+  in place and cut at the terminal's width;
 - elsewhere (a CI log), one line per finished test and a summary line every
   ``LOG_INTERVAL`` seconds, so a long test is visibly still running.
 
@@ -51,10 +51,17 @@ class RunStatus:
     machines: int = 1
 
     def summary(self, now: float) -> str:
-        """One line: ``12/40 done, 2 failed, 3 running (local-1: /t/a 4s, ...), ETA 1m20s``."""
+        """One line: ``12/40 done, 2 failed, ETA 1m20s, 3 running (local-1: /t/a 4s, ...)``.
+
+        The counts and the ETA come first: a terminal cuts the line at its
+        width, and what each machine runs is what may go.
+        """
         parts = [f"{self.done}/{self.total} done"]
         if self.failed:
             parts.append(f"{self.failed} failed")
+        eta = self.eta()
+        if eta is not None:
+            parts.append(f"ETA {_clock(eta)}")
         if self.running:
             shown = sorted(self.running.items())[:STATUS_MACHINES]
             busy = ", ".join(f"{m}: {name} {_clock(now - start)}" for m, (name, start) in shown)
@@ -62,9 +69,6 @@ class RunStatus:
             parts.append(
                 f"{len(self.running)} running ({busy}{f', +{more} more' if more > 0 else ''})"
             )
-        eta = self.eta()
-        if eta is not None:
-            parts.append(f"ETA {_clock(eta)}")
         return "atex-ci: " + ", ".join(parts)
 
     def eta(self) -> float | None:

@@ -46,6 +46,11 @@ ARTIFACTS = "artifacts"
 KEYS = "keys"
 LOCK = ".lock"
 WORK = "work"  # local slots' scratch directories; not part of the shareable output
+#: Earlier runs set aside by ``run --restart``: previous/1/, previous/2/...
+PREVIOUS = "previous"
+#: What stays in place when a run is set aside: the reservation (run.json,
+#: machines, keys), the lock, the slots' scratch and earlier runs set aside.
+_RESERVATION_FILES = frozenset({RUN_JSON, MACHINES_JSON, KEYS, LOCK, WORK, PREVIOUS})
 
 # What a reader takes in from the run directory's own JSON documents, checked
 # before a byte is read: a run directory may come from anywhere (collect and
@@ -489,6 +494,37 @@ class RunDir:
             }
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path} is damaged: {exc}") from None
+
+    # -- one run per directory ------------------------------------------------------
+
+    def holds_results(self) -> bool:
+        """Whether a run already recorded a result here (its attempts must
+        never mix with another run's)."""
+        try:
+            return (self.path / RESULTS_JSONL).stat().st_size > 0
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise storage_error(exc, self.path / RESULTS_JSONL) from None
+
+    def set_aside_run(self) -> Path:
+        """Move the run's own files (results, events, tests, artifacts,
+        reports: everything but the reservation) to a new ``previous/N/``,
+        and return it. Nothing is deleted; the machines stay reserved."""
+        previous = self.path / PREVIOUS
+        self._results.close()
+        self._events.close()
+        try:
+            previous.mkdir(exist_ok=True)
+            taken = [int(p.name) for p in previous.iterdir() if p.name.isdigit()]
+            target = previous / str(max(taken, default=0) + 1)
+            target.mkdir()
+            for entry in sorted(self.path.iterdir()):
+                if entry.name not in _RESERVATION_FILES:
+                    entry.rename(target / entry.name)
+        except OSError as exc:
+            raise storage_error(exc, previous) from None
+        return target
 
     # -- results.jsonl / events.jsonl ---------------------------------------------
 

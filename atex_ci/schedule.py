@@ -6,6 +6,7 @@ calls, and reports facts; every decision is made here::
     add_machine(machine)                         # a machine is ready for work
     next_test(machine, previous) -> Job | Next   # a test, Next.WAIT or Next.DONE
     test_finished(machine, job, outcome) -> Decision   # keep/discard, rerun
+    wants_check(machine, job, outcome) -> bool   # check the machine before deciding?
     machine_lost(machine) -> list[Job]           # lost between tests: its work back
     resume(results) -> list[Job]                 # --resume: drop what is final
     wants_machine(platform) -> bool              # should a lost machine be replaced?
@@ -17,8 +18,8 @@ The queue is ordered longest expected first (LPT) when a history of earlier
 durations is known, which keeps the long tail short.
 
 A policy of your own is a subclass that overrides the small hooks below
-(``order``, ``applies``, ``pick``, ``keep_machine``, ``should_rerun``,
-``expected_duration``), or the calls themselves.
+(``order``, ``applies``, ``pick``, ``wants_check``, ``keep_machine``,
+``should_rerun``, ``expected_duration``), or the calls themselves.
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ class Outcome:
     aborted: bool = False
     #: The run was interrupted (Ctrl-C, SIGTERM) while the test ran.
     interrupted: bool = False
+    #: The machine's health check after the test (asked for by ``wants_check``:
+    #: connected, what the test left killed, work directory in place): True
+    #: passed, False failed, None not checked.
+    healthy: bool | None = None
 
     @property
     def infra(self) -> bool:
@@ -183,15 +188,20 @@ class Scheduler:
     - A machine takes the first queued test that ``applies`` to it (same
       platform), except a rerun that prefers another machine while another
       live machine of that platform exists.
-    - After a test (``keep_machine``): a lost machine, a failed setup, or a
-      timeout on a machine that is not a local slot (its state is unknown)
-      discards the machine; anything else keeps it.
+    - After a test (``keep_machine``): a lost machine or a failed setup
+      discards the machine. After a timeout on a machine that is not a local
+      slot, the machine is checked (``wants_check``) and kept when healthy,
+      as tmt keeps its guest: a static host has no stand-in, and a replacement
+      costs minutes. Anything else keeps it.
     - Reruns (``should_rerun``): a failed or errored test is queued again up to
       ``max_reruns`` times, preferring another machine (with reruns on, a free
       machine waits while a running test may still need one); a test cut short
       by the infrastructure is queued again up to ``max_infra_retries`` times
       without spending its reruns (and free machines wait for that too). An
-      interrupted test is never rerun.
+      interrupted test is never rerun. A test queued again goes first, except
+      one that just cost its machine on a platform that cannot replace it:
+      that one goes last, so that it cannot take the platform's last machine
+      before the tests that are still queued had their turn.
     - tmt-abort drops the rest of the test's plan on that platform.
     """
 
@@ -238,14 +248,23 @@ class Scheduler:
         """Choose one of ``candidates`` (in queue order, all applicable). Default: the first."""
         return next(candidates, None)
 
+    def wants_check(self, machine: Machine, job: Job, outcome: Outcome) -> bool:
+        """Whether the machine should be checked before ``keep_machine`` decides
+        (the caller then reports ``Outcome.healthy``). Default: after a timeout
+        on a machine that is not a local slot (killing the test's process group
+        is all a timeout needs on a slot)."""
+        return outcome.timed_out and machine.provisioner != LOCAL
+
     def keep_machine(self, machine: Machine, job: Job, outcome: Outcome) -> tuple[bool, str]:
         """Whether the machine takes more tests after ``job``, and why not."""
         if outcome.machine_lost:
             return False, "lost while running " + job.test.name
         if outcome.setup_failed:
             return False, "prepare failed"
-        if outcome.timed_out and machine.provisioner != LOCAL:
-            return False, f"{job.test.name} timed out; the machine's state is unknown"
+        if outcome.timed_out and machine.provisioner != LOCAL and not outcome.healthy:
+            if outcome.healthy is None:
+                return False, f"{job.test.name} timed out; the machine's state is unknown"
+            return False, f"{job.test.name} timed out and the machine failed its health check"
         return True, ""
 
     def should_rerun(self, job: Job, outcome: Outcome) -> tuple[bool, str]:
@@ -329,8 +348,14 @@ class Scheduler:
             else:
                 job.reruns += 1
             job.avoid.add(machine.id)
-            # Reruns go first: their machines are waiting for them.
-            self._queues.setdefault(job.platform, deque()).appendleft(job)
+            queue = self._queues.setdefault(job.platform, deque())
+            if not keep and job.platform not in self._replaceable:
+                # It cost a machine that has no stand-in: the queued tests
+                # run first, so it cannot strand them on the last machine.
+                queue.append(job)
+            else:
+                # Reruns go first: their machines are waiting for them.
+                queue.appendleft(job)
         return Decision(keep_machine=keep, rerun=rerun, why=why_not or why, dropped=dropped)
 
     def machine_lost(self, machine: Machine) -> list[Job]:

@@ -738,3 +738,65 @@ def test_module_reports_errors_on_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("atex-ci: no plan matches 'xyz'")
     assert result.stderr.count("\n") == 1
+
+
+# ---------------------------------------------------------------- unknown keys (typos)
+
+
+def test_a_misspelt_key_is_a_warning_naming_file_key_and_the_likely_key(tmp_path, caplog):
+    """tmt 1.78 warns "'durration' does not match any of the regexes: '^extra-'"
+    and goes on; so do we, and we name the key that was meant."""
+    import logging
+
+    (tmp_path / ".fmf").mkdir()
+    (tmp_path / ".fmf" / "version").write_text("1\n")
+    (tmp_path / "plan.fmf").write_text(
+        "discover:\n  how: fmf\nexecute:\n  how: tmt\nprovison:\n  how: local\n"
+    )
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "main.fmf").write_text(
+        "/typo:\n  test: 'true'\n  durration: 1m\n"
+        "/mine:\n  test: 'true'\n  extra-owner: me\n  frobnicate: 1\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="atex_ci"):
+        [plan] = discover(tmp_path)
+    assert [t.name for t in plan.tests] == ["/tests/mine", "/tests/typo"]
+    assert plan.tests[1].duration == 300.0  # tmt's default 5m: the misspelt key does nothing
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "plan.fmf: plan /plan: unknown key 'provison' is ignored; did you mean 'provision'?",
+        "tests/main.fmf: test /tests/mine: unknown key 'frobnicate' is ignored "
+        "(your own keys start with extra-)",
+        "tests/main.fmf: test /tests/typo: unknown key 'durration' is ignored; "
+        "did you mean 'duration'?",
+    ]
+
+
+def test_the_recorded_trees_warn_exactly_where_tmt_does(caplog):
+    """tmt 1.78 warns about one unknown key in these trees: 'foo' in extras' /tests/c."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="atex_ci"):
+        discover(MAIN)
+        discover(EXTRAS)
+        discover(REPO / "examples" / "demo")
+    assert [r.getMessage() for r in caplog.records] == [
+        "tests/main.fmf: test /tests/c: unknown key 'foo' is ignored "
+        "(your own keys start with extra-)"
+    ]
+
+
+def test_the_cli_shows_the_warning_as_a_user_sees_it(tmp_path):
+    (tmp_path / ".fmf").mkdir()
+    (tmp_path / ".fmf" / "version").write_text("1\n")
+    (tmp_path / "main.fmf").write_text("/t:\n  test: 'true'\n  durration: 1m\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "atex_ci", "run", "--dry-run", "--fmf-root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout == "/t\n"
+    assert proc.stderr == (
+        "atex-ci: main.fmf: test /t: unknown key 'durration' is ignored; did you mean 'duration'?\n"
+    )

@@ -451,8 +451,8 @@ def test_kill9_then_resume_and_release_end_everything_on_a_host(tmp_path, ssh_ho
     assert resumed.returncode == 0, resumed.stderr
     assert own_results(run)["/tests/stuck"]["status"] == "pass"
     assert on_host() == []
-    # And release after another kill -9 ends it too.
-    controller = _start_run(run, long_tree)
+    # And release after another kill -9 ends it too (a new run on the kept machine).
+    controller = _start_run(run, long_tree, "--restart")
     try:
         _wait_for(lambda: len(on_host()) == 2, "both sleeps running again")
     finally:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from atex_ci.progress import RunStatus
+from atex_ci.progress import RunStatus, StderrProgress
 
 from .treeutil import make_tree, own_results
 
@@ -28,10 +28,31 @@ def test_status_summary_counts_running_machines_and_eta():
         machines=2,
     )
     assert status.summary(now=160.0) == (
-        "atex-ci: 4/10 done, 1 failed, 2 running (m1: /tests/a 1m00s, m2: /tests/b 30s), ETA 1m00s"
+        "atex-ci: 4/10 done, 1 failed, ETA 1m00s, 2 running (m1: /tests/a 1m00s, m2: /tests/b 30s)"
     )
     status.expected_left = 600.0
-    assert status.summary(now=160.0).endswith("ETA 5m00s")
+    assert status.summary(now=160.0).startswith("atex-ci: 4/10 done, 1 failed, ETA 5m00s, ")
+
+
+def test_the_counts_and_eta_survive_a_narrow_terminal(monkeypatch):
+    """A live line is cut at the terminal's width: what is cut is what each machine runs."""
+    import io
+
+    status = RunStatus(
+        total=400,
+        done=120,
+        failed=3,
+        running={f"fedora-rawhide-x86_64-{n}": (f"/tests/a/long/name/{n}", 0.0) for n in range(8)},
+        durations=[60.0],
+        machines=8,
+    )
+    stream = io.StringIO()
+    display = StderrProgress(stream, live=True)
+    monkeypatch.setenv("COLUMNS", "120")
+    display.status(status.summary(now=90.0))
+    shown = stream.getvalue()
+    assert len(shown) <= 119
+    assert shown.startswith("atex-ci: 120/400 done, 3 failed, ETA 35m00s, 8 running (")
     many = RunStatus(total=9, running={f"m{n}": ("/t", 0.0) for n in range(7)})
     assert "7 running (" in many.summary(0.0) and "+3 more)" in many.summary(0.0)
 
@@ -56,7 +77,8 @@ def test_a_log_gets_finished_tests_and_periodic_summaries(tmp_path):
         assert proc.stderr is not None
         # Wait until a summary shows the gated test running, then let it end.
         while not re.search(
-            r"1/2 done, 1 running \(local-\d: /tests/b-gated \d+s\)", lines[-1] if lines else ""
+            r"1/2 done, ETA \d+s, 1 running \(local-\d: /tests/b-gated \d+s\)",
+            lines[-1] if lines else "",
         ):
             line = proc.stderr.readline()
             assert line, "".join(lines)

@@ -148,9 +148,54 @@ def test_cli_unreachable_host_is_an_error_naming_it(tmp_path, ssh_hosts):
     run = tmp_path / "run"
     proc = atex("reserve", "-d", str(run), "--hosts", str(inventory))
     assert proc.returncode == 3
-    [line] = proc.stderr.splitlines()
+    *retries, line = proc.stderr.splitlines()
     assert re.match(rf"atex-ci: host root@{re.escape(address)}:22 is unreachable", line)
+    # Each retry is said as it happens (a silent host would cost a while in silence).
+    assert [r.split(" failed ")[0] for r in retries] == [
+        f"atex-ci: root@{address}:22: connect attempt {n} of 4" for n in (1, 2, 3)
+    ]
     assert not (run / "machines.json").exists()  # all or nothing
+
+
+def test_a_rejected_key_is_said_at_once_with_exit_2(tmp_path, ssh_hosts):
+    [host] = ssh_hosts(1)
+    wrong = tmp_path / "wrong_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)],
+        check=True,
+        capture_output=True,
+    )
+    for command in (
+        ["reserve"],
+        ["run", "--fmf-root", str(make_tree(tmp_path / "tree", {"t": {"test": "true"}}))],
+    ):
+        run = tmp_path / command[0]
+        proc = atex(*command, "-d", str(run), "--host", f"root@{host.address}", "--key", str(wrong))
+        assert proc.returncode == 2, proc.stderr
+        [line] = proc.stderr.splitlines()
+        assert line.startswith(f"atex-ci: root@{host.address}:22: key rejected: {wrong} ("), line
+        assert line.endswith("check --key and the user name")
+
+
+def test_run_after_a_failed_reserve_is_refused(tmp_path, ssh_hosts):
+    """A failed reservation is not "nothing reserved": no fallback to local slots."""
+    [host] = ssh_hosts(1)
+    address = dead_address(host)
+    run = tmp_path / "run"
+    proc = atex("reserve", "-d", str(run), "--host", f"root@{address}")
+    assert proc.returncode == 3, proc.stderr
+    assert json.loads((run / "run.json").read_text())["state"] == "reserve-failed"
+    tree = make_tree(tmp_path / "tree", {"marker": {"test": f"touch {tmp_path}/ran-here"}})
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"atex-ci: 'atex-ci reserve' failed in {run}"), line
+    assert not (tmp_path / "ran-here").exists()
+    assert not (run / "results.jsonl").exists()
+    # Machines given to run itself are what the user asked for: that runs.
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "ran-here").exists()
 
 
 def test_cli_skip_unreachable_warns_and_keeps_the_rest(tmp_path, ssh_hosts):
@@ -304,3 +349,17 @@ def test_one_provisioner_class_per_run_directory(tmp_path):
     second = atex("reserve", "-d", str(run), "--provisioner", "empty_provisioners:Other", **env)
     assert second.returncode == 2
     assert "already has machines of empty_provisioners:Nothing" in second.stderr
+
+
+def test_verbose_is_accepted_before_and_after_the_command(tmp_path, ssh_hosts):
+    [host] = ssh_hosts(1)
+    where = ("--host", f"root@{host.address}", "--key", str(host.key_path))
+    quiet = atex("reserve", "-d", str(tmp_path / "quiet"), *where)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Opening SSH connection" not in quiet.stderr
+    for args in (["-vv", "reserve"], ["reserve", "-vv"], ["-v", "reserve", "-v"]):
+        run = tmp_path / "-".join(args).strip("-")
+        proc = atex(*args, "-d", str(run), *where)
+        assert proc.returncode == 0, proc.stderr
+        # -vv (in all) shows the SSH library's own log.
+        assert "Opening SSH connection" in proc.stderr, args

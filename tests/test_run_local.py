@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -262,19 +264,46 @@ def test_reboot_on_a_local_slot_restarts_the_test(tmp_path):
     assert "boot 0" in output and "boot 1" in output  # output accumulates across boots
 
 
-def test_rerun_is_next_attempt_and_resume_skips_done(tmp_path):
-    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}, "b": {"test": "true"}})
+def test_a_finished_run_directory_is_refused_resumed_or_restarted(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}, "b": {"test": "exit 1"}})
     run = tmp_path / "run"
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 1
+    first = (run / "results.jsonl").read_bytes()
+    output_a = next(r["files"][0] for r in results(run) if r["test"] == "/tests/a")
+    # A second run there would mix its attempts with the first one's: refused.
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"atex-ci: {run} already holds a run") and "--resume" in line
+    assert "--restart" in line
+    assert (run / "results.jsonl").read_bytes() == first
+    # --resume finishes it: nothing is left to run.
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume")
+    assert proc.returncode == 1, proc.stderr
+    assert (run / "results.jsonl").read_bytes() == first
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume", "--restart")
+    assert proc.returncode == 2 and "choose one" in proc.stderr
+    # --restart starts over: the first run's files are set aside, whole.
+    (run / "artifacts" / output_a).write_text("first run's output\n")
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--restart")
+    assert proc.returncode == 1, proc.stderr
+    assert f"now in {run / 'previous' / '1'}" in proc.stderr
+    previous = run / "previous" / "1"
+    assert (previous / "results.jsonl").read_bytes() == first
+    assert (previous / "artifacts" / output_a).read_text() == "first run's output\n"
+    assert (previous / "events.jsonl").is_file() and (previous / "tests.json").is_file()
     assert sorted((r["test"], r["attempt"]) for r in results(run)) == [
         ("/tests/a", 1),
-        ("/tests/a", 2),
         ("/tests/b", 1),
-        ("/tests/b", 2),
     ]
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume").returncode == 0
-    assert len(results(run)) == 4
+    # The report counts the tests once each.
+    proc = atex("report", "-d", str(run))
+    assert proc.returncode == 0, proc.stderr
+    junit = ET.parse(run / "junit.xml").getroot()
+    assert junit.get("tests") == "2", ET.tostring(junit)
+    assert atex("run", "-d", str(run), "--fmf-root", str(tree), "--restart").returncode == 1
+    assert (run / "previous" / "2" / "junit.xml").is_file()
+    assert (run / "previous" / "1" / "results.jsonl").read_bytes() == first
 
 
 def test_interrupt_records_interrupted_and_cleans_up(tmp_path):
@@ -337,9 +366,11 @@ def test_reserve_local_then_run_uses_those_slots(tmp_path):
     assert {r["machine"] for r in results(run)} == {"local-1", "local-2"}
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert {m["state"] for m in machines} == {"ready"}  # kept for another run
-    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    # Another run on the kept machines starts over (the first one's results set aside).
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--restart")
     assert proc.returncode == 0, proc.stderr
     assert {r["machine"] for r in results(run)} == {"local-1", "local-2"}
+    assert {r["attempt"] for r in results(run)} == {1}
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert {m["state"] for m in machines} == {"released"}  # released when done
     events = [json.loads(line)["event"] for line in (run / "events.jsonl").open()]
@@ -525,8 +556,6 @@ def test_a_test_that_breaks_file_storage_errors_alone(tmp_path):
 def test_prepare_failure_is_the_latest_attempt(tmp_path):
     tree = make_tree(tmp_path / "tree", {"ok": {"test": "true"}})
     run = tmp_path / "run"
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0
     make_tree(
         tree, {"ok": {"test": "true"}}, plan={"prepare": {"how": "shell", "script": "exit 1"}}
     )
@@ -534,15 +563,15 @@ def test_prepare_failure_is_the_latest_attempt(tmp_path):
     proc = atex(*args, "--max-failed-setups", "1")
     assert proc.returncode == 3, proc.stderr
     latest = max(results(run), key=lambda r: r["attempt"])
-    assert (latest["attempt"], latest["status"], latest["reason"]) == (3, "error", "infra")
+    assert (latest["attempt"], latest["status"], latest["reason"]) == (1, "error", "infra")
     assert "prepare failed" in latest["note"]
     atex("report", "-d", str(run))
     assert "prepare failed" in (run / "summary.md").read_text()
     # By default the slot is replaced and the test retried there, twice.
-    proc = atex(*args)
+    proc = atex(*args, "--restart")
     assert proc.returncode == 3, proc.stderr
     latest = max(results(run), key=lambda r: r["attempt"])
-    assert (latest["attempt"], latest["status"], latest["reason"]) == (6, "error", "infra")
+    assert (latest["attempt"], latest["status"], latest["reason"]) == (3, "error", "infra")
     events = [json.loads(line) for line in (run / "events.jsonl").open()]
     replaced = [
         (e["machine"], e["replacement"]) for e in events if e["event"] == "machine_replaced"
@@ -592,6 +621,60 @@ def test_abort_records_the_tests_it_dropped(tmp_path):
     assert len(results(run)) == 3
 
 
+def atex_with_beakerlib(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``atex-ci ARGS`` in a mount namespace of its own whose /usr/share (an
+    overlay: the host's is untouched) has a beakerlib.sh."""
+    from atex_ci.execute.frameworks import BEAKERLIB_SH
+
+    upper, work = tmp_path / "usr-share", tmp_path / "usr-share-work"
+    (upper / "beakerlib").mkdir(parents=True, exist_ok=True)
+    (upper / "beakerlib" / "beakerlib.sh").write_text("# a stand-in\n")
+    work.mkdir(exist_ok=True)
+    assert BEAKERLIB_SH == "/usr/share/beakerlib/beakerlib.sh"
+    script = (
+        "mount -t overlay overlay "
+        f"-o lowerdir=/usr/share,upperdir={upper},workdir={work} /usr/share && "
+        f'exec {sys.executable} -m atex_ci "$@"'
+    )
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c", script, "-", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_beakerlib_is_required_as_tmt_does(tmp_path):
+    """Without beakerlib.sh the test does not run: its note says what is missing."""
+    from atex_ci.execute.frameworks import BEAKERLIB_SH
+
+    if Path(BEAKERLIB_SH).exists():
+        pytest.skip("beakerlib is installed on this machine")
+    apt = subprocess.run(["apt-cache", "show", "beakerlib"], capture_output=True)
+    if shutil.which("dnf") or shutil.which("yum") or apt.returncode == 0:
+        pytest.skip("beakerlib can be installed here: this test would install it")
+    ran = tmp_path / "ran"
+    tree = make_tree(
+        tmp_path / "tree",
+        {"bl": {"test": f". {BEAKERLIB_SH} || exit 1; touch {ran}", "framework": "beakerlib"}},
+    )
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 1, proc.stderr
+    own = own_results(run)["/tests/bl"]
+    assert (own["status"], own["reason"]) == ("error", "test")
+    assert own["note"].startswith(
+        f"framework beakerlib: {BEAKERLIB_SH} is missing on local-1 (framework: installing "
+        "beakerlib failed: "
+    )
+    assert not ran.exists()
+    # With beakerlib.sh there, the same test runs.
+    run = tmp_path / "run2"
+    proc = atex_with_beakerlib(tmp_path, "run", "-d", str(run), "--fmf-root", str(tree))
+    assert ran.exists(), proc.stderr
+
+
 def test_beakerlib_framework_verdict_from_test_results(tmp_path):
     # A stand-in for beakerlib's rlJournalEnd: what matters to the runner is
     # the environment it gets and the TestResults file it leaves.
@@ -613,7 +696,9 @@ def test_beakerlib_framework_verdict_from_test_results(tmp_path):
         },
     )
     run = tmp_path / "run"
-    atex("run", "-d", str(run), "--fmf-root", str(tree))
+    # beakerlib must be installed (tmt requires it): here, in the run's own
+    # mount namespace, as a file on an overlay of /usr/share.
+    atex_with_beakerlib(tmp_path, "run", "-d", str(run), "--fmf-root", str(tree))
     own = {n.removeprefix("/tests/"): r for n, r in own_results(run).items()}
     assert {n: r["status"] for n, r in own.items()} == {
         "pass": "pass",
@@ -659,17 +744,18 @@ def test_many_data_files_are_not_charged_to_the_duration(tmp_path):
 
 def test_resume_reruns_a_test_whose_last_attempt_was_interrupted(tmp_path):
     marker = f"atex-resume-{os.getpid()}-{time.monotonic_ns()}"
-    tree = make_tree(tmp_path / "tree", {"slow": {"test": f"exec -a {marker} sleep 300"}})
+    # Fails on its first attempt (final), hangs on its rerun (interrupted).
+    first = tmp_path / "ran-once"
+    slow = f"[ -e {first} ] || {{ touch {first}; exit 1; }}; exec -a {marker} sleep 300"
+    tree = make_tree(tmp_path / "tree", {"slow": {"test": slow}})
     run = tmp_path / "run"
-    make_tree(tree, {"slow": {"test": "true"}})
-    assert atex("run", "-d", str(run), "--fmf-root", str(tree)).returncode == 0  # attempt 1
-    make_tree(tree, {"slow": {"test": f"exec -a {marker} sleep 300"}})
     returncode, err = interrupt_run(
         run,
         tree,
         lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0,
+        extra=("--max-reruns", "1"),
     )
-    assert returncode == 130, err  # attempt 2: interrupted
+    assert returncode == 130, err  # attempt 1 failed, attempt 2 interrupted
     make_tree(tree, {"slow": {"test": "true"}})
     proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--resume")
     assert proc.returncode == 0, proc.stderr

@@ -184,7 +184,69 @@ def test_machine_killed_mid_test_is_run_again_on_another(tmp_path, ssh_hosts):
     assert not [e for e in events if e["event"] == "machine_replaced"]
 
 
-def test_timeout_with_sigterm_ignored_discards_machine(tmp_path, ssh_hosts):
+def test_one_timeout_does_not_cost_a_static_fleet(tmp_path, ssh_hosts):
+    """Two --host machines, a test that hangs past its duration, one rerun:
+    each timed-out host is checked and kept, so every quick test still runs."""
+    first, second = ssh_hosts(2)
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "hangs": {"test": "sleep 300", "duration": "3s"},
+            **{f"quick-{n}": {"test": "true"} for n in range(7)},
+        },
+    )
+    run = tmp_path / "run"
+    proc = atex(
+        "run", "-d", str(run), "--fmf-root", str(tree), "--key", str(first.key_path),
+        "--host", f"root@{first.address}", "--host", f"root@{second.address}",
+        "--max-reruns", "1",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    own = own_results(run)
+    assert own["/tests/hangs"]["status"] == "error"
+    assert own["/tests/hangs"]["reason"] == "timeout"
+    assert own["/tests/hangs"]["attempt"] == 2  # the rerun ran, and timed out as well
+    assert {n: own[f"/tests/quick-{n}"]["status"] for n in range(7)} == dict.fromkeys(
+        range(7), "pass"
+    )
+    assert "no usable machine" not in proc.stderr
+    assert "is healthy after /tests/hangs" in proc.stderr
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    checks = [e for e in events if e["event"] == "machine_checked"]
+    assert [c["healthy"] for c in checks] == [True, True]
+    assert not [e for e in events if e["event"] == "machine_broken"]
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert {m["state"] for m in machines} == {"released"}
+    for host in (first, second):
+        assert not [p for p in host.processes() if _cmdline(p).startswith("sleep 300")]
+
+
+def test_timeout_that_breaks_the_machine_discards_it(tmp_path, ssh_hosts):
+    """A timed-out test that removed the run's work directory fails the health
+    check: that host is discarded, the other one runs the rest."""
+    first, second = ssh_hosts(2)
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "wrecks": {"test": 'rm -rf "$TMT_TREE"; sleep 300', "duration": "2s"},
+            **{f"quick-{n}": {"test": "true"} for n in range(3)},
+        },
+    )
+    run = tmp_path / "run"
+    reserve_hosts(run, [first, second])
+    proc = run_tree(run, tree)
+    assert proc.returncode == 1, proc.stderr
+    own = own_results(run)
+    assert (own["/tests/wrecks"]["status"], own["/tests/wrecks"]["reason"]) == ("error", "timeout")
+    assert all(own[f"/tests/quick-{n}"]["status"] == "pass" for n in range(3))
+    assert "failed its health check: work directory" in proc.stderr
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    states = {m["id"]: m["state"] for m in machines}
+    assert states[own["/tests/wrecks"]["machine"]] == "broken"
+    assert sorted(states.values()) == ["broken", "released"]
+
+
+def test_timeout_with_sigterm_ignored_keeps_a_healthy_machine(tmp_path, ssh_hosts):
     first, second = ssh_hosts(2)
     tree = make_tree(
         tmp_path / "tree",
@@ -214,7 +276,8 @@ def test_timeout_with_sigterm_ignored_discards_machine(tmp_path, ssh_hosts):
     states = {
         m["id"]: m["state"] for m in json.loads((run / "machines.json").read_text())["machines"]
     }
-    assert states[timed_out_on] == "broken"
+    # Its leftovers were killed, so the health check kept it.
+    assert states[timed_out_on] == "released"
     # The stubborn processes are gone from that host.
     host = first if timed_out_on.endswith(f"{first.address}-22") else second
     assert not [p for p in host.processes() if _cmdline(p).startswith("sleep 300")]
@@ -300,8 +363,12 @@ def test_unreachable_host_is_one_line_error(tmp_path, ssh_host):
         "root@127.0.0.254:2",
     )
     assert proc.returncode == 3
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "127.0.0.254" in lines[0], proc.stderr
+    *retries, last = [line for line in proc.stderr.splitlines() if line.strip()]
+    # One line for the error, after one line per retry as it happened.
+    assert last.startswith("atex-ci: host root@127.0.0.254:2 is unreachable: "), proc.stderr
+    assert [line.split(" failed ")[0] for line in retries] == [
+        f"atex-ci: root@127.0.0.254:2: connect attempt {n} of 4" for n in (1, 2, 3)
+    ], proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -521,9 +588,11 @@ def test_each_platform_has_its_own_context_and_machines(tmp_path, ssh_hosts):
         assert host.address in machine
     tests = json.loads((run / "tests.json").read_text())
     assert json.dumps(tests).count("fedora-only") == 1
-    # A context for a platform with no machines is a one-line error.
-    proc = run_tree(run, tree, "-c", "rhel9:distro=rhel-9")
+    # A context for a platform with no machines is a one-line error (and a
+    # refused --restart sets nothing aside).
+    proc = run_tree(run, tree, "-c", "rhel9:distro=rhel-9", "--restart")
     assert proc.returncode == 2 and "rhel9" in proc.stderr and "--platform" in proc.stderr
+    assert (run / "results.jsonl").is_file() and not (run / "previous").exists()
     # --dry-run shows each platform's selection.
     proc = atex("run", "--dry-run", "--fmf-root", str(tree), "-c", "f41:distro=fedora-41")
     assert proc.stdout.splitlines() == ["/tests/common", "# platform f41", "/tests/common",

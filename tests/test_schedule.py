@@ -97,8 +97,12 @@ def test_machine_fate_after_a_test():
         sched.add_machine(m)
     timeout = Outcome(Status.ERROR, reason=Reason.TIMEOUT, timed_out=True)
     # A timeout kills the process group; only a local slot is known to be clean after it.
-    assert sched.test_finished(slot, take(sched, slot), timeout).keep_machine
-    decision = sched.test_finished(ssh, take(sched, ssh), timeout)
+    job = take(sched, slot)
+    assert not sched.wants_check(slot, job, timeout)
+    assert sched.test_finished(slot, job, timeout).keep_machine
+    job = take(sched, ssh)
+    assert sched.wants_check(ssh, job, timeout)  # a host is checked first
+    decision = sched.test_finished(ssh, job, timeout)  # ...and without a check, discarded
     assert not decision.keep_machine and "timed out" in decision.why
     assert sched.next_test(ssh) is Next.DONE
     lost = Outcome(Status.ERROR, reason=Reason.INFRA, machine_lost=True)
@@ -277,3 +281,51 @@ def test_estimate_predicts_makespans_and_the_fewest_machines_for_a_budget():
     assert result.fewest == 4  # 3 machines need 30 s
     assert estimate(history, [1], budget=5.0).fewest is None  # one test alone takes 10 s
     assert lower_bound([10.0] * 8, 3) == pytest.approx(80 / 3)
+
+
+def test_a_host_that_passed_its_health_check_after_a_timeout_is_kept():
+    sched = Scheduler(jobs("/hangs", "/b", "/c"))
+    host = machine("host")
+    sched.add_machine(host)
+    timeout = Outcome(Status.ERROR, reason=Reason.TIMEOUT, timed_out=True)
+    healthy = Outcome(Status.ERROR, reason=Reason.TIMEOUT, timed_out=True, healthy=True)
+    unhealthy = Outcome(Status.ERROR, reason=Reason.TIMEOUT, timed_out=True, healthy=False)
+    assert not sched.wants_check(host, take(sched, host), PASS)
+    assert sched.test_finished(host, take(sched, host), healthy).keep_machine
+    decision = sched.test_finished(host, take(sched, host), unhealthy)
+    assert not decision.keep_machine and "health check" in decision.why
+    assert timeout.healthy is None
+
+
+def test_a_rerun_that_cost_an_irreplaceable_machine_waits_behind_the_queue():
+    """It must not take the platform's last machine before the tests still queued."""
+    sched = Scheduler(jobs("/wrecks", "/a", "/b"), max_reruns=1)
+    sched.replacements("default", False)
+    doomed, last = machine("doomed"), machine("last")
+    sched.add_machine(doomed)
+    sched.add_machine(last)
+    wrecks = take(sched, doomed)
+    broke = Outcome(Status.ERROR, reason=Reason.TIMEOUT, timed_out=True, healthy=False)
+    decision = sched.test_finished(doomed, wrecks, broke)
+    assert decision.rerun and not decision.keep_machine
+    assert names(sched.pending()) == ["/a", "/b", "/wrecks"]
+    assert [take(sched, last).test.name for _ in range(3)] == ["/a", "/b", "/wrecks"]
+
+
+def test_a_rerun_goes_first_when_its_machine_can_be_replaced_or_was_kept():
+    sched = Scheduler(jobs("/flaky", "/a", "/b"), max_reruns=1)
+    sched.replacements("default", True)
+    m1, m2 = machine("m1"), machine("m2")
+    sched.add_machine(m1)
+    sched.add_machine(m2)
+    flaky = take(sched, m1)
+    lost = Outcome(Status.ERROR, reason=Reason.INFRA, machine_lost=True)
+    assert sched.test_finished(m1, flaky, lost).rerun
+    assert names(sched.pending()) == ["/flaky", "/a", "/b"]
+    # Kept after a plain failure, on a platform without replacements: first too.
+    sched = Scheduler(jobs("/flaky", "/a"), max_reruns=1)
+    sched.add_machine(m1)
+    sched.add_machine(m2)
+    flaky = take(sched, m1)
+    assert sched.test_finished(m1, flaky, FAIL).rerun
+    assert names(sched.pending()) == ["/flaky", "/a"]

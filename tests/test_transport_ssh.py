@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import logging
+import re
 import socket
+import subprocess
 import tarfile
 import time
 from collections.abc import Awaitable, Callable
@@ -14,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from atex_ci.transport.base import TransportError
+from atex_ci.transport.base import KeyRejectedError, TransportError
 from atex_ci.transport.ssh import SSHTransport
 from tests.conftest import StartHosts
 from tests.hosts import SSHHost
@@ -380,6 +383,52 @@ def test_connect_timeout_bounds_a_silent_server() -> None:
                 await asyncio.wait_for(transport.connect(), 120)
 
     run_async(main)
+
+
+def test_each_retry_of_a_silent_server_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    """A host that accepts TCP and never answers must not cost a minute in silence."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+
+        async def main() -> None:
+            transport = SSHTransport("127.0.0.1", port, connect_timeout=0.3, retries=2, backoff=0.1)
+            with pytest.raises(TransportError, match=r"after 3 attempts: no SSH answer in 0\.3s"):
+                await asyncio.wait_for(transport.connect(), 120)
+
+        with caplog.at_level(logging.WARNING, logger="atex_ci"):
+            run_async(main)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    for n, line in enumerate(lines, start=1):
+        assert re.fullmatch(
+            rf"root@127\.0\.0\.1:{port}: connect attempt {n} of 3 failed "
+            r"\(no SSH answer in 0\.3s\); trying again in \d+\.\ds",
+            line,
+        ), line
+
+
+def test_a_rejected_key_fails_at_once_as_a_configuration_error(
+    ssh_host: SSHHost, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = tmp_path / "other_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
+        check=True,
+        capture_output=True,
+    )
+
+    async def main() -> None:
+        transport = SSHTransport(ssh_host.address, ssh_host.port, ssh_host.user, other)
+        with pytest.raises(KeyRejectedError, match=f"key rejected: {other} ") as error:
+            await asyncio.wait_for(transport.connect(), 120)
+        assert error.value.exit_code == 2
+        assert isinstance(error.value, TransportError)  # mid-run: the machine's problem
+
+    with caplog.at_level(logging.WARNING, logger="atex_ci"):
+        run_async(main)
+    assert not caplog.records  # no retry
 
 
 def test_run_before_connect_fails_clearly() -> None:

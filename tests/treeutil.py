@@ -116,13 +116,25 @@ def interrupt_run(
     tree: Path,
     started: Callable[[], bool],
     sig: signal.Signals = signal.SIGINT,
+    extra: tuple[str, ...] = (),
 ) -> tuple[int, str]:
-    """Start ``atex-ci run``, send ``sig`` once ``started()`` is true; (exit code, stderr).
+    """Start ``atex-ci run`` (with ``extra`` options), send ``sig`` once
+    ``started()`` is true; (exit code, stderr).
 
     The process is killed if it outlives the test, so nothing is left running.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atex_ci", "run", "-d", str(run_dir), "--fmf-root", str(tree)],
+        [
+            sys.executable,
+            "-m",
+            "atex_ci",
+            "run",
+            "-d",
+            str(run_dir),
+            "--fmf-root",
+            str(tree),
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

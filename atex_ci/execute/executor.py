@@ -139,6 +139,33 @@ class Executor:
             async with asyncio.timeout(timeout):
                 await self.transport.run(reap_command(run_owner(self.base)))
 
+    async def health_check(self, test: Test, timeout: float) -> str | None:
+        """Whether the machine can take more tests after ``test`` timed out:
+        it answers (reconnecting if the connection dropped), every process
+        any attempt of ``test`` left is killed (by its ATEX_CI_OWNER, see
+        reaper.py), and the work directory with its tree is still in place.
+
+        Returns None when healthy, else why not (one line). Bounded by
+        ``timeout``; never raises TransportError.
+        """
+        q = shlex.quote
+        leftovers = reap_command(f"{run_owner(self.base)}{test.serial_number}-")
+        command = f"{leftovers}\ntest -d {q(self.tree)} && test -w {q(self.base)} && echo ok"
+        try:
+            async with asyncio.timeout(timeout):
+                await self.transport.connect()
+                rc, out, err = await self.transport.output(command)
+        except TimeoutError:
+            return f"no answer in {_fmt_seconds(timeout)}"
+        except TransportError as exc:
+            return f"unreachable: {exc}"
+        if rc != 0 or out.strip() != b"ok":
+            detail = err.decode(errors="replace").strip()[:200]
+            return f"work directory {self.base} is gone or not writable" + (
+                f" ({detail})" if detail else ""
+            )
+        return None
+
     def plan_dir(self, plan: str) -> str:
         return self.work.plan_dir(plan)
 
@@ -397,11 +424,33 @@ class _TestRun:
         try:
             await self.ex.install(self.test.require, missing_ok=False, what="require")
             await self.ex.install(self.test.recommend, missing_ok=True, what="recommend")
+            missing = await self._framework_requirement()
+            if missing is not None:
+                return (Reason.TEST, missing), False
         except PhaseError as exc:
             return (Reason.TEST, str(exc)), False
         except TransportError as exc:
             return (Reason.INFRA, f"machine lost while installing requirements: {exc}"), True
         return None, False
+
+    async def _framework_requirement(self) -> str | None:
+        """Install what the test's framework needs (beakerlib) if it is missing,
+        as tmt requires it; why the test cannot run, or None."""
+        needed = self.framework.requirement()
+        if needed is None:
+            return None
+        path, package = needed
+        check = f"test -f {shlex.quote(path)}"
+        rc, _out, _err = await self.ex._bounded(check, "framework")
+        if rc == 0:
+            return None
+        where = f"framework {self.framework.name}: {path} is missing on {self.ex.machine.id}"
+        try:
+            await self.ex.install([package], missing_ok=False, what="framework")
+        except PhaseError as exc:
+            return f"{where} ({exc})"
+        rc, _out, _err = await self.ex._bounded(check, "framework")
+        return None if rc == 0 else f"{where}, even after installing {package}"
 
     async def _boot_loop(self) -> tuple[tuple[Reason, str] | None, bool]:
         """Run the test, again after each reboot it asks for, until it ends."""

@@ -3,7 +3,7 @@ is run, what it finds in its environment, and where its own verdict comes from.
 
 ``shell`` (tmt's default) judges by the exit code; ``beakerlib`` by the
 journal's TestResults file. A new framework is a subclass registered in
-FRAMEWORKS; the executor only calls these three methods.
+FRAMEWORKS; the executor only calls these four methods.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ SHELL_FRAMEWORK_OPTIONS = "set -eo pipefail"
 #: Bytes of beakerlib's TestResults file read for the verdict.
 MAX_TEST_RESULTS_FILE = 1024 * 1024
 
+#: What every beakerlib test sources (beakerlib's install path), and the
+#: package that provides it: tmt requires that package for a beakerlib test.
+BEAKERLIB_SH = "/usr/share/beakerlib/beakerlib.sh"
+BEAKERLIB_PACKAGE = "beakerlib"
+
 
 class Framework:
     """The shell framework; the base of the others."""
@@ -35,6 +40,11 @@ class Framework:
         """Variables the framework needs on top of tmt's (``data_dir`` is
         TMT_TEST_DATA, ``bin_dir`` holds the shims)."""
         return {}
+
+    def requirement(self) -> tuple[str, str] | None:
+        """``(file, package)``: a file the framework needs on the machine and
+        the package to install when it is missing; None if it needs nothing."""
+        return None
 
     def own_result(self, artdir: Path) -> dict[str, Any] | None:
         """The test's own result from what it left in its artifact directory
@@ -62,6 +72,9 @@ class BeakerlibFramework(Framework):
             "TESTID": str(test.serial_number),
         }
 
+    def requirement(self) -> tuple[str, str] | None:
+        return BEAKERLIB_SH, BEAKERLIB_PACKAGE
+
     def own_result(self, artdir: Path) -> dict[str, Any] | None:
         """Judged as tmt does: TESTRESULT_RESULT_STRING once TESTRESULT_STATE is complete."""
         try:
@@ -88,6 +101,8 @@ def framework_for(test: Test) -> Framework:
 
 
 __all__ = [
+    "BEAKERLIB_PACKAGE",
+    "BEAKERLIB_SH",
     "FRAMEWORKS",
     "SHELL_FRAMEWORK_OPTIONS",
     "BeakerlibFramework",

@@ -21,6 +21,7 @@ from ..errors import ConfigError, InfraError
 from ..execute.reaper import reap_command, run_owner
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
+from ..transport.base import KeyRejectedError
 from .base import Provisioner
 
 log = logging.getLogger("atex_ci")
@@ -144,7 +145,7 @@ class StaticProvisioner(Provisioner):
                     error = task.exception()
                     if error is None:
                         yield self._reserved(machine)
-                    elif isinstance(error, InfraError):
+                    elif isinstance(error, InfraError) and not isinstance(error, KeyRejectedError):
                         log.warning("skipping unreachable %s", error)
                     else:
                         raise error
@@ -171,6 +172,8 @@ class StaticProvisioner(Provisioner):
                     f"{err.decode(errors='replace').strip()}"
                 )
             machine.host_key = transport.host_key
+        except KeyRejectedError:
+            raise  # says which host and key; a configuration to fix (exit 2)
         except InfraError as exc:
             if str(exc).startswith(f"host {where}"):
                 raise

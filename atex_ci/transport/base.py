@@ -26,6 +26,13 @@ class TransportError(InfraError):
     """The machine could not be reached or the connection was lost."""
 
 
+class KeyRejectedError(TransportError):
+    """The machine answered but refused our key (or user): a configuration to
+    fix, not a machine to retry, so the CLI's exit code is 2."""
+
+    exit_code = 2
+
+
 class NotStartedError(TransportError):
     """The command could not be started at all (no connection, channel refused):
     nothing ran on the machine, so it is safe to reconnect and try again."""

@@ -25,7 +25,7 @@ from typing import Any
 import asyncssh
 
 from ..errors import ConfigError
-from .base import NotStartedError, OutputCallback, Transport, TransportError
+from .base import KeyRejectedError, NotStartedError, OutputCallback, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,13 @@ def _describe(exc: BaseException) -> str:
     """A one-line description of a connect/channel error for messages."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def _describe_connect_error(exc: BaseException, timeout: float) -> str:
+    """Like ``_describe``, and a timeout says what it waited for."""
+    if isinstance(exc, TimeoutError):
+        return f"no SSH answer in {timeout:g}s"
+    return _describe(exc)
 
 
 def _public_key_line(key: asyncssh.SSHKey) -> str:
@@ -262,6 +269,7 @@ class SSHTransport(Transport):
     async def _connect_retrying(self, attempts: int | None, deadline: float | None) -> None:
         """Try to connect until it works, ``attempts`` run out or ``deadline`` passes."""
         attempt = 0
+        last_error: BaseException
         while True:
             attempt += 1
             timeout = self.connect_timeout
@@ -276,6 +284,16 @@ class SSHTransport(Transport):
                     f"cannot use the SSH key {self.key_path}: {exc}; a passphrase-protected "
                     "key must be loaded into ssh-agent instead"
                 ) from None
+            except asyncssh.PermissionDenied as exc:
+                if deadline is None:
+                    # Not transient on a first connect: retrying costs time and
+                    # says nothing new. (Waiting for a reboot, a machine may
+                    # refuse until it is fully up: that path retries.)
+                    raise KeyRejectedError(
+                        f"{self._name}: key rejected: {self._key_name()} "
+                        f"({_describe(exc)}); check --key and the user name"
+                    ) from None
+                last_error = exc
             except asyncssh.HostKeyNotVerifiable:
                 # Not transient: a different machine answers at this address.
                 raise TransportError(
@@ -288,12 +306,23 @@ class SSHTransport(Transport):
             delay *= random.uniform(0.5, 1.0)  # jitter: workers must not retry in lockstep
             out_of_attempts = attempts is not None and attempt >= attempts
             out_of_time = deadline is not None and time.monotonic() + delay >= deadline
-            log.debug("%s: connect attempt %d failed: %s", self._name, attempt, last_error)
+            why = _describe_connect_error(last_error, timeout)
             if out_of_attempts or out_of_time:
                 raise TransportError(
-                    f"cannot connect to {self._name} after {attempt} attempts: "
-                    f"{_describe(last_error)}"
+                    f"cannot connect to {self._name} after {attempt} attempts: {why}"
                 ) from None
+            # A first connect says each retry (a silent host would otherwise
+            # cost a minute with no word); a reconnect after a reboot retries
+            # as a matter of course.
+            log.log(
+                logging.WARNING if deadline is None else logging.DEBUG,
+                "%s: connect attempt %d of %s failed (%s); trying again in %.1fs",
+                self._name,
+                attempt,
+                attempts if attempts is not None else "?",
+                why,
+                delay,
+            )
             await asyncio.sleep(delay)
 
     async def _connect_once(self, timeout: float) -> asyncssh.SSHClientConnection:
@@ -328,6 +357,10 @@ class SSHTransport(Transport):
             return None
         # This transport talks to one machine, so the entry matches any name.
         return asyncssh.import_known_hosts(f"* {self.host_key}\n")
+
+    def _key_name(self) -> str:
+        """The key we offer, as the user named it (never its contents)."""
+        return str(self.key_path) if self.key_path is not None else "from your SSH agent/keys"
 
     def _key_kind(self) -> str:
         kind = self.host_key.split()[0] if self.host_key else "unknown"
