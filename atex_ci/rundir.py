@@ -21,7 +21,6 @@ import datetime
 import fcntl
 import json
 import os
-import re
 import tempfile
 import threading
 import uuid
@@ -31,6 +30,7 @@ from typing import Any, BinaryIO, TextIO
 
 from .errors import ConfigError, StorageError
 from .model import Machine, Plan, Result, RunState
+from .pathnames import component, flat_component, name_components
 
 FORMAT = "atex-ci-run"
 VERSION = 1
@@ -234,15 +234,6 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
         else:
             records.append(record)
     return records, skipped
-
-
-_SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._+@=-]")
-
-
-def safe_component(text: str) -> str:
-    """One path component that is safe on any filesystem (for artifact dirs)."""
-    cleaned = _SAFE_COMPONENT.sub("_", text).strip(".")
-    return cleaned or "_"
 
 
 class RunDir:
@@ -490,14 +481,12 @@ class RunDir:
         self, platform: str, test: str, attempt: int, plan: str = "", serial: int | None = None
     ) -> Path:
         """artifacts/<platform>/<plan>/<test>/<attempt>/ (not created); test names
-        keep their slashes. Each component is sanitised, so a name can never
-        point outside the artifacts tree. ``serial`` (given only for a test its
-        plan selects more than once) adds ``instance-<serial>/`` before the
-        attempt, so each instance keeps its own files."""
-        parts = [safe_component(platform)]
-        if plan:
-            parts.append(safe_component(plan.strip("/").replace("/", "-")) or "_")
-        parts += [safe_component(p) for p in test.split("/") if p]
+        keep their slashes. Components come from ``pathnames``: injective and
+        bounded, so two tests never share a directory and a name can never
+        point outside the artifacts tree. ``serial`` (given only for a test
+        its plan selects more than once) adds ``instance-<serial>/`` before
+        the attempt, so each instance keeps its own files."""
+        parts = [component(platform), flat_component(plan), *name_components(test)]
         if serial is not None:
             parts.append(f"instance-{serial}")
         parts.append(str(attempt))

@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Mapping
 
 from ..model import Plan, Test
-from ..rundir import safe_component
+from ..pathnames import flat_component
 from .frameworks import Framework
 from .reaper import OWNER_VARIABLE, phase_owner
 
@@ -44,7 +44,7 @@ class WorkDir:
         self.wrapper = f"{self.base}/remote/wrapper.sh"
 
     def plan_dir(self, plan: str) -> str:
-        return f"{self.base}/plans/{safe_component(plan.strip('/').replace('/', '-'))}"
+        return f"{self.base}/plans/{flat_component(plan)}"
 
     def plan_tree(self, plan: Plan) -> str:
         """The plan's tree on the machine: the uploaded tree, or the imported

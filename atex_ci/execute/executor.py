@@ -313,12 +313,16 @@ class _TestRun:
         try:
             # Creating directories and files can take milliseconds on a busy
             # disk: do it off the event loop, which serves every other machine.
-            await asyncio.to_thread(self.sink.open)
-            failure, machine_lost = await self._requirements()
-            if failure is None:
-                failure, machine_lost = await self._boot_loop()
-            self.sink.close_file()
-            failure = await self._finish_test_data(failure, machine_lost)
+            try:
+                await asyncio.to_thread(self.sink.open)
+            except TestError as exc:
+                failure = (Reason.TEST, str(exc))  # nothing ran: only this test ends
+            else:
+                failure, machine_lost = await self._requirements()
+                if failure is None:
+                    failure, machine_lost = await self._boot_loop()
+                self.sink.close_file()
+                failure = await self._finish_test_data(failure, machine_lost)
         except asyncio.CancelledError as exc:
             cancelled = exc
             failure = (Reason.INTERRUPTED, "the run was interrupted")

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..model import Test
-from ..rundir import safe_component
+from ..pathnames import bounded_label, flat_component
 from .control import ControlError, safe_join
 
 REMOTE_DIR = Path(__file__).parent / "remote"
@@ -41,11 +41,17 @@ def build_tree_tar(root: Path, extras: Mapping[str, str | Path] | None = None) -
     return buf.getvalue()
 
 
+#: Bytes of a test's name kept in its scratch directory's name on the machine.
+TEST_LABEL_MAX_BYTES = 100
+
+
 def test_dir(test: Test) -> str:
     """The test's scratch directory on the machine, relative to the work dir."""
-    plan = safe_component(test.plan.strip("/").replace("/", "-"))
-    name = safe_component(test.name.strip("/").replace("/", "-"))
-    return f"tests/{plan}/{test.serial_number}-{name}"
+    # The serial number tells the tests of a plan apart; the name is only
+    # there to be read, so it is cut short to keep the path well within
+    # NAME_MAX (a 300-character name in short components is legal in fmf).
+    name = bounded_label(test.name.strip("/").replace("/", "-"), TEST_LABEL_MAX_BYTES)
+    return f"tests/{flat_component(test.plan)}/{test.serial_number}-{name}"
 
 
 def test_metadata(test: Test) -> bytes:
