@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, TextIO
 from .errors import ConfigError, StorageError
 from .model import Machine, Plan, Result, RunState
 from .pathnames import component, flat_component, name_components
+from .workarea import check_id, check_machine, local_work_dir
 
 FORMAT = "atex-ci-run"
 VERSION = 1
@@ -297,6 +298,8 @@ class RunDir:
                 f"{rundir.path} has run-directory format version {version!r}; this atex-ci "
                 f"reads version {VERSION} or older, upgrade atex-ci"
             )
+        # The id names the run's work directory on every machine.
+        check_id(f"{run_json}: run id", run.get("id"))
         return rundir
 
     @classmethod
@@ -380,9 +383,14 @@ class RunDir:
             return []
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return [Machine.from_dict(m) for m in data["machines"]]
+            machines = [Machine.from_dict(m) for m in data["machines"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path} is damaged: {exc}") from None
+        for machine in machines:
+            # Ids and work directories name paths on machines (and release
+            # deletes them): never used unless atex-ci would have written them.
+            check_machine(machine, str(path))
+        return machines
 
     def write_machines(self, machines: list[Machine]) -> None:
         atomic_write_json(
@@ -518,3 +526,7 @@ class RunDir:
         path = self.path / WORK
         path.mkdir(exist_ok=True)
         return path
+
+    def slot_dir(self, machine_id: str) -> Path:
+        """A local slot's work directory (not created): RUN/work/<valid id>."""
+        return local_work_dir(self.path, machine_id)

@@ -24,7 +24,7 @@ from atex_ci.rundir import RunDir
 
 #: Characters that fold together under a naive "replace what is unsafe"
 #: (and the ones that make a filesystem refuse a name: "/", NUL).
-_LOOKALIKES = st.sampled_from(list("a_ ?/.-~1é\x00\n") + ["ü", "\ud83d", "中", "\u0301"])
+_LOOKALIKES = st.sampled_from([*"a_ ?/.-~1é\x00\n", "ü", "\ud83d", "中", "\u0301"])
 #: Any code point, lone surrogates included (what json.dumps + YAML can give).
 _ANY_CHAR = st.characters(exclude_categories=())
 TEXT = st.one_of(

@@ -75,8 +75,9 @@ def build_test_environment(
     local_slot: bool,
 ) -> dict[str, str]:
     """Every variable the wrapper and the test get (``test_dir`` is the test's
-    scratch directory on the machine). Raises ValueError naming a variable of
-    the plan or the test that cannot be exported."""
+    scratch directory on the machine). Raises ValueError naming a variable
+    that cannot be exported (a bad name, or a NUL in its value: a test name
+    may hold one)."""
     env: dict[str, str] = {}
     env.update(plan.environment)
     env.update(test.environment)
@@ -110,6 +111,10 @@ def build_test_environment(
     env.update(framework.environment(test, data_dir=f"{test_dir}/data", bin_dir=work.bin_dir))
     if test.library_dirs:  # where rlImport finds the test's fetched libraries
         env["BEAKERLIB_LIBRARY_PATH"] = ":".join(f"{work.tree}/{d}" for d in test.library_dirs)
+    carried = [key for key, value in env.items() if "\0" in value]
+    if carried:
+        # No command line or environment can carry a NUL (C strings end there).
+        raise ValueError(f"{carried[0]} holds a NUL character, which no command can carry")
     return env
 
 

@@ -30,6 +30,7 @@ from ..errors import StorageError
 from ..model import Machine, Phase, Plan, Reason, Result, Test
 from ..rundir import RunDir, now_iso
 from ..transport.base import NotStartedError, Transport, TransportError
+from ..workarea import area_root
 from .ansible import run_playbooks
 from .artifacts import ArtifactSink, LimitExceeded, TestError
 from .control import (
@@ -124,6 +125,7 @@ class Executor:
         """Upload the fmf tree, and the wrapper, shims and staged test
         directories made by ``build_remote_tar(tests)``. Raises TransportError."""
         q = shlex.quote
+        await self._check_work_area()
         # An earlier invocation of this run on this machine may have been
         # killed (kill -9, a lost controller) with tests still running: end
         # them before their work directory is replaced under them.
@@ -132,6 +134,21 @@ class Executor:
         await self.transport.put_tar(remote_tar, self.base)
         self._setup_tests = tuple(tests)
         self._staged = None
+
+    async def _check_work_area(self) -> None:
+        """Make the user's work area (workarea.py) if it is missing, and refuse
+        one that is not the user's own directory: in /var/tmp anyone may have
+        made it first, or made it a link to somewhere else."""
+        root = area_root(self.base)
+        if root is None:
+            return
+        q = shlex.quote(root)
+        rc, _out, err = await self.transport.output(
+            f"mkdir -p {q} 2>/dev/null; if [ -L {q} ] || [ ! -d {q} ] || [ ! -O {q} ]; then "
+            f'echo "{root} is not a directory of $(id -un)" >&2; exit 1; fi'
+        )
+        if rc != 0:
+            raise TransportError(f"cannot use the work area: {_tail(err)}")
 
     async def cleanup(self, timeout: float) -> None:
         """End every process this run started on the machine (bounded; never raises)."""

@@ -120,8 +120,8 @@ def record(facts: RunFacts, collected: list[Collected], sink: ArtifactSink) -> T
                     f"{label}: cannot attach the output as 'testout' {item.testout!r}: {why}"
                 )
         if item.name is None:
-            own = [sink.output_file()] if sink.opened else []
-            files = [*own, *files, *data_files]
+            captured = [sink.output_file()] if sink.opened else []
+            files = [*captured, *files, *data_files]
         if item.extra.get("abort") is True:
             abort = True
         note, extra = item.note, item.extra
