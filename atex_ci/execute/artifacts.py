@@ -254,7 +254,7 @@ class ArtifactSink:
     def data_files(self) -> list[str]:
         """Every regular file unpacked from TMT_TEST_DATA, as results record them."""
         data = self.path / DATA
-        if not data.is_dir():
+        if not self.opened or not data.is_dir():  # a path the filesystem refused: none
             return []
         return sorted(
             self.rundir.relative(p) for p in data.rglob("*") if p.is_file() and not p.is_symlink()
