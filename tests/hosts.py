@@ -95,10 +95,10 @@ wait $!
 """
 
 #: The unprivileged user every test host has besides root (uid and gid
-#: OTHER_UID, home in the machine's /tmp), reached with the pool's key.
+#: OTHER_UID, home in the machine's /run), reached with the pool's key.
 OTHER_USER = "atexuser"
 OTHER_UID = 4242
-OTHER_HOME = f"/tmp/home-{OTHER_USER}"
+OTHER_HOME = f"/run/home-{OTHER_USER}"
 INIT_SCRIPT = (
     INIT_SCRIPT.replace("__STATE__", STATE_INSIDE)
     .replace("__USER__", OTHER_USER)

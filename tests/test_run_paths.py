@@ -291,3 +291,54 @@ def test_a_work_area_someone_else_made_is_refused(tmp_path, ssh_host):
     assert proc.returncode == 3, proc.stderr
     assert "is not a directory of atexuser" in proc.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+def _tree_names(tree: Path, extras: dict[str, Path] | None = None) -> set[str]:
+    import io
+    import tarfile
+
+    from atex_ci.execute.staging import build_tree_tar
+
+    with tarfile.open(fileobj=io.BytesIO(build_tree_tar(tree, extras))) as tar:
+        return {name.removeprefix("./") for name in tar.getnames()}
+
+
+def _fake_run_dir(path: Path) -> None:
+    from atex_ci.rundir import RunDir
+
+    RunDir.create(path)
+    (path / "keys").mkdir(mode=0o700)
+    (path / "keys" / "id").write_text("KEY")
+    (path / "artifacts" / "p").mkdir(parents=True)
+    (path / "artifacts" / "p" / "output.txt").write_text("old output")
+
+
+def test_no_run_directory_at_any_depth_is_in_the_tree_archive(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}})
+    for where in ("run", "a/b/c/run", "tests/run-x", ".hidden/r"):
+        _fake_run_dir(tree / where)
+    (tree / "v" / "bin").mkdir(parents=True)
+    (tree / "v" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (tree / "a" / "b" / "keep.txt").write_text("mine")
+    (tree / "lookalike").mkdir()
+    (tree / "lookalike" / "run.json").write_text('{"format": "something-else"}')
+    (tree / "link").symlink_to(tree / "run")  # kept as a link, never followed
+    names = _tree_names(tree)
+    assert {"tests/main.fmf", "a/b/keep.txt", "lookalike/run.json", "link"} <= names
+    for gone in ("run", "a/b/c/run", "tests/run-x", ".hidden/r", "v"):
+        assert not [n for n in names if n == gone or n.startswith(f"{gone}/")], gone
+    # Trees shipped beside it (remote trees, libraries) are filtered the same way.
+    extra = tmp_path / "extra"
+    (extra / "lib").mkdir(parents=True)
+    _fake_run_dir(extra / "lib" / "run")
+    names = _tree_names(tree, {".atex-ci/trees/x": extra})
+    assert ".atex-ci/trees/x/lib" in names
+    assert not [n for n in names if n.startswith(".atex-ci/trees/x/lib/run")]
+
+
+def test_a_tree_that_is_itself_a_run_directory_leaves_the_run_out(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}})
+    _fake_run_dir(tree)
+    names = _tree_names(tree)
+    assert "tests/main.fmf" in names
+    assert not names & {"run.json", "keys", "keys/id", "artifacts", "artifacts/p/output.txt"}
