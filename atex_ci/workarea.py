@@ -107,17 +107,23 @@ def check_machine(machine: Machine, where: str) -> None:
         root = remote_root(machine.user)
     except ConfigError as exc:
         raise ConfigError(f"{where}: machine {machine.id}: {exc}") from None
-    parts = machine.workdir.split("/")
-    if not (
-        machine.workdir.startswith(f"{root}/")
-        and len(parts) == root.count("/") + 3
-        and is_valid_id(parts[-2])
-        and parts[-1] == machine.id
-    ):
+    # WORK_ROOT itself for any user: what versions before per-user areas recorded.
+    if not any(_is_work_dir(machine.workdir, r, machine.id) for r in {root, WORK_ROOT}):
         raise ConfigError(
             f"{where}: machine {machine.id}: work directory {machine.workdir!r} is not "
             f"{root}/<run id>/{machine.id}; refusing to touch it"
         )
+
+
+def _is_work_dir(path: str, root: str, machine_id: str) -> bool:
+    """Whether ``path`` is ``root/<valid run id>/<machine_id>`` exactly."""
+    parts = path.split("/")
+    return (
+        path.startswith(f"{root}/")
+        and len(parts) == root.count("/") + 3
+        and is_valid_id(parts[-2])
+        and parts[-1] == machine_id
+    )
 
 
 __all__ = [

@@ -79,6 +79,10 @@ REBOOT_POLL_INTERVAL = 1.0
 RECONNECT_TIMEOUT = 60.0
 
 
+#: Exit status of the setup command when the work area is not the user's own.
+WORK_AREA_REFUSED = 97
+
+
 class PhaseError(Exception):
     """A plan's prepare/finish step or a requirement install failed on a machine."""
 
@@ -125,30 +129,32 @@ class Executor:
         """Upload the fmf tree, and the wrapper, shims and staged test
         directories made by ``build_remote_tar(tests)``. Raises TransportError."""
         q = shlex.quote
-        await self._check_work_area()
         # An earlier invocation of this run on this machine may have been
         # killed (kill -9, a lost controller) with tests still running: end
         # them before their work directory is replaced under them.
-        await self.transport.run(f"{reap_command(run_owner(self.base))}; rm -rf {q(self.base)}")
+        rc, _out, err = await self.transport.output(
+            f"{self._work_area_check()}{reap_command(run_owner(self.base))}; rm -rf {q(self.base)}"
+        )
+        if rc == WORK_AREA_REFUSED:
+            raise TransportError(f"cannot use the work area: {_tail(err)}")
         await self.transport.put_tar(tree_tar, self.tree)
         await self.transport.put_tar(remote_tar, self.base)
         self._setup_tests = tuple(tests)
         self._staged = None
 
-    async def _check_work_area(self) -> None:
-        """Make the user's work area (workarea.py) if it is missing, and refuse
-        one that is not the user's own directory: in /var/tmp anyone may have
-        made it first, or made it a link to somewhere else."""
+    def _work_area_check(self) -> str:
+        """Commands (to run first) that make the user's work area (workarea.py)
+        if it is missing and refuse one that is not the user's own directory,
+        exiting WORK_AREA_REFUSED: in /var/tmp anyone may have made it first,
+        or made it a link to somewhere else."""
         root = area_root(self.base)
         if root is None:
-            return
+            return ""
         q = shlex.quote(root)
-        rc, _out, err = await self.transport.output(
+        return (
             f"mkdir -p {q} 2>/dev/null; if [ -L {q} ] || [ ! -d {q} ] || [ ! -O {q} ]; then "
-            f'echo "{root} is not a directory of $(id -un)" >&2; exit 1; fi'
+            f'echo "{root} is not a directory of $(id -un)" >&2; exit {WORK_AREA_REFUSED}; fi\n'
         )
-        if rc != 0:
-            raise TransportError(f"cannot use the work area: {_tail(err)}")
 
     async def cleanup(self, timeout: float) -> None:
         """End every process this run started on the machine (bounded; never raises)."""
