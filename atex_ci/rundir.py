@@ -45,11 +45,29 @@ ARTIFACTS = "artifacts"
 KEYS = "keys"
 LOCK = ".lock"
 WORK = "work"  # local slots' scratch directories; not part of the shareable output
+#: Every entry of the layout above (what a run directory may hold of its own).
+LAYOUT = frozenset(
+    {RUN_JSON, MACHINES_JSON, TESTS_JSON, RESULTS_JSONL, EVENTS_JSONL, ARTIFACTS, KEYS, LOCK, WORK}
+)
+#: Bytes of a run.json read to recognise a run directory (its format marker
+#: is the first key; a run.json of gigabytes is never read whole).
+RUN_MARKER_BYTES = 4096
 
 
 def now_iso() -> str:
     """Current UTC time, ISO 8601 with millisecond precision."""
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def is_run_directory(path: Path) -> bool:
+    """Whether ``path`` holds an atex-ci run directory (its run.json says so,
+    valid or not beyond its first bytes). Never raises."""
+    try:
+        with open(path / RUN_JSON, "rb") as f:
+            head = f.read(RUN_MARKER_BYTES)
+    except OSError:
+        return False
+    return f'"{FORMAT}"'.encode() in head
 
 
 def storage_error(exc: OSError, path: Path) -> StorageError:

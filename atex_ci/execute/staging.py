@@ -20,18 +20,7 @@ from pathlib import Path
 
 from ..model import Test
 from ..pathnames import bounded_label, flat_component
-from ..rundir import (
-    ARTIFACTS,
-    EVENTS_JSONL,
-    FORMAT,
-    KEYS,
-    LOCK,
-    MACHINES_JSON,
-    RESULTS_JSONL,
-    RUN_JSON,
-    TESTS_JSON,
-    WORK,
-)
+from ..rundir import LAYOUT, is_run_directory
 from .control import ControlError, safe_join
 
 REMOTE_DIR = Path(__file__).parent / "remote"
@@ -59,24 +48,6 @@ def build_tree_tar(root: Path, extras: Mapping[str, str | Path] | None = None) -
 
 #: Never uploaded, by name: version control data and bytecode caches.
 SKIPPED_NAMES = frozenset({".git", ".hg", ".svn", "__pycache__"})
-#: Bytes of a run.json read to recognise a run directory (its format marker
-#: is the first key; a run.json of gigabytes is never read whole).
-RUN_MARKER_BYTES = 4096
-#: What a run directory holds (rundir.py): left out when the tree's root is
-#: itself a run directory.
-RUN_DIRECTORY_ENTRIES = frozenset(
-    {RUN_JSON, MACHINES_JSON, TESTS_JSON, RESULTS_JSONL, EVENTS_JSONL, ARTIFACTS, KEYS, LOCK, WORK}
-)
-
-
-def is_run_directory(path: Path) -> bool:
-    """Whether ``path`` is an atex-ci run directory (its run.json says so)."""
-    try:
-        with open(path / RUN_JSON, "rb") as f:
-            head = f.read(RUN_MARKER_BYTES)
-    except OSError:
-        return False
-    return f'"{FORMAT}"'.encode() in head
 
 
 def is_virtualenv(path: Path) -> bool:
@@ -94,7 +65,8 @@ def _tree_filter(
         if info.name != arc_root:
             relative = info.name[len(arc_root) :].lstrip("/")
             name = relative.rsplit("/", 1)[-1]
-            if root_is_run and "/" not in relative and name in RUN_DIRECTORY_ENTRIES:
+            # A tree that is itself a run directory keeps its other files.
+            if root_is_run and "/" not in relative and name in LAYOUT:
                 return None
             if name in SKIPPED_NAMES:
                 return None
