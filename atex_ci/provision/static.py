@@ -211,8 +211,8 @@ class StaticProvisioner(Provisioner):
         """Reap the run's processes and remove its work directory (best effort),
         then forget the host. ConfigError, touching nothing, for a work
         directory atex-ci would not have made."""
-        work = self._recorded_work_dir(machine)
-        if machine.state != MachineState.RELEASED and work is not None:
+        work = None if machine.state == MachineState.RELEASED else self._recorded_work_dir(machine)
+        if work is not None:
             parent = work.rsplit("/", 1)[0]
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(RELEASE_TIMEOUT):
