@@ -33,6 +33,8 @@ from typing import Any, BinaryIO, TextIO
 from . import untrusted_json
 from .errors import ConfigError, StorageError
 from .model import Machine, Plan, Result, RunState
+from .pathnames import component, flat_component, name_components
+from .workarea import check_id, check_machine, local_work_dir
 
 FORMAT = "atex-ci-run"
 VERSION = 1
@@ -62,11 +64,49 @@ MAX_RUN_JSON_BYTES = 16 * 1024 * 1024
 MAX_MACHINES_JSON_BYTES = 64 * 1024 * 1024
 # tests.json is about 1 KB per test with its fmf data: 20,000 tests are 20 MB.
 MAX_TESTS_JSON_BYTES = 256 * 1024 * 1024
+#: Every entry of the layout above (what a run directory may hold of its own).
+LAYOUT = frozenset(
+    {
+        RUN_JSON,
+        MACHINES_JSON,
+        TESTS_JSON,
+        RESULTS_JSONL,
+        EVENTS_JSONL,
+        ARTIFACTS,
+        KEYS,
+        LOCK,
+        WORK,
+        PREVIOUS,
+    }
+)
+#: Bytes of a run.json read to recognise a run directory (its format marker
+#: is the first key; a run.json of gigabytes is never read whole).
+RUN_MARKER_BYTES = 4096
 
 
 def now_iso() -> str:
     """Current UTC time, ISO 8601 with millisecond precision."""
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def is_run_directory(path: Path) -> bool:
+    """Whether ``path`` holds an atex-ci run directory (its run.json says so,
+    valid or not beyond its first bytes). Never raises."""
+    try:
+        # Non-blocking, and only a regular file is read: a tree may hold a
+        # FIFO or a device named run.json, which must not stall the upload.
+        fd = os.open(path / RUN_JSON, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, RUN_MARKER_BYTES)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return f'"{FORMAT}"'.encode() in head
 
 
 def storage_error(exc: OSError, path: Path) -> StorageError:
@@ -287,15 +327,6 @@ def _read_document(path: Path, max_bytes: int) -> Any:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-_SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._+@=-]")
-
-
-def safe_component(text: str) -> str:
-    """One path component that is safe on any filesystem (for artifact dirs)."""
-    cleaned = _SAFE_COMPONENT.sub("_", text).strip(".")
-    return cleaned or "_"
-
-
 class RunDir:
     """A run directory. ``RunDir.create`` makes one, ``RunDir.open`` checks one.
 
@@ -359,6 +390,8 @@ class RunDir:
                 f"{rundir.path} has run-directory format version {version!r}; this atex-ci "
                 f"reads version {VERSION} or older, upgrade atex-ci"
             )
+        # The id names the run's work directory on every machine.
+        check_id(f"{run_json}: run id", run.get("id"))
         return rundir
 
     @classmethod
@@ -447,9 +480,14 @@ class RunDir:
             return []
         data = _read_document(path, MAX_MACHINES_JSON_BYTES)
         try:
-            return [Machine.from_dict(m) for m in data["machines"]]
+            machines = [Machine.from_dict(m) for m in data["machines"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path} is damaged: {exc}") from None
+        for machine in machines:
+            # Ids and work directories name paths on machines (and release
+            # deletes them): never used unless atex-ci would have written them.
+            check_machine(machine, str(path))
+        return machines
 
     def write_machines(self, machines: list[Machine]) -> None:
         atomic_write_json(
@@ -579,14 +617,12 @@ class RunDir:
         self, platform: str, test: str, attempt: int, plan: str = "", serial: int | None = None
     ) -> Path:
         """artifacts/<platform>/<plan>/<test>/<attempt>/ (not created); test names
-        keep their slashes. Each component is sanitised, so a name can never
-        point outside the artifacts tree. ``serial`` (given only for a test its
-        plan selects more than once) adds ``instance-<serial>/`` before the
-        attempt, so each instance keeps its own files."""
-        parts = [safe_component(platform)]
-        if plan:
-            parts.append(safe_component(plan.strip("/").replace("/", "-")) or "_")
-        parts += [safe_component(p) for p in test.split("/") if p]
+        keep their slashes. Components come from ``pathnames``: injective and
+        bounded, so two tests never share a directory and a name can never
+        point outside the artifacts tree. ``serial`` (given only for a test
+        its plan selects more than once) adds ``instance-<serial>/`` before
+        the attempt, so each instance keeps its own files."""
+        parts = [component(platform), flat_component(plan), *name_components(test)]
         if serial is not None:
             parts.append(f"instance-{serial}")
         parts.append(str(attempt))
@@ -618,3 +654,7 @@ class RunDir:
         path = self.path / WORK
         path.mkdir(exist_ok=True)
         return path
+
+    def slot_dir(self, machine_id: str) -> Path:
+        """A local slot's work directory (not created): RUN/work/<valid id>."""
+        return local_work_dir(self.path, machine_id)

@@ -75,6 +75,13 @@ chmod 1777 "$state/var-tmp"
 mount --bind "$state/var-tmp" /var/tmp
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=0755 tmpfs /usr/local/sbin
+# A second, unprivileged user (SSHHost.other_user), only inside this machine:
+# its own passwd and group, a fresh home and its authorized key on each boot.
+mount --bind __STATE__/passwd /etc/passwd
+mount --bind __STATE__/group /etc/group
+install -d -o __UID__ -g __UID__ -m 0755 __HOME__
+install -d -m 0755 /run/atex-keys
+install -m 0644 __STATE__/authorized_keys /run/atex-keys/__USER__
 install -m 0755 __STATE__/reboot /usr/local/sbin/reboot
 if [ -e /root/.bashrc ]; then mount --bind __STATE__/empty /root/.bashrc; fi
 cd /
@@ -85,7 +92,19 @@ trap 'exit 0' USR1
 trap 'exit 143' TERM
 /usr/sbin/sshd -D -e -f __STATE__/sshd_config 2>> __STATE__/sshd.log &
 wait $!
-""".replace("__STATE__", STATE_INSIDE)
+"""
+
+#: The unprivileged user every test host has besides root (uid and gid
+#: OTHER_UID, home in the machine's /run), reached with the pool's key.
+OTHER_USER = "atexuser"
+OTHER_UID = 4242
+OTHER_HOME = f"/run/home-{OTHER_USER}"
+INIT_SCRIPT = (
+    INIT_SCRIPT.replace("__STATE__", STATE_INSIDE)
+    .replace("__USER__", OTHER_USER)
+    .replace("__UID__", str(OTHER_UID))
+    .replace("__HOME__", OTHER_HOME)
+)
 
 # Keeps one host "powered": boots its namespace again whenever PID 1 exits.
 # setpriv/--kill-child make the namespace die with the supervisor even if the
@@ -114,7 +133,7 @@ SSHD_CONFIG = """\
 ListenAddress {address}:22
 HostKey {state}/ssh_host_ed25519_key
 PidFile {state}/sshd.pid
-AuthorizedKeysFile {state}/authorized_keys
+AuthorizedKeysFile {state}/authorized_keys /run/atex-keys/%u
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -130,6 +149,18 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 
 class HostError(RuntimeError):
     """A test host could not be started or stopped."""
+
+
+def _write_accounts(state_dir: Path) -> None:
+    """The machine's /etc/passwd and /etc/group: the real ones plus OTHER_USER."""
+    passwd = Path("/etc/passwd").read_text()
+    group = Path("/etc/group").read_text()
+    passwd += f"{OTHER_USER}:x:{OTHER_UID}:{OTHER_UID}::{OTHER_HOME}:/bin/bash\n"
+    group += f"{OTHER_USER}:x:{OTHER_UID}:\n"
+    (state_dir / "passwd").write_text(passwd)
+    (state_dir / "group").write_text(group)
+    (state_dir / "passwd").chmod(0o644)
+    (state_dir / "group").chmod(0o644)
 
 
 def missing_requirements() -> str | None:
@@ -229,11 +260,14 @@ class SSHHost:
 
     Attributes the tests use: ``address``, ``port``, ``user``, ``key_path``
     (client private key), ``host_key`` (the host's public key line, for
-    known_hosts), ``hostname``, ``boot_count``, ``sshd_log``.
+    known_hosts), ``hostname``, ``boot_count``, ``sshd_log``, ``other_user`` (a
+    user without privileges, reached with the same key).
     """
 
     port = 22
     user = "root"
+    #: A user without privileges on the machine (same key as root).
+    other_user = OTHER_USER
 
     def __init__(self, address: str, state_dir: Path, key_path: Path) -> None:
         self.address = address
@@ -254,6 +288,7 @@ class SSHHost:
         (state_dir / "supervisor.sh").write_text(SUPERVISOR_SCRIPT)
         (state_dir / "reboot").write_text(REBOOT_SCRIPT)
         (state_dir / "empty").write_bytes(b"")
+        _write_accounts(state_dir)
 
     def __repr__(self) -> str:
         return f"<SSHHost {self.hostname} {self.address} boot {self.boot_count}>"

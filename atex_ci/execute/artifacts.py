@@ -1,13 +1,14 @@
 """A test's artifact directory: everything a test sends lands here, within its caps.
 
-The sink owns the files under ``artifacts/<platform>/<plan>/<test>/<attempt>/``:
+The sink owns the files under ``artifacts/<platform>/<plan>/<test>/<attempt>/``
+(the path is ``RunDir.artifact_path``, its names mapped by ``pathnames``):
 the captured output, the files the test uploads on the control stream, the
 TMT_TEST_DATA archive and its unpacked ``data/``, and the names results refer
 to. Every byte is counted against the test's Limits and streamed to disk as it
 arrives; names go through ``control.safe_join`` so nothing lands outside.
 
 Errors tell the test's fault from the controller's: ``TestError`` (a cap, a
-name the file system refuses) ends the test; ``StorageError`` (disk full,
+name or path the file system refuses) ends the test; ``StorageError`` (disk full,
 read-only) stops the run.
 """
 
@@ -30,6 +31,9 @@ from .staging import TEST_DATA_ARCHIVE, ArchiveLimitError, extract_regular_files
 #: Errors writing to the run directory that are the controller's problem (the
 #: disk, not the test): they stop the run instead of failing one test.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+#: Errors creating a test's artifact directory that come from its path (its
+#: name, under this run directory's path), not from the disk: the test's.
+NAME_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL})
 #: Tar headers and padding on top of the test's own bytes when TMT_TEST_DATA
 #: is fetched as an archive.
 TAR_OVERHEAD = 1024 * 1024
@@ -87,7 +91,12 @@ class ArtifactSink:
     # -- output ----------------------------------------------------------------------
 
     def open(self) -> None:
-        """Create the directory and open output.txt. StorageError if it cannot."""
+        """Create the directory and open output.txt.
+
+        TestError when the file system refuses the path itself (too long
+        under a deep run directory, a name it cannot hold): that is this
+        test's error, every other test still runs. StorageError for the disk.
+        """
         path = self.path / OUTPUT
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -96,7 +105,16 @@ class ArtifactSink:
             # chunk is one write(2) however many lines it holds.
             self.output = open(path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
         except OSError as exc:
+            if exc.errno in NAME_ERRNOS:
+                raise TestError(
+                    f"cannot store the test's files under {self.path}: {exc.strerror or exc}"
+                ) from None
             raise storage_error(exc, path) from None
+
+    @property
+    def opened(self) -> bool:
+        """Whether ``open`` succeeded (output.txt exists)."""
+        return self.output is not None
 
     def write_output(self, chunk: bytes) -> None:
         """Append captured output; LimitExceeded past max_output (what fits is kept)."""
@@ -236,7 +254,7 @@ class ArtifactSink:
     def data_files(self) -> list[str]:
         """Every regular file unpacked from TMT_TEST_DATA, as results record them."""
         data = self.path / DATA
-        if not data.is_dir():
+        if not self.opened or not data.is_dir():  # a path the filesystem refused: none
             return []
         return sorted(
             self.rundir.relative(p) for p in data.rglob("*") if p.is_file() and not p.is_symlink()

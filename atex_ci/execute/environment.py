@@ -14,8 +14,8 @@ import shlex
 from collections.abc import Mapping
 
 from ..model import Plan, Test
+from ..pathnames import flat_component
 from ..report.text import display_name
-from ..rundir import safe_component
 from .frameworks import Framework
 from .reaper import OWNER_VARIABLE, phase_owner
 
@@ -75,7 +75,7 @@ class WorkDir:
         self.wrapper = f"{self.base}/remote/wrapper.sh"
 
     def plan_dir(self, plan: str) -> str:
-        return f"{self.base}/plans/{safe_component(plan.strip('/').replace('/', '-'))}"
+        return f"{self.base}/plans/{flat_component(plan)}"
 
     def plan_tree(self, plan: Plan) -> str:
         """The plan's tree on the machine: the uploaded tree, or the imported
@@ -142,6 +142,10 @@ def build_test_environment(
     env.update(framework.environment(test, data_dir=f"{test_dir}/data", bin_dir=work.bin_dir))
     if test.library_dirs:  # where rlImport finds the test's fetched libraries
         env["BEAKERLIB_LIBRARY_PATH"] = ":".join(f"{work.tree}/{d}" for d in test.library_dirs)
+    carried = [key for key, value in env.items() if "\0" in value]
+    if carried:
+        # No command line or environment can carry a NUL (C strings end there).
+        raise ValueError(f"{carried[0]} holds a NUL character, which no command can carry")
     check_encodable(test, plan, env)
     return env
 

@@ -30,6 +30,7 @@ from ..errors import StorageError
 from ..model import Machine, Phase, Plan, Reason, Result, Test
 from ..rundir import RunDir, now_iso
 from ..transport.base import NotStartedError, Transport, TransportError
+from ..workarea import area_root
 from .ansible import run_playbooks
 from .artifacts import ArtifactSink, LimitExceeded, TestError
 from .control import (
@@ -76,6 +77,10 @@ PHASE_TIMEOUT = 3600.0
 REBOOT_POLL_INTERVAL = 1.0
 #: How long to try to reconnect to a machine whose idle connection dropped.
 RECONNECT_TIMEOUT = 60.0
+
+
+#: Exit status of the setup command when the work area is not the user's own.
+WORK_AREA_REFUSED = 97
 
 
 class PhaseError(Exception):
@@ -127,11 +132,29 @@ class Executor:
         # An earlier invocation of this run on this machine may have been
         # killed (kill -9, a lost controller) with tests still running: end
         # them before their work directory is replaced under them.
-        await self.transport.run(f"{reap_command(run_owner(self.base))}; rm -rf {q(self.base)}")
+        rc, _out, err = await self.transport.output(
+            f"{self._work_area_check()}{reap_command(run_owner(self.base))}; rm -rf {q(self.base)}"
+        )
+        if rc == WORK_AREA_REFUSED:
+            raise TransportError(f"cannot use the work area: {_tail(err)}")
         await self.transport.put_tar(tree_tar, self.tree)
         await self.transport.put_tar(remote_tar, self.base)
         self._setup_tests = tuple(tests)
         self._staged = None
+
+    def _work_area_check(self) -> str:
+        """Commands (to run first) that make the user's work area (workarea.py)
+        if it is missing and refuse one that is not the user's own directory,
+        exiting WORK_AREA_REFUSED: in /var/tmp anyone may have made it first,
+        or made it a link to somewhere else."""
+        root = area_root(self.base)
+        if root is None:
+            return ""
+        q = shlex.quote(root)
+        return (
+            f"mkdir -p {q} 2>/dev/null; if [ -L {q} ] || [ ! -d {q} ] || [ ! -O {q} ]; then "
+            f'echo "{root} is not a directory of $(id -un)" >&2; exit {WORK_AREA_REFUSED}; fi\n'
+        )
 
     async def cleanup(self, timeout: float) -> None:
         """End every process this run started on the machine (bounded; never raises)."""
@@ -340,12 +363,16 @@ class _TestRun:
         try:
             # Creating directories and files can take milliseconds on a busy
             # disk: do it off the event loop, which serves every other machine.
-            await asyncio.to_thread(self.sink.open)
-            failure, machine_lost = await self._requirements()
-            if failure is None:
-                failure, machine_lost = await self._boot_loop()
-            self.sink.close_file()
-            failure = await self._finish_test_data(failure, machine_lost)
+            try:
+                await asyncio.to_thread(self.sink.open)
+            except TestError as exc:
+                failure = (Reason.TEST, str(exc))  # nothing ran: only this test ends
+            else:
+                failure, machine_lost = await self._requirements()
+                if failure is None:
+                    failure, machine_lost = await self._boot_loop()
+                self.sink.close_file()
+                failure = await self._finish_test_data(failure, machine_lost)
         except asyncio.CancelledError as exc:
             cancelled = exc
             failure = (Reason.INTERRUPTED, "the run was interrupted")

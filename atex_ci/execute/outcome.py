@@ -123,7 +123,8 @@ def record(facts: RunFacts, collected: list[Collected], sink: ArtifactSink) -> T
                     f"{label}: cannot attach the output as 'testout' {item.testout!r}: {why}"
                 )
         if item.name is None:
-            files = [sink.output_file(), *files, *data_files]
+            captured = [sink.output_file()] if sink.opened else []
+            files = [*captured, *files, *data_files]
         if item.extra.get("abort") is True:
             abort = True
         note, extra = item.note, item.extra

@@ -15,37 +15,83 @@ import json
 import shlex
 import tarfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..model import Test
-from ..rundir import safe_component
+from ..pathnames import bounded_label, flat_component
+from ..rundir import LAYOUT, is_run_directory
 from .control import ControlError, safe_join
 
 REMOTE_DIR = Path(__file__).parent / "remote"
 
 
 def build_tree_tar(root: Path, extras: Mapping[str, str | Path] | None = None) -> bytes:
-    """The fmf tree as an uncompressed tar (without .git), uploaded once per machine.
+    """The fmf tree as an uncompressed tar, uploaded once per machine.
 
     ``extras`` maps a path inside the uploaded tree to a directory on the
     controller shipped there too: remote trees and beakerlib libraries
     (``Plan.trees``), under ``.atex-ci/`` so they never mix with the tree's
-    own files.
+    own files. Never uploaded: version control data, any atex-ci run
+    directory (its keys, artifacts and results; wherever it is in the tree,
+    whatever ``-d`` this run has) and virtual environments, which are large
+    and useless on another machine.
     """
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(root, arcname=".", filter=_skip_vcs)
+        tar.add(root, arcname=".", filter=_tree_filter(root, "."))
         for arcname, directory in sorted((extras or {}).items()):
-            tar.add(directory, arcname=f"./{arcname.strip('/')}", filter=_skip_vcs)
+            arc = f"./{arcname.strip('/')}"
+            tar.add(directory, arcname=arc, filter=_tree_filter(Path(directory), arc))
     return buf.getvalue()
+
+
+#: Never uploaded, by name: version control data and bytecode caches.
+SKIPPED_NAMES = frozenset({".git", ".hg", ".svn", "__pycache__"})
+
+
+def is_virtualenv(path: Path) -> bool:
+    """Whether ``path`` is a Python virtual environment (PEP 405: pyvenv.cfg)."""
+    return (path / "pyvenv.cfg").is_file()
+
+
+def _tree_filter(
+    source_root: Path, arc_root: str
+) -> Callable[[tarfile.TarInfo], tarfile.TarInfo | None]:
+    """The ``tarfile`` filter for a directory added as ``arc_root``."""
+    root_is_run = is_run_directory(source_root)
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if info.name != arc_root:
+            relative = info.name[len(arc_root) :].lstrip("/")
+            name = relative.rsplit("/", 1)[-1]
+            # A tree that is itself a run directory keeps its other files.
+            if root_is_run and "/" not in relative and name in LAYOUT:
+                return None
+            if name in SKIPPED_NAMES:
+                return None
+            if info.isdir():
+                source = source_root / relative
+                if is_run_directory(source) or is_virtualenv(source):
+                    return None
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    return keep
+
+
+#: Bytes of a test's name kept in its scratch directory's name on the machine.
+TEST_LABEL_MAX_BYTES = 100
 
 
 def test_dir(test: Test) -> str:
     """The test's scratch directory on the machine, relative to the work dir."""
-    plan = safe_component(test.plan.strip("/").replace("/", "-"))
-    name = safe_component(test.name.strip("/").replace("/", "-"))
-    return f"tests/{plan}/{test.serial_number}-{name}"
+    # The serial number tells the tests of a plan apart; the name is only
+    # there to be read, so it is cut short to keep the path well within
+    # NAME_MAX (a 300-character name in short components is legal in fmf).
+    name = bounded_label(test.name.strip("/").replace("/", "-"), TEST_LABEL_MAX_BYTES)
+    return f"tests/{flat_component(test.plan)}/{test.serial_number}-{name}"
 
 
 def test_metadata(test: Test) -> bytes:
@@ -109,14 +155,6 @@ def _tar_info(name: str, mode: int, kind: bytes = tarfile.REGTYPE) -> tarfile.Ta
     info.type = kind
     info.mode = mode
     info.mtime = int(time.time())
-    return info
-
-
-def _skip_vcs(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    if info.name.split("/")[-1] in (".git", ".hg", ".svn", "__pycache__"):
-        return None
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
     return info
 
 

@@ -28,6 +28,7 @@ from typing import ClassVar
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
 from ..transport.base import Transport
+from ..workarea import remote_work_dir, safe_id
 
 log = logging.getLogger("atex_ci")
 
@@ -115,9 +116,11 @@ class Provisioner(abc.ABC):
         return ssh_transport(machine, self.rundir)
 
     def work_dir(self, machine: Machine, run_id: str) -> str:
-        """The per-run work directory on the machine (tree, wrapper, test dirs)."""
+        """The per-run work directory on the machine (tree, wrapper, test dirs):
+        in the user's own work area (``workarea.py``). ConfigError for an
+        id that is not a plain path component."""
         # The machine id too: one host may be reserved twice (two workers on it).
-        return f"/var/tmp/atex-ci/{run_id}/{machine.id}"
+        return remote_work_dir(machine.user, run_id, machine.id)
 
     # -- helpers for implementations ----------------------------------------------
 
@@ -133,9 +136,13 @@ class Provisioner(abc.ABC):
         self.reserved.pop(machine.id, None)
 
     def _unique_id(self, base: str, taken: set[str] | None = None) -> str:
-        """``base``, or ``base-2``, ``base-3``... if the run already has that machine id."""
+        """``base`` (as a valid id), or ``base-2``, ``base-3``... if the run already
+        has that machine id."""
         taken = set(taken or ()) | {m.id for m in self.rundir.read_machines()}
         taken |= set(self.reserved)
+        # An id names the machine's work directory: never a path of its own
+        # (a platform or a Testing Farm request id may hold anything).
+        base = safe_id(base)
         machine_id, n = base, 1
         while machine_id in taken:
             n += 1

@@ -40,7 +40,7 @@ class LocalProvisioner(Provisioner):
                 n += 1
             slot_id = f"local-{n}"
             taken.add(slot_id)
-            workdir = self.rundir.work_dir / slot_id
+            workdir = self.rundir.slot_dir(slot_id)
             workdir.mkdir(parents=True, exist_ok=True)
             yield self._reserved(
                 Machine(
@@ -58,15 +58,17 @@ class LocalProvisioner(Provisioner):
         return LocalTransport(env=slot_environment(os.environ))
 
     def work_dir(self, machine: Machine, run_id: str) -> str:
-        assert machine.workdir is not None
-        return machine.workdir
+        """RUN/work/<id>, computed, never the recorded path: a run directory
+        from elsewhere must not name what release deletes (workarea.py)."""
+        return str(self.rundir.slot_dir(machine.id).resolve())
 
     async def release(self, machine: Machine) -> None:
         if machine.workdir:
+            workdir = self.work_dir(machine, "")
             # Every process the run started in this slot ends first (also
             # those of a controller that was killed, and setsid daemons).
-            await _reap(machine.workdir)
-            await asyncio.to_thread(shutil.rmtree, machine.workdir, True)
+            await _reap(workdir)
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
         self._released(machine)
 
 

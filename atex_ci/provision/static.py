@@ -22,6 +22,7 @@ from ..execute.reaper import reap_command, run_owner
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
 from ..transport.base import KeyRejectedError
+from ..workarea import check_machine
 from .base import Provisioner
 
 log = logging.getLogger("atex_ci")
@@ -190,18 +191,35 @@ class StaticProvisioner(Provisioner):
         return False
 
     def work_dir(self, machine: Machine, run_id: str) -> str:
-        """The work directory recorded at reservation (older records: computed)."""
-        return machine.workdir or super().work_dir(machine, run_id)
+        """The work directory recorded at reservation (older records: computed);
+        ConfigError for one atex-ci would not have made (see workarea.py)."""
+        if machine.workdir:
+            check_machine(machine, "machines.json")
+            return machine.workdir
+        return super().work_dir(machine, run_id)
+
+    def _recorded_work_dir(self, machine: Machine) -> str | None:
+        """The machine's work directory (ConfigError if it is not atex-ci's),
+        or None when a record without one meets a damaged run.json."""
+        if machine.workdir:
+            return self.work_dir(machine, "")
+        try:  # recorded before work directories were
+            run_id = self.rundir.read_run().get("id")
+        except (OSError, ValueError):
+            log.warning("%s: run.json is unreadable; its work directory is left", machine.id)
+            return None
+        return self.work_dir(machine, run_id if isinstance(run_id, str) else "")
 
     async def release(self, machine: Machine) -> None:
-        if machine.state != MachineState.RELEASED:
+        """Reap the run's processes and remove its work directory (best effort),
+        then forget the host. ConfigError, touching nothing, for a work
+        directory atex-ci would not have made."""
+        work = None if machine.state == MachineState.RELEASED else self._recorded_work_dir(machine)
+        if work is not None:
+            parent = work.rsplit("/", 1)[0]
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(RELEASE_TIMEOUT):
                     async with self.transport(machine) as transport:
-                        work = machine.workdir or self.work_dir(
-                            machine, self.rundir.read_run()["id"]
-                        )
-                        parent = work.rsplit("/", 1)[0]
                         # Every process the run started there ends first (also
                         # those of a controller that was killed); the run's
                         # directory goes too once its last machine is gone.
