@@ -855,6 +855,19 @@ def users_repository(root: Path, tests: dict[str, str]) -> Path:
     return root
 
 
+def test_sections_the_workflows_point_at_exist():
+    """A comment naming docs/github-action.md, "Section" names a heading it has."""
+    headings = re.findall(r"^#+ (.+)$", (REPO / "docs" / "github-action.md").read_text(), re.M)
+    pointers = [
+        section
+        for path in workflow_files()
+        for section in re.findall(r'docs/github-action\.md, "([^"]+)"', path.read_text())
+    ]
+    assert "Merging shards" in pointers
+    for section in pointers:
+        assert section in headings, f'docs/github-action.md has no section "{section}"'
+
+
 def test_the_users_copy_changes_only_what_the_comments_say():
     example = (REPO / ".github" / "workflows" / "example.yml").read_text()
     copy = users_copy(example)
