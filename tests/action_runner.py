@@ -34,6 +34,9 @@ What is emulated (the parts atex-ci's action relies on):
 
 Not emulated: the runner's log grouping, annotations' rendering, post steps,
 step timeouts, ``continue-on-error``.
+
+WorkflowRunner runs a whole workflow with these composite actions in it: its
+jobs, their matrix and ``needs``, checkout and artifacts (see its docstring).
 """
 
 from __future__ import annotations
