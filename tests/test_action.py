@@ -745,6 +745,16 @@ def test_docs_list_every_input_and_output():
     assert table("Outputs") == set(action["outputs"])
 
 
+def test_docs_list_every_input_of_the_collect_action():
+    doc = (REPO / "docs" / "github-action.md").read_text()
+    table = doc.split("| collect input |", 1)[1].split("\n\n", 1)[0]
+    names: set[str] = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            names.update(re.findall(r"`([\w-]+)`", line.split("|")[1]))
+    assert names == set(load(COLLECT / "action.yml")["inputs"])
+
+
 def test_docs_examples_use_declared_inputs():
     """Every YAML example in the guide parses and gives the actions only inputs they declare."""
     slug = repository_slug()
