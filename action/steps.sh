@@ -1,7 +1,41 @@
 # Shell functions for the steps of action.yml (sourced by each step's bash).
 #
 # They exist once here rather than in every step: how a list input becomes
-# arguments, and how atex-ci is run so that a cancelled job reaches it.
+# arguments, how atex-ci is installed, and how it is run so that a cancelled
+# job reaches it. collect/action.yml sources this file too.
+
+# require_linux: fail the step with one clear line on a runner that is not
+# Linux (atex-ci needs /proc, a POSIX venv layout and Linux process groups).
+require_linux() {
+    if [ "${RUNNER_OS:-}" != Linux ]; then
+        echo "::error::atex-ci: the action runs on Linux runners only, this one is ${RUNNER_OS:-unknown} (use runs-on: ubuntu-24.04 or a Linux self-hosted runner)"
+        exit 2
+    fi
+}
+
+# install_atex_ci ROOT: install the atex-ci of ROOT (the action's checkout)
+# into a fresh virtual environment under RUNNER_TEMP (non-editable), with
+# $PYTHON (actions/setup-python's, when the step has one) or python3; set the
+# step output atex-ci to its command.
+# ATEX_CI_VENV (internal, for atex-ci's own tests): an existing virtual
+# environment with atex-ci installed; the install is skipped.
+install_atex_ci() {
+    local venv python
+    if [ -n "${ATEX_CI_VENV:-}" ]; then
+        venv=$ATEX_CI_VENV
+    else
+        python=${PYTHON:-python3}
+        if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            echo "::error::atex-ci needs Python 3.11 or newer: set the action's python-version input"
+            exit 2
+        fi
+        venv=$RUNNER_TEMP/atex-ci-venv
+        "$python" -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$1"
+    fi
+    "$venv/bin/atex-ci" --version
+    echo "atex-ci=$venv/bin/atex-ci" >> "$GITHUB_OUTPUT"
+}
 
 # lines TEXT: one value per non-empty line of TEXT, surrounding blanks dropped.
 lines() {

@@ -7,12 +7,17 @@ synchronous entry point for scripts. Submodules are imported lazily so that
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .orchestrator import RunSummary
 
-__version__ = "0.1.0"
+try:
+    # Set at build time from the git tag (pyproject.toml, [tool.hatch.version]).
+    __version__ = version("atex-ci")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 
 def run(run_dir: str, fmf_root: str = ".", **kwargs: Any) -> RunSummary:

@@ -34,12 +34,16 @@ What is emulated (the parts atex-ci's action relies on):
 
 Not emulated: the runner's log grouping, annotations' rendering, post steps,
 step timeouts, ``continue-on-error``.
+
+WorkflowRunner runs a whole workflow with these composite actions in it: its
+jobs, their matrix and ``needs``, checkout and artifacts (see its docstring).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import os
 import re
 import shutil
@@ -421,7 +425,8 @@ class ActionRunner:
 
     ``action_dir`` holds action.yml; ``workspace`` and ``temp`` are the
     GITHUB_WORKSPACE and RUNNER_TEMP directories (created if missing);
-    ``env`` is the job's environment (the machine's PATH etc. are added).
+    ``env`` is the job's environment (the machine's PATH etc. are added);
+    ``runner_os`` is what the runner says it is (RUNNER_OS, ``runner.os``).
     """
 
     def __init__(
@@ -431,8 +436,10 @@ class ActionRunner:
         temp: Path,
         env: dict[str, str] | None = None,
         cancel_group: bool = False,
+        runner_os: str = "Linux",
     ) -> None:
         self.action_dir = action_dir
+        self.runner_os = runner_os
         self.cancel_group = cancel_group
         self.workspace = workspace
         self.temp = temp
@@ -467,7 +474,7 @@ class ActionRunner:
             "token": "",
             "event_name": "pull_request",
         }
-        runner = {"temp": str(self.temp), "os": "Linux", "arch": "X64"}
+        runner = {"temp": str(self.temp), "os": self.runner_os, "arch": "X64"}
         steps_ctx: dict[str, Any] = {}
         records: list[StepRecord] = []
         masks: list[str] = []
@@ -607,7 +614,7 @@ class ActionRunner:
                 "GITHUB_ACTION_PATH": str(self.action_dir),
                 "GITHUB_WORKSPACE": str(self.workspace),
                 "RUNNER_TEMP": str(self.temp),
-                "RUNNER_OS": "Linux",
+                "RUNNER_OS": self.runner_os,
                 "RUNNER_ARCH": "X64",
                 "RUNNER_TRACKING_ID": self.tracking_id,
                 **{k: str(v) for k, v in files.items()},
@@ -752,3 +759,302 @@ def kill_tracked(tracking_id: str) -> list[int]:
                 os.kill(int(entry.name), signal.SIGKILL)
                 killed.append(int(entry.name))
     return killed
+
+
+# ---------------------------------------------------------------- workflows
+
+
+@dataclasses.dataclass
+class JobRun:
+    """One job of a workflow run (one combination of its matrix)."""
+
+    job: str
+    matrix: dict[str, Any]
+    status: str  # success | failure | skipped
+    steps: list[StepRecord]
+    actions: dict[str, ActionRun]  # by step id (or name): what a composite action did
+    workspace: Path
+    orphans: list[int] = dataclasses.field(default_factory=list)
+
+    def step(self, step_id: str) -> StepRecord:
+        for record in self.steps:
+            if step_id in (record.id, record.name):
+                return record
+        raise KeyError(step_id)
+
+
+@dataclasses.dataclass
+class WorkflowRun:
+    """The jobs of a workflow run, in the order they ran."""
+
+    jobs: list[JobRun]
+    artifacts: Path  # one directory per uploaded artifact
+
+    def job(self, job: str) -> list[JobRun]:
+        return [run for run in self.jobs if run.job == job]
+
+
+def _copy_artifact(includes: list[Path], excludes: list[Path], dest: Path) -> int:
+    """Copy ``includes`` (their common directory is the artifact's root) minus ``excludes``."""
+    existing = [p for p in includes if p.exists()]
+    if not existing:
+        return 0
+    root = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in existing]))
+    copied = 0
+    for path in existing:
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            if any(file == ex or ex in file.parents for ex in excludes):
+                continue
+            target = dest / file.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, target)
+            copied += 1
+    return copied
+
+
+class WorkflowRunner:
+    """Runs a workflow's jobs on this machine, one after another in ``needs`` order.
+
+    Emulated beyond what ActionRunner does for a composite action:
+
+    - ``strategy.matrix`` of lists (every combination is a job), ``needs``,
+      a job's ``if:`` (the status functions see whether its needs succeeded)
+      and its outputs of steps; every job has its own workspace and RUNNER_TEMP;
+    - ``run:`` steps as the Linux runner runs them without ``shell:``
+      (``bash -e FILE``), with the job's and step's ``env:``;
+    - ``uses:`` of a composite action: ``./PATH`` from the job's workspace (as
+      the runner does, so a job without a checkout cannot use it), and
+      ``OWNER/REPO[/PATH]@REF`` from ``actions`` (OWNER/REPO: a local
+      directory, the downloaded action);
+    - actions/checkout clones ``repository``; actions/upload-artifact and
+      actions/download-artifact (``name`` or ``pattern``, each artifact in its
+      own directory) keep artifacts in a directory; any other ``uses:`` is
+      recorded and succeeds, with no outputs.
+
+    Not emulated: ``services``, ``container``, ``continue-on-error``,
+    ``defaults``, timeouts, cancellation, ``fail-fast``.
+    """
+
+    def __init__(
+        self,
+        workflow: Path,
+        repository: Path,
+        actions: dict[str, Path],
+        root: Path,
+        env_for: Callable[[str], dict[str, str]] | None = None,
+    ) -> None:
+        self.workflow = YAML(typ="safe").load(workflow.read_text())
+        self.repository = repository
+        self.actions = actions
+        self.root = root
+        self.env_for = env_for or (lambda job: {})
+        self.artifacts = root / "artifacts"
+
+    def run(self) -> WorkflowRun:
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        jobs: dict[str, Any] = self.workflow["jobs"]
+        done: dict[str, list[JobRun]] = {}
+        order: list[JobRun] = []
+        while len(done) < len(jobs):
+            ready = [
+                name
+                for name, job in jobs.items()
+                if name not in done and set(self._needs(job)) <= set(done)
+            ]
+            if not ready:
+                raise ValueError(f"jobs wait on each other: {sorted(set(jobs) - set(done))}")
+            for name in ready:
+                done[name] = [
+                    self._run_job(name, jobs[name], matrix, index, done)
+                    for index, matrix in enumerate(self._matrix(jobs[name]))
+                ]
+                order.extend(done[name])
+        return WorkflowRun(order, self.artifacts)
+
+    @staticmethod
+    def _needs(job: dict[str, Any]) -> list[str]:
+        needs = job.get("needs") or []
+        return [needs] if isinstance(needs, str) else list(needs)
+
+    @staticmethod
+    def _matrix(job: dict[str, Any]) -> list[dict[str, Any]]:
+        axes = (job.get("strategy") or {}).get("matrix") or {}
+        combos: list[dict[str, Any]] = [{}]
+        for key, values in axes.items():
+            combos = [{**combo, key: value} for combo in combos for value in values]
+        return combos
+
+    def _run_job(
+        self,
+        name: str,
+        job: dict[str, Any],
+        matrix: dict[str, Any],
+        index: int,
+        done: dict[str, list[JobRun]],
+    ) -> JobRun:
+        home = self.root / f"{name}-{index}"
+        workspace, temp = home / "workspace", home / "temp"
+        workspace.mkdir(parents=True)
+        temp.mkdir()
+        needs = {
+            need: {
+                "result": "success"
+                if all(r.status == "success" for r in done[need])
+                else "failure",
+                "outputs": {},
+            }
+            for need in self._needs(job)
+        }
+        state = "success" if all(n["result"] == "success" for n in needs.values()) else "failure"
+        base = {
+            key: value
+            for key, value in os.environ.items()
+            if key in ("PATH", "HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "TMPDIR")
+        }
+        job_env = {**base, **(self.workflow.get("env") or {}), **(job.get("env") or {})}
+        job_env.update(self.env_for(name))
+        contexts: dict[str, Any] = {
+            "matrix": matrix,
+            "needs": needs,
+            "steps": {},
+            "env": job_env,
+            "github": {"workspace": str(workspace), "event_name": "pull_request"},
+            "runner": {"temp": str(temp), "os": "Linux", "arch": "X64"},
+        }
+        run = JobRun(name, matrix, "skipped", [], {}, workspace)
+        if not condition_holds(job.get("if"), contexts, state):
+            return run
+        run.status = "success"
+        for index_, step in enumerate(job["steps"]):
+            record = self._run_step(index_, step, run, contexts, job_env, temp)
+            run.steps.append(record)
+            if record.id:
+                contexts["steps"][record.id] = {
+                    "outputs": record.outputs,
+                    "outcome": record.outcome,
+                    "conclusion": record.outcome,
+                }
+            if record.outcome == "failure":
+                run.status = "failure"
+        return run
+
+    def _run_step(
+        self,
+        index: int,
+        step: dict[str, Any],
+        run: JobRun,
+        contexts: dict[str, Any],
+        job_env: dict[str, str],
+        temp: Path,
+    ) -> StepRecord:
+        step_id = step.get("id")
+        name = step.get("name") or step.get("uses") or f"step {index}"
+        if not condition_holds(step.get("if"), contexts, run.status):
+            return StepRecord(index, step_id, name, "skipped")
+        step_env = {k: substitute(v, contexts) for k, v in (step.get("env") or {}).items()}
+        if "run" in step:
+            return self._run_script(index, step_id, name, step, run, {**job_env, **step_env}, temp)
+        with_ = {k: substitute(v, contexts) for k, v in (step.get("with") or {}).items()}
+        record = StepRecord(index, step_id, name, "success", uses=step["uses"], with_=with_)
+        ref = str(step["uses"])
+        action_dir = self._action_dir(ref, run.workspace)
+        if action_dir is not None:
+            runner = ActionRunner(action_dir, run.workspace, temp, env={**job_env, **step_env})
+            action = runner.run(with_)
+            run.actions[step_id or name] = action
+            run.orphans.extend(runner.orphans)
+            record.outcome = "success" if action.status == "success" else "failure"
+            record.outputs = action.outputs
+        elif ref.startswith("actions/checkout@"):
+            subprocess.run(
+                ["git", "clone", "--quiet", str(self.repository), str(run.workspace)],
+                check=True,
+                capture_output=True,
+            )
+        elif ref.startswith("actions/upload-artifact@"):
+            record.outcome = self._upload(with_, run.workspace)
+        elif ref.startswith("actions/download-artifact@"):
+            record.outcome = self._download(with_, run.workspace)
+        return record
+
+    def _action_dir(self, ref: str, workspace: Path) -> Path | None:
+        if ref.startswith("./"):
+            return workspace / ref
+        path, _, _ = ref.partition("@")
+        owner_repo = "/".join(path.split("/")[:2])
+        if owner_repo not in self.actions:
+            return None
+        return self.actions[owner_repo].joinpath(*path.split("/")[2:])
+
+    def _run_script(
+        self,
+        index: int,
+        step_id: str | None,
+        name: str,
+        step: dict[str, Any],
+        run: JobRun,
+        env: dict[str, str],
+        temp: Path,
+    ) -> StepRecord:
+        step_dir = Path(tempfile.mkdtemp(prefix=f"step{index}-", dir=temp))
+        files = {key: step_dir / key.lower() for key in ("GITHUB_OUTPUT", "GITHUB_ENV")}
+        files["GITHUB_STEP_SUMMARY"] = step_dir / "summary"
+        for file in files.values():
+            file.touch()
+        script = step_dir / "script.sh"
+        script.write_text(step["run"])
+        env = {
+            **env,
+            "GITHUB_ACTIONS": "true",
+            "CI": "true",
+            "GITHUB_WORKSPACE": str(run.workspace),
+            "RUNNER_TEMP": str(temp),
+            "RUNNER_OS": "Linux",
+            **{k: str(v) for k, v in files.items()},
+        }
+        proc = subprocess.run(
+            [shutil.which("bash") or "/bin/bash", "-e", str(script)],
+            cwd=run.workspace,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+        )
+        record = StepRecord(
+            index,
+            step_id,
+            name,
+            "success" if proc.returncode == 0 else "failure",
+            exit_code=proc.returncode,
+            stdout=proc.stdout,
+            stderr=proc.stderr,
+        )
+        record.outputs = parse_file_command(files["GITHUB_OUTPUT"].read_text())
+        return record
+
+    def _upload(self, with_: dict[str, str], workspace: Path) -> str:
+        lines = [line.strip() for line in with_["path"].splitlines() if line.strip()]
+        includes = [workspace / line for line in lines if not line.startswith("!")]
+        excludes = [workspace / line[1:] for line in lines if line.startswith("!")]
+        dest = self.artifacts / with_["name"]
+        if dest.exists():
+            return "failure"  # an artifact name is used once per workflow run
+        copied = _copy_artifact(includes, [ex.resolve() for ex in excludes], dest)
+        if copied == 0 and with_.get("if-no-files-found") == "error":
+            return "failure"
+        return "success"
+
+    def _download(self, with_: dict[str, str], workspace: Path) -> str:
+        dest = workspace / with_.get("path", ".")
+        if with_.get("name"):
+            source = self.artifacts / with_["name"]
+            if not source.is_dir():
+                return "failure"
+            shutil.copytree(source, dest, dirs_exist_ok=True)
+            return "success"
+        pattern = with_.get("pattern", "*")
+        for artifact in sorted(self.artifacts.iterdir()):
+            if fnmatch.fnmatchcase(artifact.name, pattern):
+                shutil.copytree(artifact, dest / artifact.name)
+        return "success"

