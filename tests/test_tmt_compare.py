@@ -6,7 +6,10 @@ tools get), or instead of ``plan`` the fmf discover keys ``test`` and/or
 ``exclude``, which select tests through a plan ``/atex-compare`` added to the
 copy of the tree (to leave out tests that need beakerlib, which neither tool
 can install here, or to run alone a test after which tmt stops its plan);
-optionally ``context`` (fmf context) and ``differs`` (test name -> why
+optionally ``context`` (fmf context), ``tmt_from`` (the line was taken
+from the assertions of that test of tmt's own, not from a live run: tests that
+reboot, since tmt sees a reboot by a change of the kernel's boot time, which
+the namespace test hosts keep) and ``differs`` (test name -> why
 atex-ci gives another outcome on purpose; docs/migrating.md names the tree
 and says why); and ``tmt``: what tmt 1.78.0 recorded, one line per test in
 the order tmt ran them, ``PLAN TEST: STATUS`` with the sub-results after it
@@ -189,7 +192,8 @@ def tmt_command() -> str | None:
 
 
 def tmt_outcomes(tmt: str, tree: Path, workdir: Path, entry: dict[str, Any]) -> list[str]:
-    """tmt's result of each test, in the order tmt ran them."""
+    """tmt's result of each test, in the order tmt ran them (``provision -h
+    local``, as tmt's own tests do)."""
     command = [tmt]
     for item in entry.get("context", []):
         command += ["-c", item]
@@ -255,7 +259,7 @@ def test_atex_ci_gives_tmts_outcome(
 ) -> None:
     tree = copy_tree(entry, tmp_path)
     tmt = tmt_command()
-    if tmt is not None:
+    if tmt is not None and "tmt_from" not in entry:
         assert tmt_outcomes(tmt, tree, tmp_path / "tmt-run", entry) == entry["tmt"]
     got = atex_outcomes(tree, tmp_path / "run", entry, compare_host)
     assert differing(entry, got) == differing(entry, entry["tmt"])
@@ -295,7 +299,7 @@ def record() -> None:
             lines.append(line)
             continue
         entry = json.loads(line)
-        if not only or entry["tree"] in only:
+        if (not only or entry["tree"] in only) and "tmt_from" not in entry:
             with tempfile.TemporaryDirectory() as scratch:
                 tree = prepare_tree(source, entry, Path(scratch))
                 entry["tmt"] = tmt_outcomes(tmt, tree, Path(scratch) / "run", entry)
