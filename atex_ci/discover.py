@@ -996,7 +996,9 @@ def _environment(value: object, where: str) -> dict[str, str]:
 
 
 def _order(data: Mapping[str, Any], where: str) -> int:
-    value = data.get("order", DEFAULT_ORDER)
+    value = data.get("order")
+    if value is None:  # absent, or `order:` with no value: tmt's default for both
+        value = DEFAULT_ORDER
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ConfigError(f"{where}: 'order' must be an integer, got {value!r}")
     try:

@@ -94,7 +94,7 @@ class GitCache:
             repo = self._repository(url)
             with _file_lock(repo.with_suffix(".lock")):
                 commit = self._resolve(repo, url, ref)
-                path = self._export(repo, commit)
+                path = self._export(repo, commit, url)
             result = Checkout(url=url, ref=ref, commit=commit, path=path)
             self._checkouts[key] = result
             return result
@@ -164,7 +164,7 @@ class GitCache:
                 return proc.stdout.strip()
         return None
 
-    def _export(self, repo: Path, commit: str) -> Path:
+    def _export(self, repo: Path, commit: str, url: str) -> Path:
         target = self.root / "trees" / commit
         if target.is_dir():
             return target
@@ -175,8 +175,7 @@ class GitCache:
             _git(["archive", "--format=tar", f"--output={archive}", commit], repo, str(repo))
             tree = tmp / "tree"
             tree.mkdir()
-            with tarfile.open(archive) as tar:
-                tar.extractall(tree, filter="tar")
+            unpack_tree(archive, tree, f"commit {commit} of {url}")
             try:
                 tree.rename(target)
             except OSError:
@@ -185,6 +184,72 @@ class GitCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+
+def unpack_tree(archive: Path, tree: Path, what: str) -> None:
+    """Unpack ``git archive`` output into the empty directory ``tree``.
+
+    Nothing may land outside ``tree``: absolute names, ``..`` components,
+    hard links, devices and fifos are refused, so is a member whose parent is
+    a symbolic link, and after unpacking every symbolic link must resolve
+    inside ``tree`` (checked once all exist, so no later link can redirect
+    an earlier one). Files get mode 0755 or 0644, directories 0755, as git
+    records them (no setuid, no group or other write). Written here rather
+    than with ``extractall(filter=...)``, which Python 3.11.2 lacks. Raises
+    GitError naming ``what`` and the member; OSError if ``tree`` cannot be
+    written.
+    """
+    root = os.path.realpath(tree)
+    links: list[tuple[str, str]] = []
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            target = _member_target(root, member, what)
+            if target is None:
+                continue
+            parent = os.path.dirname(target)
+            if os.path.realpath(parent) != parent:
+                raise GitError(f"{what} holds {member.name!r} inside a symbolic link")
+            if member.isdir():
+                os.makedirs(target, mode=0o755, exist_ok=True)
+            elif member.isfile():
+                os.makedirs(parent, mode=0o755, exist_ok=True)
+                _unpack_file(tar, member, target, what)
+            else:  # a symbolic link: _member_target refused every other kind
+                if os.path.isabs(member.linkname):
+                    raise GitError(f"{what} holds {member.name!r}, a link to an absolute path")
+                os.makedirs(parent, mode=0o755, exist_ok=True)
+                os.symlink(member.linkname, target)
+                links.append((member.name, target))
+    for name, link in links:
+        resolved = os.path.realpath(link)
+        if resolved != root and not resolved.startswith(root + os.sep):
+            raise GitError(f"{what} holds {name!r}, a link that leads outside the repository")
+
+
+def _member_target(root: str, member: tarfile.TarInfo, what: str) -> str | None:
+    """Where ``member`` goes under ``root`` (None for the root itself)."""
+    if not (member.isdir() or member.isfile() or member.issym()):
+        raise GitError(f"{what} holds {member.name!r}, neither a file, a directory nor a link")
+    if member.name.startswith("/"):
+        raise GitError(f"{what} holds {member.name!r}, an absolute path")
+    parts = [part for part in member.name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise GitError(f"{what} holds {member.name!r}, a path with '..'")
+    return os.path.join(root, *parts) if parts else None
+
+
+def _unpack_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: str, what: str) -> None:
+    source = tar.extractfile(member)
+    assert source is not None  # a regular file always has contents
+    mode = 0o755 if member.mode & 0o100 else 0o644
+    # O_EXCL: never write through whatever is already there (a link above all).
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        raise GitError(f"{what} holds {member.name!r} twice") from None
+    with source, open(fd, "wb") as out:
+        shutil.copyfileobj(source, out)
+    os.chmod(target, mode)  # the umask may have taken bits away
 
 
 def _git_env() -> dict[str, str]:

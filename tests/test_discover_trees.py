@@ -8,10 +8,12 @@ pointing the https URLs at the local repositories made here (no network).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from atex_ci.discover import discover
 from atex_ci.errors import ConfigError
 from atex_ci.libraries import LibraryResolver, parse_requirements
 from atex_ci.model import Plan
-from atex_ci.remote_tree import GitCache
+from atex_ci.remote_tree import GitCache, GitError, unpack_tree
 
 from .treeutil import REPO, git_redirect_env, git_repo
 
@@ -267,6 +269,69 @@ def test_git_cache_fetches_each_url_once_per_run_and_keeps_commits_across_runs(
     run3 = GitCache(tmp_path / "cache")
     assert run3.checkout(url, None).commit == third
     assert run3.checkout(url, "main").commit == second
+
+
+def test_checkout_keeps_links_and_modes_as_git_records_them(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    git_repo(repo, {"tests/run.sh": "exit 0\n", "tests/data/x": "x\n"})
+    (repo / "tests" / "run.sh").chmod(0o755)
+    (repo / "tests" / "up").symlink_to("../tests/data")
+    (repo / "dangling").symlink_to("nowhere/at/all")
+    commit = git_repo(repo, {})
+    path = GitCache(tmp_path / "cache").checkout(f"file://{repo}", commit).path
+    assert (path / "tests" / "run.sh").stat().st_mode & 0o777 == 0o755
+    assert (path / "tests" / "data" / "x").stat().st_mode & 0o777 == 0o644
+    assert os.readlink(path / "tests" / "up") == "../tests/data"
+    assert (path / "tests" / "up" / "x").read_text() == "x\n"
+    assert os.readlink(path / "dangling") == "nowhere/at/all"
+
+
+def _archive(path: Path, members: list[tuple[str, bytes, str]]) -> Path:
+    """A tar of (name, kind, link target) members: kind is tarfile's type byte."""
+    with tarfile.open(path, "w") as tar:
+        for name, kind, link in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = link
+            info.mode = 0o4777 if kind == tarfile.REGTYPE else 0o755
+            tar.addfile(info, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("members", "why"),
+    [
+        ([("/etc/evil", tarfile.REGTYPE, "")], "an absolute path"),
+        ([("a/../../evil", tarfile.REGTYPE, "")], "a path with '..'"),
+        ([("up", tarfile.SYMTYPE, "..")], "leads outside"),
+        ([("abs", tarfile.SYMTYPE, "/etc")], "a link to an absolute path"),
+        # Each link alone stays inside; together the first leads out.
+        ([("l", tarfile.SYMTYPE, "s/.."), ("s", tarfile.SYMTYPE, ".")], "leads outside"),
+        ([("s", tarfile.SYMTYPE, "."), ("s/x", tarfile.REGTYPE, "")], "inside a symbolic link"),
+        ([("hard", tarfile.LNKTYPE, "a")], "neither a file"),
+        ([("dev", tarfile.CHRTYPE, "")], "neither a file"),
+        ([("fifo", tarfile.FIFOTYPE, "")], "neither a file"),
+        ([("same", tarfile.SYMTYPE, "x"), ("same", tarfile.REGTYPE, "")], "twice"),
+    ],
+)
+def test_unpacking_a_tree_refuses_what_leads_outside_it(
+    tmp_path: Path, members: list[tuple[str, bytes, str]], why: str
+) -> None:
+    archive = _archive(tmp_path / "a.tar", members)
+    tree = tmp_path / "box" / "tree"
+    tree.mkdir(parents=True)
+    with pytest.raises(GitError, match=why):
+        unpack_tree(archive, tree, "commit c of u")
+    assert sorted(p.name for p in (tmp_path / "box").iterdir()) == ["tree"]
+    assert not (tmp_path / "evil").exists()
+
+
+def test_unpacked_files_lose_setuid_and_group_write(tmp_path: Path) -> None:
+    archive = _archive(
+        tmp_path / "a.tar", [("d", tarfile.DIRTYPE, ""), ("d/f", tarfile.REGTYPE, "")]
+    )
+    unpack_tree(archive, tmp_path / "tree", "commit c of u")
+    assert (tmp_path / "tree" / "d" / "f").stat().st_mode & 0o7777 == 0o755
 
 
 # ---------------------------------------------------------------- requirements

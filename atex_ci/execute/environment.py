@@ -61,6 +61,14 @@ def check_encodable(test: Test, plan: Plan, env: Mapping[str, str]) -> None:
         if why is not None:
             raise ValueError(why)
 
+#: tmt's name of the TMT_PLAN_SOURCE_SCRIPT file in TMT_PLAN_DATA.
+PLAN_SOURCE_SCRIPT = "plan-source-script.sh"
+
+#: What a test's command or a prepare/finish script starts with: the plan's
+#: source script, in the same shell (functions and variables it defines are
+#: the script's), as tmt does.
+SOURCE_PLAN_SCRIPT = '[ -s "$TMT_PLAN_SOURCE_SCRIPT" ] && . "$TMT_PLAN_SOURCE_SCRIPT"\n'
+
 
 class WorkDir:
     """The layout of one run's work directory on one machine (``base``)."""
@@ -89,6 +97,8 @@ class WorkDir:
             "TMT_TREE": self.plan_tree(plan),
             "TMT_PLAN_DATA": f"{plan_dir}/data",
             "TMT_PLAN_ENVIRONMENT_FILE": f"{plan_dir}/environment",
+            # Sourced before each test and each prepare/finish script, as tmt does.
+            "TMT_PLAN_SOURCE_SCRIPT": f"{plan_dir}/data/{PLAN_SOURCE_SCRIPT}",
             OWNER_VARIABLE: phase_owner(self.base),
         }
 
@@ -130,7 +140,7 @@ def build_test_environment(
             "TMT_TEST_RESTART_COUNT": str(reboot_count),
             "TMT_TEST_SERIAL_NUMBER": str(test.serial_number),
             "TMT_RESTRAINT_COMPATIBLE": "0",
-            "ATEX_TEST_COMMAND": framework.command(test),
+            "ATEX_TEST_COMMAND": SOURCE_PLAN_SCRIPT + framework.command(test),
             "ATEX_TEST_CWD": f"{work.tree}/{test.path.strip('/')}".rstrip("/"),
             "ATEX_TEST_DIR": test_dir,
             "ATEX_TEST_TTY": "1" if test.tty else "0",

@@ -45,7 +45,14 @@ from .control import (
     ResultEvent,
 )
 from .deadline import Deadline
-from .environment import WorkDir, build_test_environment, export, wrapper_command
+from .environment import (
+    PLAN_SOURCE_SCRIPT,
+    SOURCE_PLAN_SCRIPT,
+    WorkDir,
+    build_test_environment,
+    export,
+    wrapper_command,
+)
 from .frameworks import SHELL_FRAMEWORK_OPTIONS, framework_for
 from .limits import Limits
 from .outcome import RunFacts, TestOutcome, internal_error, record
@@ -224,7 +231,8 @@ class Executor:
         plan_dir = self.plan_dir(plan.name)
         q = shlex.quote
         rc, _out, err = await self.transport.output(
-            f"mkdir -p {q(plan_dir)}/data && touch {q(plan_dir)}/environment"
+            f"mkdir -p {q(plan_dir)}/data && touch {q(plan_dir)}/environment "
+            f"{q(plan_dir)}/data/{PLAN_SOURCE_SCRIPT}"
         )
         if rc != 0:
             raise PhaseError(f"cannot create {plan_dir}: {_tail(err)}")
@@ -269,7 +277,7 @@ class Executor:
             }
             command = (
                 f"{export(env)}; cd {shlex.quote(self.plan_tree(plan))} && "
-                f"bash -c {shlex.quote(script)}"
+                f"bash -c {shlex.quote(SOURCE_PLAN_SCRIPT + script)}"
             )
             rc, out, err = await self._bounded(command, label)
             if rc != 0:

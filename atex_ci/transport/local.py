@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from .base import OutputCallback, Transport
 
@@ -96,17 +97,11 @@ class LocalTransport(Transport):
             env=self._env,
         )
         try:
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    if stdin is not None:
-                        tg.create_task(_feed(proc, stdin))
-                    assert proc.stdout is not None and proc.stderr is not None
-                    tg.create_task(_pump(proc.stdout, stdout))
-                    tg.create_task(_pump(proc.stderr, stderr))
-            except BaseExceptionGroup as group:
-                # A callback raised: hand its own exception to the caller, as
-                # the interface promises, not a group.
-                raise group.exceptions[0] from None
+            assert proc.stdout is not None and proc.stderr is not None
+            pipes = [_pump(proc.stdout, stdout), _pump(proc.stderr, stderr)]
+            if stdin is not None:
+                pipes.append(_feed(proc, stdin))
+            await _all_or_first_error(pipes)
             return await proc.wait()
         except BaseException:
             # Like closing an SSH channel: only the bash we started is
@@ -119,6 +114,32 @@ class LocalTransport(Transport):
             # Also when bash has exited: a process it left may hold the pipes.
             self._orphans.add(proc)
             raise
+
+
+async def _all_or_first_error(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coros`` as tasks until all end or one raises; then cancel the
+    rest, wait for them, and raise that task's own exception.
+
+    Not a TaskGroup: on Python 3.11 a child that fails while the group is
+    already exiting (here: a callback raising while the body only waits) has
+    the group cancel its parent after the group took its own cancellation
+    back, so one cancellation request stays counted on the caller's task for
+    good. Python 3.11.2's ``asyncio.timeout`` then turns every later expiry
+    in that task (the executor's test deadline) into CancelledError instead
+    of TimeoutError (3.11.3 counts from where the timeout was entered).
+    """
+    tasks = [asyncio.create_task(coro) for coro in coros]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Cancelled tasks end at their next await: bounded by the reads.
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
 
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:
