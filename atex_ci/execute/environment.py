@@ -61,6 +61,7 @@ def check_encodable(test: Test, plan: Plan, env: Mapping[str, str]) -> None:
         if why is not None:
             raise ValueError(why)
 
+
 #: tmt's name of the TMT_PLAN_SOURCE_SCRIPT file in TMT_PLAN_DATA.
 PLAN_SOURCE_SCRIPT = "plan-source-script.sh"
 
