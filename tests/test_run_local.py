@@ -752,7 +752,9 @@ def test_resume_reruns_a_test_whose_last_attempt_was_interrupted(tmp_path):
     returncode, err = interrupt_run(
         run,
         tree,
-        lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0,
+        # Only the rerun's `sleep` has the marker as argv[0]; the shell of
+        # either attempt has it further in its command line.
+        lambda: subprocess.run(["pgrep", "-f", f"^{marker} "], capture_output=True).returncode == 0,
         extra=("--max-reruns", "1"),
     )
     assert returncode == 130, err  # attempt 1 failed, attempt 2 interrupted
