@@ -754,11 +754,17 @@ async def release_all(rundir: RunDir) -> list[Machine]:
     """Release every machine of the run and delete the run's private keys.
 
     Raises InfraError naming the machines that may still be held (after
-    releasing every other one and deleting the keys).
+    releasing every other one and deleting the keys), or ConfigError for a
+    record atex-ci would not have written (``RunDir.read_machines``): that one
+    is never touched, every other machine is released first.
     """
-    machines = rundir.read_machines()
+    refused: list[str] = []
+    machines = rundir.read_machines(refused=refused)
     released = await asyncio.gather(*(release_machine(rundir, m) for m in machines))
     delete_keys(rundir)
+    if refused:
+        more = f" ({len(refused) - 1} more refused)" if len(refused) > 1 else ""
+        raise ConfigError(f"{refused[0]}{more}; every other machine was released")
     held = [m.id for m, ok in zip(machines, released, strict=True) if not ok]
     if held:
         raise InfraError(

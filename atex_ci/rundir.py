@@ -474,37 +474,60 @@ class RunDir:
 
     # -- machines.json ------------------------------------------------------------
 
-    def read_machines(self) -> list[Machine]:
+    def read_machines(self, *, refused: list[str] | None = None) -> list[Machine]:
+        """Every machine record, each checked (``workarea.check_machine``).
+
+        A record atex-ci would not have written raises a one-line ConfigError;
+        with ``refused`` given, it is left out and its error appended there
+        instead (``release`` gives back every other machine all the same).
+        """
+        path = self.path / MACHINES_JSON
+        machines = []
+        for record in self._machine_records():
+            try:
+                machine = Machine.from_dict(record)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"{path} is damaged: {exc}") from None
+            try:
+                # Ids and work directories name paths on machines (and release
+                # deletes them): never used unless atex-ci would have written them.
+                check_machine(machine, str(path))
+            except ConfigError as exc:
+                if refused is None:
+                    raise
+                refused.append(str(exc))
+                continue
+            machines.append(machine)
+        return machines
+
+    def _machine_records(self) -> list[Any]:
+        """machines.json's records as stored (not yet checked)."""
         path = self.path / MACHINES_JSON
         if not path.exists():
             return []
         data = _read_document(path, MAX_MACHINES_JSON_BYTES)
-        try:
-            machines = [Machine.from_dict(m) for m in data["machines"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path} is damaged: {exc}") from None
-        for machine in machines:
-            # Ids and work directories name paths on machines (and release
-            # deletes them): never used unless atex-ci would have written them.
-            check_machine(machine, str(path))
-        return machines
+        records = data.get("machines") if isinstance(data, dict) else None
+        if not isinstance(records, list):
+            raise ConfigError(f"{path} is damaged: it holds no list of machines")
+        return records
 
     def write_machines(self, machines: list[Machine]) -> None:
-        atomic_write_json(
-            self.path / MACHINES_JSON,
-            {"version": VERSION, "machines": [m.to_dict() for m in machines]},
-        )
+        self._write_machine_records([m.to_dict() for m in machines])
+
+    def _write_machine_records(self, records: list[Any]) -> None:
+        atomic_write_json(self.path / MACHINES_JSON, {"version": VERSION, "machines": records})
 
     def update_machine(self, machine: Machine) -> None:
-        """Replace the record with the same id (or add it)."""
-        machines = self.read_machines()
-        for i, m in enumerate(machines):
-            if m.id == machine.id:
-                machines[i] = machine
+        """Replace the record with the same id (or add it); other records,
+        refused ones included, are kept as they are."""
+        records = self._machine_records()
+        for i, record in enumerate(records):
+            if isinstance(record, dict) and record.get("id") == machine.id:
+                records[i] = machine.to_dict()
                 break
         else:
-            machines.append(machine)
-        self.write_machines(machines)
+            records.append(machine.to_dict())
+        self._write_machine_records(records)
 
     # -- tests.json ---------------------------------------------------------------
 

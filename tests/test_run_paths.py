@@ -342,3 +342,34 @@ def test_a_tree_that_is_itself_a_run_directory_leaves_the_run_out(tmp_path):
     names = _tree_names(tree)
     assert "tests/main.fmf" in names
     assert not names & {"run.json", "keys", "keys/id", "artifacts", "artifacts/p/output.txt"}
+
+
+def test_release_gives_back_every_other_machine_when_one_record_is_refused(tmp_path, ssh_hosts):
+    """A tampered record is never touched, yet it holds no other machine hostage."""
+    good, tampered = ssh_hosts(2)
+    run = tmp_path / "run"
+    reserve_hosts(run, [good, tampered])
+    victim = _host_path(tampered, "/var/tmp/victim")
+    victim.mkdir()
+    (victim / "precious").write_text("keep me")
+    machines = json.loads((run / "machines.json").read_text())
+    bad = next(m for m in machines["machines"] if m["host"] == tampered.address)
+    bad["workdir"] = "/var/tmp/victim"
+    (run / "machines.json").write_text(json.dumps(machines))
+    proc = atex("release", "-d", str(run))
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "refusing to touch it" in lines[0] and "every other machine was released" in lines[0]
+    assert (victim / "precious").read_text() == "keep me"
+    states = {
+        m["host"]: m["state"] for m in json.loads((run / "machines.json").read_text())["machines"]
+    }
+    assert states == {good.address: "released", tampered.address: "ready"}
+    # The refused record stays as it was, for a person to look at.
+    kept = next(
+        m
+        for m in json.loads((run / "machines.json").read_text())["machines"]
+        if m["host"] == tampered.address
+    )
+    assert kept["workdir"] == "/var/tmp/victim"
