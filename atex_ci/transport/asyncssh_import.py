@@ -62,7 +62,7 @@ def load_asyncssh() -> ModuleType:
         original = ctypes.util.find_library
         lookup = _loader_lookup(original)
         if lookup is not None:
-            ctypes.util.find_library = lookup
+            ctypes.util.find_library = lookup  # type: ignore[assignment]
         try:
             import asyncssh
         finally:
