@@ -328,7 +328,6 @@ class Orchestrator:
             return  # nothing a replacement could do
         provisioner, why = self._pool.replacement(machine)
         if provisioner is None:
-            self._no_machine_why.setdefault(machine.platform, why)  # for "not run" notes
             self.recorder.machine_not_replaced(machine, why)
             self.progress(f"atex-ci: machine {machine.id} is not replaced: {why}")
             self._update_replaceable()
