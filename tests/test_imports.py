@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("asyncssh", "fmf", "jsonschema", "requests", "importlib.metadata")
+HEAVY = ("asyncssh", "fmf", "jsonschema", "requests", "ruamel.yaml", "importlib.metadata")
 
 
 def imported_by(*args: str, cwd: Path) -> set[str]:
