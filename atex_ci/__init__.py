@@ -2,22 +2,32 @@
 
 The command line is a thin shell over this toolbox; ``atex_ci.run`` is the
 synchronous entry point for scripts. Submodules are imported lazily so that
-``import atex_ci`` (and discovery alone) stays cheap.
+``import atex_ci`` (and discovery alone) stays cheap; so is ``__version__``
+(importlib.metadata costs more than the rest of a command's start).
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .orchestrator import RunSummary
 
-try:
-    # Set at build time from the git tag (pyproject.toml, [tool.hatch.version]).
-    __version__ = version("atex-ci")
-except PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+    __version__: str
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            # Set at build time from the git tag (pyproject.toml, [tool.hatch.version]).
+            found = version("atex-ci")
+        except PackageNotFoundError:  # imported from a source tree that was never installed
+            found = "0.0.0+unknown"
+        globals()["__version__"] = found
+        return found
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run(run_dir: str, fmf_root: str = ".", **kwargs: Any) -> RunSummary:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from . import __version__, environ_secrets
+from . import environ_secrets
 from .errors import AtexError, ConfigError, Interrupted, StorageError
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="atex-ci")
+@click.version_option(package_name="atex-ci", prog_name="atex-ci")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (repeatable).")
 def cli(verbose: int) -> None:
     """Reserve test machines, run FMF tests on them in parallel, report the results.

@@ -17,9 +17,14 @@ never holds back tests queued "behind" it, and nothing is split N/M up front.
 The queue is ordered longest expected first (LPT) when a history of earlier
 durations is known, which keeps the long tail short.
 
+Two facts of a test's metadata steer the default policy, as in upstream ATEX:
+``extra-priority`` (higher runs earlier) and the ``destructive`` tag (its
+machine is not reused); both are options of ``Scheduler``.
+
 A policy of your own is a subclass that overrides the small hooks below
 (``order``, ``applies``, ``pick``, ``wants_check``, ``keep_machine``,
-``should_rerun``, ``expected_duration``), or the calls themselves.
+``should_rerun``, ``expected_duration``, ``priority``, ``destructive``), or
+the calls themselves.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .metadata_keys import DESTRUCTIVE_TAG, PRIORITY_KEY, is_destructive, priority
 from .model import Machine, Reason, Result, Status, Test
 
 #: Times a test cut short by the infrastructure (lost machine, dropped
@@ -180,16 +186,23 @@ class History:
 class Scheduler:
     """The default policy: ad hoc, longest expected first, reruns on request.
 
-    - Queue order (``order``): with a history, longest expected first (LPT);
-      tests the history does not know go first, in discovery order (an
-      unknown test may be long, and a long test started last is what makes a
-      long tail; see benchmarks/scheduling.py). Without a history: discovery
-      order, as tmt runs them.
+    - Queue order (``order``): higher ``priority`` first (the test's
+      ``extra-priority``, 0 when it has none; option ``priority_key``). Among
+      equal priorities, with a history, longest expected first (LPT); tests
+      the history does not know go first, in discovery order (an unknown test
+      may be long, and a long test started last is what makes a long tail;
+      see benchmarks/scheduling.py). Without a history: discovery order, as
+      tmt runs them.
     - A machine takes the first queued test that ``applies`` to it (same
       platform), except a rerun that prefers another machine while another
-      live machine of that platform exists.
-    - After a test (``keep_machine``): a lost machine or a failed setup
-      discards the machine. After a timeout on a machine that is not a local
+      live machine of that platform exists, and a ``destructive`` test on a
+      platform whose machines cannot be replaced (``replacements``): that one
+      waits until no other queued test is left for the machine, so that
+      throwing machines away strands no test that could have run.
+    - After a test (``keep_machine``): a lost machine, a failed setup or a
+      ``destructive`` test (tagged ``destructive``; option
+      ``destructive_tag``) discards the machine, whatever the test's result;
+      the pool replaces it where it can. After a timeout on a machine that is not a local
       slot, the machine is checked (``wants_check``) and kept when healthy,
       as tmt keeps its guest: a static host has no stand-in, and a replacement
       costs minutes. Anything else keeps it.
@@ -212,10 +225,17 @@ class Scheduler:
         history: History | None = None,
         max_reruns: int = 0,
         max_infra_retries: int = MAX_INFRA_RETRIES,
+        priority_key: str | None = PRIORITY_KEY,
+        destructive_tag: str | None = DESTRUCTIVE_TAG,
     ) -> None:
+        """``priority_key``: the fmf key of a test's priority (None: every test
+        has priority 0). ``destructive_tag``: the tag of a test after which its
+        machine is discarded (None: no test is destructive)."""
         self.history = history or History()
         self.max_reruns = max_reruns
         self.max_infra_retries = max_infra_retries
+        self.priority_key = priority_key
+        self.destructive_tag = destructive_tag
         self._queues: dict[str, deque[Job]] = {}
         for job in self.order(list(jobs)):
             self._queues.setdefault(job.platform, deque()).append(job)
@@ -230,15 +250,31 @@ class Scheduler:
         """Seconds this job is expected to take, or None if nothing is known."""
         return self.history.expected(job.history_key)
 
+    def priority(self, job: Job) -> float:
+        """How early ``job`` runs: higher first. Default: the test's
+        ``priority_key`` (``extra-priority``), 0 when absent or not a number."""
+        if self.priority_key is None:
+            return 0.0
+        return priority(job.test.data, self.priority_key)
+
+    def destructive(self, job: Job) -> bool:
+        """Whether ``job`` leaves its machine unfit for any other test. Default:
+        the test is tagged ``destructive_tag`` (``destructive``)."""
+        if self.destructive_tag is None:
+            return False
+        return is_destructive(job.test.data, self.destructive_tag)
+
     def order(self, jobs: list[Job]) -> list[Job]:
-        """The queue order. Default: unknown first (discovery order), then LPT."""
-        if not self.history:
-            return jobs
-        unknown = [j for j in jobs if self.expected_duration(j) is None]
-        known = [j for j in jobs if self.expected_duration(j) is not None]
-        # sorted() is stable: equal estimates keep discovery order.
-        known.sort(key=lambda j: -(self.expected_duration(j) or 0.0))
-        return unknown + known
+        """The queue order. Default: higher priority first; within a priority,
+        unknown first (discovery order), then LPT."""
+        if self.history:
+            unknown = [j for j in jobs if self.expected_duration(j) is None]
+            known = [j for j in jobs if self.expected_duration(j) is not None]
+            # sorted() is stable: equal estimates keep discovery order.
+            known.sort(key=lambda j: -(self.expected_duration(j) or 0.0))
+            jobs = unknown + known
+        # Stable again: equal priorities keep the order above.
+        return sorted(jobs, key=lambda j: -self.priority(j))
 
     def applies(self, machine: Machine, job: Job) -> bool:
         """Whether ``machine`` can run ``job`` at all. Default: same platform."""
@@ -252,8 +288,9 @@ class Scheduler:
         """Whether the machine should be checked before ``keep_machine`` decides
         (the caller then reports ``Outcome.healthy``). Default: after a timeout
         on a machine that is not a local slot (killing the test's process group
-        is all a timeout needs on a slot)."""
-        return outcome.timed_out and machine.provisioner != LOCAL
+        is all a timeout needs on a slot), unless the machine goes anyway
+        (a destructive test)."""
+        return outcome.timed_out and machine.provisioner != LOCAL and not self.destructive(job)
 
     def keep_machine(self, machine: Machine, job: Job, outcome: Outcome) -> tuple[bool, str]:
         """Whether the machine takes more tests after ``job``, and why not."""
@@ -261,6 +298,8 @@ class Scheduler:
             return False, "lost while running " + job.test.name
         if outcome.setup_failed:
             return False, "prepare failed"
+        if self.destructive(job):
+            return False, f"{job.test.name} is destructive (tag '{self.destructive_tag}')"
         if outcome.timed_out and machine.provisioner != LOCAL and not outcome.healthy:
             if outcome.healthy is None:
                 return False, f"{job.test.name} timed out; the machine's state is unknown"
@@ -309,6 +348,7 @@ class Scheduler:
 
         def candidates() -> Iterator[Job]:
             nonlocal deferred
+            last: list[Job] = []
             for platform_queue in self._queues_for(machine):
                 for job in platform_queue:
                     if not self.applies(machine, job):
@@ -316,7 +356,13 @@ class Scheduler:
                     if machine.id in job.avoid and self._another_machine_for(job, machine):
                         deferred = True
                         continue
+                    if job.platform not in self._replaceable and self.destructive(job):
+                        # It costs a machine that has no stand-in: every other
+                        # test the machine could run goes first.
+                        last.append(job)
+                        continue
                     yield job
+            yield from last
 
         job = self.pick(machine, candidates())
         if job is None:

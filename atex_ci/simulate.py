@@ -2,7 +2,9 @@
 
 ``simulate`` drives the same scheduler the orchestrator uses with a virtual
 clock: each machine asks for its next test when it is free, "runs" it for its
-known duration (plus a per-test overhead), and reports a pass. It answers
+known duration (plus a per-test overhead), and reports a pass; a machine the
+scheduler discards (after a destructive test) is replaced after a delay, or
+not at all, as the pool would. It answers
 "how long would this take on N machines?" (``atex-ci estimate``) and lets the
 scheduling benchmark compare policies at scales no real run reaches.
 """
@@ -31,6 +33,10 @@ class Simulation:
     decisions: int
     #: Scheduler CPU time per decision (next_test + test_finished), seconds.
     cpu_per_decision: float
+    #: Machines the scheduler discarded after a test (a destructive one).
+    discarded: int = 0
+    #: Tests left without a machine (discarded ones that were not replaced).
+    not_run: int = 0
 
     @property
     def utilisation(self) -> float:
@@ -53,19 +59,27 @@ def simulate(
     *,
     overhead: float = 0.0,
     platform: str = "default",
+    replacement_delay: float | None = 0.0,
 ) -> Simulation:
     """Replay ``jobs`` (real durations from ``duration``) on ``machines`` machines.
 
     ``scheduler_factory`` builds the policy from the jobs (give it the
     history it may use for its order). Every test passes; ``overhead`` seconds
-    are added to each test, as a real run's per-test cost.
+    are added to each test, as a real run's per-test cost. A machine the
+    scheduler discards is replaced ``replacement_delay`` seconds later (None:
+    never, as static hosts; the scheduler is told, see ``replacements``).
     """
     if machines < 1:
         raise ValueError("machines must be at least 1")
     scheduler = scheduler_factory(jobs)
+    scheduler.replacements(platform, replacement_delay is not None)
     fleet = [Machine(id=f"sim-{n}", provisioner="sim", platform=platform) for n in range(machines)]
     for machine in fleet:
         scheduler.add_machine(machine)
+    made = machines
+    # Slots whose replacement machine is on its way (added when it arrives).
+    arriving: set[int] = set()
+    discarded = 0
     busy = [0.0] * machines
     # (time a machine becomes free, machine index, job it finished or None)
     events: list[tuple[float, int, Job | None]] = [(0.0, n, None) for n in range(machines)]
@@ -78,11 +92,25 @@ def simulate(
         now, index, finished = heapq.heappop(events)
         machine = fleet[index]
         started = time.process_time()
-        if finished is not None:
-            took = duration(finished)
-            scheduler.test_finished(machine, finished, Outcome(Status.PASS, duration=took))
         ready = [index, *waiting]
         waiting = []
+        if index in arriving:
+            arriving.discard(index)
+            scheduler.add_machine(machine)
+        if finished is not None:
+            took = duration(finished)
+            decision = scheduler.test_finished(
+                machine, finished, Outcome(Status.PASS, duration=took)
+            )
+            if not decision.keep_machine:
+                discarded += 1
+                ready.remove(index)
+                if replacement_delay is not None and scheduler.wants_machine(platform):
+                    # The replacement takes the discarded machine's slot.
+                    fleet[index] = Machine(id=f"sim-{made}", provisioner="sim", platform=platform)
+                    made += 1
+                    arriving.add(index)
+                    heapq.heappush(events, (now + replacement_delay, index, None))
         for free in ready:
             answer = scheduler.next_test(fleet[free], None)
             decisions += 1
@@ -101,6 +129,8 @@ def simulate(
         lower_bound=lower_bound(all_durations, machines),
         decisions=decisions,
         cpu_per_decision=cpu / decisions if decisions else 0.0,
+        discarded=discarded,
+        not_run=len(scheduler.no_machine_left(platform)),
     )
 
 

@@ -21,9 +21,6 @@ import os
 import stat
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 # A results file describes at most a few thousand sub-results; 16 MiB of YAML
 # is far beyond any real one and still parses in a few seconds.
 MAX_BYTES = 16 * 1024 * 1024
@@ -61,6 +58,10 @@ def load(text: str | bytes, *, max_bytes: int = MAX_BYTES, max_nodes: int = MAX_
             raise UntrustedYAMLError(f"not UTF-8 ({error.reason} at byte {error.start})") from None
     elif len(text.encode("utf-8", "surrogatepass")) > max_bytes:
         raise UntrustedYAMLError(f"larger than {max_bytes} bytes")
+    # Imported here: commands that read no YAML (reserve, release) skip its cost.
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     yaml = YAML(typ="safe", pure=True)
     try:
         document = yaml.load(io.StringIO(text))

@@ -772,6 +772,40 @@ def test_a_misspelt_key_is_a_warning_naming_file_key_and_the_likely_key(tmp_path
     ]
 
 
+def test_atex_keys_warn_on_near_misses_and_values_they_cannot_use(tmp_path, caplog):
+    """extra-priority and the destructive tag reach the test's data as written;
+    a misspelling of them, or a priority that is not a number, is a warning."""
+    import logging
+
+    (tmp_path / ".fmf").mkdir()
+    (tmp_path / ".fmf" / "version").write_text("1\n")
+    (tmp_path / "plan.fmf").write_text("discover:\n  how: fmf\nexecute:\n  how: tmt\n")
+    (tmp_path / "main.fmf").write_text(
+        "/good:\n  test: 'true'\n  extra-priority: 5\n  tag: destructive\n"
+        "  extra-priority-why: mine\n  extra-prio: also mine\n"
+        "/typo:\n  test: 'true'\n  extra-priorty: 5\n"
+        "/word:\n  test: 'true'\n  extra-priority: high\n"
+        "/plain:\n  test: 'true'\n  priority: 5\n  destructive: true\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="atex_ci"):
+        [plan] = discover(tmp_path)
+    good = next(t for t in plan.tests if t.name == "/good")
+    from atex_ci.schedule import Job, Scheduler
+
+    job = Job("default", good)
+    policy = Scheduler([job])
+    assert policy.priority(job) == 5 and policy.destructive(job)
+    assert [r.getMessage() for r in caplog.records] == [
+        "main.fmf: test /plain: unknown key 'priority' is ignored; did you mean 'extra-priority'?",
+        "main.fmf: test /plain: unknown key 'destructive' is ignored; "
+        "a destructive test is tagged: tag: [destructive]",
+        "main.fmf: test /typo: key 'extra-priorty' means nothing to atex-ci; "
+        "did you mean 'extra-priority'?",
+        "main.fmf: test /word: 'extra-priority' must be a number (higher runs earlier), "
+        "not 'high'; the test keeps priority 0",
+    ]
+
+
 def test_the_recorded_trees_warn_exactly_where_tmt_does(caplog):
     """tmt 1.78 warns about one unknown key in these trees: 'foo' in extras' /tests/c."""
     import logging

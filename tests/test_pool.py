@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import textwrap
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -148,28 +147,14 @@ def test_a_failed_reservation_is_named_in_the_tests_that_did_not_run(tmp_path):
     assert any("reserving for platform default failed: the pool is empty" in x for x in lines)
 
 
-DESTRUCTIVE_POLICY = """
-from atex_ci.schedule import Scheduler
-
-class ThrowAwayAfterDestructive(Scheduler):
-    def keep_machine(self, machine, job, outcome):
-        if "destructive" in job.test.data.get("tag", []):
-            return False, job.test.name + " is destructive"
-        return super().keep_machine(machine, job, outcome)
-"""
-
-
 def destructive_run(tmp_path: Path, *extra: str):
-    (tmp_path / "policy.py").write_text(textwrap.dedent(DESTRUCTIVE_POLICY))
+    """Three tests tagged destructive (as in upstream ATEX) and two others, on one
+    local slot, with the default scheduler."""
     tests = {f"d{n}": {"test": "true", "tag": ["destructive"]} for n in range(3)}
     tests.update({f"z{n}": {"test": "true"} for n in range(2)})
     tree = make_tree(tmp_path / "tree", tests)
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    proc = atex(
-        "run", "-d", str(run), "--fmf-root", str(tree), "--local", "1",
-        "--scheduler", "policy:ThrowAwayAfterDestructive", *extra, env=env,
-    )  # fmt: skip
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1", *extra)
     return run, proc
 
 
@@ -199,8 +184,10 @@ def test_replacements_stop_at_max_machines(tmp_path):
     assert proc.returncode == 3, proc.stderr
     own = own_results(run)
     ran = [name for name, r in own.items() if r["status"] == "pass"]
-    assert ran == ["/tests/d0", "/tests/d1"]
-    for name in ("/tests/d2", "/tests/z0", "/tests/z1"):
+    # Once no machine can be replaced, the destructive tests wait until every
+    # other test had its turn on the last machine.
+    assert ran == ["/tests/d0", "/tests/z0", "/tests/z1", "/tests/d1"]
+    for name in ("/tests/d2",):
         assert own[name]["status"] == "error"
         assert own[name]["note"] == ("not run: no usable machine left for platform default"), own[
             name
@@ -287,6 +274,35 @@ def test_a_lost_static_host_is_not_replaced(tmp_path, ssh_host):
         "infra",
     )
     assert own["/tests/b"]["note"] == "not run: no usable machine left for platform default"
+
+
+def test_destructive_tests_run_last_on_static_hosts_and_the_rest_are_not_run(tmp_path, ssh_hosts):
+    # Two static hosts (no stand-in), two destructive tests discovered first,
+    # and a third: every other test runs before a host is thrown away, each
+    # host then takes one destructive test, and the third has no host left.
+    hosts = ssh_hosts(2)
+    run = tmp_path / "run"
+    reserve_hosts(run, hosts)
+    tests = {f"a-wipe{n}": {"test": "true", "tag": ["destructive"]} for n in range(3)}
+    tests.update({f"b{n}": {"test": "true"} for n in range(4)})
+    tree = make_tree(tmp_path / "tree", tests)
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    assert proc.returncode == 3, proc.stderr
+    started = [e["test"] for e in events(run) if e["event"] == "test_started"]
+    assert sorted(started[:4]) == [f"/tests/b{n}" for n in range(4)]
+    assert started[4:] == ["/tests/a-wipe0", "/tests/a-wipe1"]
+    own = own_results(run)
+    assert own["/tests/a-wipe2"]["note"] == "not run: no usable machine left for platform default"
+    broken = {e["machine"]: e["note"] for e in events(run) if e["event"] == "machine_broken"}
+    assert sorted(broken.values()) == [
+        "/tests/a-wipe0 is destructive (tag 'destructive')",
+        "/tests/a-wipe1 is destructive (tag 'destructive')",
+    ]
+    notes = [e["note"] for e in events(run) if e["event"] == "machine_not_replaced"]
+    assert notes == ["static machines cannot be replaced"] * 2  # a-wipe2 still waited
+    machines = json.loads((run / "machines.json").read_text())["machines"]
+    assert {m["state"] for m in machines} == {"broken"}  # the user's hosts: 'release' next
+    assert atex("release", "-d", str(run)).returncode == 0
 
 
 def test_pool_limits_are_checked():

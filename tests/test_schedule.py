@@ -212,25 +212,25 @@ def test_resume_drops_final_results_and_keeps_what_never_ended():
 
 
 def test_policy_hooks_in_a_subclass():
-    class Destructive(Scheduler):
-        """Discard a machine after a test tagged destructive; reverse order."""
+    class WipesDisk(Scheduler):
+        """Discard a machine after a test tagged wipes-disk; reverse order."""
 
         def order(self, items: list[Job]) -> list[Job]:
             return list(reversed(items))
 
         def keep_machine(self, m: Machine, job: Job, outcome: Outcome) -> tuple[bool, str]:
-            if "destructive" in job.test.data.get("tag", []):
-                return False, "destructive test"
+            if "wipes-disk" in job.test.data.get("tag", []):
+                return False, "wiped its disk"
             return super().keep_machine(m, job, outcome)
 
     items = jobs("/safe", "/wipe")
-    items[1].test.data["tag"] = ["destructive"]
-    sched = Destructive(items)
+    items[1].test.data["tag"] = ["wipes-disk"]
+    sched = WipesDisk(items)
     m = machine("m")
     sched.add_machine(m)
     wipe = take(sched, m)
     assert wipe.test.name == "/wipe"
-    assert sched.test_finished(m, wipe, PASS) == Decision(False, why="destructive test")
+    assert sched.test_finished(m, wipe, PASS) == Decision(False, why="wiped its disk")
     assert sched.next_test(m) is Next.DONE
 
 
@@ -329,3 +329,115 @@ def test_a_rerun_goes_first_when_its_machine_can_be_replaced_or_was_kept():
     flaky = take(sched, m1)
     assert sched.test_finished(m1, flaky, FAIL).rerun
     assert names(sched.pending()) == ["/flaky", "/a"]
+
+
+# ------------------------------------------------- extra-priority and destructive
+
+
+def tagged(items: list[Job], name: str, **data: object) -> list[Job]:
+    """Give the job named ``name`` fmf data (as discovery leaves it: tag a list)."""
+    for job in items:
+        if job.test.name == name:
+            job.test.data.update(data)
+    return items
+
+
+def test_extra_priority_runs_higher_first_and_keeps_the_order_within_a_priority():
+    items = jobs("/a", "/b", "/urgent", "/c", "/late", "/also-urgent", "/bad")
+    tagged(items, "/urgent", **{"extra-priority": 10})
+    tagged(items, "/also-urgent", **{"extra-priority": 10})
+    tagged(items, "/late", **{"extra-priority": -1})
+    tagged(items, "/bad", **{"extra-priority": "high"})  # not a number: priority 0
+    sched = Scheduler(items)
+    assert names(sched.pending()) == [
+        "/urgent", "/also-urgent", "/a", "/b", "/c", "/bad", "/late",
+    ]  # fmt: skip
+    # Off: discovery order.
+    assert names(Scheduler(items, priority_key=None).pending()) == names(items)
+
+
+def test_extra_priority_comes_before_the_history_and_lpt_orders_within_it():
+    items = jobs("/short", "/long", "/short-urgent", "/long-urgent")
+    tagged(items, "/short-urgent", **{"extra-priority": 1})
+    tagged(items, "/long-urgent", **{"extra-priority": 1})
+    known = {"/short": 1.0, "/long": 9.0, "/short-urgent": 1.0, "/long-urgent": 9.0}
+    history = History({("default", "/p", name): [d] for name, d in known.items()})
+    sched = Scheduler(items, history=history)
+    assert names(sched.pending()) == ["/long-urgent", "/short-urgent", "/long", "/short"]
+
+
+def test_destructive_test_discards_its_machine_even_when_it_passes():
+    items = tagged(jobs("/wipe", "/after"), "/wipe", tag=["destructive"])
+    sched = Scheduler(items)
+    sched.replacements("default", True)  # e.g. Testing Farm: no reason to wait
+    m1, m2 = machine("m1"), machine("m2")
+    sched.add_machine(m1)
+    sched.add_machine(m2)
+    wipe = take(sched, m1)
+    assert wipe.test.name == "/wipe"  # replaceable: discovery order, not deferred
+    timed_out = Outcome(Status.ERROR, reason=Reason.TIMEOUT, timed_out=True)
+    assert not sched.wants_check(m1, wipe, timed_out)  # it goes anyway: no check
+    decision = sched.test_finished(m1, wipe, PASS)
+    assert decision == Decision(False, why="/wipe is destructive (tag 'destructive')")
+    assert sched.next_test(m1) is Next.DONE
+    assert take(sched, m2).test.name == "/after"
+    # Off, or under another tag: the machine stays.
+    plain = Scheduler(tagged(jobs("/wipe"), "/wipe", tag=["destructive"]), destructive_tag=None)
+    plain.add_machine(m1)
+    assert plain.test_finished(m1, take(plain, m1), PASS).keep_machine
+    wipes = tagged(jobs("/wipe"), "/wipe", tag=["wipes-disk"])
+    own = Scheduler(wipes, destructive_tag="wipes-disk")
+    own.add_machine(m1)
+    assert not own.test_finished(m1, take(own, m1), PASS).keep_machine
+
+
+def test_destructive_tests_go_last_where_machines_cannot_be_replaced():
+    # Static hosts: a destructive test first would throw away a host that
+    # the other tests still needed.
+    items = jobs("/d1", "/n1", "/d2", "/n2", "/n3")
+    for name in ("/d1", "/d2"):
+        tagged(items, name, tag=["destructive", "slow"])
+    sched = Scheduler(items)  # no replacements: what a static fleet says
+    a, b = machine("a"), machine("b")
+    sched.add_machine(a)
+    sched.add_machine(b)
+    order = []
+    for m in (a, b, a):
+        job = take(sched, m)
+        order.append(job.test.name)
+        assert sched.test_finished(m, job, PASS).keep_machine
+    assert order == ["/n1", "/n2", "/n3"]
+    # Only destructive tests are left: each takes a machine, one machine each.
+    d1, d2 = take(sched, a), take(sched, b)
+    assert names([d1, d2]) == ["/d1", "/d2"]
+    assert not sched.test_finished(a, d1, PASS).keep_machine
+    assert not sched.test_finished(b, d2, PASS).keep_machine
+    assert sched.finished and not sched.machines
+
+
+def test_simulated_static_fleet_runs_every_other_test_before_discarding_machines():
+    items = jobs(*(f"/n{i}" for i in range(10)), "/d1", "/d2", "/d3")
+    items = [*items[10:], *items[:10]]  # the destructive ones discovered first
+    for name in ("/d1", "/d2", "/d3"):
+        tagged(items, name, tag=["destructive"])
+    started: list[str] = []
+
+    class Recording(Scheduler):
+        def next_test(self, m: Machine, previous: Job | None = None) -> Job | Next:
+            answer = super().next_test(m, previous)
+            if isinstance(answer, Job):
+                started.append(answer.test.name)
+            return answer
+
+    static = simulate(items, lambda j: 1.0, 2, Recording, replacement_delay=None)
+    # Every non-destructive test ran before the first machine was thrown away;
+    # two hosts are two destructive tests, and the third has no machine left.
+    assert started == [*(f"/n{i}" for i in range(10)), "/d1", "/d2"]
+    assert (static.discarded, static.not_run) == (2, 1)
+    # Replaceable machines: discovery order, each discarded machine replaced.
+    started.clear()
+    pool = simulate(items, lambda j: 1.0, 2, Recording, replacement_delay=5.0)
+    assert started[:3] == ["/d1", "/d2", "/d3"]
+    assert (pool.discarded, pool.not_run) == (3, 0)
+    assert sorted(started) == sorted(names(items))
+    assert pool.makespan > 5.0  # the replacements' delay is on the clock

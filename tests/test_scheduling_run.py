@@ -217,3 +217,33 @@ def test_estimate_predicts_makespan_and_the_machines_a_budget_needs(tmp_path):
     assert proc.returncode == 2 and "invalid --machines" in proc.stderr
     proc = atex("estimate", "--history", str(history), "--budget", "soon")
     assert proc.returncode == 2 and "--budget: invalid duration" in proc.stderr
+
+
+def test_extra_priority_runs_first_and_the_destructive_tag_discards_the_slot(tmp_path):
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "a": {"test": "true"},
+            "b-late": {"test": "true", "extra-priority": -5},
+            "c-first": {"test": "true", "extra-priority": 10},
+            "d-wipe": {"test": "true", "tag": ["destructive"], "extra-priority": 1},
+            "e": {"test": "true"},
+        },
+    )
+    run = tmp_path / "run"
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree), "--local", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert started_order(run) == [
+        "/tests/c-first", "/tests/d-wipe", "/tests/a", "/tests/e", "/tests/b-late",
+    ]  # fmt: skip
+    own = own_results(run)
+    # The slot that ran the destructive test took no test after it; a new one did.
+    wiped = own["/tests/d-wipe"]["machine"]
+    assert own["/tests/c-first"]["machine"] == wiped
+    assert {own[f"/tests/{n}"]["machine"] for n in ("a", "e", "b-late")} == {"local-2"} != {wiped}
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    broken = [e for e in events if e["event"] == "machine_broken"]
+    assert [(e["machine"], e["note"]) for e in broken] == [
+        (wiped, "/tests/d-wipe is destructive (tag 'destructive')")
+    ]
+    assert [e["machine"] for e in events if e["event"] == "machine_replaced"] == [wiped]

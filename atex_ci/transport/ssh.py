@@ -20,12 +20,17 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
-
-import asyncssh
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from .asyncssh_import import load_asyncssh
 from .base import KeyRejectedError, NotStartedError, OutputCallback, Transport, TransportError
+
+if TYPE_CHECKING:
+    import asyncssh
+else:
+    # Without the compiler probe that looks for liboqs (asyncssh_import.py).
+    asyncssh = load_asyncssh()
 
 log = logging.getLogger(__name__)
 
