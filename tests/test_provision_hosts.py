@@ -270,7 +270,7 @@ def test_cli_your_own_provisioner(tmp_path, ssh_hosts):
     run = tmp_path / "run"
     reserve = atex(
         "reserve", "-d", str(run), "--provisioner", "leased_hosts:LeasedHosts",
-        "-o", f"pool={pool}", "-o", f"key={hosts[0].key_path}", "--count", "2", **env,
+        "--lease-pool", str(pool), "-o", f"key={hosts[0].key_path}", "--count", "2", **env,
     )  # fmt: skip
     assert reserve.returncode == 0, reserve.stderr
     run_id = json.loads((run / "run.json").read_text())["id"]
@@ -290,7 +290,7 @@ def test_cli_your_own_provisioner(tmp_path, ssh_hosts):
     pool.write_text(json.dumps({"hosts": [f"root@{hosts[0].address}"], "leases": {}}))
     short = atex(
         "reserve", "-d", str(tmp_path / "run2"), "--provisioner", "leased_hosts:LeasedHosts",
-        "-o", f"pool={pool}", "-o", f"key={hosts[0].key_path}", "--count", "2", **env,
+        "--lease-pool", str(pool), "-o", f"key={hosts[0].key_path}", "--count", "2", **env,
     )  # fmt: skip
     assert short.returncode == 3
     assert short.stderr.splitlines()[-1] == f"atex-ci: no free host left in {pool}"
