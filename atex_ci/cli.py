@@ -407,9 +407,7 @@ def run(
     from .remote_tree import GitCache
 
     fmf_context, platform_context = _parse_contexts(context)
-    # --local alone: slots when nothing is reserved; beside other machines: more of them.
-    others = reservation["hosts"] or reservation["inventory"] or reservation["provisioner_name"]
-    wanted = Reservation(local if others else None, reservation)
+    wanted = Reservation.for_run(local, reservation)
     shard_part = _parse_shard(shard) if shard is not None else None
     scheduler_factory = _scheduler_class(scheduler_spec)
     durations = _load_history(history) if history is not None else None

@@ -203,6 +203,13 @@ class Reservation:
         except TypeError as exc:  # a class of your own that does not take these options
             raise ConfigError(f"cannot create provisioner {name}: {exc}") from None
 
+    @classmethod
+    def for_run(cls, local: int | None, options: dict[str, Any]) -> Reservation:
+        """``run``'s: ``--local`` alone is the slots to use when nothing is
+        reserved (no reservation); beside other machines, more of them."""
+        others = options["hosts"] or options["inventory"] or options["provisioner_name"]
+        return cls(local if others else None, options)
+
     @property
     def given(self) -> bool:
         """Whether any machine was asked for (local slots included)."""
