@@ -216,17 +216,19 @@ class _ReservingCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         from .provision.options import provisioner_spec
 
-        ctx.meta["atex_ci.provisioner"] = provisioner_spec(args)
+        ctx.meta[f"atex_ci.{self.name}.provisioner"] = provisioner_spec(args)
         return super().parse_args(ctx, args)
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        # The same objects on every call: click tells parameters apart by identity.
-        declared = ctx.meta.get("atex_ci.reservation_options")
+        # The same objects on every call: click tells parameters apart by
+        # identity. (ctx.meta is shared with the parent context: keyed by command.)
+        key = f"atex_ci.{self.name}.options"
+        declared = ctx.meta.get(key)
         if declared is None:
             from .provision.options import reservation_options
 
-            declared = reservation_options(ctx.meta.get("atex_ci.provisioner"))
-            ctx.meta["atex_ci.reservation_options"] = declared
+            declared = reservation_options(ctx.meta.get(f"atex_ci.{self.name}.provisioner"))
+            ctx.meta[key] = declared
         # After the command's own options, before -v and --help.
         own = [p for p in self.params if p.name != "verbose"]
         last = [p for p in super().get_params(ctx) if p not in own]
