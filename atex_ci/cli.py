@@ -9,7 +9,6 @@ do>``, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import math
 import os
@@ -17,16 +16,12 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from . import environ_secrets
 from .errors import AtexError, ConfigError, Interrupted, StorageError
-
-if TYPE_CHECKING:
-    from .provision.base import Provisioner
-    from .rundir import RunDir
 
 T = TypeVar("T")
 
@@ -211,259 +206,38 @@ def _command_verbosity(ctx: click.Context, _param: click.Parameter, value: int) 
         _set_verbosity(before + value)
 
 
-def _key_values(option: str, items: tuple[str, ...], *, from_env: bool = False) -> dict[str, str]:
-    """KEY=VALUE options as a dict; with ``from_env`` a bare KEY takes $KEY's value."""
-    values: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep and from_env and key:
-            environ_secrets.take([key])  # a secret: out of the environment, like the token
-            found = environ_secrets.get(key)
-            if found is None:
-                raise ConfigError(f"{option} {key}: the environment variable {key} is not set")
-            value = found
-        elif not sep or not key:
-            raise ConfigError(f"invalid {option} {item!r}: expected KEY=VALUE")
-        values[key] = value
-    return values
+class _ReservingCommand(click.Command):
+    """A command that takes the reservation options (``reserve``, and ``run``
+    when it reserves its own machines): those every provisioner declares
+    (provision/options.py), asked for when the command line is parsed, so
+    that ``--provisioner module:Class`` brings its class's own options along,
+    to ``--help`` too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from .provision.options import provisioner_spec
+
+        ctx.meta[f"atex_ci.{self.name}.provisioner"] = provisioner_spec(args)
+        return super().parse_args(ctx, args)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        # The same objects on every call: click tells parameters apart by
+        # identity. (ctx.meta is shared with the parent context: keyed by command.)
+        key = f"atex_ci.{self.name}.options"
+        declared = ctx.meta.get(key)
+        if declared is None:
+            from .provision.options import reservation_options
+
+            declared = reservation_options(ctx.meta.get(f"atex_ci.{self.name}.provisioner"))
+            ctx.meta[key] = declared
+        # After the command's own options, before -v and --help.
+        own = [p for p in self.params if p.name != "verbose"]
+        last = [p for p in super().get_params(ctx) if p not in own]
+        return [*own, *declared, *last]
 
 
-#: Options that only make sense with --provisioner testing-farm.
-_TF_OPTIONS = (
-    "compose",
-    "pool",
-    "hardware",
-    "kickstart",
-    "variables",
-    "secrets",
-    "tmt_context",
-    "duration",
-    "pipeline_timeout",
-    "ingress",
-    "ready_timeout",
-)
-
-
-def _reservation_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options that say which machines to reserve (``reserve``, and ``run``
-    when it reserves its own)."""
-    for option in reversed(_RESERVATION_OPTIONS):
-        command = option(command)
-    return command
-
-
-_RESERVATION_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-    click.option(
-        "--host",
-        "hosts",
-        multiple=True,
-        metavar="[USER@]HOST[:PORT]",
-        help="An existing machine reachable over SSH (repeatable).",
-    ),
-    click.option(
-        "--hosts",
-        "inventory",
-        type=click.Path(dir_okay=False, path_type=Path),
-        metavar="FILE",
-        help="Inventory of existing machines (YAML or JSON list of host, port, user, key, "
-        "platform); see docs/provisioners.md.",
-    ),
-    click.option(
-        "--skip-unreachable",
-        is_flag=True,
-        help="With --host/--hosts: skip a host that does not answer (with a warning) instead of "
-        "failing.",
-    ),
-    click.option(
-        "--key",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="SSH private key for --host machines (default: your SSH agent/keys).",
-    ),
-    click.option(
-        "--platform",
-        default=None,
-        help="Platform the machines provide (default: 'default'). Every test runs once per "
-        "platform; machines of one platform share its tests.",
-    ),
-    click.option(
-        "--provisioner",
-        "provisioner_name",
-        metavar="testing-farm|MODULE:CLASS",
-        help="Reserve through a provisioner: 'testing-farm', or your own Provisioner subclass.",
-    ),
-    click.option(
-        "-o",
-        "--option",
-        "provisioner_options",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Keyword argument for your own provisioner class (repeatable; recorded in run.json, "
-        "so never a secret).",
-    ),
-    click.option(
-        "--count",
-        type=click.IntRange(min=1),
-        help="Machines to reserve with --provisioner, in parallel (default: 1).",
-    ),
-    click.option("--compose", help="Testing Farm: the compose to install, e.g. Fedora-Rawhide."),
-    click.option("--arch", default="x86_64", show_default=True, help="Testing Farm: architecture."),
-    click.option("--pool", help="Testing Farm: infrastructure pool."),
-    click.option(
-        "--hardware", metavar="JSON", help="Testing Farm: hardware requirements (object)."
-    ),
-    click.option(
-        "--kickstart",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Testing Farm: kickstart (repeatable).",
-    ),
-    click.option(
-        "--variable",
-        "variables",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Testing Farm: environment variable of the reservation (repeatable).",
-    ),
-    click.option(
-        "--secret",
-        "secrets",
-        multiple=True,
-        metavar="KEY[=VALUE]",
-        help="Testing Farm: secret variable of the reservation; a bare KEY takes the value of "
-        "$KEY (repeatable; never recorded).",
-    ),
-    click.option(
-        "--tmt-context",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Testing Farm: tmt context of the request (repeatable).",
-    ),
-    click.option(
-        "--duration",
-        type=click.IntRange(min=1),
-        help="Testing Farm: minutes the machine is kept; bounds a machine never released "
-        "(default: 240).",
-    ),
-    click.option(
-        "--pipeline-timeout",
-        type=click.IntRange(min=1),
-        help="Testing Farm: settings.pipeline.timeout in minutes (at least the duration + 30).",
-    ),
-    click.option(
-        "--ingress",
-        metavar="CIDR",
-        help="Testing Farm, public ranch: network allowed in (default: this machine's public "
-        "address, looked up).",
-    ),
-    click.option(
-        "--ready-timeout",
-        metavar="DURATION",
-        help="Testing Farm: give up on a request that has no guest after this long and try "
-        "another (default: 1h).",
-    ),
-]
-
-
-class _Reservation:
-    """What the reservation options ask for; every value is checked when it is
-    made, before any run directory is created."""
-
-    def __init__(self, local: int | None, options: dict[str, Any]) -> None:
-        """``options``: the values of ``_reservation_options`` as click passes them."""
-        from .provision.static import HostSpec
-
-        tf = dict(options)
-        hosts: tuple[str, ...] = tf.pop("hosts")
-        inventory: Path | None = tf.pop("inventory")
-        skip_unreachable: bool = tf.pop("skip_unreachable")
-        key: Path | None = tf.pop("key")
-        platform: str | None = tf.pop("platform")
-        provisioner_name: str | None = tf.pop("provisioner_name")
-        provisioner_options: tuple[str, ...] = tf.pop("provisioner_options")
-        count: int | None = tf.pop("count")
-
-        tf_given = [name for name in _TF_OPTIONS if tf.get(name) not in (None, ())]
-        if provisioner_name is not None and (hosts or inventory or local):
-            raise ConfigError("--provisioner cannot be combined with --host, --hosts or --local")
-        if tf_given and provisioner_name != "testing-farm":
-            option = "--" + tf_given[0].replace("_", "-")
-            raise ConfigError(f"{option} needs --provisioner testing-farm")
-        if provisioner_options and provisioner_name in (None, "testing-farm"):
-            raise ConfigError(
-                "-o/--option is for your own provisioner (--provisioner module:Class)"
-            )
-        if count is not None and provisioner_name is None:
-            raise ConfigError("--count is for --provisioner; use --local N for local slots")
-        if skip_unreachable and not (hosts or inventory):
-            raise ConfigError("--skip-unreachable needs --host or --hosts")
-        if provisioner_name == "testing-farm" and not tf["compose"]:
-            raise ConfigError("--provisioner testing-farm needs --compose, e.g. Fedora-Rawhide")
-        self.local = local
-        self.platform = platform or "default"
-        self.provisioner_name = provisioner_name
-        self.count = count
-        self.key = key
-        self.skip_unreachable = skip_unreachable
-        self.specs = [HostSpec.parse(h) for h in hosts]
-        if inventory is not None:
-            from .provision.inventory import load_inventory
-
-            self.specs += load_inventory(inventory)
-        self.recorded: dict[str, Any] | None = None
-        if provisioner_name is not None:
-            from .provision import provisioner_class
-
-            self.cls = provisioner_class(provisioner_name)
-            self.kwargs, recorded = _provisioner_arguments(
-                provisioner_name, provisioner_options, tf
-            )
-            self.recorded = {**recorded, "platform": self.platform}
-            try:
-                inspect.signature(self.cls).bind(None, self.platform, **self.kwargs)
-            except TypeError as exc:  # a class of your own that does not take these options
-                raise ConfigError(f"cannot create provisioner {provisioner_name}: {exc}") from None
-
-    @property
-    def given(self) -> bool:
-        """Whether any machine was asked for (local slots included)."""
-        return bool(self.provisioner_name or self.specs or self.local)
-
-    def sources(self, rundir: RunDir, default_local: bool) -> list[tuple[Provisioner, int]]:
-        """The provisioners to reserve from, with how many machines each; local
-        slots (one per CPU) when nothing else was asked for and ``default_local``."""
-        from .provision.local import LocalProvisioner, default_slots
-        from .provision.static import StaticProvisioner
-
-        jobs: list[tuple[Provisioner, int]] = []
-        if self.provisioner_name is not None:
-            try:
-                provisioner = self.cls(rundir, self.platform, **self.kwargs)
-            except TypeError as exc:  # a class of your own that does not take these options
-                raise ConfigError(
-                    f"cannot create provisioner {self.provisioner_name}: {exc}"
-                ) from None
-            jobs.append((provisioner, self.count or 1))
-        if self.specs:
-            key = str(self.key) if self.key else None
-            static = StaticProvisioner(
-                rundir, self.platform, self.specs, key, skip_unreachable=self.skip_unreachable
-            )
-            jobs.append((static, len(self.specs)))
-        if self.local or (default_local and not jobs):
-            jobs.append((LocalProvisioner(rundir, self.platform), self.local or default_slots()))
-        return jobs
-
-    def record(self, rundir: RunDir) -> None:
-        """Put --provisioner's kind and options in run.json (hold the lock)."""
-        if self.recorded is not None:
-            _record_provisioner(rundir, self.recorded)
-
-
-@cli.command()
+@cli.command(cls=_ReservingCommand)
 @_run_dir_option()
 @click.option("--local", "local", type=click.IntRange(min=1), help="Reserve N local slots.")
-@_reservation_options
 def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
     """Reserve machines for a run and record them in RUN/machines.json.
 
@@ -473,11 +247,12 @@ def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
     """
     from .model import Machine, MachineState
     from .provision import record_reservations
+    from .provision.options import Reservation
     from .recorder import Recorder, RunState
     from .rundir import RunDir
 
     # Everything that can be checked is checked before the run directory is made.
-    wanted = _Reservation(local, options)
+    wanted = Reservation(local, options)
 
     def announce(machine: Machine) -> None:
         where = f"{machine.user}@{machine.host}:{machine.port}" if machine.host else machine.workdir
@@ -516,63 +291,7 @@ def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
     click.echo(f"atex-ci: {len(machines)} machine(s) ready in {run_dir}", err=True)
 
 
-def _record_provisioner(rundir: RunDir, recorded: dict[str, Any]) -> None:
-    """Put --provisioner's kind and options in run.json, where a class of your own
-    finds its options again; one such class per run directory."""
-    current = rundir.read_run().get("provisioner")
-    kind = str(current.get("kind")) if isinstance(current, dict) else ""
-    if ":" in kind and kind != recorded["kind"]:
-        if ":" in recorded["kind"]:
-            raise ConfigError(
-                f"{rundir.path} already has machines of {kind}; "
-                "use another run directory for another provisioner class"
-            )
-        return  # keep the options the other class needs to release its machines
-    rundir.update_run(provisioner=recorded)
-
-
-def _provisioner_arguments(
-    name: str, options: tuple[str, ...], tf: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Keyword arguments for the --provisioner class, and what run.json records of them.
-
-    Only parses (every bad value is a ConfigError here, before anything is created).
-    """
-    if name != "testing-farm":
-        own = _key_values("-o/--option", options)
-        return own, {"kind": name, "options": own}
-    from .duration import parse_duration
-    from .provision.testingfarm import parse_ingress, parse_json_option
-
-    public: dict[str, Any] = {
-        "compose": tf["compose"],
-        "arch": tf["arch"],
-        "pool": tf["pool"],
-        "hardware": parse_json_option("hardware", tf["hardware"]) if tf["hardware"] else None,
-        "kickstart": _key_values("--kickstart", tf["kickstart"]) or None,
-        "context": _key_values("--tmt-context", tf["tmt_context"]) or None,
-        "pipeline_timeout": tf["pipeline_timeout"],
-        "ingress": parse_ingress(tf["ingress"]) if tf["ingress"] else None,
-        "duration": tf["duration"],
-    }
-    if tf["ready_timeout"] is not None:
-        try:
-            public["ready_timeout"] = parse_duration(tf["ready_timeout"])
-        except ValueError as exc:
-            raise ConfigError(f"invalid --ready-timeout: {exc}") from None
-    public = {k: v for k, v in public.items() if v is not None}
-    kwargs: dict[str, Any] = {
-        **public,
-        "variables": _key_values("--variable", tf["variables"]),
-        "secrets": _key_values("--secret", tf["secrets"], from_env=True),
-    }
-    # Secrets and variables stay out of run.json; the rest says what was asked
-    # (and, without them, is enough to ask for a replacement).
-    replaceable = not (kwargs["variables"] or kwargs["secrets"])
-    return kwargs, {"kind": "testing-farm", "options": public, "replaceable": replaceable}
-
-
-@cli.command()
+@cli.command(cls=_ReservingCommand)
 @_run_dir_option(required=False)
 @click.option(
     "--fmf-root",
@@ -657,7 +376,6 @@ def _provisioner_arguments(
     show_default=True,
     help="Stop replacing machines after this many failed to come up or to set up.",
 )
-@_reservation_options
 def run(
     run_dir: Path | None,
     fmf_root: Path,
@@ -687,12 +405,11 @@ def run(
     through its provisioner while the budget allows.
     """
     from .discover import discover
+    from .provision.options import Reservation
     from .remote_tree import GitCache
 
     fmf_context, platform_context = _parse_contexts(context)
-    # --local alone: slots when nothing is reserved; beside other machines: more of them.
-    others = reservation["hosts"] or reservation["inventory"] or reservation["provisioner_name"]
-    wanted = _Reservation(local if others else None, reservation)
+    wanted = Reservation.for_run(local, reservation)
     shard_part = _parse_shard(shard) if shard is not None else None
     scheduler_factory = _scheduler_class(scheduler_spec)
     durations = _load_history(history) if history is not None else None

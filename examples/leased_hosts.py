@@ -6,7 +6,10 @@ volume): ``{"hosts": ["root@10.0.0.5", "ci@10.0.0.6:2222"], "leases": {}}``.
 each over SSH and pins its host key; ``release`` gives the lease back.
 
     PYTHONPATH=examples atex-ci reserve -d run --provisioner leased_hosts:LeasedHosts \\
-        -o pool=/srv/ci/pool.json -o key=/srv/ci/id_ed25519 --count 2
+        --lease-pool /srv/ci/pool.json -o key=/srv/ci/id_ed25519 --count 2
+
+``--lease-pool`` is an option this class declares (``options``): with
+``--provisioner leased_hosts:LeasedHosts``, ``reserve --help`` shows it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
+import click
+
 from atex_ci.errors import InfraError
 from atex_ci.model import Machine
 from atex_ci.provision.base import Provisioner
@@ -28,14 +33,30 @@ from atex_ci.rundir import RunDir, now_iso
 class LeasedHosts(Provisioner):
     kind = "leased-hosts"
 
-    # Options come from `-o KEY=VALUE` (strings) and are recorded in run.json,
-    # so `atex-ci release` builds the same object: no secrets here.
+    # Options come from the ones declared below and `-o KEY=VALUE` (strings),
+    # and are recorded in run.json, so `atex-ci release` builds the same
+    # object: no secrets here.
     def __init__(
-        self, rundir: RunDir, platform: str = "default", pool: str = "", key: str | None = None
+        self,
+        rundir: RunDir,
+        platform: str = "default",
+        lease_pool: str = "",
+        key: str | None = None,
     ) -> None:
         super().__init__(rundir, platform)
-        self.pool = Path(pool).resolve()
+        self.pool = Path(lease_pool).resolve()
         self.key = key
+
+    @classmethod
+    def options(cls) -> list[click.Option]:
+        # The parameter name (lease_pool) is the keyword argument it fills.
+        return [
+            click.Option(
+                ["--lease-pool", "lease_pool"],
+                metavar="FILE",
+                help="leased_hosts: the pool file that every CI job shares.",
+            )
+        ]
 
     def _locked(self, change: Callable[[dict[str, Any]], Any]) -> Any:
         """Apply change() to the pool file while holding its lock; return its result."""

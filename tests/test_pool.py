@@ -206,7 +206,7 @@ def test_a_host_killed_mid_test_is_replaced_from_its_provisioner(tmp_path, ssh_h
     run = tmp_path / "run"
     reserve = atex(
         "reserve", "-d", str(run), "--provisioner", "leased_hosts:LeasedHosts",
-        "-o", f"pool={pool}", "-o", f"key={hosts[0].key_path}", "--count", "1", env=env,
+        "--lease-pool", str(pool), "-o", f"key={hosts[0].key_path}", "--count", "1", env=env,
     )  # fmt: skip
     assert reserve.returncode == 0, reserve.stderr
     first = json.loads((run / "machines.json").read_text())["machines"][0]

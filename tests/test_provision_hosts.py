@@ -270,10 +270,16 @@ def test_cli_your_own_provisioner(tmp_path, ssh_hosts):
     run = tmp_path / "run"
     reserve = atex(
         "reserve", "-d", str(run), "--provisioner", "leased_hosts:LeasedHosts",
-        "-o", f"pool={pool}", "-o", f"key={hosts[0].key_path}", "--count", "2", **env,
+        "--lease-pool", str(pool), "-o", f"key={hosts[0].key_path}", "--count", "2", **env,
     )  # fmt: skip
     assert reserve.returncode == 0, reserve.stderr
-    run_id = json.loads((run / "run.json").read_text())["id"]
+    run_json = json.loads((run / "run.json").read_text())
+    run_id = run_json["id"]
+    # The declared option and -o alike are keyword arguments, recorded for later commands.
+    assert run_json["provisioner"]["options"] == {
+        "lease_pool": str(pool),
+        "key": str(hosts[0].key_path),
+    }
     leases = json.loads(pool.read_text())["leases"]
     assert leases == {f"root@{h.address}": run_id for h in hosts}
     machines = json.loads((run / "machines.json").read_text())["machines"]
@@ -290,13 +296,51 @@ def test_cli_your_own_provisioner(tmp_path, ssh_hosts):
     pool.write_text(json.dumps({"hosts": [f"root@{hosts[0].address}"], "leases": {}}))
     short = atex(
         "reserve", "-d", str(tmp_path / "run2"), "--provisioner", "leased_hosts:LeasedHosts",
-        "-o", f"pool={pool}", "-o", f"key={hosts[0].key_path}", "--count", "2", **env,
+        "--lease-pool", str(pool), "-o", f"key={hosts[0].key_path}", "--count", "2", **env,
     )  # fmt: skip
     assert short.returncode == 3
     assert short.stderr.splitlines()[-1] == f"atex-ci: no free host left in {pool}"
     assert len(json.loads((tmp_path / "run2" / "machines.json").read_text())["machines"]) == 1
     assert atex("release", "-d", str(tmp_path / "run2"), **env).returncode == 0
     assert json.loads(pool.read_text())["leases"] == {}
+
+
+def test_a_provisioner_of_your_own_brings_its_options_to_help(tmp_path):
+    """The example declares --lease-pool; named with --provisioner, the class
+    adds it to reserve's and run's options and --help, with no line of
+    atex_ci/ naming it."""
+    env = {"PYTHONPATH": str(REPO / "examples")}
+    plain = atex("reserve", "--help")
+    assert plain.returncode == 0 and "--lease-pool" not in plain.stdout
+    for args in (
+        ["reserve", "--provisioner", "leased_hosts:LeasedHosts", "--help"],
+        ["reserve", "--help", "--provisioner=leased_hosts:LeasedHosts"],
+        ["run", "--provisioner", "leased_hosts:LeasedHosts", "-h"],
+    ):
+        shown = atex(*args, **env)
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(r"--lease-pool FILE +leased_hosts: the pool file", shown.stdout), args
+        assert "--compose" in shown.stdout  # every built-in's options are still there
+    sources = "\n".join(p.read_text() for p in (REPO / "atex_ci").rglob("*.py"))
+    assert "leased_hosts" not in sources and "lease-pool" not in sources
+    # An option that atex-ci already has (or another provisioner declares) is refused.
+    (tmp_path / "clashing.py").write_text(
+        "import click\n"
+        "from atex_ci.provision.base import Provisioner\n"
+        "class Clash(Provisioner):\n"
+        "    @classmethod\n"
+        "    def options(cls):\n"
+        "        return [click.Option(['--pool'], help='mine')]\n"
+        "    async def reserve(self, count):\n"
+        "        yield\n"
+        "    async def release(self, machine):\n"
+        "        pass\n"
+    )
+    clash = atex("reserve", "--provisioner", "clashing:Clash", "--help", PYTHONPATH=str(tmp_path))
+    assert clash.returncode == 2 and clash.stderr.count("\n") == 1
+    assert "provisioner clashing:Clash declares option --pool, which atex-ci already has" in (
+        clash.stderr
+    )
 
 
 def test_the_docs_show_the_example_as_it_is():

@@ -17,11 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 from atex_ci.errors import ConfigError, InfraError
 from atex_ci.model import MachineState
-from atex_ci.provision import record_reservations
+from atex_ci.provision import get_provisioner, record_reservations
 from atex_ci.provision.testingfarm import (
     MAX_API_ANSWER,
     LogFollower,
@@ -30,6 +31,7 @@ from atex_ci.provision.testingfarm import (
     api_url_from_env,
     build_request,
     find_guest,
+    parse_artifact,
     parse_json_option,
 )
 from atex_ci.rundir import RunDir
@@ -706,3 +708,133 @@ def test_cli_testing_farm_errors_are_one_line(tmp_path, ssh_host):
         )  # fmt: skip
         assert no_token.returncode == 2
         assert "TESTING_FARM_API_TOKEN is not set" in no_token.stderr
+
+
+# -- Testing Farm's own fields, and the recipe in run.json ---------------------------
+
+
+def test_request_carries_artifacts_tags_and_guest_setup_where_the_api_takes_them():
+    spec = build_request(
+        compose="Fedora-41",
+        arch="x86_64",
+        public_key=PUBLIC_KEY,
+        duration=60,
+        artifacts=[
+            parse_artifact("fedora-koji-build:123456"),
+            parse_artifact("repository-file:https://example.com/extra.repo"),
+        ],
+        tags={"BusinessUnit": "qe", "ArtemisUseSpot": "true"},
+        skip_guest_setup=True,
+        post_install_script="#!/bin/sh\necho ready\n",
+    )
+    [env] = spec["environments"]
+    assert env["artifacts"] == [
+        {"type": "fedora-koji-build", "id": "123456"},
+        {"type": "repository-file", "id": "https://example.com/extra.repo"},
+    ]
+    assert env["settings"]["pipeline"] == {"skip_guest_setup": True}
+    provisioning = env["settings"]["provisioning"]
+    assert provisioning["tags"] == {"ArtemisUseSpot": "true", "BusinessUnit": "qe"}
+    assert provisioning["post_install_script"] == "#!/bin/sh\necho ready\n"
+    plain = build_request(compose="X", arch="x86_64", public_key=PUBLIC_KEY, duration=60)
+    [env] = plain["environments"]
+    assert "artifacts" not in env and "pipeline" not in env["settings"]
+    assert env["settings"]["provisioning"] == {"tags": {"ArtemisUseSpot": "false"}}
+
+
+@pytest.mark.parametrize("text", ["koji", ":123", "Fedora-Koji-Build:1", "repository:", "a b:1"])
+def test_a_malformed_artifact_is_a_config_error(text):
+    with pytest.raises(ConfigError, match=r"invalid --artifact .*expected TYPE:ID"):
+        parse_artifact(text)
+
+
+def test_cli_parity_fields_reach_the_request_and_a_replacement_asks_for_the_same(
+    tmp_path, ssh_hosts
+):
+    """reserve's --artifact, --tag, --skip-guest-setup and --post-install-script
+    are in the POST body the stand-in got and in run.json's recipe; the
+    provisioner rebuilt from that recipe (what replaces a lost machine) submits
+    the same environment."""
+    hosts = ssh_hosts(2)
+    run = tmp_path / "run"
+    with FakeTestingFarm(hosts) as fake:
+        reserve = cli(
+            fake, "reserve", "-d", str(run), "--provisioner", "testing-farm", "--compose", "X",
+            "--artifact", "fedora-koji-build:123456", "--artifact",
+            "repository:https://example.com/repo", "--tag", "BusinessUnit=qe",
+            "--skip-guest-setup", "--post-install-script", "echo ready",
+        )  # fmt: skip
+        assert reserve.returncode == 0, reserve.stderr
+        [first] = [c.body for c in fake.calls if c.method == "POST"]
+        [env] = first["environments"]
+        assert env["artifacts"] == [
+            {"type": "fedora-koji-build", "id": "123456"},
+            {"type": "repository", "id": "https://example.com/repo"},
+        ]
+        assert env["settings"]["pipeline"] == {"skip_guest_setup": True}
+        assert env["settings"]["provisioning"]["tags"] == {
+            "ArtemisUseSpot": "false",
+            "BusinessUnit": "qe",
+        }
+        assert env["settings"]["provisioning"]["post_install_script"] == "echo ready"
+        recipe = json.loads((run / "run.json").read_text())["provisioner"]
+        assert recipe == {
+            "kind": "testing-farm",
+            "platform": "default",
+            "replaceable": True,
+            "options": {
+                "compose": "X",
+                "arch": "x86_64",
+                "artifacts": env["artifacts"],
+                "tags": {"BusinessUnit": "qe"},
+                "skip_guest_setup": True,
+                "post_install_script": "echo ready",
+            },
+        }
+        rundir = RunDir.open(run)
+        again = get_provisioner("testing-farm", rundir, "default")
+        assert isinstance(again, TestingFarmProvisioner) and again.can_replace()
+        again._api = api_for(fake)
+        [replacement] = reserve_with(again, 1)
+        second = [c.body for c in fake.calls if c.method == "POST"][-1]["environments"][0]
+        for field in ("artifacts", "settings", "arch", "os"):
+            assert second[field] == env[field], field
+        asyncio.run(again.release(replacement))
+        assert cli(fake, "release", "-d", str(run)).returncode == 0
+        bad = cli(
+            fake, "reserve", "-d", str(tmp_path / "bad"), "--provisioner", "testing-farm",
+            "--compose", "X", "--artifact", "koji",
+        )  # fmt: skip
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+        assert "invalid --artifact 'koji'" in bad.stderr
+        stray = cli(fake, "reserve", "-d", str(tmp_path / "s"), "--local", "1", "--tag", "a=b")
+        assert stray.returncode == 2 and "--tag needs --provisioner testing-farm" in stray.stderr
+        assert not (tmp_path / "bad").exists() and not (tmp_path / "s").exists()
+
+
+def test_the_recipe_says_whether_a_reservation_can_be_repeated(tmp_path, monkeypatch):
+    """Variables and secrets are never recorded: a recipe that had them is not
+    replaceable, and the provisioner rebuilt from it says so itself; for a
+    release (no platform) run.json is not even read."""
+    monkeypatch.setenv("TF_EXTRA", "from-the-environment")
+    rundir = RunDir.create(tmp_path / "run")
+    # The values as click parses the declared options.
+    parse = click.Command("t", params=TestingFarmProvisioner.options(), callback=lambda **kw: kw)
+    args = ["--compose", "X", "--variable", "MODE=ci", "--secret", "TF_EXTRA"]
+    values = parse.main(args, standalone_mode=False)
+    recipe = TestingFarmProvisioner.recipe_from_options("testing-farm", "c9s", values, {})
+    assert recipe.unrecorded == {
+        "variables": {"MODE": "ci"},
+        "secrets": {"TF_EXTRA": "from-the-environment"},
+    }
+    recorded = TestingFarmProvisioner.write_recipe(recipe)
+    assert "from-the-environment" not in json.dumps(recorded)
+    assert "MODE" not in json.dumps(recorded) and recorded["replaceable"] is False
+    rundir.update_run(provisioner=recorded)
+    rebuilt = get_provisioner("testing-farm", rundir, "c9s")
+    assert isinstance(rebuilt, TestingFarmProvisioner)
+    assert rebuilt.compose == "X" and not rebuilt.can_replace()
+    other = get_provisioner("testing-farm", rundir, "f41")  # recorded for c9s only
+    assert not other.can_replace()
+    (rundir.path / "run.json").write_text("{damaged")
+    assert get_provisioner("testing-farm", rundir).kind == "testing-farm"

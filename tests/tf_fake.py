@@ -26,7 +26,10 @@ injection:
 - ``ignore_range``: pipeline.log is served whole, as a server without Range support does.
 
 Everything the server saw is in ``calls`` (method, path, status,
-Authorization header); ``wait_for(predicate)`` waits on it.
+Authorization header, JSON body) and each request's body in ``requests``;
+``wait_for(predicate)`` waits on it. A request whose environment mistypes a
+field the API types strictly (artifacts, skip_guest_setup, provisioning tags,
+post_install_script) is refused with 400, as the API does.
 """
 
 from __future__ import annotations
@@ -424,6 +427,7 @@ class FakeTestingFarm:
             assert env["os"]["compose"]
             key = base64.b64decode(env["secrets"]["TF_RESERVATION_AUTHORIZED_KEYS_BASE64"])
             assert key.startswith(b"ssh-")
+            _check_environment(env)
         except (AssertionError, KeyError, IndexError, TypeError, ValueError):
             return 400, {"message": "invalid request"}, {}
         request_id = str(uuid.uuid4())
@@ -453,6 +457,23 @@ class FakeTestingFarm:
             return 416, b"", {"Content-Range": f"bytes */{len(data)}"}
         end = min(end, len(data) - 1)
         return 206, data[start : end + 1], {"Content-Range": f"bytes {start}-{end}/{len(data)}"}
+
+
+def _check_environment(env: dict[str, Any]) -> None:
+    """The fields of an environment the API types strictly (AssertionError if
+    one is wrong): artifacts (a list of {type, id, ...}), settings.pipeline
+    .skip_guest_setup (a boolean), settings.provisioning.tags (strings to
+    strings) and .post_install_script (a string)."""
+    for artifact in env.get("artifacts", []):
+        assert isinstance(artifact["type"], str) and artifact["type"]
+        assert isinstance(artifact["id"], str) and artifact["id"]
+    settings = env.get("settings") or {}
+    pipeline = settings.get("pipeline") or {}
+    assert isinstance(pipeline.get("skip_guest_setup", False), bool)
+    provisioning = settings.get("provisioning") or {}
+    tags = provisioning.get("tags", {})
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+    assert isinstance(provisioning.get("post_install_script", ""), str)
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -1,7 +1,8 @@
 """Provisioners: local slots, static SSH hosts, Testing Farm, and your own.
 
 ``get_provisioner(kind, rundir)`` gives the provisioner that manages machines
-recorded with ``provisioner: kind`` (a built-in name or ``module:Class``);
+recorded with ``provisioner: kind`` (a built-in name or ``module:Class``),
+which its class builds from the recipe in run.json;
 ``record_reservations`` drives a provisioner's ``reserve`` and records each
 machine in machines.json the moment it is ready.
 """
@@ -50,35 +51,21 @@ def provisioner_kind(provisioner: Provisioner) -> str:
 
 
 def get_provisioner(kind: str, rundir: RunDir, platform: str | None = None) -> Provisioner:
-    """The provisioner that manages machines recorded with ``provisioner: kind``.
-
-    A provisioner of your own is built as ``Class(rundir, **options)`` with the
-    options ``reserve --provisioner ... -o KEY=VALUE`` recorded in run.json.
-    Testing Farm gets its recorded options (compose, arch...) only for the
-    ``platform`` they were recorded for (a replacement asks for the same
-    machine), and none when the reservation had variables or secrets, which
-    are never recorded (its machines can then be released, not replaced).
+    """The provisioner that manages machines recorded with ``provisioner: kind``,
+    built by its class from the recipe run.json holds (``from_recipe``); with
+    ``platform``, one that can reserve another machine of that platform if
+    its recipe allows (``can_replace``).
     """
     cls = provisioner_class(kind)
-    options: dict[str, Any] = {}
-    if kind not in BUILTIN or platform is not None:  # run.json may be damaged: read on need
+
+    def recorded() -> dict[str, Any] | None:
         found = rundir.read_run().get("provisioner")
-        recorded: dict[str, Any] = found if isinstance(found, dict) else {}
-        if recorded.get("kind") == kind and (
-            kind not in BUILTIN
-            or (
-                recorded.get("platform", "default") == platform
-                and recorded.get("replaceable", True)
-            )
-        ):
-            options = dict(recorded.get("options") or {})
+        return found if isinstance(found, dict) and found.get("kind") == kind else None
+
     try:
-        provisioner = cls(rundir, **options)
+        return cls.from_recipe(rundir, recorded, platform)
     except TypeError as exc:
         raise ConfigError(f"cannot create provisioner {kind}: {exc}") from None
-    if platform is not None:
-        provisioner.platform = platform
-    return provisioner
 
 
 async def record_reservations(

@@ -13,6 +13,13 @@ Recording machines in machines.json is the caller's job (see
 ``atex_ci.provision.record_reservations``), so a provisioner of your own only
 has to produce ``Machine`` objects. Implementations may only add arguments
 that have defaults: the base signatures are the API.
+
+A provisioner also owns how it is asked for and remembered: ``options()``
+declares its command-line options (``reserve`` and ``run`` take them, see
+``options.py``), ``recipe_from_options`` turns their values into a ``Recipe``
+(keyword arguments, the secret ones kept apart), ``write_recipe`` says what
+run.json keeps of it (never a secret), and ``from_recipe`` builds the
+provisioner again from that record for ``run`` and ``release``.
 """
 
 from __future__ import annotations
@@ -21,20 +28,46 @@ import abc
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
 from ..transport.base import Transport
 from ..workarea import remote_work_dir, safe_id
 
+if TYPE_CHECKING:
+    import click
+
 log = logging.getLogger("atex_ci")
 
 #: Seconds release_all() waits for all releases together before giving up on
 #: the rest (each provisioner bounds its own calls well below this).
 RELEASE_ALL_TIMEOUT = 120.0
+
+
+@dataclass
+class Recipe:
+    """How to make a provisioner: its kind (as ``Machine.provisioner`` records
+    it), platform and keyword arguments. ``options`` may be written to
+    run.json; ``unrecorded`` (secrets, and what only makes sense with them)
+    never is."""
+
+    kind: str
+    platform: str
+    options: dict[str, Any]
+    unrecorded: dict[str, Any] = field(default_factory=dict)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Every keyword argument of the provisioner's class, recorded or not."""
+        return {**self.options, **self.unrecorded}
+
+
+#: Reads the recipe run.json holds for a provisioner kind (None: none
+#: recorded); called only when needed, as run.json may be damaged.
+RecipeReader = Callable[[], dict[str, Any] | None]
 
 
 class Provisioner(abc.ABC):
@@ -95,6 +128,48 @@ class Provisioner(abc.ABC):
             async with asyncio.timeout(RELEASE_ALL_TIMEOUT):
                 await asyncio.gather(*(one(m) for m in machines))
         return failed
+
+    # -- how it is asked for and remembered (the command line, run.json) ----------
+
+    @classmethod
+    def options(cls) -> list[click.Option]:
+        """The command-line options this provisioner adds to ``reserve`` and
+        ``run``, as ``click.Option`` objects (create new ones on each call).
+        Each option's parameter name is a keyword argument of ``__init__``.
+        Default: none (``-o KEY=VALUE`` still passes keyword arguments)."""
+        return []
+
+    @classmethod
+    def recipe_from_options(
+        cls, kind: str, platform: str, values: dict[str, Any], extra: dict[str, str]
+    ) -> Recipe:
+        """The recipe for ``values`` (this class's declared options, by
+        parameter name, as click parsed them) and ``extra`` (``-o KEY=VALUE``).
+        Only parses: a bad value is a ConfigError, raised before anything is
+        created. Default: every option given is a recorded keyword argument;
+        keep a secret in ``Recipe.unrecorded`` (better: read it from the
+        environment)."""
+        given = {k: v for k, v in values.items() if v not in (None, ())}
+        return Recipe(kind, platform, {**given, **extra})
+
+    @classmethod
+    def write_recipe(cls, recipe: Recipe) -> dict[str, Any]:
+        """What run.json records of ``recipe`` (never ``unrecorded``)."""
+        return {"kind": recipe.kind, "options": recipe.options, "platform": recipe.platform}
+
+    @classmethod
+    def from_recipe(
+        cls, rundir: RunDir, recorded: RecipeReader, platform: str | None = None
+    ) -> Provisioner:
+        """The provisioner that manages this kind's machines in ``rundir``,
+        built from its recorded options; with ``platform``, one that reserves
+        for that platform (a replacement). TypeError if the options do not
+        fit the class."""
+        found = recorded()
+        provisioner = cls(rundir, **dict((found or {}).get("options") or {}))
+        if platform is not None:
+            provisioner.platform = platform
+        return provisioner
 
     def platforms(self) -> set[str]:
         """The platforms of the machines ``reserve`` yields (known before it

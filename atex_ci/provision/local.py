@@ -13,10 +13,10 @@ from collections.abc import AsyncGenerator
 
 from ..execute.reaper import reap_command, run_owner
 from ..model import Machine
-from ..rundir import now_iso
+from ..rundir import RunDir, now_iso
 from ..transport.base import Transport
 from ..transport.local import LocalTransport, slot_environment
-from .base import Provisioner
+from .base import Provisioner, RecipeReader
 
 #: Bound on ending a slot's leftover processes at release.
 REAP_TIMEOUT = 30.0
@@ -29,6 +29,13 @@ def default_slots() -> int:
 
 class LocalProvisioner(Provisioner):
     kind = "local"
+
+    @classmethod
+    def from_recipe(
+        cls, rundir: RunDir, recorded: RecipeReader, platform: str | None = None
+    ) -> Provisioner:
+        """No recipe: releasing (and making) a slot needs nothing recorded."""
+        return cls(rundir, platform or "default")
 
     async def reserve(self, count: int) -> AsyncGenerator[Machine, None]:
         """Yield ``count`` new slots, each with its own empty work directory."""

@@ -16,6 +16,7 @@ import shlex
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, InfraError
 from ..execute.reaper import reap_command, run_owner
@@ -23,7 +24,10 @@ from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
 from ..transport.base import KeyRejectedError
 from ..workarea import check_machine
-from .base import Provisioner
+from .base import Provisioner, RecipeReader
+
+if TYPE_CHECKING:
+    import click
 
 log = logging.getLogger("atex_ci")
 
@@ -181,6 +185,46 @@ class StaticProvisioner(Provisioner):
             raise InfraError(f"host {where} is unreachable: {exc}") from None
         finally:
             await transport.close()
+
+    @classmethod
+    def options(cls) -> list[click.Option]:
+        """``--host``, ``--hosts``, ``--skip-unreachable``, ``--key`` (see
+        ``options.Reservation``, which makes the provisioner from them)."""
+        import click
+
+        return [
+            click.Option(
+                ["--host", "hosts"],
+                multiple=True,
+                metavar="[USER@]HOST[:PORT]",
+                help="An existing machine reachable over SSH (repeatable).",
+            ),
+            click.Option(
+                ["--hosts", "inventory"],
+                type=click.Path(dir_okay=False, path_type=Path),
+                metavar="FILE",
+                help="Inventory of existing machines (YAML or JSON list of host, port, user, "
+                "key, platform); see docs/provisioners.md.",
+            ),
+            click.Option(
+                ["--skip-unreachable"],
+                is_flag=True,
+                help="With --host/--hosts: skip a host that does not answer (with a warning) "
+                "instead of failing.",
+            ),
+            click.Option(
+                ["--key"],
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="SSH private key for --host machines (default: your SSH agent/keys).",
+            ),
+        ]
+
+    @classmethod
+    def from_recipe(
+        cls, rundir: RunDir, recorded: RecipeReader, platform: str | None = None
+    ) -> Provisioner:
+        """No recipe: releasing (and making) a host needs nothing recorded."""
+        return cls(rundir, platform or "default")
 
     def platforms(self) -> set[str]:
         """Each host's own platform (an inventory may give one), else ours."""

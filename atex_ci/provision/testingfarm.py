@@ -37,18 +37,20 @@ import re
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
-
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from typing import TYPE_CHECKING, Any
 
 from .. import environ_secrets, untrusted_json
 from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
-from .base import Provisioner
+from .base import Provisioner, Recipe, RecipeReader
+from .options import key_values
+
+if TYPE_CHECKING:
+    import click
+
+# requests (and urllib3) are imported where they are used: declaring this
+# provisioner's options must not cost an HTTP library's import.
 
 log = logging.getLogger("atex_ci")
 
@@ -233,6 +235,10 @@ class TestingFarmAPI:
         #: reservation's secrets).
         self.secrets: set[str] = set()
         self.timeout = timeout
+        import requests
+        from requests.adapters import HTTPAdapter
+        from urllib3.util.retry import Retry
+
         if backoff is None:
             backoff = HTTP_BACKOFF * time_scale()
         retry = Retry(
@@ -292,6 +298,8 @@ class TestingFarmAPI:
 
     def read_range(self, url: str, offset: int, limit: int = MAX_LOG_CHUNK) -> bytes | None:
         """Bytes of ``url`` from ``offset`` (at most ``limit``); None if not there yet."""
+        import requests
+
         # Offsets count the file's own bytes: no compression on the way.
         headers = {"Range": f"bytes={offset}-{offset + limit - 1}", "Accept-Encoding": "identity"}
         try:
@@ -314,6 +322,8 @@ class TestingFarmAPI:
 
     def get_text(self, url: str, limit: int = 4096) -> str:
         """A small plain-text document from another server (no token sent)."""
+        import requests
+
         try:
             with self._plain.get(url, timeout=self.timeout, stream=True) as r:
                 if r.status_code != 200:
@@ -325,6 +335,9 @@ class TestingFarmAPI:
     # -- plumbing ------------------------------------------------------------------
 
     def _call(self, method: str, path: str, json_body: dict[str, Any] | None = None) -> _Answer:
+        import requests
+        import urllib3
+
         try:
             with self._api.request(
                 method, self.url + path, json=json_body, timeout=self.timeout, stream=True
@@ -428,10 +441,21 @@ def build_request(
     pipeline_timeout: int | None = None,
     ingress_cidr: str | None = None,
     reserve_test: dict[str, str] | None = None,
+    artifacts: list[dict[str, str]] | None = None,
+    tags: dict[str, str] | None = None,
+    skip_guest_setup: bool = False,
+    post_install_script: str | None = None,
 ) -> dict[str, Any]:
-    """The POST /requests body of one reservation (pure; see the module docstring)."""
+    """The POST /requests body of one reservation (pure; see the module docstring).
+
+    ``artifacts`` (``{"type", "id"}`` each), ``skip_guest_setup`` and
+    ``post_install_script`` go where Testing Farm's API takes them for an
+    environment; ``tags`` join (and may override) our provisioning tags.
+    """
     keys = public_key_line(public_key) + "\n"
-    provisioning: dict[str, Any] = {"tags": {"ArtemisUseSpot": "false"}}
+    provisioning: dict[str, Any] = {"tags": {"ArtemisUseSpot": "false", **(tags or {})}}
+    if post_install_script:
+        provisioning["post_install_script"] = post_install_script
     if ingress_cidr:
         provisioning["security_group_rules_ingress"] = [
             {
@@ -452,6 +476,10 @@ def build_request(
         },
         "settings": {"provisioning": provisioning},
     }
+    if skip_guest_setup:
+        environment["settings"]["pipeline"] = {"skip_guest_setup": True}
+    if artifacts:
+        environment["artifacts"] = [dict(artifact) for artifact in artifacts]
     if pool:
         environment["pool"] = pool
     if hardware:
@@ -490,8 +518,11 @@ class TestingFarmProvisioner(Provisioner):
     reservation test; secrets are never recorded), ``context`` (tmt
     context), ``duration`` (minutes the guest is kept, the bound on a
     forgotten machine), ``pipeline_timeout`` (minutes), ``ingress`` (CIDR
-    allowed in on the public ranch; looked up when None). Timing parameters
-    default to the module constants scaled by ATEX_CI_TF_TIME_SCALE.
+    allowed in on the public ranch; looked up when None), ``artifacts``
+    (builds and repositories to install, ``{"type", "id"}`` each), ``tags``
+    (provisioning tags), ``skip_guest_setup``, ``post_install_script``.
+    Timing parameters default to the module constants scaled by
+    ATEX_CI_TF_TIME_SCALE.
     """
 
     __test__ = False  # not a pytest class
@@ -513,6 +544,10 @@ class TestingFarmProvisioner(Provisioner):
         duration: int = DURATION,
         pipeline_timeout: int | None = None,
         ingress: str | None = None,
+        artifacts: list[dict[str, str]] | None = None,
+        tags: dict[str, str] | None = None,
+        skip_guest_setup: bool = False,
+        post_install_script: str | None = None,
         retries: int = RETRIES,
         ready_timeout: float = READY_TIMEOUT,
         ssh_timeout: float = SSH_TIMEOUT,
@@ -537,6 +572,13 @@ class TestingFarmProvisioner(Provisioner):
         self.duration = duration
         self.pipeline_timeout = pipeline_timeout
         self.ingress = parse_ingress(ingress) if ingress is not None else None
+        self.artifacts = [dict(a) for a in artifacts or []]
+        self.tags = dict(tags or {})
+        self.skip_guest_setup = skip_guest_setup
+        self.post_install_script = post_install_script
+        #: False when rebuilt from a recipe that left options out (variables,
+        #: secrets): a machine asked for again would differ.
+        self.replaceable = True
         self.retries = retries
         self.ready_timeout = ready_timeout
         self.ssh_timeout = ssh_timeout
@@ -551,6 +593,152 @@ class TestingFarmProvisioner(Provisioner):
         #: on interruption or failure).
         self.pending: set[str] = set()
 
+    # -- how it is asked for and remembered -----------------------------------------
+
+    @classmethod
+    def options(cls) -> list[click.Option]:
+        """``reserve --provisioner testing-farm``'s options (docs/provisioners.md)."""
+        import click
+
+        def pairs(name: str, help: str, metavar: str = "KEY=VALUE") -> click.Option:
+            return click.Option([name], multiple=True, metavar=metavar, help=help)
+
+        return [
+            click.Option(
+                ["--compose"], help="Testing Farm: the compose to install, e.g. Fedora-Rawhide."
+            ),
+            click.Option(
+                ["--arch"], default="x86_64", show_default=True, help="Testing Farm: architecture."
+            ),
+            click.Option(["--pool"], help="Testing Farm: infrastructure pool."),
+            click.Option(
+                ["--hardware"], metavar="JSON", help="Testing Farm: hardware requirements (object)."
+            ),
+            pairs("--kickstart", "Testing Farm: kickstart (repeatable)."),
+            click.Option(
+                ["--variable", "variables"],
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Testing Farm: environment variable of the reservation (repeatable).",
+            ),
+            click.Option(
+                ["--secret", "secrets"],
+                multiple=True,
+                metavar="KEY[=VALUE]",
+                help="Testing Farm: secret variable of the reservation; a bare KEY takes the "
+                "value of $KEY (repeatable; never recorded).",
+            ),
+            pairs("--tmt-context", "Testing Farm: tmt context of the request (repeatable)."),
+            click.Option(
+                ["--duration"],
+                type=click.IntRange(min=1),
+                help="Testing Farm: minutes the machine is kept; bounds a machine never released "
+                "(default: 240).",
+            ),
+            click.Option(
+                ["--pipeline-timeout"],
+                type=click.IntRange(min=1),
+                help="Testing Farm: settings.pipeline.timeout in minutes (at least the duration "
+                "+ 30).",
+            ),
+            click.Option(
+                ["--ingress"],
+                metavar="CIDR",
+                help="Testing Farm, public ranch: network allowed in (default: this machine's "
+                "public address, looked up).",
+            ),
+            click.Option(
+                ["--ready-timeout"],
+                metavar="DURATION",
+                help="Testing Farm: give up on a request that has no guest after this long and "
+                "try another (default: 1h).",
+            ),
+            click.Option(
+                ["--artifact", "artifacts"],
+                multiple=True,
+                metavar="TYPE:ID",
+                help="Testing Farm: a build or repository to install on the machine, e.g. "
+                "fedora-koji-build:123456, fedora-copr-build:ID, redhat-brew-build:ID, "
+                "repository:URL, repository-file:URL (repeatable).",
+            ),
+            pairs(
+                "--tag",
+                "Testing Farm: provisioning tag of the machine, as tmt's user-data "
+                "(settings.provisioning.tags; repeatable).",
+            ),
+            click.Option(
+                ["--skip-guest-setup"],
+                is_flag=True,
+                help="Testing Farm: skip its guest setup of the machine "
+                "(settings.pipeline.skip_guest_setup).",
+            ),
+            click.Option(
+                ["--post-install-script"],
+                metavar="SCRIPT",
+                help="Testing Farm: script the machine runs once it is provisioned "
+                "(settings.provisioning.post_install_script).",
+            ),
+        ]
+
+    @classmethod
+    def recipe_from_options(
+        cls, kind: str, platform: str, values: dict[str, Any], extra: dict[str, str]
+    ) -> Recipe:
+        """Parse the options; variables and secrets stay out of the record."""
+        from ..duration import parse_duration
+
+        if not values["compose"]:
+            raise ConfigError("--provisioner testing-farm needs --compose, e.g. Fedora-Rawhide")
+        hardware = values["hardware"]
+        public: dict[str, Any] = {
+            "compose": values["compose"],
+            "arch": values["arch"],
+            "pool": values["pool"],
+            "hardware": parse_json_option("hardware", hardware) if hardware else None,
+            "kickstart": key_values("--kickstart", values["kickstart"]) or None,
+            "context": key_values("--tmt-context", values["tmt_context"]) or None,
+            "pipeline_timeout": values["pipeline_timeout"],
+            "ingress": parse_ingress(values["ingress"]) if values["ingress"] else None,
+            "duration": values["duration"],
+            "artifacts": [parse_artifact(a) for a in values["artifacts"]] or None,
+            "tags": key_values("--tag", values["tag"]) or None,
+            "skip_guest_setup": values["skip_guest_setup"] or None,
+            "post_install_script": values["post_install_script"],
+        }
+        if values["ready_timeout"] is not None:
+            try:
+                public["ready_timeout"] = parse_duration(values["ready_timeout"])
+            except ValueError as exc:
+                raise ConfigError(f"invalid --ready-timeout: {exc}") from None
+        unrecorded = {
+            "variables": key_values("--variable", values["variables"]),
+            "secrets": key_values("--secret", values["secrets"], from_env=True),
+        }
+        public = {k: v for k, v in public.items() if v is not None}
+        return Recipe(kind, platform, public, unrecorded)
+
+    @classmethod
+    def write_recipe(cls, recipe: Recipe) -> dict[str, Any]:
+        """The options and, as ``replaceable``, whether they are enough to ask
+        for the same machine again (not when variables or secrets were given)."""
+        replaceable = not any(recipe.unrecorded.values())
+        return {**super().write_recipe(recipe), "replaceable": replaceable}
+
+    @classmethod
+    def from_recipe(
+        cls, rundir: RunDir, recorded: RecipeReader, platform: str | None = None
+    ) -> Provisioner:
+        """For a release (no ``platform``): no options, run.json unread. For a
+        replacement: the options recorded for that platform (none for another)."""
+        if platform is None:
+            return cls(rundir)
+        found = recorded() or {}
+        if found.get("platform", "default") != platform:
+            return cls(rundir, platform)
+        provisioner = cls(rundir, platform, **dict(found.get("options") or {}))
+        provisioner.replaceable = found.get("replaceable", True) is not False
+        return provisioner
+
     @property
     def api(self) -> TestingFarmAPI:
         if self._api is None:
@@ -560,9 +748,9 @@ class TestingFarmProvisioner(Provisioner):
     # -- reserving -----------------------------------------------------------------
 
     def can_replace(self) -> bool:
-        """Yes when this instance knows what to ask for (rebuilt from run.json
-        for a release only, it has no compose)."""
-        return self.compose is not None
+        """Yes when this instance knows everything to ask for: a compose (rebuilt
+        for a release only, it has none) and a recipe that kept every option."""
+        return self.compose is not None and self.replaceable
 
     async def reserve(self, count: int) -> AsyncGenerator[Machine, None]:
         """Reserve ``count`` machines in parallel, yielding each once SSH works."""
@@ -589,6 +777,10 @@ class TestingFarmProvisioner(Provisioner):
             context=self.context,
             pipeline_timeout=self.pipeline_timeout,
             ingress_cidr=ingress,
+            artifacts=self.artifacts,
+            tags=self.tags,
+            skip_guest_setup=self.skip_guest_setup,
+            post_install_script=self.post_install_script,
         )
         budget = _Budget(self.retries)
         tasks = [
@@ -880,6 +1072,22 @@ def parse_ingress(text: str) -> str:
         raise ConfigError(f"invalid ingress network {text!r}: expected e.g. 192.0.2.7/32") from None
 
 
+#: An artifact's type as Testing Farm names them (fedora-koji-build,
+#: repository-file...): a short lowercase word with dashes.
+_ARTIFACT_TYPE = re.compile(r"[a-z][a-z0-9-]{0,63}")
+
+
+def parse_artifact(text: str) -> dict[str, str]:
+    """``TYPE:ID`` (``--artifact``) as the API's ``{"type", "id"}``."""
+    kind, sep, ident = text.partition(":")
+    if not sep or not _ARTIFACT_TYPE.fullmatch(kind.strip()) or not ident.strip():
+        raise ConfigError(
+            f"invalid --artifact {text!r}: expected TYPE:ID, e.g. fedora-koji-build:123456 "
+            "or repository-file:https://example.com/extra.repo"
+        )
+    return {"type": kind.strip(), "id": ident.strip()}
+
+
 def parse_json_option(name: str, text: str) -> dict[str, Any]:
     """A JSON object given on the command line (--hardware, --kickstart)."""
     try:
@@ -898,4 +1106,5 @@ __all__ = [
     "TestingFarmProvisioner",
     "build_request",
     "find_guest",
+    "parse_artifact",
 ]
