@@ -77,3 +77,15 @@ def parse_result_duration(value: object) -> float | None:
     if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DURATION:
         return None
     return seconds
+
+
+def format_clock(seconds: float) -> str:
+    """Seconds as a short clock: 4.5s, 45s, 12m05s, 1h02m."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02}m"

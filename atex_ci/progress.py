@@ -16,12 +16,14 @@ escaped, never sent raw to the terminal.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from .errors import ConfigError
 from .report.text import stderr_line
 
 #: Seconds between summary lines in a log: often enough to see that a long
@@ -126,6 +128,21 @@ class StderrProgress:
             self.stream.flush()
 
 
+def status_interval(default: float) -> float:
+    """Seconds between status summaries: ATEX_CI_STATUS_INTERVAL overrides the default
+    (30 s in a log, 1 s on a terminal); for tests and impatient people."""
+    text = os.environ.get("ATEX_CI_STATUS_INTERVAL")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.01 <= value <= 86400:
+        raise ConfigError(f"ATEX_CI_STATUS_INTERVAL={text!r}: expected seconds, e.g. 30")
+    return value
+
+
 def _clock(seconds: float) -> str:
     whole = max(0, round(seconds))
     if whole < 60:
@@ -137,4 +154,4 @@ def _clock(seconds: float) -> str:
     return f"{hours}h{minutes:02}m"
 
 
-__all__ = ["LOG_INTERVAL", "TERMINAL_INTERVAL", "RunStatus", "StderrProgress"]
+__all__ = ["LOG_INTERVAL", "TERMINAL_INTERVAL", "RunStatus", "StderrProgress", "status_interval"]
