@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from ..duration import format_limit
 from ..errors import StorageError
 from ..model import Machine, Phase, Plan, Reason, Result, Test
 from ..rundir import RunDir, now_iso
@@ -188,7 +189,7 @@ class Executor:
                 await self.transport.connect()
                 rc, out, err = await self.transport.output(command)
         except TimeoutError:
-            return f"no answer in {_fmt_seconds(timeout)}"
+            return f"no answer in {format_limit(timeout)}"
         except TransportError as exc:
             return f"unreachable: {exc}"
         if rc != 0 or out.strip() != b"ok":
@@ -301,7 +302,7 @@ class Executor:
             async with asyncio.timeout(PHASE_TIMEOUT):
                 return await self.transport.output(command)
         except TimeoutError:
-            raise PhaseError(f"{what}: no end after {_fmt_seconds(PHASE_TIMEOUT)}") from None
+            raise PhaseError(f"{what}: no end after {format_limit(PHASE_TIMEOUT)}") from None
 
     # -- one test ------------------------------------------------------------------
 
@@ -531,14 +532,14 @@ class _TestRun:
                     return (
                         Reason.TEST,
                         "the test's files (TMT_TEST_DATA) did not arrive in "
-                        f"{_fmt_seconds(self._data_timeout())}",
+                        f"{format_limit(self._data_timeout())}",
                     ), False
                 # Whether a machine where a test hung can take more tests is
                 # the scheduler's call (a local slot can; a host may be in any
                 # state): the outcome says it timed out, nothing more.
                 return (
                     Reason.TIMEOUT,
-                    f"timeout: ran past its duration of {_fmt_seconds(self.test.duration)}",
+                    f"timeout: ran past its duration of {format_limit(self.test.duration)}",
                 ), False
             except ControlError as exc:
                 await self._kill(TEST_CLEANUP_TIMEOUT)
@@ -857,12 +858,6 @@ class _TestRun:
 def _tail(data: bytes, limit: int = 1500) -> str:
     text = data.decode(errors="replace").strip()
     return text[-limit:] if text else "(no output)"
-
-
-def _fmt_seconds(seconds: float) -> str:
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
 
 
 __all__ = ["SHELL_FRAMEWORK_OPTIONS", "Executor", "Limits", "PhaseError", "TestOutcome"]
