@@ -181,8 +181,7 @@ def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
     wanted = Reservation(local, options)
 
     def announce(machine: Machine) -> None:
-        where = f"{machine.user}@{machine.host}:{machine.port}" if machine.host else machine.workdir
-        click.echo(f"atex-ci: reserved {machine.id} ({where})", err=True)
+        click.echo(f"atex-ci: reserved {machine.id} ({machine.address})", err=True)
 
     rundir = RunDir.open_or_create(run_dir)
     jobs = wanted.sources(rundir, default_local=True)

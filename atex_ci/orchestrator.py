@@ -268,9 +268,10 @@ class Orchestrator:
             if replaces is not None:
                 self.recorder.machine_replaced(replaces, machine)
                 self.progress(f"atex-ci: machine {machine.id} replaces {replaces.id}")
-            elif machine.host is not None:  # local slots come at once: no news
-                where = f"{machine.user}@{machine.host}:{machine.port}"
-                self.progress(f"atex-ci: reserved {machine.id} ({where}); it takes tests now")
+            elif not machine.is_local:  # local slots come at once: no news
+                self.progress(
+                    f"atex-ci: reserved {machine.id} ({machine.address}); it takes tests now"
+                )
             self._start(machine)
 
         async def reserve() -> None:
