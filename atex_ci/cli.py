@@ -12,18 +12,16 @@ import asyncio
 import logging
 import math
 import os
-import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import click
 
 from . import environ_secrets
-from .errors import AtexError, ConfigError, Interrupted, StorageError
-
-T = TypeVar("T")
+from .errors import AtexError, ConfigError, Interrupted, StorageError, first_atex_error
+from .signals import run_async
 
 log = logging.getLogger("atex_ci")
 
@@ -61,21 +59,6 @@ def _parse_size(text: str) -> int:
     return size
 
 
-def _status_interval(default: float) -> float:
-    """Seconds between status summaries: ATEX_CI_STATUS_INTERVAL overrides the default
-    (30 s in a log, 1 s on a terminal); for tests and impatient people."""
-    text = os.environ.get("ATEX_CI_STATUS_INTERVAL")
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0.01 <= value <= 86400:
-        raise ConfigError(f"ATEX_CI_STATUS_INTERVAL={text!r}: expected seconds, e.g. 30")
-    return value
-
-
 def _parse_shard(text: str) -> tuple[int, int]:
     """``I/N`` (1-based) as (I, N); ConfigError if malformed."""
     index, sep, count = text.partition("/")
@@ -97,19 +80,6 @@ def _scheduler_class(spec: str | None) -> Any:
     return load_class(spec, Scheduler, "scheduler")
 
 
-def _load_history(path: Path) -> dict[tuple[str, str, str], list[float]]:
-    from .collect import load_history
-
-    return load_history(path)
-
-
-def _parse_context(items: tuple[str, ...]) -> dict[str, str]:
-    context, per_platform = _parse_contexts(items)
-    if per_platform:
-        raise ConfigError("PLATFORM:KEY=VALUE context is for 'run' only")
-    return context
-
-
 def _parse_contexts(items: tuple[str, ...]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """``-c KEY=VALUE`` (every platform) and ``-c PLATFORM:KEY=VALUE`` (one platform's)."""
     context: dict[str, str] = {}
@@ -125,49 +95,6 @@ def _parse_contexts(items: tuple[str, ...]) -> tuple[dict[str, str], dict[str, d
         target = per_platform.setdefault(platform.strip(), {}) if colon else context
         target[key.strip()] = value.strip()
     return context, per_platform
-
-
-def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine on a fresh event loop with orderly signal handling.
-
-    The first SIGINT/SIGTERM cancels the main task, so every machine, connection
-    and remote process is cleaned up on the way out, and then raises Interrupted
-    (exit code 128 + the signal's number); a second signal exits at once with
-    its own code.
-    """
-
-    async def main() -> T:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        received: list[int] = []
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            if len(received) == 1:
-                print(
-                    ("\r\x1b[K" if sys.stderr.isatty() else "")
-                    + "atex-ci: interrupted; cleaning up (interrupt again to exit at once)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                task.cancel()
-            else:
-                os._exit(128 + signum)
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal, int(sig))
-        try:
-            return await factory()
-        except asyncio.CancelledError:
-            if received:
-                raise Interrupted(received[0]) from None
-            raise
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
-    return asyncio.run(main())
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -245,49 +172,27 @@ def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
     one local slot per CPU. Interrupted (Ctrl-C, SIGTERM), it gives back what it
     had requested.
     """
-    from .model import Machine, MachineState
-    from .provision import record_reservations
+    from .model import Machine
+    from .provision import reserve_recorded
     from .provision.options import Reservation
-    from .recorder import Recorder, RunState
     from .rundir import RunDir
 
     # Everything that can be checked is checked before the run directory is made.
     wanted = Reservation(local, options)
 
     def announce(machine: Machine) -> None:
-        where = f"{machine.user}@{machine.host}:{machine.port}" if machine.host else machine.workdir
-        click.echo(f"atex-ci: reserved {machine.id} ({where})", err=True)
+        click.echo(f"atex-ci: reserved {machine.id} ({machine.address})", err=True)
 
     rundir = RunDir.open_or_create(run_dir)
     jobs = wanted.sources(rundir, default_local=True)
-
-    async def reserve_all() -> list[Machine]:
-        machines: list[Machine] = []
-        for provisioner, n in jobs:
-            machines += await record_reservations(rundir, provisioner, n, on_ready=announce)
-        return machines
-
     with rundir.locked():
-        wanted.record(rundir)
         try:
-            machines = run_async(reserve_all)
+            machines = run_async(lambda: reserve_recorded(rundir, wanted, jobs, on_ready=announce))
         except Interrupted as exc:
             _fail(
                 "interrupted; every machine this command had requested was given back",
                 exc.exit_code,
             )
-        except Exception as exc:
-            if not any(m.state != MachineState.RELEASED for m in rundir.read_machines()):
-                # Said in the directory, so that a later 'run' there does not
-                # take "no machines" for "run on local slots".
-                leaf = _first_atex_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
-                recorder = Recorder(rundir)
-                recorder.reservation_failed(wanted.platform, str(leaf or exc), None)
-                recorder.state(RunState.RESERVE_FAILED)
-            raise
-        finally:
-            if any(m.state != MachineState.RELEASED for m in rundir.read_machines()):
-                Recorder(rundir).state(RunState.RESERVED)
     click.echo(f"atex-ci: {len(machines)} machine(s) ready in {run_dir}", err=True)
 
 
@@ -404,6 +309,7 @@ def run(
     soon as no test is left for it; one that is lost or discarded is replaced
     through its provisioner while the budget allows.
     """
+    from .collect import load_history
     from .discover import discover
     from .provision.options import Reservation
     from .remote_tree import GitCache
@@ -412,23 +318,14 @@ def run(
     wanted = Reservation.for_run(local, reservation)
     shard_part = _parse_shard(shard) if shard is not None else None
     scheduler_factory = _scheduler_class(scheduler_spec)
-    durations = _load_history(history) if history is not None else None
+    durations = load_history(history) if history is not None else None
     git = GitCache()  # one per run: each repository is fetched once
     found = discover(fmf_root, plans, fmf_context, git=git)
     if dry_run:
-        from .report.text import display_name
+        from .discover import dry_run_lines
 
-        # Names spelled as every report spells them: a name cannot colour the
-        # terminal, start a line of its own (a forged workflow command) or
-        # hold what no terminal can print (a lone surrogate).
-        for plan in found:
-            for test in plan.tests:
-                click.echo(display_name(test.name))
-        for platform, extra in sorted(platform_context.items()):
-            click.echo(f"# platform {display_name(platform)}")
-            for plan in discover(fmf_root, plans, {**fmf_context, **extra}, git=git):
-                for test in plan.tests:
-                    click.echo(display_name(test.name))
+        for line in dry_run_lines(found, fmf_root, plans, fmf_context, platform_context, git=git):
+            click.echo(line)
         return
     if run_dir is None:
         raise ConfigError("missing option '-d/--run-dir' (needed unless --dry-run)")
@@ -441,7 +338,7 @@ def run(
     from .execute.executor import Limits
     from .orchestrator import RunOptions, run_tests
     from .pool import PoolLimits
-    from .progress import StderrProgress
+    from .progress import StderrProgress, status_interval
     from .rundir import RunDir
     from .schedule import History
 
@@ -455,7 +352,7 @@ def run(
         progress=display.line,
         show_starts=False,  # the status summary says what runs where
         status=display.status,
-        status_interval=_status_interval(display.interval),
+        status_interval=status_interval(display.interval),
         scheduler_factory=scheduler_factory,
         history=History(durations) if durations is not None else None,
         max_reruns=max_reruns,
@@ -522,8 +419,10 @@ def estimate(history: Path, machines: str, budget: str | None, overhead: float) 
     uses, on a virtual clock, and prints the makespan and machine utilisation
     for each count; with --budget, the fewest machines that finish in time.
     """
+    from .collect import load_history
     from .duration import parse_duration
     from .simulate import estimate as predict
+    from .simulate import estimate_lines
 
     try:
         counts = [int(n) for n in machines.split(",") if n.strip()]
@@ -535,34 +434,12 @@ def estimate(history: Path, machines: str, budget: str | None, overhead: float) 
         seconds = parse_duration(budget) if budget is not None else None
     except ValueError as exc:
         raise ConfigError(f"--budget: {exc}") from None
-    durations = _load_history(history)
+    durations = load_history(history)
     if not durations:
         raise ConfigError(f"{history}: the history holds no test durations")
     result = predict(durations, counts, budget=seconds, overhead=overhead)
-    click.echo(f"{len(durations)} tests from {history}")
-    click.echo("machines  makespan  utilisation  makespan/lower bound")
-    for sim in result.simulations:
-        click.echo(
-            f"{sim.machines:8}  {_clock(sim.makespan):>8}  {sim.utilisation:10.0%}"
-            f"  {sim.ratio:20.2f}"
-        )
-    if seconds is not None:
-        if result.fewest is None:
-            click.echo(f"no machine count meets {budget}: the longest test alone takes longer")
-        else:
-            click.echo(f"fewest machines to finish within {budget}: {result.fewest}")
-
-
-def _clock(seconds: float) -> str:
-    """Seconds as a short clock: 45s, 12m05s, 1h02m."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02}m"
+    for line in estimate_lines(result, len(durations), history, budget):
+        click.echo(line)
 
 
 @cli.command()
@@ -703,7 +580,7 @@ def main() -> None:
         _fail(str(exc), exc.exit_code)
     except BaseExceptionGroup as group:
         # Errors from concurrent tasks arrive grouped; report the first user error.
-        leaf = _first_atex_error(group)
+        leaf = first_atex_error(group)
         if leaf is None:
             raise
         _fail(str(leaf), leaf.exit_code)
@@ -711,14 +588,3 @@ def main() -> None:
         _fail("interrupted; what was done so far is in the run directory", 130)
     except BrokenPipeError:
         sys.exit(1)
-
-
-def _first_atex_error(group: BaseExceptionGroup[Any]) -> AtexError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, AtexError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first_atex_error(exc)
-            if found is not None:
-                return found
-    return None

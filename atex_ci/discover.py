@@ -290,6 +290,32 @@ def discover(
     return [_build_plan(node, state) for node in plan_nodes]
 
 
+def dry_run_lines(
+    found: Sequence[Plan],
+    fmf_root: str | Path,
+    plan_filters: Sequence[str],
+    context: Mapping[str, str],
+    platform_context: Mapping[str, Mapping[str, str]],
+    *,
+    git: GitCache | None = None,
+) -> Iterator[str]:
+    """``run --dry-run``'s listing: the names of the tests ``found``, then, for
+    each platform with a context of its own, ``# platform NAME`` and the tests
+    discovered with it. Names spelled as every report spells them: a name
+    cannot colour the terminal, start a line of its own (a forged workflow
+    command) or hold what no terminal can print (a lone surrogate)."""
+    from atex_ci.report.text import display_name
+
+    for plan in found:
+        for test in plan.tests:
+            yield display_name(test.name)
+    for platform, extra in sorted(platform_context.items()):
+        yield f"# platform {display_name(platform)}"
+        for plan in discover(fmf_root, plan_filters, {**context, **extra}, git=git):
+            for test in plan.tests:
+                yield display_name(test.name)
+
+
 def _compile_all(patterns: Sequence[str], what: str, where: str = "") -> list[re.Pattern[str]]:
     prefix = f"{where}: " if where else ""
     compiled = []

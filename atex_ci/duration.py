@@ -1,5 +1,8 @@
-"""fmf/tmt duration syntax: ``90``, ``15m``, ``1h 30m``, ``2h*3``; and how long
-a result took, as tmt's results format spells it (``00:01:30``).
+"""Durations as text, both ways. Read: fmf/tmt duration syntax (``90``, ``15m``,
+``1h 30m``, ``2h*3``) and how long a result took, as tmt's results format
+spells it (``00:01:30``). Written: ``format_duration`` in reports,
+``format_clock`` on a status or estimate line, ``format_limit`` for a limit
+quoted in a message.
 
 A duration is whitespace-separated parts; each is a number with an optional
 unit (s, m, h, d; none means seconds) or a multiplier ``*N``. The parts with
@@ -77,3 +80,39 @@ def parse_result_duration(value: object) -> float | None:
     if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DURATION:
         return None
     return seconds
+
+
+def format_duration(seconds: float | None) -> str:
+    """How reports spell a duration: ``"850ms"``, ``"12.3s"``, ``"4m 05s"``,
+    ``"1h 02m 03s"``; ``"-"`` if unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s"
+
+
+def format_clock(seconds: float) -> str:
+    """A duration as a short clock, whole seconds: 45s, 12m05s, 1h02m."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02}m"
+
+
+def format_limit(seconds: float) -> str:
+    """A time limit as a message quotes it: ``10s``, ``0.5s``, ``5m``."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"

@@ -6,6 +6,8 @@ Exit codes: 0 all passed, 1 test failures, 2 usage or configuration error,
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AtexError(Exception):
     """A problem to report to the user as one line, without a traceback."""
@@ -40,3 +42,15 @@ class Interrupted(AtexError):
         super().__init__(message)
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+def first_atex_error(group: BaseExceptionGroup[Any]) -> AtexError | None:
+    """The first user error in a group of errors from concurrent tasks, depth first."""
+    for exc in group.exceptions:
+        if isinstance(exc, AtexError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = first_atex_error(exc)
+            if found is not None:
+                return found
+    return None

@@ -231,6 +231,18 @@ class Machine:
     reserved_at: str | None = None
     released_at: str | None = None
 
+    @property
+    def is_local(self) -> bool:
+        """A local slot: a scratch directory on this host, no address to connect to."""
+        return self.host is None
+
+    @property
+    def address(self) -> str:
+        """``user@host:port``, as messages name a machine; a local slot's is its work directory."""
+        if self.host is None:
+            return str(self.workdir)
+        return f"{self.user}@{self.host}:{self.port}"
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["state"] = str(self.state)

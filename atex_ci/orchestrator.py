@@ -36,8 +36,11 @@ from .transport.base import KeyRejectedError, Transport, TransportError
 
 log = logging.getLogger("atex_ci")
 
-#: Bound on per-machine clean-up (finish phases, closing the connection).
-CLEANUP_TIMEOUT = 60.0
+#: Bound on each clean-up step of a machine the run is done with (one plan's
+#: finish phases, ending every process the run left there): longer than a
+#: test's clean-up (executor.TEST_CLEANUP_TIMEOUT) since finish scripts do
+#: real work, yet a machine that cannot finish in a minute is let go.
+MACHINE_CLEANUP_TIMEOUT = 60.0
 
 #: Bound on the health check of a machine after a timeout (reconnecting with
 #: its retries, killing the test's leftovers): a machine that cannot answer
@@ -265,9 +268,10 @@ class Orchestrator:
             if replaces is not None:
                 self.recorder.machine_replaced(replaces, machine)
                 self.progress(f"atex-ci: machine {machine.id} replaces {replaces.id}")
-            elif machine.host is not None:  # local slots come at once: no news
-                where = f"{machine.user}@{machine.host}:{machine.port}"
-                self.progress(f"atex-ci: reserved {machine.id} ({where}); it takes tests now")
+            elif not machine.is_local:  # local slots come at once: no news
+                self.progress(
+                    f"atex-ci: reserved {machine.id} ({machine.address}); it takes tests now"
+                )
             self._start(machine)
 
         async def reserve() -> None:
@@ -439,7 +443,7 @@ class Orchestrator:
             # Whatever the run's tests and prepare scripts left running on the
             # machine (daemons, setsid sessions) ends with the run.
             with contextlib.suppress(BaseException):
-                await asyncio.shield(executor.cleanup(CLEANUP_TIMEOUT))
+                await asyncio.shield(executor.cleanup(MACHINE_CLEANUP_TIMEOUT))
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(transport.close(), 10))
         # Not reached when cancelled: the run's clean-up releases what it reserved.
@@ -657,7 +661,7 @@ class Orchestrator:
     async def _finish(self, executor: Executor, machine: Machine) -> None:
         for plan in self._platform_plans(machine.platform):
             try:
-                async with asyncio.timeout(CLEANUP_TIMEOUT):
+                async with asyncio.timeout(MACHINE_CLEANUP_TIMEOUT):
                     await executor.finish_plan(plan)
             except (PhaseError, TransportError, TimeoutError) as exc:
                 self.progress(f"atex-ci: finish of plan {plan.name} failed on {machine.id}: {exc}")

@@ -16,12 +16,15 @@ escaped, never sent raw to the terminal.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from .duration import format_clock
+from .errors import ConfigError
 from .report.text import stderr_line
 
 #: Seconds between summary lines in a log: often enough to see that a long
@@ -61,10 +64,12 @@ class RunStatus:
             parts.append(f"{self.failed} failed")
         eta = self.eta()
         if eta is not None:
-            parts.append(f"ETA {_clock(eta)}")
+            parts.append(f"ETA {format_clock(eta)}")
         if self.running:
             shown = sorted(self.running.items())[:STATUS_MACHINES]
-            busy = ", ".join(f"{m}: {name} {_clock(now - start)}" for m, (name, start) in shown)
+            busy = ", ".join(
+                f"{m}: {name} {format_clock(now - start)}" for m, (name, start) in shown
+            )
             more = len(self.running) - len(shown)
             parts.append(
                 f"{len(self.running)} running ({busy}{f', +{more} more' if more > 0 else ''})"
@@ -126,15 +131,19 @@ class StderrProgress:
             self.stream.flush()
 
 
-def _clock(seconds: float) -> str:
-    whole = max(0, round(seconds))
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02}m"
+def status_interval(default: float) -> float:
+    """Seconds between status summaries: ATEX_CI_STATUS_INTERVAL overrides the default
+    (30 s in a log, 1 s on a terminal); for tests and impatient people."""
+    text = os.environ.get("ATEX_CI_STATUS_INTERVAL")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.01 <= value <= 86400:
+        raise ConfigError(f"ATEX_CI_STATUS_INTERVAL={text!r}: expected seconds, e.g. 30")
+    return value
 
 
-__all__ = ["LOG_INTERVAL", "TERMINAL_INTERVAL", "RunStatus", "StderrProgress"]
+__all__ = ["LOG_INTERVAL", "TERMINAL_INTERVAL", "RunStatus", "StderrProgress", "status_interval"]

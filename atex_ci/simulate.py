@@ -205,6 +205,28 @@ def estimate(
     return Estimate(simulations=simulations, fewest=fewest, budget=budget)
 
 
+def estimate_lines(result: Estimate, tests: int, source: object, budget: str | None) -> list[str]:
+    """``atex-ci estimate``'s table for ``result``: ``tests`` from ``source``,
+    ``budget`` as the user spelled it."""
+    from .duration import format_clock
+
+    lines = [
+        f"{tests} tests from {source}",
+        "machines  makespan  utilisation  makespan/lower bound",
+    ]
+    for sim in result.simulations:
+        lines.append(
+            f"{sim.machines:8}  {format_clock(sim.makespan):>8}  {sim.utilisation:10.0%}"
+            f"  {sim.ratio:20.2f}"
+        )
+    if result.budget is not None:
+        if result.fewest is None:
+            lines.append(f"no machine count meets {budget}: the longest test alone takes longer")
+        else:
+            lines.append(f"fewest machines to finish within {budget}: {result.fewest}")
+    return lines
+
+
 def _fewest_machines(
     run: Callable[[int], Simulation], budget: float, longest: float, most: int
 ) -> int | None:
@@ -231,4 +253,4 @@ def _fewest_machines(
     return high
 
 
-__all__ = ["Estimate", "Simulation", "estimate", "simulate"]
+__all__ = ["Estimate", "Simulation", "estimate", "estimate_lines", "simulate"]

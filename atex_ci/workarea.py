@@ -99,7 +99,7 @@ def check_machine(machine: Machine, where: str) -> None:
     recorded work directory atex-ci would not have written: one line naming
     the machine and what is wrong."""
     check_id(f"{where}: machine id", machine.id)
-    if machine.host is None or machine.workdir is None:
+    if machine.is_local or machine.workdir is None:
         # Local slots: the work directory is always RUN/work/<id>, never the
         # recorded one (which is kept only for people to read).
         return

@@ -46,7 +46,7 @@ def playbook_command(
 ) -> list[str]:
     """The ansible-playbook command line for one playbook on ``machine``."""
     command = [ansible_playbook() or "ansible-playbook"]
-    if machine.host is None:
+    if machine.is_local:
         # A local slot is this host: run the modules with our own interpreter,
         # which certainly works, rather than whatever ansible's discovery finds.
         command += ["-i", "localhost,", "-c", "local"]
@@ -76,7 +76,7 @@ async def run_playbooks(
         raise FileNotFoundError(f"'how: ansible' needs ansible-playbook; {INSTALL_HINT}")
     with tempfile.TemporaryDirectory(prefix="atex-ci-ansible-") as tmp:
         known_hosts = Path(tmp) / "known_hosts"
-        if machine.host is not None:
+        if not machine.is_local:
             if not machine.host_key:
                 return 1, f"no recorded host key for {machine.id}; reserve it again"
             known_hosts.write_text(_known_hosts_line(machine))

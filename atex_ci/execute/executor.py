@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from ..duration import format_limit
 from ..errors import StorageError
 from ..model import Machine, Phase, Plan, Reason, Result, Test
 from ..rundir import RunDir, now_iso
@@ -71,9 +72,11 @@ log = logging.getLogger("atex_ci.execute")
 
 #: Seconds to wait after SIGTERM before SIGKILL when ending a test's process group.
 KILL_GRACE = 2.0
-#: Bound on cleanup steps (killing a test, collecting files) so a dead machine
-#: never hangs the run.
-CLEANUP_TIMEOUT = 30.0
+#: Bound on each clean-up step after one test (killing its process group,
+#: the floor of fetching its files), so a dead machine never hangs the run:
+#: a kill needs KILL_GRACE plus a few SSH round trips, and 30 s leaves room
+#: for a slow machine under load without holding a lost one long.
+TEST_CLEANUP_TIMEOUT = 30.0
 #: How long a cancelled (Ctrl-C) run may spend killing its remote tests.
 CANCEL_CLEANUP_TIMEOUT = 10.0
 #: Bound on one prepare/finish script or one package installation: generous,
@@ -186,7 +189,7 @@ class Executor:
                 await self.transport.connect()
                 rc, out, err = await self.transport.output(command)
         except TimeoutError:
-            return f"no answer in {_fmt_seconds(timeout)}"
+            return f"no answer in {format_limit(timeout)}"
         except TransportError as exc:
             return f"unreachable: {exc}"
         if rc != 0 or out.strip() != b"ok":
@@ -299,7 +302,7 @@ class Executor:
             async with asyncio.timeout(PHASE_TIMEOUT):
                 return await self.transport.output(command)
         except TimeoutError:
-            raise PhaseError(f"{what}: no end after {_fmt_seconds(PHASE_TIMEOUT)}") from None
+            raise PhaseError(f"{what}: no end after {format_limit(PHASE_TIMEOUT)}") from None
 
     # -- one test ------------------------------------------------------------------
 
@@ -391,7 +394,7 @@ class _TestRun:
             failure = (Reason.INFRA, str(exc))
             machine_lost = True
             with contextlib.suppress(BaseException):
-                await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
+                await asyncio.shield(self._kill(TEST_CLEANUP_TIMEOUT))
         except Exception as exc:
             # A bug of atex-ci met on this test: that test's error (running it
             # again, here or elsewhere, would meet it again). The machine is
@@ -400,7 +403,7 @@ class _TestRun:
             failure = (Reason.TEST, f"internal error in atex-ci: {type(exc).__name__}: {exc}")
             machine_lost = True
             with contextlib.suppress(BaseException):
-                machine_lost = not await asyncio.shield(self._kill(CLEANUP_TIMEOUT))
+                machine_lost = not await asyncio.shield(self._kill(TEST_CLEANUP_TIMEOUT))
         finally:
             self.sink.close()
         duration = time.monotonic() - start
@@ -515,7 +518,7 @@ class _TestRun:
                     return ended
                 continue
             except TimeoutError:
-                await self._kill(CLEANUP_TIMEOUT)
+                await self._kill(TEST_CLEANUP_TIMEOUT)
                 if self.archive_done:
                     # Everything came, but something still held the stream
                     # open: a process the test left that escaped the reaper.
@@ -529,20 +532,20 @@ class _TestRun:
                     return (
                         Reason.TEST,
                         "the test's files (TMT_TEST_DATA) did not arrive in "
-                        f"{_fmt_seconds(self._data_timeout())}",
+                        f"{format_limit(self._data_timeout())}",
                     ), False
                 # Whether a machine where a test hung can take more tests is
                 # the scheduler's call (a local slot can; a host may be in any
                 # state): the outcome says it timed out, nothing more.
                 return (
                     Reason.TIMEOUT,
-                    f"timeout: ran past its duration of {_fmt_seconds(self.test.duration)}",
+                    f"timeout: ran past its duration of {format_limit(self.test.duration)}",
                 ), False
             except ControlError as exc:
-                await self._kill(CLEANUP_TIMEOUT)
+                await self._kill(TEST_CLEANUP_TIMEOUT)
                 return (Reason.TEST, f"test-control protocol violation: {exc}"), False
             except TestError as exc:
-                await self._kill(CLEANUP_TIMEOUT)
+                await self._kill(TEST_CLEANUP_TIMEOUT)
                 return (Reason.TEST, str(exc)), False
             except NotStartedError as exc:
                 # The connection died while the machine was idle (noticed only
@@ -568,7 +571,7 @@ class _TestRun:
 
     def _data_timeout(self) -> float:
         """Time allowed to fetch a test's files: a floor plus 10 MB/s of the cap."""
-        return CLEANUP_TIMEOUT + self.limits.max_upload / 10e6
+        return TEST_CLEANUP_TIMEOUT + self.limits.max_upload / 10e6
 
     def _remaining(self) -> float:
         return self.deadline.remaining(self._now())
@@ -584,12 +587,12 @@ class _TestRun:
             # A local slot cannot reboot: end the test's processes before they
             # see the closed channel and run a real reboot command, then start
             # the test again as if the machine had rebooted.
-            await self._kill(CLEANUP_TIMEOUT)
+            await self._kill(TEST_CLEANUP_TIMEOUT)
             return None
         try:
             failed = await self._wait_down_or_failed(loop)
             if failed is not None:
-                await self._kill(CLEANUP_TIMEOUT)
+                await self._kill(TEST_CLEANUP_TIMEOUT)
                 return (Reason.TEST, f"the reboot command failed (exit {failed})"), False
             remaining = self.deadline.at - loop.time()
             if remaining <= 0:
@@ -855,12 +858,6 @@ class _TestRun:
 def _tail(data: bytes, limit: int = 1500) -> str:
     text = data.decode(errors="replace").strip()
     return text[-limit:] if text else "(no output)"
-
-
-def _fmt_seconds(seconds: float) -> str:
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
 
 
 __all__ = ["SHELL_FRAMEWORK_OPTIONS", "Executor", "Limits", "PhaseError", "TestOutcome"]

@@ -13,14 +13,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
-from ..model import Machine
+from ..errors import ConfigError, first_atex_error
+from ..model import Machine, MachineState, RunState
 from ..plugins import load_class
 from ..recorder import Recorder
 from ..rundir import RunDir
 from .base import Provisioner
+
+if TYPE_CHECKING:
+    from .options import Reservation
 
 log = logging.getLogger("atex_ci")
 
@@ -105,6 +108,39 @@ async def record_reservations(
     return machines
 
 
+async def reserve_recorded(
+    rundir: RunDir,
+    wanted: Reservation,
+    jobs: list[tuple[Provisioner, int]],
+    on_ready: Callable[[Machine], None] | None = None,
+) -> list[Machine]:
+    """``atex-ci reserve``: record what is wanted, then reserve ``jobs`` one
+    provisioner after the other (``record_reservations``), and say in run.json
+    how it went: RESERVED while any machine is held; a failure with none held
+    is recorded, so that a later ``run`` there does not take "no machines"
+    for "run on local slots". Called with the run directory locked."""
+    wanted.record(rundir)
+    machines: list[Machine] = []
+    try:
+        for provisioner, n in jobs:
+            machines += await record_reservations(rundir, provisioner, n, on_ready=on_ready)
+    except Exception as exc:
+        if not _holds_machines(rundir):
+            leaf = first_atex_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+            recorder = Recorder(rundir)
+            recorder.reservation_failed(wanted.platform, str(leaf or exc), None)
+            recorder.state(RunState.RESERVE_FAILED)
+        raise
+    finally:
+        if _holds_machines(rundir):
+            Recorder(rundir).state(RunState.RESERVED)
+    return machines
+
+
+def _holds_machines(rundir: RunDir) -> bool:
+    return any(m.state != MachineState.RELEASED for m in rundir.read_machines())
+
+
 async def _give_back(rundir: RunDir, provisioner: Provisioner, machines: list[Machine]) -> None:
     """Release the machines an interrupted reservation had already recorded."""
     await provisioner.release_all()
@@ -123,4 +159,5 @@ __all__ = [
     "provisioner_class",
     "provisioner_kind",
     "record_reservations",
+    "reserve_recorded",
 ]

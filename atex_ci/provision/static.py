@@ -164,7 +164,7 @@ class StaticProvisioner(Provisioner):
         from ..transport.ssh import SSHTransport
 
         assert machine.host is not None
-        where = f"{machine.user}@{machine.host}:{machine.port}"
+        where = machine.address
         transport = SSHTransport(
             machine.host, machine.port, machine.user, machine.key, retries=CHECK_RETRIES
         )

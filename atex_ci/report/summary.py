@@ -10,7 +10,8 @@ This module owns, for all reports (JUnit, Markdown, HTML, GitHub):
 * reading the tail of a test's captured ``output.txt`` (``read_output``,
   ``read_output_tail``), decoded leniently and with ANSI escape sequences
   removed, so no reporter ever reads a whole multi-gigabyte log;
-* human formatting of durations (``format_duration``).
+* human formatting of durations (``format_duration``, defined in
+  ``atex_ci.duration`` and re-exported here).
 
 Nothing here knows about XML or Markdown; each format's escaping lives in its
 own module.
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..duration import format_duration  # noqa: F401  (re-exported for the reports)
 from ..model import Reason, Result, Status
 
 # Which results count is the recorder's; reporters import it from here too.
@@ -353,25 +355,6 @@ def read_output_tail(
     """The text of ``read_output``: the tail of the result's output, "" if there is none."""
     tail = read_output(rundir_path, result, max_lines=max_lines, max_bytes=max_bytes)
     return tail.text if tail is not None else ""
-
-
-# -- formatting ----------------------------------------------------------------------
-
-
-def format_duration(seconds: float | None) -> str:
-    """``"850ms"``, ``"12.3s"``, ``"4m 05s"``, ``"1h 02m 03s"``; ``"-"`` if unknown."""
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    return f"{minutes}m {secs:02d}s"
 
 
 # -- machines ------------------------------------------------------------------------
