@@ -40,18 +40,24 @@ def _markers(text: str) -> list[str]:
     return re.findall(r"M\d\d-", text)
 
 
+def _run_failing_on(ssh_host, tmp_path, tests, run) -> dict:
+    """Run ``tests`` on ``ssh_host`` (some fail or error on purpose: exit 1,
+    no machine out of use); each test's own result."""
+    tree = make_tree(tmp_path / "tree", tests)
+    reserve_hosts(run, [ssh_host])
+    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
+    assert proc.returncode == 1, proc.stderr
+    assert "out of use" not in proc.stderr
+    return own_results(run)
+
+
 def test_lookalike_and_long_names_each_keep_their_own_files(tmp_path, ssh_host):
     """The special tests fail on purpose (so every report shows their output);
     each is found with its own output only, and every other test passes."""
     tests = {name: _marker_test(m, 1) for name, m in SPECIAL.items()}
     tests |= {name: _marker_test(m, 0) for name, m in ORDINARY.items()}
-    tree = make_tree(tmp_path / "tree", tests)
     run = tmp_path / "run"
-    reserve_hosts(run, [ssh_host])
-    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
-    assert proc.returncode == 1, proc.stderr
-    assert "out of use" not in proc.stderr
-    own = own_results(run)
+    own = _run_failing_on(ssh_host, tmp_path, tests, run)
     marker_of = {f"/tests/{name}": m for name, m in {**SPECIAL, **ORDINARY}.items()}
     assert set(own) == set(marker_of)
     owners: dict[str, str] = {}
@@ -100,13 +106,8 @@ def test_a_name_no_command_can_carry_errors_alone(tmp_path, ssh_host):
     """A NUL in a test name (valid YAML, valid fmf) cannot go into an
     environment variable: that test errors, its machine stays in use."""
     tests = {"nul\u0000byte": {"test": "true"}, **{n: {"test": "true"} for n in ORDINARY}}
-    tree = make_tree(tmp_path / "tree", tests)
     run = tmp_path / "run"
-    reserve_hosts(run, [ssh_host])
-    proc = atex("run", "-d", str(run), "--fmf-root", str(tree))
-    assert proc.returncode == 1, proc.stderr
-    assert "out of use" not in proc.stderr
-    own = own_results(run)
+    own = _run_failing_on(ssh_host, tmp_path, tests, run)
     bad = own.pop("/tests/nul\u0000byte")
     assert bad["status"] == "error" and bad["reason"] == "test", bad
     assert "NUL" in bad["note"] and bad["attempt"] == 1
