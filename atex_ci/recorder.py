@@ -36,15 +36,15 @@ def test_instance(result: Result) -> object:
     return result.serial_number
 
 
+def _key(platform: str, plan: str, test: str, instance: object) -> TestKey:
+    """``(platform, plan, test, instance)``, names as results.jsonl reads them
+    back (``rundir.as_read_back``): the one spelling of a test instance's key."""
+    return (as_read_back(platform), as_read_back(plan), as_read_back(test), instance)
+
+
 def test_key(result: Result) -> TestKey:
-    """The identity of a test instance: ``(platform, plan, test, instance)``,
-    names as results.jsonl reads them back (``rundir.as_read_back``)."""
-    return (
-        as_read_back(result.platform),
-        as_read_back(result.plan),
-        as_read_back(result.test),
-        test_instance(result),
-    )
+    """The identity of the test instance ``result`` belongs to."""
+    return _key(result.platform, result.plan, result.test, test_instance(result))
 
 
 def final_results(results: Iterable[Result]) -> list[Result]:
@@ -139,12 +139,7 @@ class Attempts:
 
 def job_key(platform: str, test: Test) -> TestKey:
     """``test_key`` of the results a run of ``test`` on ``platform`` writes."""
-    return (
-        as_read_back(platform),
-        as_read_back(test.plan),
-        as_read_back(test.name),
-        test.serial_number,
-    )
+    return _key(platform, test.plan, test.name, test.serial_number)
 
 
 class Recorder:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..environ_secrets import SECRETS
 from ..model import Machine
 from ..rundir import RunDir
 
@@ -81,8 +82,9 @@ async def run_playbooks(
                 return 1, f"no recorded host key for {machine.id}; reserve it again"
             known_hosts.write_text(_known_hosts_line(machine))
         env = {
-            # The plan's playbooks never see the Testing Farm token run may hold.
-            **{k: v for k, v in os.environ.items() if k != "TESTING_FARM_API_TOKEN"},
+            # The plan's playbooks never see a secret run may hold (the CLI
+            # has taken them out already; the Python API may not have).
+            **{k: v for k, v in os.environ.items() if k not in SECRETS},
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_NOCOLOR": "1",
             # ansible's own files stay in the call's directory, not the user's home.

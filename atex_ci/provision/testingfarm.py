@@ -821,7 +821,9 @@ class TestingFarmProvisioner(Provisioner):
 
     def _generate_key(self) -> tuple[str, str]:
         """A fresh ed25519 key pair in RUN/keys (0600); (path relative to RUN, public line)."""
-        import asyncssh
+        from ..transport.asyncssh_import import load_asyncssh
+
+        asyncssh = load_asyncssh()  # often the run's first use of it: no compiler probe
 
         keys = self.rundir.keys_dir
         n = 1
