@@ -672,12 +672,6 @@ class RunDir:
         path.mkdir(mode=0o700, exist_ok=True)
         return path
 
-    @property
-    def work_dir(self) -> Path:
-        path = self.path / WORK
-        path.mkdir(exist_ok=True)
-        return path
-
     def slot_dir(self, machine_id: str) -> Path:
         """A local slot's work directory (not created): RUN/work/<valid id>."""
         return local_work_dir(self.path, machine_id)

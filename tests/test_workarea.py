@@ -81,3 +81,17 @@ def test_recorded_work_directories_atex_ci_makes_are_accepted():
     # Recorded before per-user areas: the shared one, still atex-ci's own.
     check_machine(_ssh_machine("/var/tmp/atex-ci/r1/m1", "alice"), "machines.json")
     check_machine(_ssh_machine(None), "machines.json")
+
+
+def test_a_second_machine_of_a_full_length_id_still_gets_a_valid_id(tmp_path):
+    from atex_ci.provision.local import LocalProvisioner
+    from atex_ci.rundir import RunDir
+
+    provisioner = LocalProvisioner(RunDir.create(tmp_path / "run"), "p")
+    base = "h" * 200  # made valid (128 bytes at most) by safe_id
+    first = provisioner._unique_id(base)
+    second = provisioner._unique_id(base, {first})
+    third = provisioner._unique_id(base, {first, second})
+    assert len({first, second, third}) == 3
+    for machine_id in (first, second, third):
+        assert check_id("machine id", machine_id) == machine_id

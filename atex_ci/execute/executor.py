@@ -58,7 +58,7 @@ from .frameworks import SHELL_FRAMEWORK_OPTIONS, framework_for
 from .limits import Limits
 from .outcome import RunFacts, TestOutcome, internal_error, record
 from .packages import NO_DNF_EXIT, copr_script, install_script
-from .reaper import OWNER_VARIABLE, phase_owner, reap_command, run_owner, test_owner
+from .reaper import OWNER_VARIABLE, phase_owner, reap_command, run_owner, test_owner, test_prefix
 from .results import ResultCollector
 from .staging import (
     TEST_DATA_ARCHIVE,
@@ -182,7 +182,7 @@ class Executor:
         ``timeout``; never raises TransportError.
         """
         q = shlex.quote
-        leftovers = reap_command(f"{run_owner(self.base)}{test.serial_number}-")
+        leftovers = reap_command(test_prefix(self.base, test.serial_number))
         command = f"{leftovers}\ntest -d {q(self.tree)} && test -w {q(self.base)} && echo ok"
         try:
             async with asyncio.timeout(timeout):

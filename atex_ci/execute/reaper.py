@@ -28,9 +28,14 @@ def run_owner(work_dir: str) -> str:
     return f"{work_dir.rstrip('/')}#"
 
 
+def test_prefix(work_dir: str, serial: int) -> str:
+    """What every attempt's ``test_owner`` of one test starts with."""
+    return f"{run_owner(work_dir)}{serial}-"
+
+
 def test_owner(work_dir: str, serial: int, attempt: int) -> str:
     """The value for one test's processes (a run_owner prefix, ended by ``;``)."""
-    return f"{run_owner(work_dir)}{serial}-{attempt};"
+    return f"{test_prefix(work_dir, serial)}{attempt};"
 
 
 def phase_owner(work_dir: str) -> str:
@@ -52,4 +57,11 @@ def reap_command(prefix: str) -> str:
     return f"{_reap_function()}\natex_reap {shlex.quote(prefix)}"
 
 
-__all__ = ["OWNER_VARIABLE", "phase_owner", "reap_command", "run_owner", "test_owner"]
+__all__ = [
+    "OWNER_VARIABLE",
+    "phase_owner",
+    "reap_command",
+    "run_owner",
+    "test_owner",
+    "test_prefix",
+]

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..model import Machine, MachineState
+from ..pathnames import COMPONENT_MAX_BYTES
 from ..rundir import RunDir, now_iso
 from ..transport.base import Transport
 from ..workarea import remote_work_dir, safe_id
@@ -221,7 +222,9 @@ class Provisioner(abc.ABC):
         machine_id, n = base, 1
         while machine_id in taken:
             n += 1
-            machine_id = f"{base}-{n}"
+            suffix = f"-{n}"
+            # A valid id is ASCII: cut the base so that the id stays one.
+            machine_id = f"{base[: COMPONENT_MAX_BYTES - len(suffix)]}{suffix}"
         return machine_id
 
 
