@@ -410,9 +410,7 @@ class Orchestrator:
         jobs = [Job(p, test) for p in platforms for test in self._platform_tests(p)]
         if options.shard is not None:
             index, count = options.shard
-            expected = {
-                n: d for n, job in enumerate(jobs) if (d := history.expected(job.history_key))
-            }
+            expected = {n: d for n, job in enumerate(jobs) if (d := history.expected(job.id))}
             jobs = partition(jobs, count, expected)[index - 1]
         scheduler = options.scheduler_factory(jobs, history=history, max_reruns=options.max_reruns)
         if options.resume:

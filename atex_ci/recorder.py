@@ -8,8 +8,8 @@ events (reserved, ready, broken, replaced, released), each test's events
 A runner of your own that records through it writes a run directory that
 ``report``, ``collect``, ``release`` and ``run --resume`` accept.
 
-Which results count is decided here too, for every reader: the identity of
-a test instance (``test_key``), the latest attempt of each
+Which results count is decided here too, for every reader (a test
+instance is a ``model.TestId``): the latest attempt of each
 (``final_results``) and the exit code those final results mean
 (``exit_code``).
 """
@@ -19,38 +19,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .model import Machine, MachineState, Reason, Result, RunState, Status, Test
-from .rundir import RunDir, as_read_back
-
-#: ``(platform, plan, test, instance)``: see ``test_key``.
-TestKey = tuple[str, str, str, object]
-
-
-def test_instance(result: Result) -> object:
-    """What tells apart two instances of one test in one plan on one platform.
-
-    tmt's serial number (a plan may select one test twice); None in results
-    written before instances were told apart. Every report and ``collect``
-    key tests by ``test_key``, so this is the one place that says it.
-    """
-    return result.serial_number
-
-
-def _key(platform: str, plan: str, test: str, instance: object) -> TestKey:
-    """``(platform, plan, test, instance)``, names as results.jsonl reads them
-    back (``rundir.as_read_back``): the one spelling of a test instance's key."""
-    return (as_read_back(platform), as_read_back(plan), as_read_back(test), instance)
-
-
-def test_key(result: Result) -> TestKey:
-    """The identity of the test instance ``result`` belongs to."""
-    return _key(result.platform, result.plan, result.test, test_instance(result))
+from .model import (
+    Machine,
+    MachineState,
+    Reason,
+    Result,
+    RunState,
+    Status,
+    Test,
+    TestId,
+    as_read_back,
+)
+from .rundir import RunDir
 
 
 def final_results(results: Iterable[Result]) -> list[Result]:
     """The results of each test instance's latest attempt, in stable order.
 
-    A test instance is identified by ``test_key``. Only results of its
+    A test instance is identified by ``TestId.of_result``. Only results of its
     highest ``attempt`` are kept, so a sub-result that only an earlier attempt
     reported cannot linger next to a passing rerun. Within that attempt, one
     result per ``name`` is kept (the last one seen, e.g. after ``--resume``
@@ -58,15 +44,15 @@ def final_results(results: Iterable[Result]) -> list[Result]:
     ``(test key, name)`` first appeared in ``results``.
     """
     results = list(results)
-    latest: dict[TestKey, int] = {}
+    latest: dict[TestId, int] = {}
     for result in results:
-        key = test_key(result)
+        key = TestId.of_result(result)
         latest[key] = max(latest.get(key, result.attempt), result.attempt)
 
     # A dict keeps first-appearance order; values are filled by the chosen attempt.
-    chosen: dict[tuple[TestKey, str | None], Result | None] = {}
+    chosen: dict[tuple[TestId, str | None], Result | None] = {}
     for result in results:
-        key = test_key(result)
+        key = TestId.of_result(result)
         slot = (key, result.name)
         chosen.setdefault(slot, None)
         if result.attempt == latest[key]:
@@ -123,23 +109,18 @@ class Attempts:
     overwritten and readers keep the last one."""
 
     def __init__(self, results: Iterable[Result] = ()) -> None:
-        self._latest: dict[TestKey, int] = {}
+        self._latest: dict[TestId, int] = {}
         for result in results:
             self.seen(result)
 
     def seen(self, result: Result) -> None:
-        key = test_key(result)
+        key = TestId.of_result(result)
         self._latest[key] = max(self._latest.get(key, 0), result.attempt)
 
-    def next(self, key: TestKey) -> int:
+    def next(self, key: TestId) -> int:
         """Take the next attempt number of ``key``."""
         self._latest[key] = self._latest.get(key, 0) + 1
         return self._latest[key]
-
-
-def job_key(platform: str, test: Test) -> TestKey:
-    """``test_key`` of the results a run of ``test`` on ``platform`` writes."""
-    return _key(platform, test.plan, test.name, test.serial_number)
 
 
 class Recorder:
@@ -175,7 +156,7 @@ class Recorder:
 
     def next_attempt(self, platform: str, test: Test) -> int:
         """The attempt number for the next run of ``test`` on ``platform``."""
-        return self.attempts.next(job_key(platform, test))
+        return self.attempts.next(TestId.of(platform, test))
 
     def result(self, result: Result) -> None:
         """Append a result (its attempt number taken from ``next_attempt``)."""
@@ -260,11 +241,7 @@ __all__ = [
     "Attempts",
     "Recorder",
     "RunState",
-    "TestKey",
     "exit_code",
     "final_results",
-    "job_key",
     "standing_result",
-    "test_instance",
-    "test_key",
 ]

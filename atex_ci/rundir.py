@@ -21,7 +21,6 @@ import datetime
 import fcntl
 import json
 import os
-import re
 import stat
 import tempfile
 import threading
@@ -235,23 +234,6 @@ def _json_line(record: dict[str, Any]) -> bytes:
         return (text + "\n").encode()
     except UnicodeEncodeError:
         return (json.dumps(record, separators=(",", ":")) + "\n").encode()
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def as_read_back(text: str) -> str:
-    """``text`` as the run directory's JSON gives it back.
-
-    A name may hold surrogates (a YAML escape such as ``"\\ud83d\\ude00"``
-    leaves two); JSON writes them as ``\\u`` escapes, and every JSON reader
-    reads a valid pair of them back as the one character it encodes. Keys
-    that compare a name in memory with one read back go through this. Text
-    without surrogates (nearly all) is returned as it is.
-    """
-    if _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
