@@ -355,8 +355,6 @@ class TestId(NamedTuple):
     every report key tests by it.
     """
 
-    __test__ = False  # not a pytest test class
-
     platform: str
     plan: str
     test: str
@@ -382,6 +380,10 @@ class TestId(NamedTuple):
         """The id standing for every instance of the test (``instance`` None):
         what a result written before instances were told apart identifies."""
         return self._replace(instance=None)
+
+
+# Not a pytest test class (a NamedTuple takes no such attribute in its body).
+setattr(TestId, "__test__", False)  # noqa: B010
 
 
 # The JSON types each results.jsonl key may have (bool is excluded from the
