@@ -537,7 +537,7 @@ def collect(run_dir: Path, sources: tuple[Path, ...]) -> None:
 @_run_dir_option(help=EXISTING_RUN_DIR_HELP)
 def release(run_dir: Path) -> None:
     """Release every machine of the run and delete its private keys (idempotent)."""
-    from .orchestrator import release_all
+    from .pool import release_all
     from .recorder import Recorder, RunState
     from .rundir import RunDir
 

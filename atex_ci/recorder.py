@@ -16,9 +16,31 @@ instance is a ``model.TestId``): the latest attempt of each
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from .errors import ConfigError, StorageError
+from .events import (
+    Event,
+    InternalError,
+    MachineChanged,
+    MachineChecked,
+    MachineLost,
+    MachineNotReplaced,
+    MachineReady,
+    MachineReleased,
+    MachineReserved,
+    PhaseFailed,
+    ReservationFailed,
+    RunFinished,
+    RunStarted,
+    TestFinished,
+    TestNotRun,
+    TestRequeued,
+    TestResults,
+    TestStarted,
+)
 from .model import (
     Machine,
     MachineState,
@@ -30,7 +52,7 @@ from .model import (
     TestId,
     as_read_back,
 )
-from .rundir import RunDir
+from .rundir import ArtifactTree, RunDir
 
 
 def final_results(results: Iterable[Result]) -> list[Result]:
@@ -126,14 +148,30 @@ class Attempts:
 class Recorder:
     """Writes a run's bookkeeping into its ``RunDir``; hold the run's lock.
 
-    Every method writes at once (results and events are appended and flushed,
-    machines.json and run.json are replaced atomically), so a run cut short
-    leaves a run directory that says how far it got.
+    During a run it is a subscriber of the run's event stream (call it with
+    each ``events.Event``) and the only writer of the run directory; its
+    methods serve commands outside a run (``reserve``, ``release``,
+    ``collect``). Every method writes at once (results and events are
+    appended and flushed, machines.json and run.json are replaced
+    atomically), so a run cut short leaves a run directory that says how far
+    it got. Test files go where ``artifacts`` says.
     """
 
     def __init__(self, rundir: RunDir) -> None:
         self.rundir = rundir
         self._attempts: Attempts | None = None
+
+    def __call__(self, event: Event) -> None:
+        """Record one event of the run's stream (what is only news for a
+        person, e.g. a ``Notice``, is not recorded)."""
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    @property
+    def artifacts(self) -> ArtifactTree:
+        """Where each test run's files go (RUN/artifacts/)."""
+        return self.rundir.artifacts
 
     @property
     def attempts(self) -> Attempts:
@@ -148,9 +186,23 @@ class Recorder:
         """Set run.json's ``state`` (and any other fields, e.g. ``platforms``)."""
         self.rundir.update_run(state=str(RunState(state)), **fields)
 
+    def run_info(self, **fields: Any) -> None:
+        """Set fields of run.json (e.g. ``fmf``: what the run discovers from)."""
+        self.rundir.update_run(**fields)
+
     def event(self, event: str, **fields: Any) -> None:
         """Append one event to events.jsonl (``time`` is added)."""
         self.rundir.append_event(event, **fields)
+
+    def delete_keys(self) -> None:
+        """Delete the run's private keys (keys/): call it once no machine needs them."""
+        keys = self.rundir.path / "keys"
+        if keys.is_dir():
+            for key in keys.iterdir():
+                with contextlib.suppress(OSError):
+                    key.unlink()
+            with contextlib.suppress(OSError):
+                keys.rmdir()
 
     # -- results ----------------------------------------------------------------------
 
@@ -232,6 +284,75 @@ class Recorder:
         """Record a machine its provisioner gave back (state and released_at set)."""
         self.rundir.update_machine(machine)
         self.event("machine_released", machine=machine.id)
+
+
+# -- the Recorder as a subscriber of the run's event stream -------------------------------
+
+
+def _run_started(rec: Recorder, e: RunStarted) -> None:
+    rec.rundir.write_tests(dict(e.plans))
+    rec.state(RunState.RUNNING, platforms=e.platforms)
+
+
+def _run_finished(rec: Recorder, e: RunFinished) -> None:
+    with contextlib.suppress(StorageError, ConfigError):
+        if all(m.state == MachineState.RELEASED for m in rec.rundir.read_machines()):
+            rec.delete_keys()  # no machine is left that needs them
+    rec.state(e.state)
+
+
+def _machine_reserved(rec: Recorder, e: MachineReserved) -> None:
+    rec.machine_reserved(e.machine)
+    if e.replaces is not None:
+        rec.machine_replaced(e.replaces, e.machine)
+
+
+def _machine_checked(rec: Recorder, e: MachineChecked) -> None:
+    rec.event(
+        "machine_checked",
+        machine=e.machine.id,
+        test=e.test.name,
+        healthy=e.healthy,
+        **({"note": e.note} if e.note else {}),
+    )
+
+
+def _test_results(rec: Recorder, e: TestResults) -> None:
+    for result in e.results:
+        rec.result(result)
+
+
+def _test_finished(rec: Recorder, e: TestFinished) -> None:
+    rec.test_finished(e.test, e.machine, str(e.result.status) if e.result else None)
+
+
+def _phase_failed(rec: Recorder, e: PhaseFailed) -> None:
+    rec.event("finish_failed", machine=e.machine.id, plan=e.plan, note=e.note)
+
+
+def _internal_error(rec: Recorder, e: InternalError) -> None:
+    rec.event("internal_error", test=e.test.name, plan=e.test.plan, traceback=e.traceback)
+
+
+_HANDLERS: dict[type[Any], Callable[[Recorder, Any], None]] = {
+    RunStarted: _run_started,
+    RunFinished: _run_finished,
+    MachineReserved: _machine_reserved,
+    MachineChanged: lambda rec, e: rec.machine_changed(e.machine),
+    MachineReady: lambda rec, e: rec.machine_ready(e.machine),
+    MachineChecked: _machine_checked,
+    MachineLost: lambda rec, e: rec.machine_broken(e.machine, e.note),
+    MachineNotReplaced: lambda rec, e: rec.machine_not_replaced(e.machine, e.note),
+    ReservationFailed: lambda rec, e: rec.reservation_failed(e.platform, e.note, e.replaces),
+    MachineReleased: lambda rec, e: rec.machine_released(e.machine),
+    TestStarted: lambda rec, e: rec.test_started(e.test, e.machine),
+    TestResults: _test_results,
+    TestFinished: _test_finished,
+    TestNotRun: lambda rec, e: rec.result(e.result),
+    TestRequeued: lambda rec, e: rec.test_requeued(e.test, e.platform, e.machine, e.note),
+    PhaseFailed: _phase_failed,
+    InternalError: _internal_error,
+}
 
 
 __all__ = [

@@ -78,8 +78,10 @@ async def record_reservations(
     on_ready: Callable[[Machine], None] | None = None,
     *,
     give_back_ready: bool = True,
+    record: Callable[[Machine], None] | None = None,
 ) -> list[Machine]:
-    """Reserve ``count`` machines, recording each in machines.json once it is ready.
+    """Reserve ``count`` machines, recording each in machines.json once it is ready
+    (through ``record``: a run's event stream; by default a Recorder).
 
     machines.json is rewritten atomically for every machine, so a ``run``
     started meanwhile sees every ready machine. If this call is cancelled
@@ -91,13 +93,13 @@ async def record_reservations(
     be had) come after every machine that was ready has been recorded.
     """
     kind = provisioner_kind(provisioner)
-    recorder = Recorder(rundir)
+    record = record or Recorder(rundir).machine_reserved
     machines: list[Machine] = []
     try:
         async with contextlib.aclosing(provisioner.reserve(count)) as stream:
             async for machine in stream:
                 machine.provisioner = kind
-                recorder.machine_reserved(machine)
+                record(machine)
                 machines.append(machine)
                 if on_ready is not None:
                     on_ready(machine)
