@@ -336,10 +336,10 @@ def run(
             "filters and your -c context (try --dry-run)"
         )
     from .execute.executor import Limits
-    from .orchestrator import RunOptions, run_tests
     from .pool import PoolLimits
     from .progress import StderrProgress, status_interval
     from .rundir import RunDir
+    from .runner import RunOptions, run_tests
     from .schedule import History
 
     display = StderrProgress()

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import statistics
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, StorageError
+from .errors import ConfigError, StorageError, first_atex_error
 from .events import (
     Event,
     EventStream,
@@ -43,10 +42,9 @@ from .execute.phases import PhaseError, PlanPhases
 from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
 from .pool import MachinePool, PoolLimits
-from .progress import ProgressSink
+from .progress import ProgressSink, expected_left
 from .provision.base import Provisioner
 from .recorder import Recorder, RunState, exit_code, standing_result
-from .remote_tree import GitCache
 from .rundir import RunDir, now_iso
 from .schedule import Decision, History, Job, Next, Outcome, Scheduler, partition
 from .transport.base import Transport, TransportError
@@ -170,11 +168,8 @@ class Orchestrator:
         # Machines released by an earlier run: their platforms' tests may all
         # be done already (``--resume``), or need new machines.
         platforms = platforms or sorted({m.platform for m in recorded}) or ["default"]
-        missing = [
-            p
-            for p in platforms
-            if self._plans_by_platform is not None and p not in self._plans_by_platform
-        ]
+        by_platform = self._plans_by_platform
+        missing = [p for p in platforms if by_platform is not None and p not in by_platform]
         if missing:
             raise ConfigError(f"no tests were discovered for platform(s) {', '.join(missing)}")
         scheduler = self._sched = self._scheduler(platforms)
@@ -203,7 +198,7 @@ class Orchestrator:
                 # The run directory could not be written (disk full, read-only,
                 # removed): the workers stopped (their tests were recorded as
                 # interrupted where that was still possible); say it in one line.
-                storage = _first(group, StorageError)
+                storage = first_atex_error(group, StorageError)
                 if storage is None:
                     raise
                 raise storage from None
@@ -256,28 +251,15 @@ class Orchestrator:
 
     async def _tick_status(self, machines: int) -> None:
         """Hand ``options.status`` a summary every ``status_interval`` seconds."""
-        report = self.options.status
+        report, history = self.options.status, self.options.history
         if report is None:
             return
 
         def estimate(elapsed: dict[str, float]) -> tuple[float | None, int]:
-            return self._expected_left(elapsed), len(self._sched.machines) or machines
+            left = expected_left(self._sched, elapsed) if history else None
+            return left, len(self._sched.machines) or machines
 
         await self.display.tick(report, self.options.status_interval, estimate)
-
-    def _expected_left(self, elapsed: dict[str, float]) -> float | None:
-        """Queued work from the history (unknown tests as the median of the
-        known), plus what the running tests are still expected to take."""
-        if not self.options.history:
-            return None
-        scheduler = self._sched
-        known = [d for j in scheduler.pending() if (d := scheduler.expected_duration(j))]
-        fallback = statistics.median(known) if known else 0.0
-        left = sum(scheduler.expected_duration(j) or fallback for j in scheduler.pending())
-        for machine_id, job in scheduler.running().items():
-            expected = scheduler.expected_duration(job) or fallback
-            left += max(0.0, expected - elapsed.get(machine_id, 0.0))
-        return left
 
     # -- plans and the scheduler -------------------------------------------------------
 
@@ -399,7 +381,7 @@ class Orchestrator:
             if setup_failed:
                 self.pool.setup_failed()
             own = standing_result(executed.results)
-            self._finished(job, machine, own, executed.results)
+            self.events(TestFinished(job.test, machine.platform, machine, own, executed.results))
             outcome = Outcome.from_result(
                 own,
                 timed_out=own is not None and own.reason is Reason.TIMEOUT,
@@ -497,11 +479,6 @@ class Orchestrator:
         self.events(TestResults(outcome.results))
         return outcome
 
-    def _finished(
-        self, job: Job, machine: Machine, own: Result | None, results: list[Result]
-    ) -> None:
-        self.events(TestFinished(job.test, machine.platform, machine, own, results))
-
     async def _finish(self, phases: PlanPhases, machine: Machine) -> None:
         for plan in self._platform_plans(machine.platform):
             try:
@@ -520,140 +497,3 @@ class Orchestrator:
             attempt = self.recorder.next_attempt(job.platform, job.test)
             result = not_run(job.test, job.platform, attempt, status, note)
             self.events(TestNotRun(job.test, job.platform, result))
-
-
-def _first(
-    group: BaseExceptionGroup[BaseException], kind: type[StorageError]
-) -> StorageError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, kind):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first(exc, kind)
-            if found is not None:
-                return found
-    return None
-
-
-def _check_one_run(rundir: RunDir, options: RunOptions) -> None:
-    """Refuse what would mix two runs or run tests where the user did not
-    mean them to (``_set_aside_earlier_run`` then makes room for a restart)."""
-    if options.resume and options.restart:
-        raise ConfigError("--resume and --restart contradict each other; choose one")
-    if rundir.holds_results() and not options.resume and not options.restart:
-        state = rundir.read_run().get("state")
-        raise ConfigError(
-            f"{rundir.path} already holds a run (state {state!r}); add --resume to finish "
-            f"it, --restart to start over (its results move to {rundir.path / 'previous'}), "
-            "or use another run directory"
-        )
-    reserve_failed = rundir.read_run().get("state") == RunState.RESERVE_FAILED
-    if reserve_failed and not options.sources and options.local_slots is None:
-        ready = [m for m in rundir.read_machines() if m.state == MachineState.READY]
-        if not ready:
-            raise ConfigError(
-                f"'atex-ci reserve' failed in {rundir.path}, so it has no machines (see "
-                f"{rundir.path / 'events.jsonl'}); reserve again, or give run the machines "
-                "to use (--host, --local...)"
-            )
-
-
-def _set_aside_earlier_run(rundir: RunDir, options: RunOptions) -> None:
-    """With ``options.restart``, move the earlier run's files to previous/N/
-    (called once every check has passed, so a refused run moves nothing)."""
-    if options.restart and rundir.holds_results():
-        moved = rundir.set_aside_run()
-        if options.progress is not None:
-            options.progress(f"atex-ci: the earlier run's files are now in {moved}")
-
-
-def _check_controller_tools(plans: list[Plan]) -> None:
-    """Refuse at once what would fail on every machine: a missing ansible-playbook."""
-    from .execute.ansible import INSTALL_HINT, ansible_playbook
-
-    for plan in plans:
-        for phase in plan.prepare + plan.finish:
-            if phase.how == "ansible" and ansible_playbook() is None:
-                raise ConfigError(
-                    f"plan {plan.name}: phase {phase.name!r} uses 'how: ansible'; {INSTALL_HINT}"
-                )
-
-
-async def run_tests(
-    run_dir: str | Path | RunDir,
-    fmf_root: str | Path = ".",
-    plans: list[str] | tuple[str, ...] = (),
-    context: dict[str, str] | None = None,
-    options: RunOptions | None = None,
-    discovered: list[Plan] | None = None,
-    git: GitCache | None = None,
-    platform_context: dict[str, dict[str, str]] | None = None,
-    on_locked: Callable[[RunDir], None] | None = None,
-) -> RunSummary:
-    """Discover and run tests on the machines of ``run_dir`` (local slots if none).
-
-    The async entry point of the toolbox; ``atex_ci.run`` wraps it for
-    synchronous callers. ``discovered`` skips discovery when the caller has
-    already done it with the same arguments; ``git`` is the run's repository
-    cache (pass the one discovery used, so no repository is fetched twice).
-    ``platform_context`` adds context dimensions for one platform's machines
-    (``{"c9s": {"distro": "centos-stream-9"}}``): that platform's tests are
-    discovered with ``context`` plus these. beakerlib libraries are fetched
-    here. ``on_locked`` is called with the run directory once its lock is
-    held, before anything runs (to record what the run reserves from).
-    Raises ConfigError (bad input) or InfraError.
-    """
-    from .discover import discover
-    from .libraries import LibraryResolver
-
-    root = Path(fmf_root).resolve()
-    git = git or GitCache()
-    base = dict(context or {})
-
-    def discover_for(extra: dict[str, str]) -> list[Plan]:
-        return discover(root, list(plans), {**base, **extra}, git=git)
-
-    rundir = run_dir if isinstance(run_dir, RunDir) else RunDir.open_or_create(run_dir)
-    with rundir.locked():
-        _check_one_run(rundir, options or RunOptions())
-        if on_locked is not None:
-            on_locked(rundir)
-        to_run: list[Plan] | dict[str, list[Plan]]
-        if platform_context:
-            platforms = sorted(
-                {m.platform for m in rundir.read_machines() if m.state == MachineState.READY}
-            ) or ["default"]
-            unknown = sorted(set(platform_context) - set(platforms))
-            if unknown:
-                raise ConfigError(
-                    f"context given for platform(s) {', '.join(unknown)}, but the run's machines"
-                    f" are {', '.join(platforms)}; reserve with --platform NAME first"
-                )
-            to_run = {}
-            for platform in platforms:
-                extra = platform_context.get(platform, {})
-                if not extra and discovered is not None:
-                    to_run[platform] = discovered
-                else:
-                    to_run[platform] = await asyncio.to_thread(discover_for, extra)
-            # A platform without context of its own shares the plans of
-            # another: each plan once, so its libraries are resolved once.
-            unique = {id(plan): plan for found in to_run.values() for plan in found}
-            all_plans = list(unique.values())
-        else:
-            if discovered is None:
-                discovered = await asyncio.to_thread(discover_for, {})
-            to_run = all_plans = discovered
-        _check_controller_tools(all_plans)
-        # Libraries are fetched once per run, before any machine is touched.
-        await asyncio.to_thread(LibraryResolver(git).resolve_plans, all_plans)
-        _set_aside_earlier_run(rundir, options or RunOptions())
-        Recorder(rundir).run_info(
-            fmf={
-                "root": str(root),
-                "plans": list(plans),
-                "context": base,
-                **({"platform_context": platform_context} if platform_context else {}),
-            }
-        )
-        return await Orchestrator(rundir, root, to_run, options).run()

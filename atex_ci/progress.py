@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .duration import format_clock
 from .errors import ConfigError
@@ -46,6 +46,9 @@ from .events import (
     TestStarted,
 )
 from .report.text import progress_note, stderr_line
+
+if TYPE_CHECKING:
+    from .schedule import Scheduler
 
 #: Seconds between summary lines in a log: often enough to see that a long
 #: test still runs, rare enough not to drown the finished-test lines.
@@ -108,6 +111,19 @@ class RunStatus:
         else:
             return None
         return work / max(1, self.machines)
+
+
+def expected_left(scheduler: Scheduler, elapsed: dict[str, float]) -> float:
+    """Seconds of work left, from the history: queued tests (unknown ones as
+    the median of the known) plus what the running tests are still expected
+    to take (``elapsed``: machine id -> seconds its test has run)."""
+    known = [d for j in scheduler.pending() if (d := scheduler.expected_duration(j))]
+    fallback = statistics.median(known) if known else 0.0
+    left = sum(scheduler.expected_duration(j) or fallback for j in scheduler.pending())
+    for machine_id, job in scheduler.running().items():
+        expected = scheduler.expected_duration(job) or fallback
+        left += max(0.0, expected - elapsed.get(machine_id, 0.0))
+    return left
 
 
 class ProgressSink:
@@ -279,5 +295,6 @@ __all__ = [
     "ProgressSink",
     "RunStatus",
     "StderrProgress",
+    "expected_left",
     "status_interval",
 ]

@@ -93,7 +93,8 @@ def test_environment_layers_and_refuses_bad_names():
 
 def _sink(tmp_path: Path, **limits: int) -> ArtifactSink:
     rundir = RunDir.create(tmp_path / "run")
-    sink = ArtifactSink(rundir.artifacts, rundir.artifact_path("p", "/t", 1, "/plan"), Limits(**limits))
+    tree = rundir.artifacts
+    sink = ArtifactSink(tree, tree.path("p", "/t", 1, "/plan"), Limits(**limits))
     sink.open()
     return sink
 
