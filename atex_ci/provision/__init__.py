@@ -123,19 +123,21 @@ async def reserve_recorded(
     for "run on local slots". Called with the run directory locked."""
     wanted.record(rundir)
     machines: list[Machine] = []
+    failure: BaseException | None = None
     try:
         for provisioner, n in jobs:
             machines += await record_reservations(rundir, provisioner, n, on_ready=on_ready)
     except Exception as exc:
-        if not _holds_machines(rundir):
-            leaf = first_atex_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
-            recorder = Recorder(rundir)
-            recorder.reservation_failed(wanted.platform, str(leaf or exc), None)
-            recorder.state(RunState.RESERVE_FAILED)
+        failure = exc
         raise
     finally:
+        recorder = Recorder(rundir)
         if _holds_machines(rundir):
-            Recorder(rundir).state(RunState.RESERVED)
+            recorder.state(RunState.RESERVED)
+        elif failure is not None:
+            leaf = first_atex_error(failure) if isinstance(failure, BaseExceptionGroup) else failure
+            recorder.reservation_failed(wanted.platform, str(leaf or failure), None)
+            recorder.state(RunState.RESERVE_FAILED)
     return machines
 
 
