@@ -10,7 +10,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .treeutil import DEMO, REPO, atex, make_tree, own_results, results
+from .treeutil import DEMO, REPO, atex, fails_once, make_tree, own_results, results
 
 
 def custom_runner(tree: Path, run: Path, slots: int) -> subprocess.CompletedProcess[str]:
@@ -48,7 +48,7 @@ def test_custom_runner_policy_shows_in_the_order(tmp_path):
         tmp_path / "tree",
         {
             "a-first": {"test": "true"},
-            "b-flaky": {"test": f"[ -e {marker} ] || {{ touch {marker}; exit 1; }}"},
+            "b-flaky": {"test": fails_once(marker)},
             "y-destructive": {"test": "true", "tag": ["destructive"]},
             "z-slow": {"test": "true", "tag": ["slow"]},
         },
@@ -113,7 +113,7 @@ def test_a_users_sink_hears_every_event_of_a_run(tmp_path):
         tmp_path / "tree",
         {
             "a": {"test": "true"},
-            "flaky": {"test": f"[ -e {marker} ] || {{ touch {marker}; exit 1; }}"},
+            "flaky": {"test": fails_once(marker)},
             "fails": {"test": "exit 1"},
         },
     )
