@@ -320,11 +320,14 @@ def run(
     scheduler_factory = _scheduler_class(scheduler_spec)
     durations = load_history(history) if history is not None else None
     git = GitCache()  # one per run: each repository is fetched once
-    found = discover(fmf_root, plans, fmf_context, git=git)
+    warned: set[str] = set()  # an unknown key is warned about once, not once per platform
+    found = discover(fmf_root, plans, fmf_context, git=git, warned=warned)
     if dry_run:
         from .discover import dry_run_lines
 
-        for line in dry_run_lines(found, fmf_root, plans, fmf_context, platform_context, git=git):
+        for line in dry_run_lines(
+            found, fmf_root, plans, fmf_context, platform_context, git=git, warned=warned
+        ):
             click.echo(line)
         return
     if run_dir is None:
@@ -375,6 +378,7 @@ def run(
                 git=git,
                 platform_context=platform_context,
                 on_locked=wanted.record,
+                warned=warned,
             )
         )
     except Interrupted as exc:

@@ -73,6 +73,7 @@ async def run_tests(
     git: GitCache | None = None,
     platform_context: dict[str, dict[str, str]] | None = None,
     on_locked: Callable[[RunDir], None] | None = None,
+    warned: set[str] | None = None,
 ) -> RunSummary:
     """Discover and run tests on the machines of ``run_dir`` (local slots if none).
 
@@ -85,7 +86,9 @@ async def run_tests(
     discovered with ``context`` plus these. beakerlib libraries are fetched
     here. ``on_locked`` is called with the run directory once its lock is
     held, before anything runs (to record what the run reserves from).
-    Raises ConfigError (bad input) or InfraError.
+    ``warned``: the warnings ``discover`` showed for ``discovered`` (each
+    platform's discovery then shows only new ones). Raises ConfigError (bad
+    input) or InfraError.
     """
     from .discover import discover
     from .libraries import LibraryResolver
@@ -93,9 +96,10 @@ async def run_tests(
     root = Path(fmf_root).resolve()
     git = git or GitCache()
     base = dict(context or {})
+    warned = set() if warned is None else warned
 
     def discover_for(extra: dict[str, str]) -> list[Plan]:
-        return discover(root, list(plans), {**base, **extra}, git=git)
+        return discover(root, list(plans), {**base, **extra}, git=git, warned=warned)
 
     rundir = run_dir if isinstance(run_dir, RunDir) else RunDir.open_or_create(run_dir)
     with rundir.locked():
