@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, StorageError
@@ -185,6 +186,10 @@ class Recorder:
     def state(self, state: RunState, **fields: Any) -> None:
         """Set run.json's ``state`` (and any other fields, e.g. ``platforms``)."""
         self.rundir.update_run(state=str(RunState(state)), **fields)
+
+    def set_aside_run(self) -> Path:
+        """Move the earlier run's files to previous/N/ (``run --restart``); returns where."""
+        return self.rundir.set_aside_run()
 
     def run_info(self, **fields: Any) -> None:
         """Set fields of run.json (e.g. ``fmf``: what the run discovers from)."""

@@ -46,7 +46,7 @@ def _set_aside_earlier_run(rundir: RunDir, options: RunOptions) -> None:
     """With ``options.restart``, move the earlier run's files to previous/N/
     (called once every check has passed, so a refused run moves nothing)."""
     if options.restart and rundir.holds_results():
-        moved = rundir.set_aside_run()
+        moved = Recorder(rundir).set_aside_run()
         if options.progress is not None:
             options.progress(f"atex-ci: the earlier run's files are now in {moved}")
 
