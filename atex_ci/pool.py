@@ -244,7 +244,8 @@ class MachinePool:
     ) -> None:
         """Reserve ``count`` machines in the background (within the budget)."""
         platform = ", ".join(sorted(provisioner.platforms()))
-        assert self._tg is not None, "begin() first"
+        if self._tg is None:
+            raise RuntimeError("MachinePool.reserve before begin()")
 
         def ready(machine: Machine) -> None:
             self._reserved_here[machine.id] = machine

@@ -11,7 +11,8 @@ end to results. The parts with one job each live beside it:
 - ``deadline.py``: the ``duration`` arithmetic (pure, ``now`` passed in);
 - ``artifacts.py``: the artifact sink (caps, safe names, streaming to disk);
 - ``outcome.py``: collected results to the records of results.jsonl;
-- ``reaper.py``: finding and killing the run's processes on the machine.
+- ``reaper.py``: finding and killing the run's processes on the machine;
+- ``phases.py``: a plan's prepare and finish phases, and installing requirements.
 """
 
 from __future__ import annotations
