@@ -77,6 +77,11 @@ class LocalTransport(Transport):
                 if transport is not None:
                     transport.close()
 
+    def _argv(self, command: str, tty: bool) -> list[str]:
+        """The program and arguments that run ``command`` (a subclass may run
+        it elsewhere, see container.py)."""
+        return ["bash", "-c", command]
+
     async def run(
         self,
         command: str,
@@ -87,9 +92,7 @@ class LocalTransport(Transport):
         tty: bool = False,
     ) -> int:
         proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            command,
+            *self._argv(command, tty),
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
