@@ -30,8 +30,9 @@ from pathlib import Path
 #: What the image is made of; change any of it and the key (and tag) change.
 SUITE = "bookworm"
 VARIANT = "minbase"
-#: Packages on top of minbase: procps for tests that look at processes.
-INCLUDE = ("procps",)
+#: Packages on top of minbase: procps for tests that look at processes,
+#: python3 for the hostile test fixture (tests/fixtures/hostile.py).
+INCLUDE = ("procps", "python3")
 #: Bumped when the way the image is made changes without the values above.
 RECIPE_VERSION = 1
 

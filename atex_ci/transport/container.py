@@ -229,6 +229,18 @@ class ContainerTransport(LocalTransport):
 
     # -- running commands -------------------------------------------------------
 
+    def _abandon(self, proc: asyncio.subprocess.Process) -> None:
+        """Close our end of the command's pipes, as closing an SSH channel
+        does: a command that writes gets EPIPE (tmt-reboot waits for it).
+        No signal: the runtime would pass it on to the command."""
+        transport = getattr(proc, "_transport", None)  # asyncio has no public way
+        if transport is not None:
+            for fd in (0, 1, 2):
+                pipe = transport.get_pipe_transport(fd)
+                if pipe is not None:
+                    pipe.close()
+        self._orphans.add(proc)
+
     def _argv(self, command: str, tty: bool) -> list[str]:
         assert self._exec is not None
         if tty:

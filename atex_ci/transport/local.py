@@ -107,16 +107,20 @@ class LocalTransport(Transport):
             await _all_or_first_error(pipes)
             return await proc.wait()
         except BaseException:
-            # Like closing an SSH channel: only the bash we started is
-            # signalled; the test's own process group is the executor's to
-            # kill. Its pipes stay open until then, so waiting for it here
-            # would only wait for that kill: close() collects it instead.
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGHUP)
-            # Also when bash has exited: a process it left may hold the pipes.
-            self._orphans.add(proc)
+            self._abandon(proc)
             raise
+
+    def _abandon(self, proc: asyncio.subprocess.Process) -> None:
+        """A command whose run() was cancelled or failed: let it go."""
+        # Like closing an SSH channel: only the bash we started is
+        # signalled; the test's own process group is the executor's to
+        # kill. Its pipes stay open until then, so waiting for it here
+        # would only wait for that kill: close() collects it instead.
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGHUP)
+        # Also when bash has exited: a process it left may hold the pipes.
+        self._orphans.add(proc)
 
 
 async def _all_or_first_error(coros: list[Coroutine[Any, Any, None]]) -> None:
