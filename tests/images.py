@@ -76,6 +76,16 @@ def _build_lock(key: str) -> Iterator[None]:
         yield
 
 
+def missing_podman() -> str | None:
+    """Why podman cannot run the container tests here, or None."""
+    for tool in ("podman", "debootstrap"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            return f"{tool} is not installed (apt-get install podman runc debootstrap)"
+    if os.geteuid() != 0:
+        return "the container tests build their image with debootstrap, as root"
+    return None
+
+
 def rootfs_tar() -> Path:
     """The cached root file system (a tar archive), made with debootstrap once."""
     key = recipe_key()
@@ -142,10 +152,10 @@ def flavour_image(name: str) -> str:
         if _exists(tag):
             return tag
         container = f"atex-ci-image-build-{name}-{os.getpid()}"
+        write = f"echo {name} > /etc/atex-ci-flavour"
         try:
             subprocess.run(
-                [*PODMAN, "run", "--name", container, *ULIMITS, base]
-                + ["bash", "-c", f"echo {name} > /etc/atex-ci-flavour"],
+                [*PODMAN, "run", "--name", container, *ULIMITS, base, "bash", "-c", write],
                 check=True,
             )
             subprocess.run([*PODMAN, "commit", "-q", container, tag], check=True)

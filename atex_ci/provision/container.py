@@ -83,7 +83,9 @@ def parse_images(values: tuple[str, ...] | list[str], platform: str) -> dict[str
         elif not is_valid_id(name):
             raise ConfigError(f"invalid platform {name!r} in --image {value!r}")
         if name in images:
-            raise ConfigError(f"--image: two images for platform {name!r}; name them PLATFORM=IMAGE")
+            raise ConfigError(
+                f"--image: two images for platform {name!r}; name them PLATFORM=IMAGE"
+            )
         images[name] = image
     return images
 

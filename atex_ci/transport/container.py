@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -215,9 +216,7 @@ class ContainerTransport(LocalTransport):
     async def wait_disconnected(self, timeout: float) -> bool:
         """Wait until the container has stopped (its PID 1 ended for a reboot)."""
         try:
-            rc, _out, _err = await engine_call(
-                self.engine, "wait", self.container, timeout=max(timeout, 0.0)
-            )
+            await engine_call(self.engine, "wait", self.container, timeout=max(timeout, 0.0))
         except TimeoutError:
             return False
         self._exec = None
@@ -285,7 +284,7 @@ def _podman_runtime(name: str, conmon_pid: str) -> list[str]:
     paths: list[str] = []
     with contextlib.suppress(OSError, ValueError):
         args = Path(f"/proc/{int(conmon_pid)}/cmdline").read_bytes().split(b"\0")
-        for flag, value in zip(args, args[1:], strict=False):
+        for flag, value in itertools.pairwise(args):
             if flag in (b"-r", b"--runtime") and value:
                 paths.append(os.fsdecode(value))
                 break
