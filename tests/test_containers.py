@@ -398,3 +398,38 @@ def test_no_container_outlives_sigterm_or_kill9_and_release(tmp_path, image, run
     released = catex("release", "-d", str(run))
     assert released.returncode == 0, released.stderr
     assert containers_of(run) == []
+
+
+# -- the Action -----------------------------------------------------------------------------
+
+
+def test_the_action_runs_containers_of_its_image_input(tmp_path, image):
+    from .action_runner import ActionRunner
+
+    if not (Path(sys.prefix) / "bin" / "atex-ci").exists():
+        pytest.skip("the tests do not run from a virtual environment with atex-ci installed")
+    second = images.flavour_image("second")
+    root = make_tree(
+        tmp_path / "tree",
+        {"flavour": {"test": "cat /etc/atex-ci-flavour 2>/dev/null || echo none"}},
+    )
+    runner = ActionRunner(
+        REPO,
+        tmp_path / "workspace",
+        tmp_path / "runner-temp",
+        env={"ATEX_CI_VENV": sys.prefix, "CONTAINERS_CONF": os.environ["CONTAINERS_CONF"]},
+    )
+    action = runner.run(
+        {
+            "fmf-root": str(root),
+            "provisioner": "podman",
+            "image": f"plain={image}\ntwo={second}\n",
+        }
+    )
+    assert runner.orphans == []
+    assert action.status == "success", action.log
+    run_dir = Path(action.outputs["run-dir"])
+    got = {(r["platform"], r["status"]) for r in results(run_dir) if r["name"] is None}
+    assert got == {("plain", "pass"), ("two", "pass")}
+    assert {m["provisioner"] for m in machines(run_dir)} == {"podman"}
+    assert containers_of(run_dir) == []
