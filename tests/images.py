@@ -6,7 +6,8 @@ mirror apt already uses, imported into podman. It is built once per machine
 and found again by a content key (the recipe below), so the suite and CI
 pay for one debootstrap. ``flavour_image(name)`` is that image with
 /etc/atex-ci-flavour holding ``name``: a second image for tests that need
-two, without a second debootstrap. ``rootfs_tar()`` is the root file system
+two, without a second debootstrap; ``systemd_image()`` has systemd as its
+init. ``rootfs_tar()`` is the root file system
 as a tar archive, for anything else that boots Debian from it.
 
 Concurrent builds (pytest-xdist, two CI jobs on one machine) wait for each
@@ -144,6 +145,11 @@ def flavour_image(name: str) -> str:
     """The Debian image with /etc/atex-ci-flavour saying ``name`` (made once)."""
     if not re.fullmatch(r"[a-z0-9]{1,20}", name):
         raise ValueError(f"flavour name {name!r}")
+    return _derived(name, f"echo {name} > /etc/atex-ci-flavour")
+
+
+def _derived(name: str, script: str) -> str:
+    """The Debian image after ``script`` ran in it, tagged with ``name`` (made once)."""
     base = debian_image()
     tag = f"{REPOSITORY}-{name}:12-{recipe_key()}"
     if _exists(tag):
@@ -152,10 +158,9 @@ def flavour_image(name: str) -> str:
         if _exists(tag):
             return tag
         container = f"atex-ci-image-build-{name}-{os.getpid()}"
-        write = f"echo {name} > /etc/atex-ci-flavour"
         try:
             subprocess.run(
-                [*PODMAN, "run", "--name", container, *ULIMITS, base, "bash", "-c", write],
+                [*PODMAN, "run", "--name", container, *ULIMITS, base, "bash", "-c", script],
                 check=True,
             )
             subprocess.run([*PODMAN, "commit", "-q", container, tag], check=True)
@@ -189,6 +194,18 @@ def containers_conf() -> Path:
     return path
 
 
+def systemd_image() -> str:
+    """The Debian image with systemd as /sbin/init (made once, with the image's
+    own apt from the Debian mirror)."""
+    return _derived(
+        "systemd",
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+        "apt-get install -y -qq --no-install-recommends systemd-sysv >/dev/null && "
+        "rm -rf /var/lib/apt/lists/*",
+    )
+
+
 if __name__ == "__main__":
     print(debian_image())
     print(flavour_image("second"))
+    print(systemd_image())

@@ -214,8 +214,8 @@ def test_reboot_timeout_and_destructive_tests_replace_containers(tmp_path, image
             "reboot": {
                 "test": (
                     "tmt-report-result /before-$TMT_REBOOT_COUNT PASS; "
-                    "touch /var/tmp/kept-$TMT_REBOOT_COUNT /tmp/gone; "
-                    'if [ "$TMT_REBOOT_COUNT" -lt 2 ]; then tmt-reboot; fi; '
+                    "touch /var/tmp/kept-$TMT_REBOOT_COUNT; "
+                    'if [ "$TMT_REBOOT_COUNT" -lt 2 ]; then touch /tmp/gone; tmt-reboot; fi; '
                     # /tmp is empty after a reboot; the container's own files stay.
                     'test -z "$(ls /tmp)" && test -f /var/tmp/kept-0'
                 ),
@@ -246,6 +246,7 @@ def test_reboot_timeout_and_destructive_tests_replace_containers(tmp_path, image
     assert "ran past its duration" in own["/tests/hangs-and-breaks"]["note"]
     subs = [r["name"] for r in results(run) if r["test"] == "/tests/reboot" and r["name"]]
     assert subs == ["/before-0", "/before-1", "/before-2"]
+    assert own["/tests/reboot"]["exit_code"] == 0  # (sub-results decide its status)
     # The timed-out test's container failed its health check: it and the
     # destructive test's container were discarded, and each was replaced
     # when tests were left for it.
@@ -257,6 +258,40 @@ def test_reboot_timeout_and_destructive_tests_replace_containers(tmp_path, image
     assert replaced, proc.stderr
     assert len(machines(run)) == 1 + len(replaced)
     assert {m["state"] for m in machines(run)} == {"released"}
+    assert containers_of(run) == []
+
+
+def test_a_systemd_image_boots_and_reboots(tmp_path, image, run):
+    booted = images.systemd_image()
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "reboot": {
+                "test": (
+                    'test "$(cat /proc/1/comm)" = systemd || exit 10; '
+                    "systemctl is-system-running | grep -qx -e running -e degraded || exit 11; "
+                    "tmt-report-result /boot-$TMT_REBOOT_COUNT PASS; "
+                    "touch /var/tmp/kept-$TMT_REBOOT_COUNT; "
+                    'if [ "$TMT_REBOOT_COUNT" -lt 1 ]; then touch /tmp/gone; tmt-reboot; fi; '
+                    # (systemd's services keep their private /tmp directories there)
+                    "test ! -e /tmp/gone && test -f /var/tmp/kept-0 && echo done"
+                ),
+                "duration": "3m",
+            }
+        },
+    )
+    proc = catex(
+        "run", "-d", str(run), "--fmf-root", str(tree), "--provisioner", "podman",
+        "--image", booted, "--systemd",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = [(r["name"], r["status"]) for r in results(run)]
+    assert got == [("/boot-0", "pass"), ("/boot-1", "pass"), (None, "pass")]
+    own = own_results(run)["/tests/reboot"]
+    assert own["exit_code"] == 0
+    assert (run / "artifacts" / own["files"][0]).read_text().endswith("done\n")
+    recipe = json.loads((run / "run.json").read_text())["provisioner"]
+    assert recipe["options"] == {"images": {"default": booted}, "systemd": True}
     assert containers_of(run) == []
 
 

@@ -155,6 +155,7 @@ def workspace(tmp_path: Path, ssh_hosts: StartHosts):
         # The container examples run the image built here (no registry is reachable).
         env["CONTAINERS_CONF"] = str(images.containers_conf())
         names = {
+            "quay.io/fedora/fedora:41 --systemd": f"{images.systemd_image()} --systemd",
             "quay.io/fedora/fedora:41": images.debian_image(),
             "quay.io/centos/centos:stream9": images.flavour_image("second"),
             "root@test1.example.com": f"root@{hosts[0].address}",

@@ -6,7 +6,9 @@ image). Each container runs atex-ci's own PID 1 (a shell that waits; no
 sshd, no systemd), with /tmp a tmpfs, and is reached through
 ``transport/container.py``. ``reboot`` in a container ends that PID 1: the
 container stops and the controller starts it again (a reboot keeps the
-container's files, /tmp is empty, as on a machine).
+container's files, /tmp is empty, as on a machine). With ``--systemd``
+(podman) the image's systemd is PID 1 instead, and its own reboot stops the
+container.
 
 Every container carries the labels ``atex-ci.run`` (the run id) and
 ``atex-ci.machine``, and a name made of both: ``release`` removes the
@@ -23,6 +25,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import shlex
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,7 +33,12 @@ from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
 from ..transport.base import Transport, TransportError
-from ..transport.container import ContainerTransport, engine_call, engine_error
+from ..transport.container import (
+    WAIT_FOR_SYSTEMD,
+    ContainerTransport,
+    engine_call,
+    engine_error,
+)
 from ..workarea import is_valid_id, safe_id
 from .base import Provisioner, Recipe, RecipeReader
 
@@ -52,6 +60,17 @@ REBOOT_SHIM = "/usr/local/sbin/reboot"
 _SETUP = (
     "command -v bash >/dev/null && mkdir -p /usr/local/sbin && "
     f"printf '#!/bin/sh\\nkill -TERM 1\\n' > {REBOOT_SHIM} && chmod 755 {REBOOT_SHIM}"
+)
+
+#: Seconds systemd may take to boot in a container before it is used as it is.
+SYSTEMD_BOOT_TIMEOUT = 120
+
+#: With --systemd: the image's own reboot works; wait until it has booted
+#: (``degraded`` is booted too: a unit that fails in a container is common).
+_SYSTEMD_SETUP = (
+    "command -v bash >/dev/null && "
+    f"{{ timeout {SYSTEMD_BOOT_TIMEOUT} bash -O extglob -c {shlex.quote(WAIT_FOR_SYSTEMD)}; "
+    'test "$(cat /proc/1/comm)" = systemd; }'
 )
 
 #: Bound on making one container ready (the image is local or pulled once;
@@ -115,9 +134,12 @@ class ContainerProvisioner(Provisioner):
         rundir: RunDir,
         platform: str = "default",
         images: dict[str, str] | None = None,
+        systemd: bool = False,
     ) -> None:
         super().__init__(rundir, platform)
         self.images = dict(images or {})
+        #: Boot the image's systemd as PID 1 instead of atex-ci's own.
+        self.systemd = bool(systemd)
 
     # -- asked for and remembered ----------------------------------------------------
 
@@ -133,7 +155,14 @@ class ContainerProvisioner(Provisioner):
                 metavar="[PLATFORM=]IMAGE",
                 help="podman, docker: the image to run containers of (repeatable: one "
                 "platform per image; --count containers of each).",
-            )
+            ),
+            click.Option(
+                ["--systemd"],
+                is_flag=True,
+                default=None,
+                help="podman: boot the image's systemd (/sbin/init) in each container, instead "
+                "of atex-ci's own PID 1; a reboot boots it again.",
+            ),
         ]
 
     @classmethod
@@ -143,6 +172,10 @@ class ContainerProvisioner(Provisioner):
         images = parse_images(tuple(values.get("image") or ()), platform)
         if not images:
             raise ConfigError(f"--provisioner {kind} needs --image IMAGE")
+        if values.get("systemd"):
+            if cls.engine != "podman":
+                raise ConfigError(f"--systemd is for --provisioner podman, not {kind}")
+            return Recipe(kind, platform, {"images": images, "systemd": True})
         return Recipe(kind, platform, {"images": images})
 
     @classmethod
@@ -154,8 +187,9 @@ class ContainerProvisioner(Provisioner):
         if platform is None:
             return cls(rundir)
         found = recorded() or {}
-        images = dict((found.get("options") or {}).get("images") or {})
-        return cls(rundir, platform, {p: i for p, i in images.items() if p == platform})
+        options = found.get("options") or {}
+        images = {p: i for p, i in dict(options.get("images") or {}).items() if p == platform}
+        return cls(rundir, platform, images, systemd=bool(options.get("systemd")))
 
     def platforms(self) -> set[str]:
         return set(self.images) or {self.platform}
@@ -232,8 +266,7 @@ class ContainerProvisioner(Provisioner):
                     [self.engine],
                     *self._run_args(machine, name),
                     image,
-                    "-c",
-                    INIT,
+                    *([] if self.systemd else ["-c", INIT]),
                     timeout=CREATE_TIMEOUT,
                 )
                 if rc != 0:
@@ -243,7 +276,9 @@ class ContainerProvisioner(Provisioner):
                 transport = ContainerTransport([self.engine], name)
                 try:
                     await transport.connect()
-                    rc, _o, err_b = await transport.output(_SETUP)
+                    rc, _o, err_b = await transport.output(
+                        _SYSTEMD_SETUP if self.systemd else _SETUP
+                    )
                 finally:
                     await transport.close()
                 if rc != 0:
@@ -272,10 +307,10 @@ class ContainerProvisioner(Provisioner):
             f"{RUN_LABEL}={machine.handle['run']}",
             "--label",
             f"{MACHINE_LABEL}={machine.id}",
-            "--tmpfs",
-            "/tmp",
+            # systemd: podman mounts /tmp, /run... as systemd expects them.
+            *(["--systemd=always"] if self.systemd else ["--tmpfs", "/tmp"]),
             "--entrypoint",
-            "/bin/sh",
+            "/sbin/init" if self.systemd else "/bin/sh",
         ]
 
     # -- releasing -------------------------------------------------------------------

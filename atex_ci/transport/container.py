@@ -22,7 +22,8 @@ running" are never confused.
 
 A reboot is the container stopping (its PID 1 ending: ``reboot`` in the
 container, see provision/container.py) and being started again:
-``wait_disconnected`` waits for it to stop, ``reconnect`` starts it.
+``wait_disconnected`` waits for it to stop, ``reconnect`` starts it (and,
+where systemd is PID 1, waits until it has booted).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import contextlib
 import itertools
 import logging
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Sequence
@@ -46,6 +48,15 @@ log = logging.getLogger("atex_ci")
 STARTED = b"\x01"
 #: What bash runs before the command itself, to write it.
 _STARTED_LINE = "printf '\\001' >&2\n"
+
+#: Waits until systemd, where it is PID 1, has booted (``degraded`` has
+#: too); before its bus answers, ``is-system-running`` fails at once.
+WAIT_FOR_SYSTEMD = (
+    '[ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] || exit 0\n'
+    "until [[ $(systemctl is-system-running --wait 2>/dev/null) == @(running|degraded) ]]; do\n"
+    "    sleep 0.1\n"
+    "done"
+)
 
 #: Bound on one engine call (inspect, start): the engine answers in well
 #: under a second; a minute means it hangs.
@@ -206,12 +217,16 @@ class ContainerTransport(LocalTransport):
             self._exec = None
             try:
                 await self.connect()
-                return
+                break
             except TransportError:
                 if time.monotonic() + delay >= deadline:
                     raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, PROBE_MAX_DELAY)
+        # A container that boots systemd is back once it has booted, as a
+        # machine is once sshd answers (degraded counts: it has booted).
+        wait = max(int(deadline - time.monotonic()), 1)
+        await self.run(f"timeout {wait} bash -O extglob -c {shlex.quote(WAIT_FOR_SYSTEMD)}; true")
 
     async def wait_disconnected(self, timeout: float) -> bool:
         """Wait until the container has stopped (its PID 1 ended for a reboot)."""
