@@ -468,3 +468,37 @@ def test_the_action_runs_containers_of_its_image_input(tmp_path, image):
     assert got == {("plain", "pass"), ("two", "pass")}
     assert {m["provisioner"] for m in machines(run_dir)} == {"podman"}
     assert containers_of(run_dir) == []
+
+
+def test_docker_kind_through_a_docker_compatible_cli(tmp_path, image, run):
+    """docker's code path (its inspect fields, ``docker exec -i`` when runc's state is not
+    found, its rm/ps/run flags), on podman's docker-compatible CLI: no docker engine here."""
+    shim = tmp_path / "bin" / "docker"
+    shim.parent.mkdir()
+    shim.write_text('#!/bin/sh\nexec podman "$@"\n')
+    shim.chmod(0o755)
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "data": {"test": 'echo 7 > "$TMT_TEST_DATA/n"; tmt-report-result /sub PASS'},
+            "fails": {"test": "exit 3"},
+        },
+    )
+    env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}"}
+    docker = ["--provisioner", "docker", "--image", image, "--count", "2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree), *docker],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "running commands through 'docker exec'" in proc.stderr
+    own = own_results(run)
+    assert own["/tests/fails"]["exit_code"] == 3
+    assert own["/tests/data"]["status"] == "pass"
+    data = [f for f in own["/tests/data"]["files"] if f.endswith("data/n")]
+    assert data and (run / "artifacts" / data[0]).read_text() == "7\n"
+    assert {m["provisioner"] for m in machines(run)} == {"docker"}
+    assert containers_of(run) == []
