@@ -502,3 +502,34 @@ def test_docker_kind_through_a_docker_compatible_cli(tmp_path, image, run):
     assert data and (run / "artifacts" / data[0]).read_text() == "7\n"
     assert {m["provisioner"] for m in machines(run)} == {"docker"}
     assert containers_of(run) == []
+
+
+def test_ansible_prepare_reaches_the_container_never_this_host(tmp_path, image, run):
+    import importlib.util
+
+    mark = f"/var/tmp/ansible-was-here-{os.getpid()}"
+    tree = make_tree(
+        tmp_path / "tree",
+        {"marked": {"test": f"test -f {mark}"}},
+        plan={"prepare": [{"how": "ansible", "playbook": "site.yml"}]},
+    )
+    (tree / "site.yml").write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        f"    - ansible.builtin.copy:\n        dest: {mark}\n        content: x\n"
+    )
+    proc = catex(
+        "run", "-d", str(run), "--fmf-root", str(tree), "--provisioner", "podman",
+        "--image", image,
+    )  # fmt: skip
+    try:
+        assert not Path(mark).exists(), "the playbook ran on the controller's host"
+    finally:
+        Path(mark).unlink(missing_ok=True)
+    marked = own_results(run)["/tests/marked"]
+    collections = importlib.util.find_spec("ansible_collections") is not None
+    if collections and importlib.util.find_spec("ansible_collections.containers.podman"):
+        assert (proc.returncode, marked["status"]) == (0, "pass"), proc.stderr
+    else:  # ansible-core alone has no plugin for podman: the phase fails, saying so
+        assert marked["status"] == "error", marked
+        assert "containers.podman.podman" in proc.stderr + json.dumps(marked), proc.stderr
+    assert containers_of(run) == []
