@@ -20,7 +20,14 @@ from typing import Any
 
 import pytest
 
-from atex_ci.provision.container import INIT, RUN_LABEL, container_name
+from atex_ci.errors import ConfigError
+from atex_ci.provision.container import (
+    INIT,
+    RUN_LABEL,
+    PodmanProvisioner,
+    container_name,
+    parse_images,
+)
 from atex_ci.transport.base import NotStartedError
 from atex_ci.transport.container import ContainerTransport
 
@@ -93,6 +100,26 @@ def _wait_for(predicate: Any, what: str, timeout: float = 120) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"never happened: {what}"
         time.sleep(0.05)
+
+
+# -- what is asked for ----------------------------------------------------------------------
+
+
+def test_images_and_platforms_are_checked_before_anything_runs():
+    assert parse_images(("fedora:41",), "mine") == {"mine": "fedora:41"}
+    assert parse_images(("quay.io/fedora/fedora:41", "centos:stream9"), "mine") == {
+        "fedora-41": "quay.io/fedora/fedora:41",
+        "centos-stream9": "centos:stream9",
+    }
+    assert parse_images(("a=img", "b=img"), "mine") == {"a": "img", "b": "img"}
+    for bad in (("--privileged",), ("a=x", "a=y"), ("../x=img",), ("",)):
+        with pytest.raises(ConfigError):
+            parse_images(bad, "mine")
+    # What a damaged run.json gives back is checked too.
+    with pytest.raises(ConfigError):
+        PodmanProvisioner(None, "p", {"p": "--privileged"})  # type: ignore[arg-type]
+    # Two machine ids never share a container name.
+    assert container_name("r1", "a:b") != container_name("r1", "a_b")
 
 
 # -- the transport ------------------------------------------------------------------------

@@ -138,6 +138,10 @@ class ContainerProvisioner(Provisioner):
     ) -> None:
         super().__init__(rundir, platform)
         self.images = dict(images or {})
+        for name, image in self.images.items():
+            # Also what run.json gave back: never an option to the engine.
+            if not is_valid_id(name) or not _IMAGE.fullmatch(str(image)):
+                raise ConfigError(f"invalid image {image!r} for platform {name!r}")
         #: Boot the image's systemd as PID 1 instead of atex-ci's own.
         self.systemd = bool(systemd)
 
