@@ -55,15 +55,18 @@ def recipe_key() -> str:
 
 
 def debian_mirror() -> str:
-    """The Debian archive apt on this machine uses (deb822 or one-line sources)."""
+    """The Debian archive apt on this machine uses for SUITE (deb822 or one-line
+    sources), else Debian's own (a machine of another distribution)."""
     sources = Path("/etc/apt")
     for path in sorted([sources / "sources.list", *sources.glob("sources.list.d/*")]):
         if not path.is_file() or not path.name.endswith((".list", ".sources")):
             continue
         text = path.read_text(errors="replace")
-        for uri in re.findall(r"^URIs:\s*(\S+)", text, re.M) + re.findall(
-            r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+" + SUITE + r"\s", text, re.M
-        ):
+        uris = re.findall(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+" + SUITE + r"\s", text, re.M)
+        for stanza in re.split(r"\n\s*\n", text):
+            if re.search(r"^Suites:.*\b" + SUITE + r"\b(?!-)", stanza, re.M):
+                uris += re.findall(r"^URIs:\s*(\S+)", stanza, re.M)
+        for uri in uris:
             if "security" not in uri:
                 return uri.rstrip("/")
     return FALLBACK_MIRROR
