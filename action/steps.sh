@@ -66,6 +66,7 @@ reservation_options() {
     option --key "$SSH_KEY"
     option --provisioner "$PROVISIONER"
     while IFS= read -r kv; do args+=(-o "$kv"); done < <(lines "$PROVISIONER_OPTIONS")
+    while IFS= read -r image; do args+=(--image "$image"); done < <(lines "$IMAGE")
     option --compose "$COMPOSE"
     option --arch "$ARCH"
     option --count "$COUNT"

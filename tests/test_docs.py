@@ -25,6 +25,7 @@ import pytest
 
 from atex_ci.cli import cli
 
+from . import images
 from .conftest import StartHosts
 from .tf_fake import FakeTestingFarm
 from .treeutil import DEMO, REPO
@@ -151,7 +152,12 @@ def workspace(tmp_path: Path, ssh_hosts: StartHosts):
             k: v for k, v in os.environ.items() if not k.startswith(("TESTING_FARM_", "GITHUB_"))
         }
         env.update(fake.env(), PYTHONUNBUFFERED="1")
+        # The container examples run the image built here (no registry is reachable).
+        env["CONTAINERS_CONF"] = str(images.containers_conf())
         names = {
+            "quay.io/fedora/fedora:41 --systemd": f"{images.systemd_image()} --systemd",
+            "quay.io/fedora/fedora:41": images.debian_image(),
+            "quay.io/centos/centos:stream9": images.flavour_image("second"),
             "root@test1.example.com": f"root@{hosts[0].address}",
             "root@test2.example.com:2222": f"root@{hosts[1].address}:22",
             "~/.ssh/ci": str(hosts[0].key_path),

@@ -41,12 +41,33 @@ def _known_hosts_line(machine: Machine) -> str:
     return f"{host} {machine.host_key}\n"
 
 
+#: The connection plugin that reaches a container of each engine.
+CONTAINER_CONNECTIONS = {
+    "podman": "containers.podman.podman",
+    "docker": "community.docker.docker",
+}
+
+
+def _container(machine: Machine) -> tuple[str, str] | None:
+    """(container name, connection plugin) for a container machine, else None."""
+    plugin = CONTAINER_CONNECTIONS.get(machine.provisioner)
+    handle = machine.handle if isinstance(machine.handle, dict) else {}
+    name = handle.get("container")
+    return (name, plugin) if plugin and isinstance(name, str) else None
+
+
 def playbook_command(
     machine: Machine, key_root: Path, playbook: str, extra_args: str, known_hosts: Path
 ) -> list[str]:
     """The ansible-playbook command line for one playbook on ``machine``."""
     command = [ansible_playbook() or "ansible-playbook"]
-    if machine.is_local:
+    container = _container(machine)
+    if container is not None:
+        # A container (no host, no sshd): the engine's own connection plugin
+        # (the containers.podman or community.docker collection) reaches it.
+        name, plugin = container
+        command += ["-i", f"{name},", "-c", plugin, "-u", machine.user]
+    elif machine.is_local:
         # A local slot is this host: run the modules with our own interpreter,
         # which certainly works, rather than whatever ansible's discovery finds.
         command += ["-i", "localhost,", "-c", "local"]
@@ -76,7 +97,7 @@ async def run_playbooks(
         raise FileNotFoundError(f"'how: ansible' needs ansible-playbook; {INSTALL_HINT}")
     with tempfile.TemporaryDirectory(prefix="atex-ci-ansible-") as tmp:
         known_hosts = Path(tmp) / "known_hosts"
-        if not machine.is_local:
+        if not machine.is_local and _container(machine) is None:
             if not machine.host_key:
                 return 1, f"no recorded host key for {machine.id}; reserve it again"
             known_hosts.write_text(_known_hosts_line(machine))

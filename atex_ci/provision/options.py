@@ -80,9 +80,9 @@ def _shared_options() -> list[click.Option]:
         ),
         click.Option(
             [PROVISIONER_OPTION, "provisioner_name"],
-            metavar="testing-farm|MODULE:CLASS",
-            help="Reserve through a provisioner: 'testing-farm', or your own Provisioner "
-            "subclass (whose own options are then taken too).",
+            metavar="testing-farm|podman|docker|MODULE:CLASS",
+            help="Reserve through a provisioner: 'testing-farm', containers ('podman', "
+            "'docker'), or your own Provisioner subclass (whose own options are then taken too).",
         ),
         click.Option(
             ["-o", "--option", "provisioner_options"],
@@ -116,7 +116,9 @@ def reservation_options(spec: str | None = None) -> list[click.Option]:
 
     options = StaticProvisioner.options() + _shared_options()
     for cls in _builtin_kinds().values():
-        options += cls.options()
+        # Kinds of one family (podman, docker) declare the same options: once.
+        known = {o.name for o in options}
+        options += [o for o in cls.options() if o.name not in known]
     if spec is not None and ":" in spec:
         from . import provisioner_class
 
@@ -164,8 +166,11 @@ class Reservation:
         builtin = _builtin_kinds()
         if name is not None and (hosts or inventory or local):
             raise ConfigError("--provisioner cannot be combined with --host, --hosts or --local")
+        chosen = set(_declared_names(builtin[name])) if name in builtin else set()
         for kind, cls in builtin.items():
             for option in cls.options():
+                if option.name in chosen:
+                    continue  # the chosen kind declares it too
                 if kind != name and _given(option, values.get(str(option.name))):
                     raise ConfigError(f"{option.opts[0]} needs --provisioner {kind}")
         if pairs and (name is None or name in builtin):

@@ -3,8 +3,9 @@
 A transport runs shell commands (interpreted by bash on the machine) with
 separate stdout and stderr byte streams, feeds stdin, and can be reconnected
 after the machine reboots. Implementations: ``local.py`` (asyncio
-subprocesses on this host, for local slots) and ``ssh.py`` (asyncssh, one
-persistent connection per machine with many channels).
+subprocesses on this host, for local slots), ``ssh.py`` (asyncssh, one
+persistent connection per machine with many channels) and ``container.py``
+(the OCI runtime's exec into a podman or docker container).
 
 Everything is bytes: output that is not UTF-8 must never break a transport.
 Implementations may only add constructor/method arguments that have defaults.

@@ -77,6 +77,11 @@ class LocalTransport(Transport):
                 if transport is not None:
                     transport.close()
 
+    def _argv(self, command: str, tty: bool) -> list[str]:
+        """The program and arguments that run ``command`` (a subclass may run
+        it elsewhere, see container.py)."""
+        return ["bash", "-c", command]
+
     async def run(
         self,
         command: str,
@@ -87,9 +92,7 @@ class LocalTransport(Transport):
         tty: bool = False,
     ) -> int:
         proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            command,
+            *self._argv(command, tty),
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -104,16 +107,20 @@ class LocalTransport(Transport):
             await _all_or_first_error(pipes)
             return await proc.wait()
         except BaseException:
-            # Like closing an SSH channel: only the bash we started is
-            # signalled; the test's own process group is the executor's to
-            # kill. Its pipes stay open until then, so waiting for it here
-            # would only wait for that kill: close() collects it instead.
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGHUP)
-            # Also when bash has exited: a process it left may hold the pipes.
-            self._orphans.add(proc)
+            self._abandon(proc)
             raise
+
+    def _abandon(self, proc: asyncio.subprocess.Process) -> None:
+        """A command whose run() was cancelled or failed: let it go."""
+        # Like closing an SSH channel: only the bash we started is
+        # signalled; the test's own process group is the executor's to
+        # kill. Its pipes stay open until then, so waiting for it here
+        # would only wait for that kill: close() collects it instead.
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGHUP)
+        # Also when bash has exited: a process it left may hold the pipes.
+        self._orphans.add(proc)
 
 
 async def _all_or_first_error(coros: list[Coroutine[Any, Any, None]]) -> None:
