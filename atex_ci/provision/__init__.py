@@ -1,4 +1,4 @@
-"""Provisioners: local slots, static SSH hosts, Testing Farm, and your own.
+"""Provisioners: local slots, static SSH hosts, Testing Farm, QEMU VMs, and your own.
 
 ``get_provisioner(kind, rundir)`` gives the provisioner that manages machines
 recorded with ``provisioner: kind`` (a built-in name or ``module:Class``),
@@ -32,6 +32,7 @@ BUILTIN = {
     "local": "atex_ci.provision.local:LocalProvisioner",
     "static": "atex_ci.provision.static:StaticProvisioner",
     "testing-farm": "atex_ci.provision.testingfarm:TestingFarmProvisioner",
+    "qemu": "atex_ci.provision.qemu:QemuProvisioner",
 }
 
 
