@@ -173,13 +173,11 @@ class Reservation:
         for kind, cls in builtin.items():
             for option in cls.options():
                 takers.setdefault(str(option.name), []).append(kind)
-        for kind, cls in builtin.items():
+        for cls in builtin.values():
             for option in cls.options():
                 kinds = takers[str(option.name)]
                 if name not in kinds and _given(option, values.get(str(option.name))):
-                    raise ConfigError(
-                        f"{option.opts[0]} needs --provisioner {' or '.join(kinds)}"
-                    )
+                    raise ConfigError(f"{option.opts[0]} needs --provisioner {' or '.join(kinds)}")
         if pairs and (name is None or name in builtin):
             raise ConfigError(
                 "-o/--option is for your own provisioner (--provisioner module:Class)"

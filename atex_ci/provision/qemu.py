@@ -56,6 +56,8 @@ VMS_DIR = "vms"
 #: wants): a boot log of a cloud image is some tens of KiB, and a guest that
 #: floods its console costs no more than this.
 CONSOLE_BYTES = 1 << 20
+#: Longest QMP reply read: the whole ring buffer in base64, with room to spare.
+QMP_LINE_MAX = 2 * CONSOLE_BYTES
 #: Seconds from QEMU's start until SSH must let us in: a cloud image boots
 #: in well under a minute with KVM; emulated (TCG) it may take several.
 BOOT_TIMEOUT = 600.0
@@ -109,8 +111,10 @@ def qemu_binary() -> str:
     """The QEMU system emulator for this host; ConfigError if not installed."""
     name = _QEMU_BINARIES.get(host_platform.machine())
     if name is None:
-        raise ConfigError(f"qemu: this host's architecture ({host_platform.machine()}) is not "
-                          "supported; VMs run on x86_64 hosts")
+        raise ConfigError(
+            f"qemu: this host's architecture ({host_platform.machine()}) is not "
+            "supported; VMs run on x86_64 hosts"
+        )
     found = shutil.which(name)
     if found is None:
         raise ConfigError(f"qemu: {name} is not installed (Debian/Ubuntu: qemu-system-x86)")
@@ -247,7 +251,9 @@ class _QMP:
         # a descriptor of its directory, whatever the run directory's length.
         fd = os.open(self.vm_dir, os.O_PATH | os.O_DIRECTORY)
         try:
-            reader, writer = await asyncio.open_unix_connection(f"/proc/self/fd/{fd}/qmp.sock")
+            reader, writer = await asyncio.open_unix_connection(
+                f"/proc/self/fd/{fd}/qmp.sock", limit=QMP_LINE_MAX
+            )
         finally:
             os.close(fd)
         try:
@@ -405,9 +411,9 @@ class QemuProvisioner(Provisioner):
         for _ in range(count):
             machine_id = self._unique_id(f"{self.platform}-qemu", ids)
             ids.add(machine_id)
-            tasks.append(asyncio.ensure_future(
-                self._boot(machine_id, binary, image, fmt, key, public_key)
-            ))
+            tasks.append(
+                asyncio.ensure_future(self._boot(machine_id, binary, image, fmt, key, public_key))
+            )
         yielded: set[asyncio.Future[Machine]] = set()
         try:
             pending = set(tasks)
@@ -424,12 +430,13 @@ class QemuProvisioner(Provisioner):
             for task in tasks:  # booted but never handed over (the caller stopped)
                 if task not in yielded and not task.cancelled() and task.exception() is None:
                     await asyncio.shield(self.release(task.result()))
-        failures = [t.exception() for t in tasks if not t.cancelled() and t.exception()]
+        failures = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
         if failures:
             first = failures[0]
             if not isinstance(first, InfraError):
                 raise first
-            raise InfraError(f"booted {len(yielded)} of {count} qemu VM(s): {first}")
+            why = str(first).removeprefix("qemu: ")
+            raise InfraError(f"qemu: booted {len(yielded)} of {count} VM(s): {why}")
 
     async def _local_image(self) -> Path:
         assert self.image is not None
@@ -465,8 +472,9 @@ class QemuProvisioner(Provisioner):
         )
         machine.workdir = self.work_dir(machine, self.rundir.read_run()["id"])
         try:
-            await _tool("qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(image),
-                        str(overlay))
+            await _tool(
+                "qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(image), str(overlay)
+            )
             await self._make_seed(vm_dir, machine_id, public_key)
             await self._start(machine, binary, vm_dir)
             await self._wait_for_ssh(machine, vm_dir)
@@ -486,31 +494,66 @@ class QemuProvisioner(Provisioner):
         seed = vm_dir / "seed"
         seed.mkdir(exist_ok=True)
         run_id = str(self.rundir.read_run()["id"])
-        (seed / "meta-data").write_text(meta_data(f"{run_id}-{machine_id}",
-                                                  hostname_for(machine_id)))
+        (seed / "meta-data").write_text(
+            meta_data(f"{run_id}-{machine_id}", hostname_for(machine_id))
+        )
         (seed / "user-data").write_text(user_data(public_key))
-        await _tool(tool, "-quiet", "-output", str(vm_dir / "seed.iso"), "-volid", "cidata",
-                    "-joliet", "-rock", "user-data", "meta-data", cwd=seed)
+        await _tool(
+            tool,
+            "-quiet",
+            "-output",
+            str(vm_dir / "seed.iso"),
+            "-volid",
+            "cidata",
+            "-joliet",
+            "-rock",
+            "user-data",
+            "meta-data",
+            cwd=seed,
+        )
         shutil.rmtree(seed)
 
     def _command(self, binary: str, vm_dir: Path, accel: tuple[str, ...], port: int) -> list[str]:
         command = [
-            binary, "-name", f"atex-ci-{vm_dir.name}", "-nodefaults", "-display", "none",
-            *accel, "-m", self.memory, "-smp", str(self.cpus),
-            "-drive", f"file={vm_dir / 'overlay.qcow2'},format=qcow2,if=virtio",
-            "-drive", f"file={vm_dir / 'seed.iso'},format=raw,if=virtio,readonly=on",
-            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
-            "-device", "virtio-net-pci,netdev=net0",
+            binary,
+            "-name",
+            f"atex-ci-{vm_dir.name}",
+            "-nodefaults",
+            "-display",
+            "none",
+            *accel,
+            "-m",
+            self.memory,
+            "-smp",
+            str(self.cpus),
+            "-drive",
+            f"file={vm_dir / 'overlay.qcow2'},format=qcow2,if=virtio",
+            "-drive",
+            f"file={vm_dir / 'seed.iso'},format=raw,if=virtio,readonly=on",
+            "-netdev",
+            f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device",
+            "virtio-net-pci,netdev=net0",
             # sshd and cloud-init want entropy early; a VM without it may wait.
-            "-device", "virtio-rng-pci",
-            "-chardev", f"ringbuf,id=console,size={CONSOLE_BYTES}",
-            "-serial", "chardev:console",
-            "-qmp", "unix:qmp.sock,server=on,wait=off",
-            "-pidfile", "qemu.pid", "-daemonize",
+            "-device",
+            "virtio-rng-pci",
+            "-chardev",
+            f"ringbuf,id=console,size={CONSOLE_BYTES}",
+            "-serial",
+            "chardev:console",
+            "-qmp",
+            "unix:qmp.sock,server=on,wait=off",
+            "-pidfile",
+            "qemu.pid",
+            "-daemonize",
         ]
         if self.kernel:
-            command += ["-kernel", self.kernel,
-                        "-append", self.kernel_cmdline or DEFAULT_KERNEL_CMDLINE]
+            command += [
+                "-kernel",
+                self.kernel,
+                "-append",
+                self.kernel_cmdline or DEFAULT_KERNEL_CMDLINE,
+            ]
             if self.initrd:
                 command += ["-initrd", self.initrd]
         return command
@@ -553,9 +596,14 @@ class QemuProvisioner(Provisioner):
         deadline = time.monotonic() + BOOT_TIMEOUT
         last = "no answer"
         while True:
-            transport = SSHTransport(machine.host, machine.port, machine.user,
-                                     str(self.rundir.path / str(machine.key)), retries=0,
-                                     connect_timeout=10.0)
+            transport = SSHTransport(
+                machine.host,
+                machine.port,
+                machine.user,
+                str(self.rundir.path / str(machine.key)),
+                retries=0,
+                connect_timeout=10.0,
+            )
             try:
                 await transport.connect()
                 rc, _out, _err = await transport.output("true")
@@ -590,8 +638,9 @@ class QemuProvisioner(Provisioner):
         """The VM's directory as recorded, refused unless it is RUN/vms/<its id>."""
         handle = machine.handle if isinstance(machine.handle, dict) else {}
         if handle.get("dir") != f"{VMS_DIR}/{machine.id}" or safe_id(machine.id) != machine.id:
-            log.warning("qemu: %s has no VM directory of ours recorded; nothing to destroy",
-                        machine.id)
+            log.warning(
+                "qemu: %s has no VM directory of ours recorded; nothing to destroy", machine.id
+            )
             return None
         return self.rundir.path / VMS_DIR / machine.id
 
@@ -635,14 +684,19 @@ class QemuProvisioner(Provisioner):
         a VM that reboots keeps its earlier output); its last line, for messages."""
         try:
             async with asyncio.timeout(QUIT_TIMEOUT):
-                (answer,) = await _QMP(vm_dir).commands({
-                    "execute": "ringbuf-read",
-                    "arguments": {"device": "console", "size": CONSOLE_BYTES,
-                                  "format": "base64"},
-                })
+                (answer,) = await _QMP(vm_dir).commands(
+                    {
+                        "execute": "ringbuf-read",
+                        "arguments": {
+                            "device": "console",
+                            "size": CONSOLE_BYTES,
+                            "format": "base64",
+                        },
+                    }
+                )
             data = base64.b64decode(answer or "")
         except (InfraError, OSError, TimeoutError, ValueError) as exc:
-            log.debug("qemu: cannot read the console of %s: %s", machine.id, exc)
+            log.warning("qemu: cannot read the console of %s: %s", machine.id, exc)
             return "(unreadable)"
         with open(vm_dir / "console.log", "ab") as f:
             f.write(data)
