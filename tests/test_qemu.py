@@ -162,3 +162,49 @@ def test_vm_of_a_killed_run_is_destroyed_by_release(run, image):
     assert qemu_pids(run) == []
     assert not Path(vm["handle"]["overlay"]).exists()
     assert (run / "vms" / vm["id"] / "console.log").stat().st_size > 0
+
+
+def test_sigterm_while_booting_destroys_the_vm(run, image):
+    """`reserve` stopped by SIGTERM once QEMU runs, before the VM answers:
+    the VM is destroyed and its disks removed; nothing is recorded as held."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atex_ci", "reserve", "-d", str(run), *vm_options(image, 1)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not qemu_pids(run):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "QEMU never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert qemu_pids(run) == []
+    (vm_dir,) = (run / "vms").iterdir()
+    assert not (vm_dir / "overlay.qcow2").exists() and not (vm_dir / "seed.iso").exists()
+    assert not (run / "machines.json").exists() or machines(run) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--provisioner", "qemu"], "--provisioner qemu needs --image PATH|URL"),
+        (["--provisioner", "qemu", "--image", "/nonexistent.qcow2"], "does not exist"),
+        (["--provisioner", "qemu", "--image", "x.qcow2", "--memory", "lots"], "invalid --memory"),
+        (["--provisioner", "qemu", "--image", "x.qcow2", "--initrd", __file__], "need --kernel"),
+        (["--image", "x.qcow2"], "--image needs --provisioner qemu"),
+        (["--provisioner", "testing-farm", "--compose", "F", "--cpus", "2"], "--cpus needs"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, args, message):
+    proc = atex("reserve", "-d", str(tmp_path / "run"), *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("atex-ci: ")

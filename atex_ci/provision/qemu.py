@@ -383,6 +383,8 @@ class QemuProvisioner(Provisioner):
             options["kernel_cmdline"] = str(values["kernel_cmdline"])
         if ("initrd" in options or "kernel_cmdline" in options) and "kernel" not in options:
             raise ConfigError("--initrd and --kernel-cmdline need --kernel")
+        if "://" not in options["image"] and not Path(options["image"]).is_file():
+            raise ConfigError(f"qemu: image {options['image']} does not exist")
         return Recipe(kind, platform, {**options, **extra})
 
     def platforms(self) -> set[str]:
@@ -406,7 +408,9 @@ class QemuProvisioner(Provisioner):
         if not kvm_usable():
             self._emulate("/dev/kvm is not usable here")
         key, public_key = await asyncio.to_thread(generate_run_key, self.rundir, "qemu")
-        ids: set[str] = set()
+        # A VM directory of an earlier reservation that failed keeps its console.log.
+        vms = self.rundir.path / VMS_DIR
+        ids = {p.name for p in vms.iterdir()} if vms.is_dir() else set()
         tasks = []
         for _ in range(count):
             machine_id = self._unique_id(f"{self.platform}-qemu", ids)
@@ -572,8 +576,18 @@ class QemuProvisioner(Provisioner):
         while True:
             port = _free_port()
             accel = self.accel
+            start = asyncio.ensure_future(
+                _tool(*self._command(binary, vm_dir, accel, port), cwd=vm_dir)
+            )
             try:
-                await _tool(*self._command(binary, vm_dir, accel, port), cwd=vm_dir)
+                try:
+                    await asyncio.shield(start)
+                except asyncio.CancelledError:
+                    # Let QEMU finish starting (a second or so): its pid file
+                    # then names the daemon that must be destroyed.
+                    with contextlib.suppress(Exception):
+                        await start
+                    raise
                 break
             except InfraError as exc:
                 attempts += 1
@@ -705,7 +719,9 @@ class QemuProvisioner(Provisioner):
 
 
 def _absolute(image: str) -> str:
-    """A URL as given; a path made absolute."""
+    """A URL as given (http or https only); a path made absolute."""
     if image.startswith(("http://", "https://")):
         return image
+    if "://" in image:
+        raise ConfigError(f"invalid --image {image!r}: a path, or an http(s) URL")
     return str(Path(image).expanduser().resolve())
