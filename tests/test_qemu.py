@@ -7,11 +7,14 @@ NoCloud seed. KVM is used where it can run them, TCG otherwise.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +78,16 @@ def machines(run: Path) -> list[dict]:
     return json.loads((run / "machines.json").read_text())["machines"]
 
 
+def qemu_img_info(path: Path) -> dict:
+    proc = subprocess.run(
+        ["qemu-img", "info", "-U", "--output=json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout)
+
+
 def check_demo(run: Path) -> None:
     """The demo's outcome, as .ci/check_demo.py checks it."""
     proc = subprocess.run(
@@ -94,14 +107,7 @@ def test_demo_on_two_vms_sharing_one_image(run, image):
     for machine in vms:
         # Each VM writes its own overlay; the image is only their backing file.
         overlay = Path(machine["handle"]["overlay"])
-        info = json.loads(
-            subprocess.run(
-                ["qemu-img", "info", "-U", "--output=json", str(overlay)],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
+        info = qemu_img_info(overlay)
         assert overlay.parent == run / "vms" / machine["id"]
         assert info["format"] == "qcow2"
         assert info["backing-filename"] == str(image.disk)
@@ -129,15 +135,40 @@ def test_demo_on_two_vms_sharing_one_image(run, image):
     assert not (run / "keys").exists()
 
 
-def test_vm_of_a_killed_run_is_destroyed_by_release(run, image):
-    """kill -9 of `run` leaves its VM running (QEMU is a daemon); the next
-    `release` finds it in machines.json and destroys it."""
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def image_server(image: VMImage) -> Iterator[str]:
+    """The image's directory served over HTTP on 127.0.0.1; its base URL."""
+    handler = functools.partial(_QuietFiles, directory=str(image.disk.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_vm_of_a_killed_run_is_destroyed_by_release(run, image, image_server, tmp_path):
+    """An image given by URL is downloaded into the cache and booted; kill -9
+    of `run` leaves its VM running (QEMU is a daemon); the next `release`
+    finds it in machines.json and destroys it."""
+    options = vm_options(image, 1)
+    options[options.index("--image") + 1] = f"{image_server}/{image.disk.name}"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(DEMO),
-         *vm_options(image, 1)],
+         *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + BOOT_COMMAND_TIMEOUT
@@ -156,6 +187,9 @@ def test_vm_of_a_killed_run_is_destroyed_by_release(run, image):
             proc.wait()
     (vm,) = machines(run)
     assert qemu_pids(run) == [vm["handle"]["pid"]]
+    (cached,) = (tmp_path / "cache" / "atex-ci" / "images").glob("*/disk.qcow2")
+    assert cached.stat().st_size == image.disk.stat().st_size
+    assert qemu_img_info(Path(vm["handle"]["overlay"]))["backing-filename"] == str(cached)
 
     proc2 = atex("release", "-d", str(run))
     assert proc2.returncode == 0, proc2.stderr
