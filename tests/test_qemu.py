@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .treeutil import DEMO, atex, own_results
+from .treeutil import DEMO, REPO, atex, own_results
 from .vm_image import VMImage, missing_requirements, vm_image
 
 #: Seconds a command that boots VMs may take: emulated (TCG) on two shared
@@ -91,7 +91,7 @@ def qemu_img_info(path: Path) -> dict:
 def check_demo(run: Path) -> None:
     """The demo's outcome, as .ci/check_demo.py checks it."""
     proc = subprocess.run(
-        [sys.executable, str(DEMO.parent.parent / ".ci" / "check_demo.py"), str(run)],
+        [sys.executable, str(REPO / ".ci" / "check_demo.py"), str(run)],
         capture_output=True,
         text=True,
     )
