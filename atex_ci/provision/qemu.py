@@ -43,7 +43,7 @@ from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
 from ..workarea import safe_id
-from .base import Provisioner, Recipe, generate_run_key
+from .base import Provisioner, Recipe, RecipeReader, generate_run_key
 
 if TYPE_CHECKING:
     import click
@@ -387,8 +387,19 @@ class QemuProvisioner(Provisioner):
             raise ConfigError(f"qemu: image {options['image']} does not exist")
         return Recipe(kind, platform, {**options, **extra})
 
-    def platforms(self) -> set[str]:
-        return {self.platform}
+    @classmethod
+    def from_recipe(
+        cls, rundir: RunDir, recorded: RecipeReader, platform: str | None = None
+    ) -> Provisioner:
+        """For a release (no ``platform``): no options, run.json unread (the
+        machine's handle is all it needs). For a replacement: the recorded
+        options, when they are for that platform."""
+        if platform is None:
+            return cls(rundir)
+        found = recorded() or {}
+        if found.get("platform", "default") != platform:
+            return cls(rundir, platform)
+        return cls(rundir, platform, **dict(found.get("options") or {}))
 
     def can_replace(self) -> bool:
         """Yes: another VM from the same image (when the recipe names one)."""
