@@ -1,4 +1,4 @@
-"""Provisioners: local slots, static SSH hosts, Testing Farm, containers, and your own.
+"""Provisioners: local slots, static SSH hosts, Testing Farm, containers, QEMU VMs, and your own.
 
 ``get_provisioner(kind, rundir)`` gives the provisioner that manages machines
 recorded with ``provisioner: kind`` (a built-in name or ``module:Class``),
@@ -34,6 +34,7 @@ BUILTIN = {
     "testing-farm": "atex_ci.provision.testingfarm:TestingFarmProvisioner",
     "podman": "atex_ci.provision.container:PodmanProvisioner",
     "docker": "atex_ci.provision.container:DockerProvisioner",
+    "qemu": "atex_ci.provision.qemu:QemuProvisioner",
 }
 
 

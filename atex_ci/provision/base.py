@@ -28,6 +28,7 @@ import abc
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +227,29 @@ class Provisioner(abc.ABC):
             # A valid id is ASCII: cut the base so that the id stays one.
             machine_id = f"{base[: COMPONENT_MAX_BYTES - len(suffix)]}{suffix}"
         return machine_id
+
+
+def generate_run_key(rundir: RunDir, prefix: str) -> tuple[str, str]:
+    """A fresh ed25519 key pair in RUN/keys (private key 0600), named
+    ``PREFIX-N``: (its path relative to RUN, its public line without comment).
+    ``release`` deletes RUN/keys."""
+    from ..transport.asyncssh_import import load_asyncssh
+
+    asyncssh = load_asyncssh()  # often the run's first use of it: no compiler probe
+
+    keys = rundir.keys_dir
+    n = 1
+    while (keys / f"{prefix}-{n}").exists():
+        n += 1
+    path = keys / f"{prefix}-{n}"
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.export_private_key("openssh"))
+    kind, blob, *_comment = key.export_public_key("openssh").decode().split()
+    public = f"{kind} {blob}"
+    path.with_name(path.name + ".pub").write_text(public + "\n")
+    return f"keys/{path.name}", public
 
 
 def ssh_transport(machine: Machine, rundir: RunDir) -> Transport:

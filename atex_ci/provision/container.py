@@ -158,7 +158,8 @@ class ContainerProvisioner(Provisioner):
                 multiple=True,
                 metavar="[PLATFORM=]IMAGE",
                 help="podman, docker: the image to run containers of (repeatable: one "
-                "platform per image; --count containers of each).",
+                "platform per image; --count containers of each). qemu: the cloud image "
+                "to boot (PATH or URL, once).",
             ),
             click.Option(
                 ["--systemd"],

@@ -80,9 +80,9 @@ def _shared_options() -> list[click.Option]:
         ),
         click.Option(
             [PROVISIONER_OPTION, "provisioner_name"],
-            metavar="testing-farm|podman|docker|MODULE:CLASS",
-            help="Reserve through a provisioner: 'testing-farm', containers ('podman', "
-            "'docker'), or your own Provisioner subclass (whose own options are then taken too).",
+            metavar="|".join([*_builtin_kinds(), "MODULE:CLASS"]),
+            help="Reserve through a provisioner: a built-in one (docs/provisioners.md), or your "
+            "own Provisioner subclass (whose own options are then taken too).",
         ),
         click.Option(
             ["-o", "--option", "provisioner_options"],
@@ -115,10 +115,14 @@ def reservation_options(spec: str | None = None) -> list[click.Option]:
     from .static import StaticProvisioner
 
     options = StaticProvisioner.options() + _shared_options()
+    # Built-in kinds may share an option (--image): it is declared once, by
+    # the first kind that has it, and each kind takes its value.
+    shared = {str(o.name) for o in options}
     for cls in _builtin_kinds().values():
-        # Kinds of one family (podman, docker) declare the same options: once.
-        known = {o.name for o in options}
-        options += [o for o in cls.options() if o.name not in known]
+        for option in cls.options():
+            if str(option.name) not in shared:
+                shared.add(str(option.name))
+                options.append(option)
     if spec is not None and ":" in spec:
         from . import provisioner_class
 
@@ -166,13 +170,15 @@ class Reservation:
         builtin = _builtin_kinds()
         if name is not None and (hosts or inventory or local):
             raise ConfigError("--provisioner cannot be combined with --host, --hosts or --local")
-        chosen = set(_declared_names(builtin[name])) if name in builtin else set()
+        takers: dict[str, list[str]] = {}  # option name -> the built-in kinds that take it
         for kind, cls in builtin.items():
             for option in cls.options():
-                if option.name in chosen:
-                    continue  # the chosen kind declares it too
-                if kind != name and _given(option, values.get(str(option.name))):
-                    raise ConfigError(f"{option.opts[0]} needs --provisioner {kind}")
+                takers.setdefault(str(option.name), []).append(kind)
+        for cls in builtin.values():
+            for option in cls.options():
+                kinds = takers[str(option.name)]
+                if name not in kinds and _given(option, values.get(str(option.name))):
+                    raise ConfigError(f"{option.opts[0]} needs --provisioner {' or '.join(kinds)}")
         if pairs and (name is None or name in builtin):
             raise ConfigError(
                 "-o/--option is for your own provisioner (--provisioner module:Class)"

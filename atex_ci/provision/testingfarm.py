@@ -43,7 +43,7 @@ from .. import environ_secrets, untrusted_json
 from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
-from .base import Provisioner, Recipe, RecipeReader
+from .base import Provisioner, Recipe, RecipeReader, generate_run_key
 from .options import key_values
 
 if TYPE_CHECKING:
@@ -820,23 +820,8 @@ class TestingFarmProvisioner(Provisioner):
             raise InfraError(f"reserved {ready} of {count} Testing Farm machine(s): {failures[0]}")
 
     def _generate_key(self) -> tuple[str, str]:
-        """A fresh ed25519 key pair in RUN/keys (0600); (path relative to RUN, public line)."""
-        from ..transport.asyncssh_import import load_asyncssh
-
-        asyncssh = load_asyncssh()  # often the run's first use of it: no compiler probe
-
-        keys = self.rundir.keys_dir
-        n = 1
-        while (keys / f"testing-farm-{n}").exists():
-            n += 1
-        path = keys / f"testing-farm-{n}"
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.export_private_key("openssh"))
-        public = public_key_line(key.export_public_key("openssh").decode())
-        path.with_name(path.name + ".pub").write_text(public + "\n")
-        return f"keys/{path.name}", public
+        """A fresh key pair in RUN/keys (see ``generate_run_key``)."""
+        return generate_run_key(self.rundir, "testing-farm")
 
     async def _ranch(self, api: TestingFarmAPI) -> str | None:
         """The token's ranch ("public", "redhat"), as GET /whoami tells it."""
