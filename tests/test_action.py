@@ -36,7 +36,19 @@ from tests.test_docs import repository_slug
 from tests.treeutil import REPO, make_tree, own_results
 
 TOKEN = "tf-action-token-3c9e17a05b"
-ACTION_STEPS = ["prepare", "install", "reserve", "run", "report", "release"]
+ACTION_STEPS = [
+    "prepare",
+    "install",
+    "reserve",
+    "run",
+    "report",
+    "comment",
+    "release",
+    "history",
+    "verdict",
+]
+# The script steps of a run with the default inputs (no comment).
+MAIN_STEPS = [s for s in ACTION_STEPS if s != "comment"]
 COLLECT = REPO / "collect"
 COLLECT_STEPS = ["prepare", "install", "collect", "report", "verdict"]
 
@@ -91,6 +103,11 @@ def run_action(tmp_path: Path, session_venv: str) -> Runner:
         return result
 
     return run
+
+
+def scripts(run: ActionRun) -> list[str]:
+    """The script steps of action.yml that ran, in order."""
+    return [s for s in run.ran() if s in ACTION_STEPS]
 
 
 def tree(root: Path, tests: dict[str, str]) -> Path:
@@ -272,9 +289,14 @@ def test_passing_run_on_local_slots(tmp_path, run_action):
         }
     )
     assert run.status == "success", run.log
-    assert run.ran() == ACTION_STEPS
-    # The install knob skips Python set-up and the pip cache.
-    assert [s.uses for s in run.steps if s.uses and s.outcome != "skipped"] == []
+    assert scripts(run) == MAIN_STEPS
+    # The install knob skips Python set-up and the pip cache; the history is
+    # restored, saved, and the run directory uploaded.
+    assert [s.uses.split("@")[0] for s in run.steps if s.uses and s.outcome != "skipped"] == [
+        "actions/cache/restore",
+        "actions/cache/save",
+        "actions/upload-artifact",
+    ]
     run_dir = Path(run.outputs["run-dir"])
     assert run_dir == tmp_path / "workspace" / "atex-ci-run"
     assert run.outputs["exit-code"] == "0"
@@ -309,9 +331,11 @@ def test_failing_tests(tmp_path, run_action, fail_on_test_failure):
             "junit": "out/junit.xml",
         }
     )
-    assert run.ran() == ACTION_STEPS
+    assert scripts(run) == MAIN_STEPS
     assert run.outputs["exit-code"] == "1"
-    assert run.step("run").exit_code == (1 if fail_on_test_failure == "true" else 0)
+    assert run.step("run").exit_code == 0  # the verdict step judges failing tests
+    assert run.outputs["failing"] == "true"
+    assert run.step("verdict").exit_code == (1 if fail_on_test_failure == "true" else 0)
     assert run.status == ("failure" if fail_on_test_failure == "true" else "success")
     assert run.step("report").outcome == "success"
     assert run.step("release").outcome == "success"
@@ -370,13 +394,21 @@ def test_failed_reservation_skips_run_and_report(tmp_path, run_action):
     assert run.step("reserve").stderr.startswith("atex-ci: ")
 
 
-def test_bad_switch_stops_before_anything_is_reserved(tmp_path, run_action):
-    run = run_action({"fail-on-test-failure": "yes"})
+@pytest.mark.parametrize(
+    ("name", "value", "choices"),
+    [
+        ("fail-on-test-failure", "yes", "true or false"),
+        ("rerun-failed", "on", "true or false"),
+        ("comment", "never", "always, failures or off"),
+        ("fail-on", "all", "new or any"),
+    ],
+)
+def test_bad_switch_stops_before_anything_is_reserved(tmp_path, run_action, name, value, choices):
+    run = run_action({name: value})
     assert run.status == "failure"
     assert run.step("prepare").outcome == "failure"
-    assert ("error", "atex-ci: the fail-on-test-failure input must be true or false") in (
-        run.commands
-    )
+    message = f"atex-ci: the {name} input must be {choices}, got '{value}'"
+    assert ("error", message) in run.commands
     assert run.ran() == ["prepare", "release"]
     assert "nothing was reserved" in run.step("release").stdout
 
@@ -407,7 +439,7 @@ def test_release_after_failing_run_on_ssh_hosts(tmp_path, run_action, ssh_hosts)
         }
     )
     assert run.status == "failure"
-    assert run.ran() == ACTION_STEPS
+    assert scripts(run) == MAIN_STEPS
     run_dir = Path(run.outputs["run-dir"])
     results = own_results(run_dir)
     assert {name: r["status"] for name, r in results.items()} == {
@@ -556,7 +588,7 @@ def test_the_install_step_as_written(tmp_path, wheelhouse):
     run = runner.run({"fmf-root": str(root), "local-slots": "1", "python-version": "3.11"})
     assert runner.orphans == []
     assert run.status == "success", run.log
-    assert [s for s in run.ran() if s in ACTION_STEPS] == ACTION_STEPS
+    assert scripts(run) == MAIN_STEPS
     venv = tmp_path / "runner-temp" / "atex-ci-venv"
     assert run.step("install").outputs["atex-ci"] == str(venv / "bin" / "atex-ci")
     located = subprocess.run(
@@ -568,12 +600,12 @@ def test_the_install_step_as_written(tmp_path, wheelhouse):
     ).stdout
     assert located.startswith(str(venv)), "atex-ci was not installed into the venv (editable?)"
     # setup-python and the pip cache are asked for, with the cache key the prepare step made.
-    used = {s.uses.split("@")[0]: s for s in run.steps if s.uses and s.outcome == "success"}
-    assert set(used) == {"actions/setup-python", "actions/cache/restore", "actions/cache/save"}
-    assert used["actions/setup-python"].with_ == {"python-version": "3.11"}
-    key = used["actions/cache/restore"].with_["key"]
+    used = {s.id or s.name: s for s in run.steps if s.uses and s.outcome == "success"}
+    assert set(used) >= {"python", "pip-cache", "Save the pip cache"}
+    assert used["python"].with_ == {"python-version": "3.11"}
+    key = used["pip-cache"].with_["key"]
     assert re.fullmatch(r"atex-ci-pip-Linux-[0-9a-f]{16}-3\.11", key)
-    assert used["actions/cache/save"].with_["key"] == key
+    assert used["Save the pip cache"].with_["key"] == key
 
 
 def test_tests_cannot_steer_the_job(tmp_path, run_action):
@@ -923,7 +955,7 @@ def test_example_yml_copied_into_a_fresh_repository(tmp_path, session_venv, whee
     shards = run.job("test")
     assert [j.matrix for j in shards] == [{"shard": 1}, {"shard": 2}, {"shard": 3}]
     for shard in shards:
-        assert shard.actions["atex"].ran() == ACTION_STEPS
+        assert scripts(shard.actions["atex"]) == [s for s in MAIN_STEPS if s != "history"]
     (collect,) = run.job("collect")
     merged = collect.actions["merged"]
     assert [s for s in merged.ran() if s in COLLECT_STEPS] == COLLECT_STEPS
