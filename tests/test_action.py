@@ -90,6 +90,7 @@ def run_action(tmp_path: Path, session_venv: str) -> Runner:
         env: dict[str, str] | None = None,
         cancel_when: Callable[[str | None], bool] | None = None,
         cancel_group: bool = False,
+        github: dict[str, Any] | None = None,
     ) -> ActionRun:
         runner = ActionRunner(
             REPO,
@@ -97,6 +98,7 @@ def run_action(tmp_path: Path, session_venv: str) -> Runner:
             tmp_path / "runner-temp",
             env={"ATEX_CI_VENV": session_venv, **(env or {})},
             cancel_group=cancel_group,
+            github=github,
         )
         result = runner.run(inputs, cancel_when=cancel_when)
         assert runner.orphans == [], "the action left processes running after the job"
@@ -755,6 +757,182 @@ def test_shards_then_collect(tmp_path, run_action):
     )
     assert done.returncode == 0, done.stderr
     assert set(own_results(merged)) == {f"/tests/t{n}" for n in range(6)}
+
+
+# ------------------------------------------------------------------ the pull request comment
+
+GH_TOKEN = "ghs_comment0token0never0logged42"
+
+
+def pull_request_context(tmp_path: Path, fake: Any, number: int = 7) -> dict[str, Any]:
+    """The github context of a pull_request job of workflow "Tests", job "test"."""
+    event = tmp_path / f"event-{number}.json"
+    event.write_text(json.dumps({"pull_request": {"number": number}}))
+    return {
+        "token": fake.token,
+        "repository": fake.repository,
+        "api_url": fake.url,
+        "event_name": "pull_request",
+        "event_path": str(event),
+        "workflow": "Tests",
+        "job": "test",
+        "run_id": "4242",
+        "run_attempt": "1",
+    }
+
+
+def our_comments(fake: Any, number: int = 7) -> list[dict[str, Any]]:
+    return [
+        c
+        for c in fake.comments.get(number, [])
+        if c["user"]["type"] == "Bot" and c["body"].startswith("<!-- atex-ci comment: ")
+    ]
+
+
+def test_pr_comment_is_one_comment_updated_in_place(tmp_path, run_action):
+    """Created on the first run, found again on the second page and edited on the next."""
+    from tests.github_fake import fake_github
+
+    root = tree(tmp_path / "tree", {"good": "true", "bad": "echo broken; exit 1"})
+    green = tree(tmp_path / "green", {"good": "true"})
+    with fake_github(GH_TOKEN) as fake:
+        # 150 comments already: ours lands on the listing's second page. A
+        # person's comment that copies the marker is never touched.
+        for n in range(149):
+            fake.add(7, f"review comment {n}", {"login": "someone", "type": "User"})
+        github = pull_request_context(tmp_path, fake)
+        first = run_action(
+            {"fmf-root": str(root), "local-slots": "1", "comment": "always", "run-dir": "one"},
+            github=github,
+        )
+        assert first.status == "failure"  # the failing test; the comment is posted anyway
+        assert first.step("comment").outcome == "success", first.log
+        (posted,) = our_comments(fake)
+        assert posted["body"].split("\n", 1)[0] == "<!-- atex-ci comment: Tests/test -->"
+        assert "/tests/bad" in posted["body"]
+        fake.add(7, posted["body"].split("\n", 1)[0] + "\nnot ours", {"login": "x", "type": "User"})
+        assert len(fake.comments[7]) == 151
+        fake.requests.clear()
+        second = run_action(
+            {"fmf-root": str(green), "local-slots": "1", "comment": "always", "run-dir": "two"},
+            github=github,
+        )
+        assert second.status == "success", second.log
+        # Both pages were read; the one comment was edited, nothing created.
+        listed = [path for method, path in fake.requests if method == "GET"]
+        assert listed == ["/repos/owner/repo/issues/7/comments"] * 2
+        assert fake.writes() == [("PATCH", f"/repos/owner/repo/issues/comments/{posted['id']}")]
+        (updated,) = our_comments(fake)
+        assert updated["id"] == posted["id"]
+        assert "/tests/bad" not in updated["body"] and "/tests/good" in updated["body"]
+        assert fake.comments[7][-1]["body"].endswith("not ours")
+    # The token: in no log line, no file of the run directories.
+    for run in (first, second):
+        assert GH_TOKEN not in run.log
+        assert GH_TOKEN not in all_files_text(Path(run.outputs["run-dir"]))
+    assert "updated the comment on pull request #7" in second.step("comment").stdout
+
+
+def test_pr_comment_per_job_and_shard(tmp_path, run_action):
+    """Another job, or another shard of a matrix, has its own comment."""
+    from tests.github_fake import fake_github
+
+    root = tree(tmp_path / "tree", {"a": "true", "b": "true"})
+    with fake_github(GH_TOKEN) as fake:
+        github = pull_request_context(tmp_path, fake)
+        for index, job in enumerate(["test", "other"]):
+            run_action(
+                {"fmf-root": str(root), "comment": "always", "run-dir": f"j{index}"},
+                github={**github, "job": job},
+            )
+        run_action(
+            {"fmf-root": str(root), "comment": "always", "run-dir": "s", "shard": "1/2"},
+            github=github,
+        )
+        keys = sorted(c["body"].split("\n", 1)[0] for c in our_comments(fake))
+    assert keys == [
+        "<!-- atex-ci comment: Tests/other -->",
+        "<!-- atex-ci comment: Tests/test -->",
+        "<!-- atex-ci comment: Tests/test shard 1/2 -->",
+    ]
+
+
+def test_pr_comment_on_failures_only(tmp_path, run_action):
+    """failures: a green run posts nothing, a red one posts, a green one after it turns it green."""
+    from tests.github_fake import fake_github
+
+    green = tree(tmp_path / "green", {"good": "true"})
+    red = tree(tmp_path / "red", {"good": "true", "bad": "exit 1"})
+    inputs = {"local-slots": "1", "comment": "failures", "fail-on-test-failure": "false"}
+    with fake_github(GH_TOKEN) as fake:
+        github = pull_request_context(tmp_path, fake)
+        run = run_action({**inputs, "fmf-root": str(green), "run-dir": "g1"}, github=github)
+        assert run.step("comment").outcome == "success"
+        assert "no failures: no comment" in run.step("comment").stdout
+        assert fake.writes() == [] and our_comments(fake) == []
+        run_action({**inputs, "fmf-root": str(red), "run-dir": "r"}, github=github)
+        (red_comment,) = our_comments(fake)
+        assert "/tests/bad" in red_comment["body"]
+        run_action({**inputs, "fmf-root": str(green), "run-dir": "g2"}, github=github)
+        (now,) = our_comments(fake)
+        assert now["id"] == red_comment["id"] and "/tests/bad" not in now["body"]
+        assert [m for m, _ in fake.writes()] == ["POST", "PATCH"]
+
+
+def test_pr_comment_problems_are_warnings(tmp_path, run_action):
+    """A read-only token, or an event without a pull request: a line, the job goes on."""
+    from tests.github_fake import fake_github
+
+    root = tree(tmp_path / "tree", {"good": "true"})
+    with fake_github(GH_TOKEN) as fake:
+        fake.writable = False  # a fork's pull_request: the token is read-only
+        github = pull_request_context(tmp_path, fake)
+        run = run_action(
+            {"fmf-root": str(root), "comment": "always", "run-dir": "ro"}, github=github
+        )
+        assert run.status == "success"
+        assert (
+            "warning",
+            "atex-ci: no pull request comment: POST /repos/owner/repo/issues/7/comments "
+            "answered 403 Resource not accessible by integration",
+        ) in run.commands
+        fake.requests.clear()
+        push = {**github, "event_name": "push"}
+        run = run_action({"fmf-root": str(root), "comment": "always", "run-dir": "p"}, github=push)
+        assert run.status == "success"
+        assert "no pull request for this push: no comment" in run.step("comment").stdout
+        assert fake.requests == []
+        assert GH_TOKEN not in run.log
+
+
+def test_pr_comment_never_sends_the_token_elsewhere():
+    """A next-page link to another host ends the listing with an error, the token unsent."""
+    from atex_ci import pr_comment
+    from tests.github_fake import fake_github
+
+    with fake_github(GH_TOKEN) as fake, fake_github("other") as elsewhere:
+        for n in range(101):
+            fake.add(3, f"c{n}", {"login": "someone", "type": "User"})
+        api_url = fake.url
+        fake.url = elsewhere.url  # the Link header now names the other server
+        api = pr_comment.GitHub(api_url, "owner/repo", GH_TOKEN)
+        with pytest.raises(pr_comment.CommentError) as caught:
+            api.comments(3)
+    assert str(caught.value).startswith(f"refusing to send the token to {elsewhere.url}/repos/")
+    assert GH_TOKEN not in str(caught.value)
+    assert len(fake.requests) == 1 and elsewhere.requests == []
+
+
+def test_pr_comment_body_is_cut_to_githubs_limit():
+    from atex_ci import pr_comment
+
+    text = pr_comment.body("W/j", "x" * 100_000)
+    assert len(text) == pr_comment.MAX_BODY
+    assert text.startswith("<!-- atex-ci comment: W/j -->\n")
+    assert text.endswith(pr_comment.TRUNCATED)
+    # A key cannot end the HTML comment early, nor break the line.
+    key = pr_comment.marker("a-->b\n<script>").removeprefix("<!-- ").removesuffix(" -->")
+    assert "--" not in key and not set("<>\n") & set(key)
 
 
 # ------------------------------------------------------------------ the documentation
