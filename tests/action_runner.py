@@ -1150,7 +1150,9 @@ class WorkflowRunner:
         excludes = [workspace / line[1:] for line in lines if line.startswith("!")]
         dest = self.artifacts / with_["name"]
         if dest.exists():
-            return "failure"  # an artifact name is used once per workflow run
+            if with_.get("overwrite") != "true":
+                return "failure"  # an artifact name is used once per workflow run
+            shutil.rmtree(dest)
         copied = _copy_artifact(includes, [ex.resolve() for ex in excludes], dest)
         if copied == 0 and with_.get("if-no-files-found") == "error":
             return "failure"

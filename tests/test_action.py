@@ -50,7 +50,7 @@ ACTION_STEPS = [
 # The script steps of a run with the default inputs (no comment).
 MAIN_STEPS = [s for s in ACTION_STEPS if s != "comment"]
 COLLECT = REPO / "collect"
-COLLECT_STEPS = ["prepare", "install", "collect", "report", "verdict"]
+COLLECT_STEPS = ["prepare", "install", "collect", "report", "comment", "history", "verdict"]
 
 
 @functools.cache
@@ -1136,7 +1136,9 @@ def test_example_yml_copied_into_a_fresh_repository(tmp_path, session_venv, whee
         assert scripts(shard.actions["atex"]) == [s for s in MAIN_STEPS if s != "history"]
     (collect,) = run.job("collect")
     merged = collect.actions["merged"]
-    assert [s for s in merged.ran() if s in COLLECT_STEPS] == COLLECT_STEPS
+    assert [s for s in merged.ran() if s in COLLECT_STEPS] == [
+        s for s in COLLECT_STEPS if s != "comment"
+    ]
     # The pip cache is the one the test jobs' action saves (the same key).
     restored = next(s for s in merged.steps if s.id == "pip-cache")
     assert restored.with_["key"].startswith("atex-ci-pip-Linux-")
@@ -1150,8 +1152,9 @@ def test_example_yml_copied_into_a_fresh_repository(tmp_path, session_venv, whee
     assert "/tests/t" in merged.summary
     assert collect.step("Publish the JUnit results").outcome == "success"
     assert (run.artifacts / "atex-ci-merged" / "junit.xml").is_file()
-    for n in (1, 2, 3):
-        assert not (run.artifacts / f"atex-ci-run-{n}" / "keys").exists()
+    for n in (1, 2, 3):  # the action uploaded each shard's run directory, without keys/
+        assert (run.artifacts / f"atex-ci-run-test-{n}-attempt-1" / "run.json").is_file()
+        assert not (run.artifacts / f"atex-ci-run-test-{n}-attempt-1" / "keys").exists()
     if not failing:
         assert [j.status for j in run.jobs] == ["success"] * 4, [
             (j.job, j.matrix, [(s.name, s.outcome) for s in j.steps]) for j in run.jobs
@@ -1161,6 +1164,7 @@ def test_example_yml_copied_into_a_fresh_repository(tmp_path, session_venv, whee
     # them, publishes, and fails on the merged result.
     failed = [j for j in shards if j.status == "failure"]
     assert len(failed) == 1 and "/tests/t3" in own_results(failed[0].workspace / "atex-ci-run")
+    assert failed[0].actions["atex"].step("verdict").exit_code == 1
     assert results["/tests/t3"]["status"] == "fail"
     assert collect.status == "failure"
     assert merged.step("verdict").outcome == "failure"
