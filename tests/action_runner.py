@@ -1190,22 +1190,26 @@ class WorkflowRunner:
     def _branch(github: dict[str, Any]) -> str:
         return str(github.get("head_ref") or github.get("ref_name") or "")
 
+    @staticmethod
+    def _cache_path(text: str, workspace: Path) -> tuple[str, Path]:
+        """A cache's path as its version sees it (the same on every runner), and on disk."""
+        path = Path(os.path.expanduser(text.strip()))
+        path = path if path.is_absolute() else workspace / path
+        return str(path).replace(str(workspace.parent / "temp"), "${RUNNER_TEMP}"), path
+
     def _cache_restore(
         self, with_: dict[str, str], workspace: Path, github: dict[str, Any]
     ) -> dict[str, str]:
         key = with_["key"]
         prefixes = [line.strip() for line in with_.get("restore-keys", "").splitlines()]
-        path = Path(os.path.expanduser(with_["path"].strip()))
+        version, target = self._cache_path(with_["path"], workspace)
         default = (github.get("event") or {}).get("repository", {}).get("default_branch", "")
         entries = self._cache_entries()
         for branch in dict.fromkeys([self._branch(github), default]):
-            scoped = [
-                (m, c) for m, c in entries if m["branch"] == branch and m["path"] == str(path)
-            ]
+            scoped = [(m, c) for m, c in entries if m["branch"] == branch and m["path"] == version]
             for wanted, exact in [(key, True), *((p, False) for p in prefixes if p)]:
                 for meta, content in scoped:
                     if meta["key"] == wanted if exact else meta["key"].startswith(wanted):
-                        target = path if path.is_absolute() else workspace / path
                         shutil.copytree(content, target, dirs_exist_ok=True)
                         return {
                             "cache-hit": "true" if meta["key"] == key else "false",
@@ -1215,16 +1219,22 @@ class WorkflowRunner:
         return {"cache-hit": "false", "cache-primary-key": key}
 
     def _cache_save(self, with_: dict[str, str], workspace: Path, github: dict[str, Any]) -> str:
-        key = with_["key"]
+        version, source = self._cache_path(with_["path"], workspace)
+        if source.exists():  # else nothing to save: a warning
+            self.save_cache(with_["key"], source, version, self._branch(github))
+        return "success"
+
+    def save_cache(self, key: str, source: Path, path: str, branch: str) -> None:
+        """Keep ``source`` as the cache ``key`` of ``branch`` (``path``: as the action names it).
+
+        An entry is never replaced: a second save of a key is a warning on the
+        runner, and does nothing.
+        """
+        self.caches.mkdir(parents=True, exist_ok=True)
         if any(meta["key"] == key for meta, _ in self._cache_entries()):
-            return "success"  # an entry is never replaced: the runner warns and goes on
-        path = Path(os.path.expanduser(with_["path"].strip()))
-        source = path if path.is_absolute() else workspace / path
-        if not source.exists():
-            return "success"  # nothing to save: a warning
+            return
         entry = self.caches / uuid.uuid4().hex
         shutil.copytree(source, entry / "content")
-        meta = {"key": key, "branch": self._branch(github), "path": str(path)}
-        meta["when"] = str(len(list(self.caches.iterdir())))
+        when = str(len(list(self.caches.iterdir())))
+        meta = {"key": key, "branch": branch, "path": path, "when": when}
         (entry / "meta.json").write_text(json.dumps(meta))
-        return "success"

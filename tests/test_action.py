@@ -8,10 +8,12 @@ another part of atex-ci has not delivered yet skip with the option's name.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -1171,3 +1173,166 @@ def test_example_yml_copied_into_a_fresh_repository(tmp_path, session_venv, whee
     assert ("error", "atex-ci: the merged results have 1 failed and 0 errored tests") in (
         merged.commands
     )
+
+
+# ------------------------------------------------------------------ re-running failed jobs
+
+
+def test_a_rerun_takes_the_newest_earlier_attempt_of_its_own_shard(tmp_path, session_venv):
+    """Attempt 3 of shard 2: attempt 2's run directory, never another shard's or its own.
+
+    The run step's outcome depends on `run --rerun-failed` (these run
+    directories are not real runs); what is asserted is what the action picks
+    and names, which holds either way.
+    """
+    store = tmp_path / "artifacts"
+    for name in [
+        "atex-ci-run-test-2-attempt-1",
+        "atex-ci-run-test-2-attempt-2",
+        "atex-ci-run-test-2-attempt-3",  # never taken: not an earlier attempt
+        "atex-ci-run-test-20-attempt-2",  # another shard
+        "atex-ci-run-test-1-attempt-2",
+    ]:
+        (store / name).mkdir(parents=True)
+        (store / name / "run.json").write_text("{}")
+    asked: list[tuple[str, dict[str, str]]] = []
+
+    def uses(ref: str, with_: dict[str, str]) -> tuple[str, dict[str, str]]:
+        asked.append((ref.split("@")[0], with_))
+        if ref.startswith("actions/download-artifact@"):
+            for artifact in store.iterdir():
+                if fnmatch.fnmatchcase(artifact.name, with_["pattern"]):
+                    shutil.copytree(artifact, Path(with_["path"]) / artifact.name)
+        return "success", {}
+
+    root = tree(tmp_path / "tree", {"a": "true"})
+    github = {"job": "test", "run_attempt": "3", "run_id": "77", "workflow": "Tests"}
+    runs = {}
+    for rerun in ("true", "false"):
+        runner = ActionRunner(
+            REPO,
+            tmp_path / f"workspace-{rerun}",
+            tmp_path / f"temp-{rerun}",
+            env={"ATEX_CI_VENV": session_venv},
+            github=github,
+            uses=uses,
+        )
+        runs[rerun] = runner.run(
+            {"fmf-root": str(root), "shard": "2/3", "rerun-failed": rerun, "history-cache": ""}
+        )
+        assert runner.orphans == []
+    downloads = [w for ref, w in asked if ref == "actions/download-artifact"]
+    assert downloads == [
+        {
+            "pattern": "atex-ci-run-test-2-attempt-*",
+            "path": f"{tmp_path}/temp-true/atex-ci-previous",
+        }
+    ]
+    taken = tmp_path / "temp-true" / "atex-ci-previous" / "atex-ci-run-test-2-attempt-2"
+    assert runs["true"].outputs["rerun-of"] == str(taken)
+    assert f"atex-ci: attempt 3: re-running what failed or did not run in {taken}" in (
+        runs["true"].step("run").stdout
+    )
+    assert runs["false"].outputs["rerun-of"] == ""
+    assert runs["false"].step("previous").outcome == "skipped"
+    uploads = [w["name"] for ref, w in asked if ref == "actions/upload-artifact"]
+    assert uploads == ["atex-ci-run-test-2-attempt-3"] * 2
+
+
+def test_rerun_failed_jobs_reruns_only_the_failed_tests_of_each_shard(tmp_path, session_venv):
+    """example.yml, 3 shards; "Re-run failed jobs" after the history changed.
+
+    Attempt 1: two tests fail. In between they are fixed, and the branch's
+    history moved on: it would now put a failed test on another shard. Attempt
+    2 re-runs only the failed shards, each running exactly its own failed tests
+    (the recorded split), keeps the passed shards, and collect merges all of it.
+    """
+    needs("run", "--rerun-failed", "issue 22, the run option of branch i22run")
+    flags = tmp_path / "fixed"
+    flags.mkdir()
+    tests = {f"t{n}": "echo fine" for n in range(9)}
+    for name in ("t1", "t4"):
+        tests[name] = f"[ -e {flags}/{name} ] || {{ echo broken; exit 1; }}"
+    repo = users_repository(tmp_path / "yours", tests)
+    runner = WorkflowRunner(
+        repo / ".github" / "workflows" / "example.yml",
+        repository=repo,
+        actions={repository_slug(): REPO},
+        root=tmp_path / "runs",
+        env_for=lambda job: {"ATEX_CI_VENV": session_venv},
+        github={
+            "head_ref": "feature",
+            "ref_name": "7/merge",
+            "event": {"repository": {"default_branch": "main"}, "pull_request": {"number": 7}},
+        },
+    )
+    first = runner.run()
+    split = {j.matrix["shard"]: own_results(j.workspace / "atex-ci-run") for j in first.job("test")}
+    failed = {
+        shard: {name for name, r in results.items() if r["status"] != "pass"}
+        for shard, results in split.items()
+    }
+    assert set().union(*failed.values()) == {"/tests/t1", "/tests/t4"}
+    assert any(not names for names in failed.values()), "every shard failed: nothing to keep"
+    (collect,) = first.job("collect")
+    assert collect.status == "failure"
+
+    # In between: the tests are fixed, and a later run on the branch saved a
+    # history in which t1 is by far the longest test.
+    for name in ("t1", "t4"):
+        (flags / name).touch()
+    history = json.loads((collect.workspace / "merged" / "history.json").read_text())
+    for entry in history["tests"]:
+        entry["durations"] = [1000.0] if entry["test"] == "/tests/t1" else [1.0]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "history.json").write_text(json.dumps(history))
+    injected = "atex-ci-history-atex-ci-branch-feature-run-999-1"
+    runner.save_cache(injected, moved, "${RUNNER_TEMP}/atex-ci-history", "feature")
+
+    second = runner.run(previous=first)
+    assert second.attempt == 2
+    for job in second.job("test"):
+        shard = job.matrix["shard"]
+        if not failed[shard]:
+            assert job.attempt == 1, f"shard {shard} passed and was re-run"
+            continue
+        assert job.attempt == 2 and job.status == "success", job.actions["atex"].log
+        action = job.actions["atex"]
+        assert action.outputs["rerun-of"].endswith(f"/atex-ci-run-test-{shard}-attempt-1")
+        # The history the job found had moved on, and was not used.
+        assert action.step("history-restore").outputs["cache-matched-key"] == injected
+        results = own_results(job.workspace / "atex-ci-run")
+        assert set(results) == failed[shard]
+        assert {r["status"] for r in results.values()} == {"pass"}
+        assert (second.artifacts / f"atex-ci-run-test-{shard}-attempt-2" / "run.json").is_file()
+    # With the new history a fresh split would have moved t1 to another shard.
+    t1_shard = next(s for s, names in failed.items() if "/tests/t1" in names)
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "atex_ci",
+            "run",
+            "-d",
+            str(tmp_path / "fresh"),
+            "--fmf-root",
+            str(repo),
+            "--local",
+            "1",
+            "--shard",
+            f"{t1_shard}/3",
+            "--history",
+            str(moved / "history.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert fresh.returncode in (0, 1), fresh.stderr
+    assert set(own_results(tmp_path / "fresh")) != set(split[t1_shard])
+    # collect merges the kept shards and the re-runs: every test once, all pass.
+    (collect,) = second.job("collect")
+    assert collect.attempt == 2 and collect.status == "success"
+    merged = own_results(collect.workspace / "merged")
+    assert set(merged) == {f"/tests/t{n}" for n in range(9)}
+    assert {r["status"] for r in merged.values()} == {"pass"}
