@@ -980,8 +980,8 @@ def test_docs_examples_use_declared_inputs():
     seen: list[str] = []
     for block in blocks:
         data = YAML(typ="safe").load(textwrap.dedent(block))
-        steps = data["jobs"]["tests"]["steps"] if isinstance(data, dict) else data
-        for step in steps:
+        jobs = data["jobs"].values() if isinstance(data, dict) else [{"steps": data}]
+        for step in [s for job in jobs for s in job["steps"]]:
             uses = str(step.get("uses", ""))
             if "atex-ci" in uses:
                 assert uses in inputs, f"the guide uses {uses}, expected {sorted(inputs)}"
