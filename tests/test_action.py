@@ -1336,3 +1336,170 @@ def test_rerun_failed_jobs_reruns_only_the_failed_tests_of_each_shard(tmp_path, 
     merged = own_results(collect.workspace / "merged")
     assert set(merged) == {f"/tests/t{n}" for n in range(9)}
     assert {r["status"] for r in merged.values()} == {"pass"}
+
+
+# ------------------------------------------------------------------ the guide's workflows
+
+
+def guide_workflow(after: str) -> str:
+    """The first YAML block of docs/github-action.md after the text ``after``."""
+    doc = (REPO / "docs" / "github-action.md").read_text()
+    match = re.search(r"```yaml\n(.*?)```", doc.split(after, 1)[1], re.DOTALL)
+    assert match, f"no YAML block after {after!r}"
+    return match.group(1)
+
+
+def repository_with(root: Path, tests: dict[str, str], workflows: dict[str, str]) -> str:
+    """A git repository of a tmt tree and ``workflows``; its commit."""
+    make_tree(root, {name: {"test": script} for name, script in tests.items()})
+    for name, text in workflows.items():
+        path = root / ".github" / "workflows" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git = ["git", "-C", str(root), "-c", "user.name=u", "-c", "user.email=u@example.test"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "tests"], check=True)
+    return subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_the_guides_workflow_run_recipe(tmp_path, session_venv):
+    """Tests on pull_request without write access; a workflow_run job comments.
+
+    Two pushes: the comment is created, then edited in place. A third run's
+    artifact names a pull request whose head is another commit: no comment.
+    """
+    from tests.github_fake import fake_github
+
+    workflows = {
+        "tests.yml": guide_workflow("`.github/workflows/tests.yml`:"),
+        "comment.yml": guide_workflow("`.github/workflows/comment.yml`:"),
+    }
+    assert "pull-requests: write" not in workflows["tests.yml"]
+    assert "actions/checkout" not in workflows["comment.yml"], "never the fork's code"
+
+    def push(name: str, tests: dict[str, str], number: int) -> tuple[Any, str]:
+        """The tests workflow of one push to pull request ``number``."""
+        repo = tmp_path / name
+        sha = repository_with(repo, tests, workflows)
+        runner = WorkflowRunner(
+            repo / ".github" / "workflows" / "tests.yml",
+            repository=repo,
+            actions={repository_slug(): REPO},
+            root=tmp_path / f"{name}-runs",
+            env_for=lambda job: {"ATEX_CI_VENV": session_venv},
+            github={
+                "head_ref": "feature",
+                "event": {
+                    "pull_request": {"number": number},
+                    "repository": {"default_branch": "main"},
+                },
+            },
+        )
+        run = runner.run()
+        assert [j.status for j in run.jobs] == ["success"], run.jobs[0].actions
+        return runner, sha
+
+    def publish(tests_run: Any, sha: str, fake: Any) -> Any:
+        runner = WorkflowRunner(
+            tests_run.repository / ".github" / "workflows" / "comment.yml",
+            repository=tests_run.repository,
+            actions={repository_slug(): REPO},
+            root=tmp_path / f"publish-{len(list(tmp_path.iterdir()))}",
+            env_for=lambda job: {"ATEX_CI_VENV": session_venv},
+            github={
+                "event_name": "workflow_run",
+                "token": GH_TOKEN,
+                "api_url": fake.url,
+                "repository": fake.repository,
+                "ref_name": "main",
+                "event": {
+                    "workflow_run": {
+                        "id": tests_run.github["run_id"],
+                        "head_sha": sha,
+                        "event": "pull_request",
+                    },
+                    "repository": {"default_branch": "main"},
+                },
+            },
+            other_runs={tests_run.github["run_id"]: tests_run.artifacts},
+        )
+        (job,) = runner.run().jobs
+        assert job.status == "success", [(s.name, s.outcome, s.stderr) for s in job.steps]
+        return job
+
+    with fake_github(GH_TOKEN) as fake:
+        red, sha = push("one", {"good": "true", "bad": "echo broken; exit 1"}, 7)
+        fake.heads[7] = sha
+        job = publish(red, sha, fake)
+        (posted,) = our_comments(fake)
+        assert posted["body"].startswith("<!-- atex-ci comment: Comment/tests -->\n")
+        assert "/tests/bad" in posted["body"]
+        assert "commented on pull request #7" in job.actions["atex-ci/atex-ci/collect@v1"].log
+
+        green, sha = push("two", {"good": "true", "bad": "true"}, 7)
+        fake.heads[7] = sha
+        publish(green, sha, fake)
+        (updated,) = our_comments(fake)
+        assert updated["id"] == posted["id"] and "/tests/bad" in updated["body"]
+        assert "broken" not in updated["body"]
+        assert [m for m, _ in fake.writes()] == ["POST", "PATCH"]
+
+        # The tests' artifact is the fork's to write: its number names pull
+        # request 8, whose head is not the commit the tests ran on.
+        fake.heads[8] = "0" * 40
+        lying, sha = push("three", {"good": "true"}, 8)
+        job = publish(lying, sha, fake)
+        log = job.actions["atex-ci/atex-ci/collect@v1"].log
+        assert f"pull request #8 is not at commit {sha[:12]}, which the tests ran on" in log
+        assert [m for m, _ in fake.writes()] == ["POST", "PATCH"]
+        assert 8 not in fake.comments
+    assert all(GH_TOKEN not in s.stdout + s.stderr for s in job.steps)
+
+
+def test_the_guides_history_carries_itself(tmp_path, session_venv):
+    """The guide's workflow on main, then on a new branch: the history follows.
+
+    One slot, and `slow` the last test found: without a history it runs last;
+    with one (the longest test first) it runs first.
+    """
+    workflow = guide_workflow("## History between runs")
+    repo = tmp_path / "repo"
+    tests = {"a": "true", "b": "true", "slow": "sleep 1"}
+    repository_with(repo, tests, {"tests.yml": workflow})
+    caches = tmp_path / "caches"
+
+    def run(name: str, github: dict[str, Any]) -> ActionRun:
+        runner = WorkflowRunner(
+            repo / ".github" / "workflows" / "tests.yml",
+            repository=repo,
+            actions={repository_slug(): REPO},
+            root=tmp_path / name,
+            env_for=lambda job: {"ATEX_CI_VENV": session_venv},
+            github={"event": {"repository": {"default_branch": "main"}}, **github},
+        )
+        runner.caches = caches  # the repository's caches outlive a workflow run
+        (job,) = runner.run().jobs
+        assert job.status == "success"
+        return job.actions["atex-ci/atex-ci@v1"]
+
+    def order(action: ActionRun) -> list[str]:
+        lines = (Path(action.outputs["run-dir"]) / "results.jsonl").read_text().splitlines()
+        results = [json.loads(line) for line in lines]
+        return [r["test"] for r in results if r["name"] is None]  # one slot: in start order
+
+    main = run("push-main", {"event_name": "push", "ref_name": "main"})
+    assert main.step("history-restore").outputs.get("cache-matched-key") is None
+    assert order(main)[-1] == "/tests/slow"
+    assert main.step("history").outputs == {"saved": "true"}
+    feature = {"event_name": "pull_request", "head_ref": "feature", "ref_name": "7/merge"}
+    first = run("feature-1", feature)
+    matched = first.step("history-restore").outputs["cache-matched-key"]
+    assert matched.startswith("atex-ci-history-tier1-branch-main-run-")  # the fallback
+    assert order(first)[0] == "/tests/slow"
+    second = run("feature-2", feature)
+    matched = second.step("history-restore").outputs["cache-matched-key"]
+    assert matched.startswith("atex-ci-history-tier1-branch-feature-run-")  # its own now
+    assert order(second)[0] == "/tests/slow"
