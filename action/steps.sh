@@ -115,13 +115,14 @@ run_forwarding() {
 TIME_MARGIN_MIN=300
 TIME_MARGIN_PERCENT=10
 
-# time_budget MINUTES START: the seconds the run step may spend, for a job
-# with timeout-minutes MINUTES whose action started at START (epoch seconds):
-# the timeout less what has passed since START and the margin. Prints
-# nothing (no budget) for an empty MINUTES; fails with one line for a value
-# that is not a positive whole number of minutes, or when nothing is left.
+# time_budget MINUTES START [NOW]: the seconds the run step may spend, for a
+# job with timeout-minutes MINUTES whose action started at START (epoch
+# seconds): the timeout less what has passed since START and the margin.
+# Prints nothing (no budget) for an empty MINUTES; fails with one line for a
+# value that is not a positive whole number of minutes, or when nothing is
+# left. NOW (default: the clock) is for the tests.
 time_budget() {
-    local minutes=$1 start=$2 total margin left
+    local minutes=$1 start=$2 now=${3:-$(date +%s)} total margin left
     if [ -z "$minutes" ]; then return 0; fi
     if ! [[ "$minutes" =~ ^[1-9][0-9]{0,5}$ ]]; then
         echo "::error::atex-ci: the timeout-minutes input must be a whole number of minutes, got '$minutes'"
@@ -130,7 +131,7 @@ time_budget() {
     total=$((minutes * 60))
     margin=$((total * TIME_MARGIN_PERCENT / 100))
     if [ "$margin" -lt "$TIME_MARGIN_MIN" ]; then margin=$TIME_MARGIN_MIN; fi
-    left=$((total - margin - ($(date +%s) - start)))
+    left=$((total - margin - (now - start)))
     if [ "$left" -le 0 ]; then
         echo "::error::atex-ci: no time left for tests: timeout-minutes $minutes less $((margin / 60)) minutes for report and release"
         exit 2

@@ -8,6 +8,7 @@ another part of atex-ci has not delivered yet skip with the option's name.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import functools
 import json
@@ -1503,3 +1504,129 @@ def test_the_guides_history_carries_itself(tmp_path, session_venv):
     matched = second.step("history-restore").outputs["cache-matched-key"]
     assert matched.startswith("atex-ci-history-tier1-branch-feature-run-")  # its own now
     assert order(second)[0] == "/tests/slow"
+
+
+# ------------------------------------------------------------------ run and report options
+
+
+def steps_sh(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by bash after sourcing action/steps.sh."""
+    return subprocess.run(
+        ["bash", "-c", f'source "{REPO}/action/steps.sh"; {script}'],
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("minutes", "elapsed", "expected"),
+    [
+        ("", 0, ""),  # no timeout-minutes: no budget
+        ("60", 120, "3120s"),  # 3600 - 360 (10%) - 120
+        ("20", 60, "840s"),  # 1200 - 300 (at least 5 minutes) - 60
+        ("360", 600, "18840s"),  # the 6-hour case: 21600 - 2160 - 600 (5h14m)
+    ],
+)
+def test_the_time_budget_from_timeout_minutes(minutes, elapsed, expected):
+    done = steps_sh(f'time_budget "{minutes}" 1000 {1000 + elapsed}')
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.strip() == expected
+
+
+@pytest.mark.parametrize(
+    ("minutes", "message"),
+    [
+        ("1h", "the timeout-minutes input must be a whole number of minutes, got '1h'"),
+        ("0", "the timeout-minutes input must be a whole number of minutes, got '0'"),
+        ("6", "no time left for tests: timeout-minutes 6 less 5 minutes for report and release"),
+    ],
+)
+def test_a_time_budget_that_cannot_be(minutes, message):
+    done = steps_sh(f'time_budget "{minutes}" 1000 1100')
+    assert done.returncode == 2
+    assert done.stdout == f"::error::atex-ci: {message}\n"
+
+
+def test_secret_env_values_are_masked_first(tmp_path, run_action):
+    """Each value, each of its lines, its base64 and URL-encoded forms, before any output."""
+    secret = "s3 cr/t+x\nline two"
+    root = tree(tmp_path / "tree", {"a": "true"})
+    run = run_action(
+        {"fmf-root": str(root), "secret-env": "API_KEY\n  UNSET_ONE \n"},
+        env={"API_KEY": secret},
+    )
+    encoded = "s3%20cr%2Ft%2Bx%0Aline%20two"
+    assert run.masks == [
+        "s3 cr/t+x",
+        "line two",
+        base64.b64encode(secret.encode()).decode(),
+        encoded,
+        encoded.replace("%20", "+"),
+    ]
+    first = run.log.splitlines()[: len(run.masks)]
+    assert all(line.startswith("::add-mask::") for line in first)
+    bad = run_action({"secret-env": "NOT-A-NAME"})
+    assert bad.step("prepare").exit_code == 2
+    message = "the secret-env input names 'NOT-A-NAME', which is not an environment variable name"
+    assert ("error", f"atex-ci: {message}") in bad.commands
+
+
+def test_secret_env_leaves_no_trace(tmp_path, run_action):
+    needs("run", "--secret-env", "issue 22, the run option of branch i22rep")
+    secret = "tok-9f8e7d6c5b4a"
+    script = 'echo "$API_KEY"; printf %s "$API_KEY" | base64; [ "$API_KEY" = ' + secret + " ]"
+    root = tree(tmp_path / "tree", {"leaky": script})
+    run = run_action(
+        {"fmf-root": str(root), "local-slots": "1", "secret-env": "API_KEY", "html": "r.html"},
+        env={"API_KEY": secret},
+    )
+    assert run.status == "success", run.log
+    run_dir = Path(run.outputs["run-dir"])
+    assert own_results(run_dir)["/tests/leaky"]["status"] == "pass"
+    text = all_files_text(run_dir) + (tmp_path / "workspace" / "r.html").read_text()
+    assert secret not in text and base64.b64encode(secret.encode()).decode() not in text
+    assert secret not in run.summary
+
+
+def test_max_failures_input(tmp_path, run_action):
+    needs("run", "--max-failures", "issue 22, the run option of branch i22run")
+    root = tree(tmp_path / "tree", {f"f{n}": "exit 1" for n in range(5)})
+    run = run_action({"fmf-root": str(root), "local-slots": "1", "max-failures": "2"})
+    assert run.status == "failure" and run.outputs["exit-code"] == "1"
+    results = own_results(Path(run.outputs["run-dir"]))
+    statuses = sorted(r["status"] for r in results.values())
+    assert statuses.count("fail") == 2
+    notes = [r["note"] for r in results.values() if r["status"] != "fail"]
+    assert notes == ["not run: stopped after 2 failures"] * 3
+    assert run.step("verdict").exit_code == 1
+
+
+def test_time_budget_input(tmp_path, run_action):
+    needs("run", "--time-budget", "issue 22, the run option of branch i22run")
+    root = make_tree(
+        tmp_path / "tree",
+        {"short": {"test": "true"}, "long": {"test": "true", "duration": "2h"}},
+    )
+    run = run_action({"fmf-root": str(root), "local-slots": "1", "time-budget": "30m"})
+    results = own_results(Path(run.outputs["run-dir"]))
+    assert results["/tests/short"]["status"] == "pass"
+    assert results["/tests/long"]["note"] == "not run: time budget"
+
+
+def test_fail_on_new_passes_with_only_old_failures(tmp_path, run_action):
+    """The baseline failed the same test: fail-on new passes the job; a new failure fails it."""
+    needs("report", "--fail-on", "issue 22, the report option of branch i22rep")
+    needs("report", "--baseline", "issue 22, the report option of branch i22rep")
+    old = tree(tmp_path / "old", {"good": "true", "bad": "exit 1"})
+    base = run_action(
+        {"fmf-root": str(old), "local-slots": "1", "run-dir": "base", "fail-on": "new"}
+    )
+    assert base.outputs["failing"] == "true" and base.status == "failure"
+    inputs = {"local-slots": "1", "fail-on": "new", "baseline": base.outputs["run-dir"]}
+    same = run_action({**inputs, "fmf-root": str(old), "run-dir": "same"})
+    assert same.status == "success", same.log
+    assert same.outputs["failing"] == "false"
+    new = tree(tmp_path / "new", {"good": "exit 1", "bad": "exit 1"})
+    worse = run_action({**inputs, "fmf-root": str(new), "run-dir": "worse"})
+    assert worse.status == "failure" and worse.outputs["failing"] == "true"
+    assert ("error", "atex-ci: new test failures (fail-on: new)") in worse.commands
