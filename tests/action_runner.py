@@ -24,7 +24,11 @@ What is emulated (the parts atex-ci's action relies on):
   ``::add-mask::``, ``::error``/``::warning``/``::notice`` annotations and
   ``::stop-commands::TOKEN`` ... ``::TOKEN::`` (no command in between);
 - ``uses:`` steps are recorded with their evaluated ``with:`` and do nothing
-  (no network here); their outputs are empty;
+  (no network here), their outputs empty, unless a ``uses`` handler runs
+  them (WorkflowRunner's artifacts and caches); ``continue-on-error: true``
+  keeps a failed step from failing the job (its outcome stays failure);
+- the ``github`` context and its GITHUB_* variables (``github``: job,
+  workflow, run_id, run_attempt, repository, api_url, event_path...);
 - cancellation as the runner does it: SIGINT to the step's entry process
   (bash; or to its process group, ``cancel_group``), SIGTERM after 7.5 s,
   after 2.5 s more the process tree is killed;
@@ -33,7 +37,7 @@ What is emulated (the parts atex-ci's action relies on):
   RUNNER_TRACKING_ID in its environment, as the runner finds them) is killed.
 
 Not emulated: the runner's log grouping, annotations' rendering, post steps,
-step timeouts, ``continue-on-error``.
+step timeouts.
 
 WorkflowRunner runs a whole workflow with these composite actions in it: its
 jobs, their matrix and ``needs``, checkout and artifacts (see its docstring).
