@@ -1458,6 +1458,8 @@ def test_the_guides_workflow_run_recipe(tmp_path, session_venv):
         assert [m for m, _ in fake.writes()] == ["POST", "PATCH"]
         assert 8 not in fake.comments
     assert all(GH_TOKEN not in s.stdout + s.stderr for s in job.steps)
+    # The publishing runs saved no history (the default branch's scope).
+    assert not [c for c in tmp_path.glob("publish-*/caches/*")]
 
 
 def test_the_guides_history_carries_itself(tmp_path, session_venv):
