@@ -829,7 +829,9 @@ def test_pr_comment_is_one_comment_updated_in_place(tmp_path, run_action):
         assert updated["id"] == posted["id"]
         assert "/tests/bad" not in updated["body"] and "/tests/good" in updated["body"]
         assert fake.comments[7][-1]["body"].endswith("not ours")
-    # The token: in no log line, no file of the run directories.
+    # The token: only the comment step has it; in no log line, no file of
+    # the run directories.
+    assert [s.id for s in first.steps if GH_TOKEN in s.env.values()] == ["comment"]
     for run in (first, second):
         assert GH_TOKEN not in run.log
         assert GH_TOKEN not in all_files_text(Path(run.outputs["run-dir"]))
@@ -1632,3 +1634,37 @@ def test_fail_on_new_passes_with_only_old_failures(tmp_path, run_action):
     worse = run_action({**inputs, "fmf-root": str(new), "run-dir": "worse"})
     assert worse.status == "failure" and worse.outputs["failing"] == "true"
     assert ("error", "atex-ci: new test failures (fail-on: new)") in worse.commands
+
+
+def test_collect_action_gates_on_new_failures(tmp_path, session_venv):
+    needs("report", "--fail-on", "issue 22, the report option of branch i22rep")
+    needs("report", "--baseline", "issue 22, the report option of branch i22rep")
+    workspace = tmp_path / "workspace"
+
+    def run_dir(name: str, tests: dict[str, str]) -> Path:
+        root = tree(tmp_path / f"tree-{name}", tests)
+        out = workspace / "shards" / name
+        subprocess.run(
+            [sys.executable, "-m", "atex_ci", "run", "-d", str(out), "--fmf-root", str(root)],
+            capture_output=True,
+            check=False,
+        )
+        return out
+
+    base = run_dir("base", {"good": "true", "bad": "exit 1"})
+    run_dir("one", {"good": "true", "bad": "exit 1"})
+
+    def collect(pattern: str, merged: str) -> ActionRun:
+        runner = ActionRunner(
+            COLLECT, workspace, tmp_path / "temp", env={"ATEX_CI_VENV": session_venv}
+        )
+        inputs = {"run-dirs": pattern, "run-dir": merged, "fail-on": "new"}
+        return runner.run({**inputs, "baseline": str(base), "history-cache": ""})
+
+    same = collect("shards/one", "merged-same")
+    assert same.status == "success", same.log
+    run_dir("two", {"good": "exit 1", "bad": "exit 1"})
+    worse = collect("shards/two", "merged-worse")
+    assert worse.status == "failure"
+    message = "atex-ci: the merged results have failures that count (fail-on: new)"
+    assert ("error", message) in worse.commands
