@@ -1626,11 +1626,13 @@ def test_fail_on_new_passes_with_only_old_failures(tmp_path, run_action):
         {"fmf-root": str(old), "local-slots": "1", "run-dir": "base", "fail-on": "new"}
     )
     assert base.outputs["failing"] == "true" and base.status == "failure"
-    inputs = {"local-slots": "1", "fail-on": "new", "baseline": base.outputs["run-dir"]}
+    # A baseline without fail-on: the report's default, new failures only.
+    inputs = {"local-slots": "1", "baseline": base.outputs["run-dir"]}
     same = run_action({**inputs, "fmf-root": str(old), "run-dir": "same"})
     assert same.status == "success", same.log
     assert same.outputs["failing"] == "false"
     new = tree(tmp_path / "new", {"good": "exit 1", "bad": "exit 1"})
+    inputs["fail-on"] = "new"
     worse = run_action({**inputs, "fmf-root": str(new), "run-dir": "worse"})
     assert worse.status == "failure" and worse.outputs["failing"] == "true"
     assert ("error", "atex-ci: new test failures (fail-on: new)") in worse.commands
