@@ -108,3 +108,157 @@ run_forwarding() {
     trap - INT TERM
     set +m
 }
+
+# Time kept back from the job's timeout-minutes for what follows the tests
+# (report, comment, release, upload): at least TIME_MARGIN_MIN seconds, or
+# TIME_MARGIN_PERCENT of the timeout when that is more (a long job has more
+# machines to release and a larger run directory to upload).
+TIME_MARGIN_MIN=300
+TIME_MARGIN_PERCENT=10
+
+# time_budget MINUTES START [NOW]: the seconds the run step may spend, for a
+# job with timeout-minutes MINUTES whose action started at START (epoch
+# seconds): the timeout less what has passed since START and the margin.
+# Prints nothing (no budget) for an empty MINUTES; fails with one line for a
+# value that is not a positive whole number of minutes, or when nothing is
+# left. NOW (default: the clock) is for the tests.
+time_budget() {
+    local minutes=$1 start=$2 now=${3:-$(date +%s)} total margin left
+    if [ -z "$minutes" ]; then return 0; fi
+    if ! [[ "$minutes" =~ ^[1-9][0-9]{0,5}$ ]]; then
+        echo "::error::atex-ci: the timeout-minutes input must be a whole number of minutes, got '$minutes'"
+        exit 2
+    fi
+    total=$((minutes * 60))
+    margin=$((total * TIME_MARGIN_PERCENT / 100))
+    if [ "$margin" -lt "$TIME_MARGIN_MIN" ]; then margin=$TIME_MARGIN_MIN; fi
+    left=$((total - margin - (now - start)))
+    if [ "$left" -le 0 ]; then
+        echo "::error::atex-ci: no time left for tests: timeout-minutes $minutes less $((margin / 60)) minutes for report and release"
+        exit 2
+    fi
+    echo "${left}s"
+}
+
+# previous_run DIR ATTEMPT: the run directory of the newest attempt before
+# ATTEMPT among the artifacts downloaded into DIR (one directory per
+# artifact, named ...-attempt-N); nothing when there is none.
+previous_run() {
+    local dir=$1 attempt=$2 best='' best_n=0 path n
+    if [ ! -d "$dir" ]; then return 0; fi
+    for path in "$dir"/*-attempt-*; do
+        [ -e "$path/run.json" ] || continue
+        n=${path##*-attempt-}
+        [[ "$n" =~ ^[0-9]+$ ]] || continue
+        if [ "$n" -lt "$attempt" ] && [ "$n" -gt "$best_n" ]; then
+            best=$path
+            best_n=$n
+        fi
+    done
+    if [ -n "$best" ]; then echo "$best"; fi
+}
+
+# one_of INPUT VALUE CHOICE...: fail the step with one line unless VALUE is
+# one of the CHOICEs.
+one_of() {
+    local input=$1 value=$2 choice
+    shift 2
+    for choice in "$@"; do
+        if [ "$value" = "$choice" ]; then return 0; fi
+    done
+    local choices=("$@") words
+    words=$(printf '%s, ' "${choices[@]:0:$#-1}")
+    echo "::error::atex-ci: the $input input must be ${words%, } or ${choices[-1]}, got '$value'"
+    exit 2
+}
+
+# url_encode TEXT: TEXT percent-encoded (every byte but A-Z a-z 0-9 - . _ ~).
+url_encode() {
+    local LC_ALL=C text=$1 i c out=''
+    for ((i = 0; i < ${#text}; i++)); do
+        c=${text:i:1}
+        case "$c" in
+            [A-Za-z0-9._~-]) out+=$c ;;
+            *) printf -v c '%%%02X' "'$c"; out+=$c ;;
+        esac
+    done
+    printf '%s' "$out"
+}
+
+# mask_secret_env NAMES: add a mask for the value of each environment
+# variable named on a line of NAMES (the secret-env input), for each of its
+# lines, its base64 form and its URL-encoded forms, before anything prints.
+mask_secret_env() {
+    local name value line encoded
+    while IFS= read -r name; do
+        if ! [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+            echo "::error::atex-ci: the secret-env input names '$name', which is not an environment variable name"
+            exit 2
+        fi
+        value=${!name-}
+        if [ -z "$value" ]; then continue; fi
+        while IFS= read -r line; do
+            if [ -n "$line" ]; then echo "::add-mask::$line"; fi
+        done <<< "$value"
+        echo "::add-mask::$(printf '%s' "$value" | base64 -w0)"
+        encoded=$(url_encode "$value")
+        echo "::add-mask::$encoded"
+        if [[ "$encoded" == *%20* ]]; then echo "::add-mask::${encoded//%20/+}"; fi
+    done < <(lines "$1")
+}
+
+# run_artifacts NAME SHARD ATTEMPT RERUN: the step outputs for the run
+# directory's artifact: `artifact`, its name for this attempt (NAME, the
+# shard's index for SHARD I/N, -attempt-ATTEMPT), and `previous-pattern`,
+# the names of this job's earlier attempts, when the job is re-run
+# (ATTEMPT above 1) with RERUN true. Both are empty for an empty NAME.
+run_artifacts() {
+    local name=$1 shard=$2 attempt=$3 rerun=$4
+    if [ -z "$name" ]; then return 0; fi
+    if ! [[ "$attempt" =~ ^[1-9][0-9]*$ ]]; then attempt=1; fi
+    if [ -n "$shard" ]; then name="$name-${shard%%/*}"; fi
+    echo "artifact=$name-attempt-$attempt"
+    if [ "$attempt" -gt 1 ] && [ "$rerun" = true ]; then
+        echo "previous-pattern=$name-attempt-*"
+    fi
+}
+
+# history_keys NAME BRANCH DEFAULT RUN_ID ATTEMPT: the actions/cache keys of
+# the history NAME (the history-cache input) as step outputs: `history-key`,
+# this run's own (a cache entry is never overwritten, so every run saves
+# under a new key), and `history-restore-keys`, the prefixes that find the
+# newest entry of BRANCH, else of the DEFAULT branch (which GitHub lets
+# every branch read). Nothing for an empty NAME.
+history_keys() {
+    local name=$1 branch=$2 default=$3
+    if [ -z "$name" ]; then return 0; fi
+    # A key may not hold a comma.
+    name=${name//,/_}
+    branch=${branch//,/_}
+    default=${default//,/_}
+    echo "history-key=atex-ci-history-$name-branch-$branch-run-$4-$5"
+    echo "history-restore-keys<<ATEX_CI_KEYS"
+    echo "atex-ci-history-$name-branch-$branch-run-"
+    if [ -n "$default" ] && [ "$default" != "$branch" ]; then
+        echo "atex-ci-history-$name-branch-$default-run-"
+    fi
+    echo "ATEX_CI_KEYS"
+}
+
+# export_history ATEX_CI RUN_DIR: put the history of RUN_DIR (what
+# `atex-ci collect` writes for a complete run) where the history cache is
+# saved from, $RUNNER_TEMP/atex-ci-history/history.json; print the step
+# output saved=true when there is one to save.
+export_history() {
+    local out="$RUNNER_TEMP/atex-ci-history-export" cache="$RUNNER_TEMP/atex-ci-history"
+    rm -rf "$out"
+    "$1" collect -d "$out" -- "$2" >/dev/null
+    if [ ! -f "$out/history.json" ]; then
+        echo "atex-ci: no history to keep from this run" >&2
+        return 0
+    fi
+    mkdir -p "$cache"
+    cp "$out/history.json" "$cache/history.json"
+    rm -rf "$out"
+    echo "saved=true"
+}

@@ -24,7 +24,11 @@ What is emulated (the parts atex-ci's action relies on):
   ``::add-mask::``, ``::error``/``::warning``/``::notice`` annotations and
   ``::stop-commands::TOKEN`` ... ``::TOKEN::`` (no command in between);
 - ``uses:`` steps are recorded with their evaluated ``with:`` and do nothing
-  (no network here); their outputs are empty;
+  (no network here), their outputs empty, unless a ``uses`` handler runs
+  them (WorkflowRunner's artifacts and caches); ``continue-on-error: true``
+  keeps a failed step from failing the job (its outcome stays failure);
+- the ``github`` context and its GITHUB_* variables (``github``: job,
+  workflow, run_id, run_attempt, repository, api_url, event_path...);
 - cancellation as the runner does it: SIGINT to the step's entry process
   (bash; or to its process group, ``cancel_group``), SIGTERM after 7.5 s,
   after 2.5 s more the process tree is killed;
@@ -33,7 +37,7 @@ What is emulated (the parts atex-ci's action relies on):
   RUNNER_TRACKING_ID in its environment, as the runner finds them) is killed.
 
 Not emulated: the runner's log grouping, annotations' rendering, post steps,
-step timeouts, ``continue-on-error``.
+step timeouts.
 
 WorkflowRunner runs a whole workflow with these composite actions in it: its
 jobs, their matrix and ``needs``, checkout and artifacts (see its docstring).
@@ -44,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import json
 import os
 import re
 import shutil
@@ -415,6 +420,32 @@ class ActionRun:
         return [r.id or r.name for r in self.steps if r.outcome != "skipped"]
 
 
+#: Runs a ``uses:`` step inside a composite action (the workflow's artifacts
+#: and caches): called with the reference and the evaluated ``with:``, returns
+#: the outcome and the outputs.
+UsesHandler = Callable[[str, dict[str, str]], tuple[str, dict[str, str]]]
+
+#: The runner's GITHUB_* variables of the ``github`` context's keys.
+GITHUB_VARIABLES = {
+    "job": "GITHUB_JOB",
+    "workflow": "GITHUB_WORKFLOW",
+    "run_id": "GITHUB_RUN_ID",
+    "run_attempt": "GITHUB_RUN_ATTEMPT",
+    "repository": "GITHUB_REPOSITORY",
+    "api_url": "GITHUB_API_URL",
+    "event_name": "GITHUB_EVENT_NAME",
+    "event_path": "GITHUB_EVENT_PATH",
+    "ref_name": "GITHUB_REF_NAME",
+    "head_ref": "GITHUB_HEAD_REF",
+    "base_ref": "GITHUB_BASE_REF",
+}
+
+
+def github_env(github: dict[str, Any]) -> dict[str, str]:
+    """The GITHUB_* environment variables the runner sets for ``github``'s values."""
+    return {var: str(github[key]) for key, var in GITHUB_VARIABLES.items() if key in github}
+
+
 #: Decides, while a step runs, that the job is cancelled now:
 #: called with the step's id, returns True to cancel.
 CancelWhen = Callable[[str | None], bool]
@@ -437,8 +468,12 @@ class ActionRunner:
         env: dict[str, str] | None = None,
         cancel_group: bool = False,
         runner_os: str = "Linux",
+        github: dict[str, Any] | None = None,
+        uses: UsesHandler | None = None,
     ) -> None:
         self.action_dir = action_dir
+        self.github = github or {}
+        self.uses = uses
         self.runner_os = runner_os
         self.cancel_group = cancel_group
         self.workspace = workspace
@@ -469,10 +504,11 @@ class ActionRunner:
         values = self._inputs(inputs)
         job_env = dict(self.job_env)
         github = {
-            "action_path": str(self.action_dir),
-            "workspace": str(self.workspace),
             "token": "",
             "event_name": "pull_request",
+            **self.github,
+            "action_path": str(self.action_dir),
+            "workspace": str(self.workspace),
         }
         runner = {"temp": str(self.temp), "os": self.runner_os, "arch": "X64"}
         steps_ctx: dict[str, Any] = {}
@@ -510,6 +546,8 @@ class ActionRunner:
                     uses=step["uses"],
                     with_={k: substitute(v, contexts) for k, v in (step.get("with") or {}).items()},
                 )
+                if self.uses is not None:
+                    record.outcome, record.outputs = self.uses(record.uses or "", record.with_)
             else:
                 record = self._run_script(
                     index,
@@ -524,15 +562,18 @@ class ActionRunner:
                 )
                 masks.extend(value for name, value in record.commands if name == "add-mask")
             records.append(record)
+            conclusion = record.outcome
+            if conclusion == "failure" and step.get("continue-on-error") is True:
+                conclusion = "success"
             if step_id:
                 steps_ctx[step_id] = {
                     "outputs": record.outputs,
                     "outcome": record.outcome,
-                    "conclusion": record.outcome,
+                    "conclusion": conclusion,
                 }
-            if record.outcome == "cancelled":
+            if conclusion == "cancelled":
                 job = "cancelled"
-            elif record.outcome == "failure" and job == "success":
+            elif conclusion == "failure" and job == "success":
                 job = "failure"
         contexts = {
             "inputs": values,
@@ -562,7 +603,7 @@ class ActionRunner:
             raise ValueError(f"inputs not declared in action.yml: {sorted(unknown)}")
         values: dict[str, str] = {}
         contexts = {
-            "github": {"workspace": str(self.workspace)},
+            "github": {"token": "", **self.github, "workspace": str(self.workspace)},
             "runner": {"temp": str(self.temp)},
         }
         for name, spec in declared.items():
@@ -617,6 +658,7 @@ class ActionRunner:
                 "RUNNER_OS": self.runner_os,
                 "RUNNER_ARCH": "X64",
                 "RUNNER_TRACKING_ID": self.tracking_id,
+                **github_env(self.github),
                 **{k: str(v) for k, v in files.items()},
             }
         )
@@ -775,6 +817,7 @@ class JobRun:
     actions: dict[str, ActionRun]  # by step id (or name): what a composite action did
     workspace: Path
     orphans: list[int] = dataclasses.field(default_factory=list)
+    attempt: int = 1  # the run attempt that ran it (a kept job keeps its own)
 
     def step(self, step_id: str) -> StepRecord:
         for record in self.steps:
@@ -789,6 +832,7 @@ class WorkflowRun:
 
     jobs: list[JobRun]
     artifacts: Path  # one directory per uploaded artifact
+    attempt: int = 1
 
     def job(self, job: str) -> list[JobRun]:
         return [run for run in self.jobs if run.job == job]
@@ -829,11 +873,24 @@ class WorkflowRunner:
       directory, the downloaded action);
     - actions/checkout clones ``repository``; actions/upload-artifact and
       actions/download-artifact (``name`` or ``pattern``, each artifact in its
-      own directory) keep artifacts in a directory; any other ``uses:`` is
-      recorded and succeeds, with no outputs.
+      own directory; ``run-id`` of another run given in ``other_runs``) keep
+      artifacts in a directory, also when a composite action uses them;
+      actions/cache/restore and actions/cache/save keep caches by key, each
+      with the branch that saved it, found as GitHub finds them (exact key,
+      then each prefix of ``restore-keys``, newest first, in the run's
+      branch and then in the default branch); any other ``uses:`` is
+      recorded and succeeds, with no outputs;
+    - the ``github`` context (``github``: repository, ref_name, head_ref,
+      event_name, event, api_url, token...) with ``run_id``, ``run_attempt``,
+      ``job`` and ``workflow``, and its GITHUB_* variables; the event is
+      written to a file for GITHUB_EVENT_PATH;
+    - "Re-run failed jobs": ``run(previous=...)`` is the next attempt of the
+      same run (same artifacts and caches); a job (matrix combination) that
+      succeeded in ``previous`` and needs no re-run job is kept as it was,
+      the others run again.
 
-    Not emulated: ``services``, ``container``, ``continue-on-error``,
-    ``defaults``, timeouts, cancellation, ``fail-fast``.
+    Not emulated: ``services``, ``container``, ``continue-on-error`` of a
+    workflow step, ``defaults``, timeouts, cancellation, ``fail-fast``.
     """
 
     def __init__(
@@ -843,6 +900,8 @@ class WorkflowRunner:
         actions: dict[str, Path],
         root: Path,
         env_for: Callable[[str], dict[str, str]] | None = None,
+        github: dict[str, Any] | None = None,
+        other_runs: dict[str, Path] | None = None,
     ) -> None:
         self.workflow = YAML(typ="safe").load(workflow.read_text())
         self.repository = repository
@@ -850,12 +909,29 @@ class WorkflowRunner:
         self.root = root
         self.env_for = env_for or (lambda job: {})
         self.artifacts = root / "artifacts"
+        self.caches = root / "caches"
+        self.other_runs = other_runs or {}
+        self.github: dict[str, Any] = {
+            "event_name": "pull_request",
+            "run_id": str(abs(hash(str(root))) % 10**9 + 1),
+            "repository": "owner/repo",
+            "ref_name": "main",
+            "event": {"repository": {"default_branch": "main"}},
+            "workflow": self.workflow.get("name") or workflow.name,
+            **(github or {}),
+        }
 
-    def run(self) -> WorkflowRun:
+    def run(self, previous: WorkflowRun | None = None) -> WorkflowRun:
+        """Run the workflow: its first attempt, or re-run the failed jobs of ``previous``."""
+        attempt = previous.attempt + 1 if previous else 1
         self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.caches.mkdir(parents=True, exist_ok=True)
+        event = self.root / f"event-{attempt}.json"
+        event.write_text(json.dumps(self.github["event"]))
         jobs: dict[str, Any] = self.workflow["jobs"]
         done: dict[str, list[JobRun]] = {}
         order: list[JobRun] = []
+        rerun: set[str] = set()
         while len(done) < len(jobs):
             ready = [
                 name
@@ -865,12 +941,24 @@ class WorkflowRunner:
             if not ready:
                 raise ValueError(f"jobs wait on each other: {sorted(set(jobs) - set(done))}")
             for name in ready:
-                done[name] = [
-                    self._run_job(name, jobs[name], matrix, index, done)
-                    for index, matrix in enumerate(self._matrix(jobs[name]))
-                ]
+                kept = previous.job(name) if previous else []
+                must = bool(set(self._needs(jobs[name])) & rerun)
+                done[name] = []
+                for index, matrix in enumerate(self._matrix(jobs[name])):
+                    before = next((j for j in kept if j.matrix == matrix), None)
+                    if before is not None and before.status == "success" and not must:
+                        done[name].append(before)
+                        continue
+                    rerun.add(name)
+                    github = {
+                        **self.github,
+                        "run_attempt": str(attempt),
+                        "job": name,
+                        "event_path": str(event),
+                    }
+                    done[name].append(self._run_job(name, jobs[name], matrix, index, done, github))
                 order.extend(done[name])
-        return WorkflowRun(order, self.artifacts)
+        return WorkflowRun(order, self.artifacts, attempt)
 
     @staticmethod
     def _needs(job: dict[str, Any]) -> list[str]:
@@ -892,8 +980,10 @@ class WorkflowRunner:
         matrix: dict[str, Any],
         index: int,
         done: dict[str, list[JobRun]],
+        github: dict[str, Any],
     ) -> JobRun:
-        home = self.root / f"{name}-{index}"
+        attempt = github["run_attempt"]
+        home = self.root / (f"{name}-{index}" if attempt == "1" else f"{name}-{index}-{attempt}")
         workspace, temp = home / "workspace", home / "temp"
         workspace.mkdir(parents=True)
         temp.mkdir()
@@ -919,10 +1009,10 @@ class WorkflowRunner:
             "needs": needs,
             "steps": {},
             "env": job_env,
-            "github": {"workspace": str(workspace), "event_name": "pull_request"},
+            "github": {**github, "workspace": str(workspace)},
             "runner": {"temp": str(temp), "os": "Linux", "arch": "X64"},
         }
-        run = JobRun(name, matrix, "skipped", [], {}, workspace)
+        run = JobRun(name, matrix, "skipped", [], {}, workspace, attempt=int(attempt))
         if not condition_holds(job.get("if"), contexts, state):
             return run
         run.status = "success"
@@ -953,14 +1043,27 @@ class WorkflowRunner:
         if not condition_holds(step.get("if"), contexts, run.status):
             return StepRecord(index, step_id, name, "skipped")
         step_env = {k: substitute(v, contexts) for k, v in (step.get("env") or {}).items()}
+        github = contexts["github"]
         if "run" in step:
-            return self._run_script(index, step_id, name, step, run, {**job_env, **step_env}, temp)
+            env = {**job_env, **github_env(github), **step_env}
+            return self._run_script(index, step_id, name, step, run, env, temp)
         with_ = {k: substitute(v, contexts) for k, v in (step.get("with") or {}).items()}
         record = StepRecord(index, step_id, name, "success", uses=step["uses"], with_=with_)
         ref = str(step["uses"])
         action_dir = self._action_dir(ref, run.workspace)
+
+        def uses(ref: str, with_: dict[str, str]) -> tuple[str, dict[str, str]]:
+            return self._uses(ref, with_, run.workspace, github)
+
         if action_dir is not None:
-            runner = ActionRunner(action_dir, run.workspace, temp, env={**job_env, **step_env})
+            runner = ActionRunner(
+                action_dir,
+                run.workspace,
+                temp,
+                env={**job_env, **step_env},
+                github={k: v for k, v in github.items() if k != "workspace"},
+                uses=uses,
+            )
             action = runner.run(with_)
             run.actions[step_id or name] = action
             run.orphans.extend(runner.orphans)
@@ -972,11 +1075,23 @@ class WorkflowRunner:
                 check=True,
                 capture_output=True,
             )
-        elif ref.startswith("actions/upload-artifact@"):
-            record.outcome = self._upload(with_, run.workspace)
-        elif ref.startswith("actions/download-artifact@"):
-            record.outcome = self._download(with_, run.workspace)
+        else:
+            record.outcome, record.outputs = uses(ref, with_)
         return record
+
+    def _uses(
+        self, ref: str, with_: dict[str, str], workspace: Path, github: dict[str, Any]
+    ) -> tuple[str, dict[str, str]]:
+        """Artifacts and caches for a step of the workflow or of a composite action."""
+        if ref.startswith("actions/upload-artifact@"):
+            return self._upload(with_, workspace), {}
+        if ref.startswith("actions/download-artifact@"):
+            return self._download(with_, workspace), {}
+        if ref.startswith("actions/cache/restore@"):
+            return "success", self._cache_restore(with_, workspace, github)
+        if ref.startswith("actions/cache/save@"):
+            return self._cache_save(with_, workspace, github), {}
+        return "success", {}
 
     def _action_dir(self, ref: str, workspace: Path) -> Path | None:
         if ref.startswith("./"):
@@ -1039,7 +1154,9 @@ class WorkflowRunner:
         excludes = [workspace / line[1:] for line in lines if line.startswith("!")]
         dest = self.artifacts / with_["name"]
         if dest.exists():
-            return "failure"  # an artifact name is used once per workflow run
+            if with_.get("overwrite") != "true":
+                return "failure"  # an artifact name is used once per workflow run
+            shutil.rmtree(dest)
         copied = _copy_artifact(includes, [ex.resolve() for ex in excludes], dest)
         if copied == 0 and with_.get("if-no-files-found") == "error":
             return "failure"
@@ -1047,14 +1164,81 @@ class WorkflowRunner:
 
     def _download(self, with_: dict[str, str], workspace: Path) -> str:
         dest = workspace / with_.get("path", ".")
+        store = self.artifacts
+        if with_.get("run-id"):
+            if not with_.get("github-token") or with_["run-id"] not in self.other_runs:
+                return "failure"  # another run's artifacts need its id and a token
+            store = self.other_runs[with_["run-id"]]
         if with_.get("name"):
-            source = self.artifacts / with_["name"]
+            source = store / with_["name"]
             if not source.is_dir():
                 return "failure"
             shutil.copytree(source, dest, dirs_exist_ok=True)
             return "success"
         pattern = with_.get("pattern", "*")
-        for artifact in sorted(self.artifacts.iterdir()):
+        for artifact in sorted(store.iterdir()):
             if fnmatch.fnmatchcase(artifact.name, pattern):
                 shutil.copytree(artifact, dest / artifact.name)
         return "success"
+
+    # caches: one directory per entry, with meta.json (key, branch, path, when)
+
+    def _cache_entries(self) -> list[tuple[dict[str, Any], Path]]:
+        entries = []
+        for entry in self.caches.iterdir():
+            meta = json.loads((entry / "meta.json").read_text())
+            entries.append((meta, entry / "content"))
+        return sorted(entries, key=lambda item: -int(item[0]["when"]))  # newest first
+
+    @staticmethod
+    def _branch(github: dict[str, Any]) -> str:
+        return str(github.get("head_ref") or github.get("ref_name") or "")
+
+    @staticmethod
+    def _cache_path(text: str, workspace: Path) -> tuple[str, Path]:
+        """A cache's path as its version sees it (the same on every runner), and on disk."""
+        path = Path(os.path.expanduser(text.strip()))
+        path = path if path.is_absolute() else workspace / path
+        return str(path).replace(str(workspace.parent / "temp"), "${RUNNER_TEMP}"), path
+
+    def _cache_restore(
+        self, with_: dict[str, str], workspace: Path, github: dict[str, Any]
+    ) -> dict[str, str]:
+        key = with_["key"]
+        prefixes = [line.strip() for line in with_.get("restore-keys", "").splitlines()]
+        version, target = self._cache_path(with_["path"], workspace)
+        default = (github.get("event") or {}).get("repository", {}).get("default_branch", "")
+        entries = self._cache_entries()
+        for branch in dict.fromkeys([self._branch(github), default]):
+            scoped = [(m, c) for m, c in entries if m["branch"] == branch and m["path"] == version]
+            for wanted, exact in [(key, True), *((p, False) for p in prefixes if p)]:
+                for meta, content in scoped:
+                    if meta["key"] == wanted if exact else meta["key"].startswith(wanted):
+                        shutil.copytree(content, target, dirs_exist_ok=True)
+                        return {
+                            "cache-hit": "true" if meta["key"] == key else "false",
+                            "cache-matched-key": meta["key"],
+                            "cache-primary-key": key,
+                        }
+        return {"cache-hit": "false", "cache-primary-key": key}
+
+    def _cache_save(self, with_: dict[str, str], workspace: Path, github: dict[str, Any]) -> str:
+        version, source = self._cache_path(with_["path"], workspace)
+        if source.exists():  # else nothing to save: a warning
+            self.save_cache(with_["key"], source, version, self._branch(github))
+        return "success"
+
+    def save_cache(self, key: str, source: Path, path: str, branch: str) -> None:
+        """Keep ``source`` as the cache ``key`` of ``branch`` (``path``: as the action names it).
+
+        An entry is never replaced: a second save of a key is a warning on the
+        runner, and does nothing.
+        """
+        self.caches.mkdir(parents=True, exist_ok=True)
+        if any(meta["key"] == key for meta, _ in self._cache_entries()):
+            return
+        entry = self.caches / uuid.uuid4().hex
+        shutil.copytree(source, entry / "content")
+        when = str(len(list(self.caches.iterdir())))
+        meta = {"key": key, "branch": branch, "path": path, "when": when}
+        (entry / "meta.json").write_text(json.dumps(meta))

@@ -8,10 +8,13 @@ another part of atex-ci has not delivered yet skip with the option's name.
 
 from __future__ import annotations
 
+import base64
+import fnmatch
 import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -36,9 +39,21 @@ from tests.test_docs import repository_slug
 from tests.treeutil import REPO, make_tree, own_results
 
 TOKEN = "tf-action-token-3c9e17a05b"
-ACTION_STEPS = ["prepare", "install", "reserve", "run", "report", "release"]
+ACTION_STEPS = [
+    "prepare",
+    "install",
+    "reserve",
+    "run",
+    "report",
+    "comment",
+    "release",
+    "history",
+    "verdict",
+]
+# The script steps of a run with the default inputs (no comment).
+MAIN_STEPS = [s for s in ACTION_STEPS if s != "comment"]
 COLLECT = REPO / "collect"
-COLLECT_STEPS = ["prepare", "install", "collect", "report", "verdict"]
+COLLECT_STEPS = ["prepare", "install", "collect", "report", "comment", "history", "verdict"]
 
 
 @functools.cache
@@ -78,6 +93,7 @@ def run_action(tmp_path: Path, session_venv: str) -> Runner:
         env: dict[str, str] | None = None,
         cancel_when: Callable[[str | None], bool] | None = None,
         cancel_group: bool = False,
+        github: dict[str, Any] | None = None,
     ) -> ActionRun:
         runner = ActionRunner(
             REPO,
@@ -85,12 +101,18 @@ def run_action(tmp_path: Path, session_venv: str) -> Runner:
             tmp_path / "runner-temp",
             env={"ATEX_CI_VENV": session_venv, **(env or {})},
             cancel_group=cancel_group,
+            github=github,
         )
         result = runner.run(inputs, cancel_when=cancel_when)
         assert runner.orphans == [], "the action left processes running after the job"
         return result
 
     return run
+
+
+def scripts(run: ActionRun) -> list[str]:
+    """The script steps of action.yml that ran, in order."""
+    return [s for s in run.ran() if s in ACTION_STEPS]
 
 
 def tree(root: Path, tests: dict[str, str]) -> Path:
@@ -272,9 +294,14 @@ def test_passing_run_on_local_slots(tmp_path, run_action):
         }
     )
     assert run.status == "success", run.log
-    assert run.ran() == ACTION_STEPS
-    # The install knob skips Python set-up and the pip cache.
-    assert [s.uses for s in run.steps if s.uses and s.outcome != "skipped"] == []
+    assert scripts(run) == MAIN_STEPS
+    # The install knob skips Python set-up and the pip cache; the history is
+    # restored, saved, and the run directory uploaded.
+    assert [s.uses.split("@")[0] for s in run.steps if s.uses and s.outcome != "skipped"] == [
+        "actions/cache/restore",
+        "actions/cache/save",
+        "actions/upload-artifact",
+    ]
     run_dir = Path(run.outputs["run-dir"])
     assert run_dir == tmp_path / "workspace" / "atex-ci-run"
     assert run.outputs["exit-code"] == "0"
@@ -309,9 +336,11 @@ def test_failing_tests(tmp_path, run_action, fail_on_test_failure):
             "junit": "out/junit.xml",
         }
     )
-    assert run.ran() == ACTION_STEPS
+    assert scripts(run) == MAIN_STEPS
     assert run.outputs["exit-code"] == "1"
-    assert run.step("run").exit_code == (1 if fail_on_test_failure == "true" else 0)
+    assert run.step("run").exit_code == 0  # the verdict step judges failing tests
+    assert run.outputs["failing"] == "true"
+    assert run.step("verdict").exit_code == (1 if fail_on_test_failure == "true" else 0)
     assert run.status == ("failure" if fail_on_test_failure == "true" else "success")
     assert run.step("report").outcome == "success"
     assert run.step("release").outcome == "success"
@@ -370,13 +399,21 @@ def test_failed_reservation_skips_run_and_report(tmp_path, run_action):
     assert run.step("reserve").stderr.startswith("atex-ci: ")
 
 
-def test_bad_switch_stops_before_anything_is_reserved(tmp_path, run_action):
-    run = run_action({"fail-on-test-failure": "yes"})
+@pytest.mark.parametrize(
+    ("name", "value", "choices"),
+    [
+        ("fail-on-test-failure", "yes", "true or false"),
+        ("rerun-failed", "on", "true or false"),
+        ("comment", "never", "always, failures or off"),
+        ("fail-on", "all", "new or any"),
+    ],
+)
+def test_bad_switch_stops_before_anything_is_reserved(tmp_path, run_action, name, value, choices):
+    run = run_action({name: value})
     assert run.status == "failure"
     assert run.step("prepare").outcome == "failure"
-    assert ("error", "atex-ci: the fail-on-test-failure input must be true or false") in (
-        run.commands
-    )
+    message = f"atex-ci: the {name} input must be {choices}, got '{value}'"
+    assert ("error", message) in run.commands
     assert run.ran() == ["prepare", "release"]
     assert "nothing was reserved" in run.step("release").stdout
 
@@ -407,7 +444,7 @@ def test_release_after_failing_run_on_ssh_hosts(tmp_path, run_action, ssh_hosts)
         }
     )
     assert run.status == "failure"
-    assert run.ran() == ACTION_STEPS
+    assert scripts(run) == MAIN_STEPS
     run_dir = Path(run.outputs["run-dir"])
     results = own_results(run_dir)
     assert {name: r["status"] for name, r in results.items()} == {
@@ -556,7 +593,7 @@ def test_the_install_step_as_written(tmp_path, wheelhouse):
     run = runner.run({"fmf-root": str(root), "local-slots": "1", "python-version": "3.11"})
     assert runner.orphans == []
     assert run.status == "success", run.log
-    assert [s for s in run.ran() if s in ACTION_STEPS] == ACTION_STEPS
+    assert scripts(run) == MAIN_STEPS
     venv = tmp_path / "runner-temp" / "atex-ci-venv"
     assert run.step("install").outputs["atex-ci"] == str(venv / "bin" / "atex-ci")
     located = subprocess.run(
@@ -568,12 +605,12 @@ def test_the_install_step_as_written(tmp_path, wheelhouse):
     ).stdout
     assert located.startswith(str(venv)), "atex-ci was not installed into the venv (editable?)"
     # setup-python and the pip cache are asked for, with the cache key the prepare step made.
-    used = {s.uses.split("@")[0]: s for s in run.steps if s.uses and s.outcome == "success"}
-    assert set(used) == {"actions/setup-python", "actions/cache/restore", "actions/cache/save"}
-    assert used["actions/setup-python"].with_ == {"python-version": "3.11"}
-    key = used["actions/cache/restore"].with_["key"]
+    used = {s.id or s.name: s for s in run.steps if s.uses and s.outcome == "success"}
+    assert set(used) >= {"python", "pip-cache", "Save the pip cache"}
+    assert used["python"].with_ == {"python-version": "3.11"}
+    key = used["pip-cache"].with_["key"]
     assert re.fullmatch(r"atex-ci-pip-Linux-[0-9a-f]{16}-3\.11", key)
-    assert used["actions/cache/save"].with_["key"] == key
+    assert used["Save the pip cache"].with_["key"] == key
 
 
 def test_tests_cannot_steer_the_job(tmp_path, run_action):
@@ -725,6 +762,184 @@ def test_shards_then_collect(tmp_path, run_action):
     assert set(own_results(merged)) == {f"/tests/t{n}" for n in range(6)}
 
 
+# ------------------------------------------------------------------ the pull request comment
+
+GH_TOKEN = "ghs_comment0token0never0logged42"
+
+
+def pull_request_context(tmp_path: Path, fake: Any, number: int = 7) -> dict[str, Any]:
+    """The github context of a pull_request job of workflow "Tests", job "test"."""
+    event = tmp_path / f"event-{number}.json"
+    event.write_text(json.dumps({"pull_request": {"number": number}}))
+    return {
+        "token": fake.token,
+        "repository": fake.repository,
+        "api_url": fake.url,
+        "event_name": "pull_request",
+        "event_path": str(event),
+        "workflow": "Tests",
+        "job": "test",
+        "run_id": "4242",
+        "run_attempt": "1",
+    }
+
+
+def our_comments(fake: Any, number: int = 7) -> list[dict[str, Any]]:
+    return [
+        c
+        for c in fake.comments.get(number, [])
+        if c["user"]["type"] == "Bot" and c["body"].startswith("<!-- atex-ci comment: ")
+    ]
+
+
+def test_pr_comment_is_one_comment_updated_in_place(tmp_path, run_action):
+    """Created on the first run, found again on the second page and edited on the next."""
+    from tests.github_fake import fake_github
+
+    root = tree(tmp_path / "tree", {"good": "true", "bad": "echo broken; exit 1"})
+    green = tree(tmp_path / "green", {"good": "true"})
+    with fake_github(GH_TOKEN) as fake:
+        # 150 comments already: ours lands on the listing's second page. A
+        # person's comment that copies the marker is never touched.
+        for n in range(149):
+            fake.add(7, f"review comment {n}", {"login": "someone", "type": "User"})
+        github = pull_request_context(tmp_path, fake)
+        first = run_action(
+            {"fmf-root": str(root), "local-slots": "1", "comment": "always", "run-dir": "one"},
+            github=github,
+        )
+        assert first.status == "failure"  # the failing test; the comment is posted anyway
+        assert first.step("comment").outcome == "success", first.log
+        (posted,) = our_comments(fake)
+        assert posted["body"].split("\n", 1)[0] == "<!-- atex-ci comment: Tests/test -->"
+        assert "/tests/bad" in posted["body"]
+        fake.add(7, posted["body"].split("\n", 1)[0] + "\nnot ours", {"login": "x", "type": "User"})
+        assert len(fake.comments[7]) == 151
+        fake.requests.clear()
+        second = run_action(
+            {"fmf-root": str(green), "local-slots": "1", "comment": "always", "run-dir": "two"},
+            github=github,
+        )
+        assert second.status == "success", second.log
+        # Both pages were read; the one comment was edited, nothing created.
+        listed = [path for method, path in fake.requests if method == "GET"]
+        assert listed == ["/repos/owner/repo/issues/7/comments"] * 2
+        assert fake.writes() == [("PATCH", f"/repos/owner/repo/issues/comments/{posted['id']}")]
+        (updated,) = our_comments(fake)
+        assert updated["id"] == posted["id"]
+        assert "/tests/bad" not in updated["body"] and "/tests/good" in updated["body"]
+        assert fake.comments[7][-1]["body"].endswith("not ours")
+    # The token: only the comment step has it; in no log line, no file of
+    # the run directories.
+    assert [s.id for s in first.steps if GH_TOKEN in s.env.values()] == ["comment"]
+    for run in (first, second):
+        assert GH_TOKEN not in run.log
+        assert GH_TOKEN not in all_files_text(Path(run.outputs["run-dir"]))
+    assert "updated the comment on pull request #7" in second.step("comment").stdout
+
+
+def test_pr_comment_per_job_and_shard(tmp_path, run_action):
+    """Another job, or another shard of a matrix, has its own comment."""
+    from tests.github_fake import fake_github
+
+    root = tree(tmp_path / "tree", {"a": "true", "b": "true"})
+    with fake_github(GH_TOKEN) as fake:
+        github = pull_request_context(tmp_path, fake)
+        for index, job in enumerate(["test", "other"]):
+            run_action(
+                {"fmf-root": str(root), "comment": "always", "run-dir": f"j{index}"},
+                github={**github, "job": job},
+            )
+        run_action(
+            {"fmf-root": str(root), "comment": "always", "run-dir": "s", "shard": "1/2"},
+            github=github,
+        )
+        keys = sorted(c["body"].split("\n", 1)[0] for c in our_comments(fake))
+    assert keys == [
+        "<!-- atex-ci comment: Tests/other -->",
+        "<!-- atex-ci comment: Tests/test -->",
+        "<!-- atex-ci comment: Tests/test shard 1/2 -->",
+    ]
+
+
+def test_pr_comment_on_failures_only(tmp_path, run_action):
+    """failures: a green run posts nothing, a red one posts, a green one after it turns it green."""
+    from tests.github_fake import fake_github
+
+    green = tree(tmp_path / "green", {"good": "true"})
+    red = tree(tmp_path / "red", {"good": "true", "bad": "exit 1"})
+    inputs = {"local-slots": "1", "comment": "failures", "fail-on-test-failure": "false"}
+    with fake_github(GH_TOKEN) as fake:
+        github = pull_request_context(tmp_path, fake)
+        run = run_action({**inputs, "fmf-root": str(green), "run-dir": "g1"}, github=github)
+        assert run.step("comment").outcome == "success"
+        assert "no failures: no comment" in run.step("comment").stdout
+        assert fake.writes() == [] and our_comments(fake) == []
+        run_action({**inputs, "fmf-root": str(red), "run-dir": "r"}, github=github)
+        (red_comment,) = our_comments(fake)
+        assert "/tests/bad" in red_comment["body"]
+        run_action({**inputs, "fmf-root": str(green), "run-dir": "g2"}, github=github)
+        (now,) = our_comments(fake)
+        assert now["id"] == red_comment["id"] and "/tests/bad" not in now["body"]
+        assert [m for m, _ in fake.writes()] == ["POST", "PATCH"]
+
+
+def test_pr_comment_problems_are_warnings(tmp_path, run_action):
+    """A read-only token, or an event without a pull request: a line, the job goes on."""
+    from tests.github_fake import fake_github
+
+    root = tree(tmp_path / "tree", {"good": "true"})
+    with fake_github(GH_TOKEN) as fake:
+        fake.writable = False  # a fork's pull_request: the token is read-only
+        github = pull_request_context(tmp_path, fake)
+        run = run_action(
+            {"fmf-root": str(root), "comment": "always", "run-dir": "ro"}, github=github
+        )
+        assert run.status == "success"
+        assert (
+            "warning",
+            "atex-ci: no pull request comment: POST /repos/owner/repo/issues/7/comments "
+            "answered 403 Resource not accessible by integration",
+        ) in run.commands
+        fake.requests.clear()
+        push = {**github, "event_name": "push"}
+        run = run_action({"fmf-root": str(root), "comment": "always", "run-dir": "p"}, github=push)
+        assert run.status == "success"
+        assert "no pull request for this push: no comment" in run.step("comment").stdout
+        assert fake.requests == []
+        assert GH_TOKEN not in run.log
+
+
+def test_pr_comment_never_sends_the_token_elsewhere():
+    """A next-page link to another host ends the listing with an error, the token unsent."""
+    from atex_ci import pr_comment
+    from tests.github_fake import fake_github
+
+    with fake_github(GH_TOKEN) as fake, fake_github("other") as elsewhere:
+        for n in range(101):
+            fake.add(3, f"c{n}", {"login": "someone", "type": "User"})
+        api_url = fake.url
+        fake.url = elsewhere.url  # the Link header now names the other server
+        api = pr_comment.GitHub(api_url, "owner/repo", GH_TOKEN)
+        with pytest.raises(pr_comment.CommentError) as caught:
+            api.comments(3)
+    assert str(caught.value).startswith(f"refusing to send the token to {elsewhere.url}/repos/")
+    assert GH_TOKEN not in str(caught.value)
+    assert len(fake.requests) == 1 and elsewhere.requests == []
+
+
+def test_pr_comment_body_is_cut_to_githubs_limit():
+    from atex_ci import pr_comment
+
+    text = pr_comment.body("W/j", "x" * 100_000)
+    assert len(text) == pr_comment.MAX_BODY
+    assert text.startswith("<!-- atex-ci comment: W/j -->\n")
+    assert text.endswith(pr_comment.TRUNCATED)
+    # A key cannot end the HTML comment early, nor break the line.
+    key = pr_comment.marker("a-->b\n<script>").removeprefix("<!-- ").removesuffix(" -->")
+    assert "--" not in key and not set("<>\n") & set(key)
+
+
 # ------------------------------------------------------------------ the documentation
 
 
@@ -768,8 +983,8 @@ def test_docs_examples_use_declared_inputs():
     seen: list[str] = []
     for block in blocks:
         data = YAML(typ="safe").load(textwrap.dedent(block))
-        steps = data["jobs"]["tests"]["steps"] if isinstance(data, dict) else data
-        for step in steps:
+        jobs = data["jobs"].values() if isinstance(data, dict) else [{"steps": data}]
+        for step in [s for job in jobs for s in job["steps"]]:
             uses = str(step.get("uses", ""))
             if "atex-ci" in uses:
                 assert uses in inputs, f"the guide uses {uses}, expected {sorted(inputs)}"
@@ -923,10 +1138,12 @@ def test_example_yml_copied_into_a_fresh_repository(tmp_path, session_venv, whee
     shards = run.job("test")
     assert [j.matrix for j in shards] == [{"shard": 1}, {"shard": 2}, {"shard": 3}]
     for shard in shards:
-        assert shard.actions["atex"].ran() == ACTION_STEPS
+        assert scripts(shard.actions["atex"]) == [s for s in MAIN_STEPS if s != "history"]
     (collect,) = run.job("collect")
     merged = collect.actions["merged"]
-    assert [s for s in merged.ran() if s in COLLECT_STEPS] == COLLECT_STEPS
+    assert [s for s in merged.ran() if s in COLLECT_STEPS] == [
+        s for s in COLLECT_STEPS if s != "comment"
+    ]
     # The pip cache is the one the test jobs' action saves (the same key).
     restored = next(s for s in merged.steps if s.id == "pip-cache")
     assert restored.with_["key"].startswith("atex-ci-pip-Linux-")
@@ -940,8 +1157,9 @@ def test_example_yml_copied_into_a_fresh_repository(tmp_path, session_venv, whee
     assert "/tests/t" in merged.summary
     assert collect.step("Publish the JUnit results").outcome == "success"
     assert (run.artifacts / "atex-ci-merged" / "junit.xml").is_file()
-    for n in (1, 2, 3):
-        assert not (run.artifacts / f"atex-ci-run-{n}" / "keys").exists()
+    for n in (1, 2, 3):  # the action uploaded each shard's run directory, without keys/
+        assert (run.artifacts / f"atex-ci-run-test-{n}-attempt-1" / "run.json").is_file()
+        assert not (run.artifacts / f"atex-ci-run-test-{n}-attempt-1" / "keys").exists()
     if not failing:
         assert [j.status for j in run.jobs] == ["success"] * 4, [
             (j.job, j.matrix, [(s.name, s.outcome) for s in j.steps]) for j in run.jobs
@@ -951,9 +1169,504 @@ def test_example_yml_copied_into_a_fresh_repository(tmp_path, session_venv, whee
     # them, publishes, and fails on the merged result.
     failed = [j for j in shards if j.status == "failure"]
     assert len(failed) == 1 and "/tests/t3" in own_results(failed[0].workspace / "atex-ci-run")
+    assert failed[0].actions["atex"].step("verdict").exit_code == 1
     assert results["/tests/t3"]["status"] == "fail"
     assert collect.status == "failure"
     assert merged.step("verdict").outcome == "failure"
     assert ("error", "atex-ci: the merged results have 1 failed and 0 errored tests") in (
         merged.commands
     )
+
+
+# ------------------------------------------------------------------ re-running failed jobs
+
+
+def test_a_rerun_takes_the_newest_earlier_attempt_of_its_own_shard(tmp_path, session_venv):
+    """Attempt 3 of shard 2: attempt 2's run directory, never another shard's or its own.
+
+    The run step's outcome depends on `run --rerun-failed` (these run
+    directories are not real runs); what is asserted is what the action picks
+    and names, which holds either way.
+    """
+    store = tmp_path / "artifacts"
+    for name in [
+        "atex-ci-run-test-2-attempt-1",
+        "atex-ci-run-test-2-attempt-2",
+        "atex-ci-run-test-2-attempt-3",  # never taken: not an earlier attempt
+        "atex-ci-run-test-20-attempt-2",  # another shard
+        "atex-ci-run-test-1-attempt-2",
+    ]:
+        (store / name).mkdir(parents=True)
+        (store / name / "run.json").write_text("{}")
+    asked: list[tuple[str, dict[str, str]]] = []
+
+    def uses(ref: str, with_: dict[str, str]) -> tuple[str, dict[str, str]]:
+        asked.append((ref.split("@")[0], with_))
+        if ref.startswith("actions/download-artifact@"):
+            for artifact in store.iterdir():
+                if fnmatch.fnmatchcase(artifact.name, with_["pattern"]):
+                    shutil.copytree(artifact, Path(with_["path"]) / artifact.name)
+        return "success", {}
+
+    root = tree(tmp_path / "tree", {"a": "true"})
+    github = {"job": "test", "run_attempt": "3", "run_id": "77", "workflow": "Tests"}
+    runs = {}
+    for rerun in ("true", "false"):
+        runner = ActionRunner(
+            REPO,
+            tmp_path / f"workspace-{rerun}",
+            tmp_path / f"temp-{rerun}",
+            env={"ATEX_CI_VENV": session_venv},
+            github=github,
+            uses=uses,
+        )
+        runs[rerun] = runner.run(
+            {"fmf-root": str(root), "shard": "2/3", "rerun-failed": rerun, "history-cache": ""}
+        )
+        assert runner.orphans == []
+    downloads = [w for ref, w in asked if ref == "actions/download-artifact"]
+    assert downloads == [
+        {
+            "pattern": "atex-ci-run-test-2-attempt-*",
+            "path": f"{tmp_path}/temp-true/atex-ci-previous",
+        }
+    ]
+    taken = tmp_path / "temp-true" / "atex-ci-previous" / "atex-ci-run-test-2-attempt-2"
+    assert runs["true"].outputs["rerun-of"] == str(taken)
+    assert f"atex-ci: attempt 3: re-running what failed or did not run in {taken}" in (
+        runs["true"].step("run").stdout
+    )
+    assert runs["false"].outputs["rerun-of"] == ""
+    assert runs["false"].step("previous").outcome == "skipped"
+    uploads = [w["name"] for ref, w in asked if ref == "actions/upload-artifact"]
+    assert uploads == ["atex-ci-run-test-2-attempt-3"] * 2
+
+
+def test_rerun_failed_jobs_reruns_only_the_failed_tests_of_each_shard(tmp_path, session_venv):
+    """example.yml, 3 shards; "Re-run failed jobs" after the history changed.
+
+    Attempt 1: two tests fail. In between they are fixed, and the branch's
+    history moved on: it would now put a failed test on another shard. Attempt
+    2 re-runs only the failed shards, each running exactly its own failed tests
+    (the recorded split), keeps the passed shards, and collect merges all of it.
+    """
+    needs("run", "--rerun-failed", "issue 22, the run option of branch i22run")
+    flags = tmp_path / "fixed"
+    flags.mkdir()
+    tests = {f"t{n}": "echo fine" for n in range(9)}
+    for name in ("t1", "t4"):
+        tests[name] = f"[ -e {flags}/{name} ] || {{ echo broken; exit 1; }}"
+    repo = users_repository(tmp_path / "yours", tests)
+    runner = WorkflowRunner(
+        repo / ".github" / "workflows" / "example.yml",
+        repository=repo,
+        actions={repository_slug(): REPO},
+        root=tmp_path / "runs",
+        env_for=lambda job: {"ATEX_CI_VENV": session_venv},
+        github={
+            "head_ref": "feature",
+            "ref_name": "7/merge",
+            "event": {"repository": {"default_branch": "main"}, "pull_request": {"number": 7}},
+        },
+    )
+    first = runner.run()
+    split = {j.matrix["shard"]: own_results(j.workspace / "atex-ci-run") for j in first.job("test")}
+    failed = {
+        shard: {name for name, r in results.items() if r["status"] != "pass"}
+        for shard, results in split.items()
+    }
+    assert set().union(*failed.values()) == {"/tests/t1", "/tests/t4"}
+    assert any(not names for names in failed.values()), "every shard failed: nothing to keep"
+    (collect,) = first.job("collect")
+    assert collect.status == "failure"
+
+    # In between: the tests are fixed, and a later run on the branch saved a
+    # history in which t1 is by far the longest test.
+    for name in ("t1", "t4"):
+        (flags / name).touch()
+    history = json.loads((collect.workspace / "merged" / "history.json").read_text())
+    for entry in history["tests"]:
+        entry["durations"] = [1000.0] if entry["test"] == "/tests/t1" else [1.0]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "history.json").write_text(json.dumps(history))
+    injected = "atex-ci-history-atex-ci-branch-feature-run-999-1"
+    runner.save_cache(injected, moved, "${RUNNER_TEMP}/atex-ci-history", "feature")
+
+    second = runner.run(previous=first)
+    assert second.attempt == 2
+    for job in second.job("test"):
+        shard = job.matrix["shard"]
+        if not failed[shard]:
+            assert job.attempt == 1, f"shard {shard} passed and was re-run"
+            continue
+        assert job.attempt == 2 and job.status == "success", job.actions["atex"].log
+        action = job.actions["atex"]
+        assert action.outputs["rerun-of"].endswith(f"/atex-ci-run-test-{shard}-attempt-1")
+        # The history the job found had moved on, and was not used.
+        assert action.step("history-restore").outputs["cache-matched-key"] == injected
+        results = own_results(job.workspace / "atex-ci-run")
+        assert set(results) == failed[shard]
+        assert {r["status"] for r in results.values()} == {"pass"}
+        assert (second.artifacts / f"atex-ci-run-test-{shard}-attempt-2" / "run.json").is_file()
+    # With the new history a fresh split would have moved t1 to another shard.
+    t1_shard = next(s for s, names in failed.items() if "/tests/t1" in names)
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "atex_ci",
+            "run",
+            "-d",
+            str(tmp_path / "fresh"),
+            "--fmf-root",
+            str(repo),
+            "--local",
+            "1",
+            "--shard",
+            f"{t1_shard}/3",
+            "--history",
+            str(moved / "history.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert fresh.returncode in (0, 1), fresh.stderr
+    assert set(own_results(tmp_path / "fresh")) != set(split[t1_shard])
+    # collect merges the kept shards and the re-runs: every test once, all pass.
+    (collect,) = second.job("collect")
+    assert collect.attempt == 2 and collect.status == "success"
+    merged = own_results(collect.workspace / "merged")
+    assert set(merged) == {f"/tests/t{n}" for n in range(9)}
+    assert {r["status"] for r in merged.values()} == {"pass"}
+
+
+# ------------------------------------------------------------------ the guide's workflows
+
+
+def guide_workflow(after: str) -> str:
+    """The first YAML block of docs/github-action.md after the text ``after``."""
+    doc = (REPO / "docs" / "github-action.md").read_text()
+    match = re.search(r"```yaml\n(.*?)```", doc.split(after, 1)[1], re.DOTALL)
+    assert match, f"no YAML block after {after!r}"
+    return match.group(1)
+
+
+def repository_with(root: Path, tests: dict[str, str], workflows: dict[str, str]) -> str:
+    """A git repository of a tmt tree and ``workflows``; its commit."""
+    make_tree(root, {name: {"test": script} for name, script in tests.items()})
+    for name, text in workflows.items():
+        path = root / ".github" / "workflows" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git = ["git", "-C", str(root), "-c", "user.name=u", "-c", "user.email=u@example.test"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "tests"], check=True)
+    return subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_the_guides_workflow_run_recipe(tmp_path, session_venv):
+    """Tests on pull_request without write access; a workflow_run job comments.
+
+    Two pushes: the comment is created, then edited in place. A third run's
+    artifact names a pull request whose head is another commit: no comment.
+    """
+    from tests.github_fake import fake_github
+
+    workflows = {
+        "tests.yml": guide_workflow("`.github/workflows/tests.yml`:"),
+        "comment.yml": guide_workflow("`.github/workflows/comment.yml`:"),
+    }
+    assert "pull-requests: write" not in workflows["tests.yml"]
+    assert "actions/checkout" not in workflows["comment.yml"], "never the fork's code"
+
+    def push(name: str, tests: dict[str, str], number: int) -> tuple[Any, str]:
+        """The tests workflow of one push to pull request ``number``."""
+        repo = tmp_path / name
+        sha = repository_with(repo, tests, workflows)
+        runner = WorkflowRunner(
+            repo / ".github" / "workflows" / "tests.yml",
+            repository=repo,
+            actions={repository_slug(): REPO},
+            root=tmp_path / f"{name}-runs",
+            env_for=lambda job: {"ATEX_CI_VENV": session_venv},
+            github={
+                "head_ref": "feature",
+                "event": {
+                    "pull_request": {"number": number},
+                    "repository": {"default_branch": "main"},
+                },
+            },
+        )
+        run = runner.run()
+        assert [j.status for j in run.jobs] == ["success"], run.jobs[0].actions
+        return runner, sha
+
+    def publish(tests_run: Any, sha: str, fake: Any) -> Any:
+        runner = WorkflowRunner(
+            tests_run.repository / ".github" / "workflows" / "comment.yml",
+            repository=tests_run.repository,
+            actions={repository_slug(): REPO},
+            root=tmp_path / f"publish-{len(list(tmp_path.iterdir()))}",
+            env_for=lambda job: {"ATEX_CI_VENV": session_venv},
+            github={
+                "event_name": "workflow_run",
+                "token": GH_TOKEN,
+                "api_url": fake.url,
+                "repository": fake.repository,
+                "ref_name": "main",
+                "event": {
+                    "workflow_run": {
+                        "id": tests_run.github["run_id"],
+                        "head_sha": sha,
+                        "event": "pull_request",
+                    },
+                    "repository": {"default_branch": "main"},
+                },
+            },
+            other_runs={tests_run.github["run_id"]: tests_run.artifacts},
+        )
+        (job,) = runner.run().jobs
+        assert job.status == "success", [(s.name, s.outcome, s.stderr) for s in job.steps]
+        return job
+
+    with fake_github(GH_TOKEN) as fake:
+        red, sha = push("one", {"good": "true", "bad": "echo broken; exit 1"}, 7)
+        fake.heads[7] = sha
+        job = publish(red, sha, fake)
+        (posted,) = our_comments(fake)
+        assert posted["body"].startswith("<!-- atex-ci comment: Comment/tests -->\n")
+        assert "/tests/bad" in posted["body"]
+        assert "commented on pull request #7" in job.actions["atex-ci/atex-ci/collect@v1"].log
+
+        green, sha = push("two", {"good": "true", "bad": "true"}, 7)
+        fake.heads[7] = sha
+        publish(green, sha, fake)
+        (updated,) = our_comments(fake)
+        assert updated["id"] == posted["id"] and "/tests/bad" in updated["body"]
+        assert "broken" not in updated["body"]
+        assert [m for m, _ in fake.writes()] == ["POST", "PATCH"]
+
+        # The tests' artifact is the fork's to write: its number names pull
+        # request 8, whose head is not the commit the tests ran on.
+        fake.heads[8] = "0" * 40
+        lying, sha = push("three", {"good": "true"}, 8)
+        job = publish(lying, sha, fake)
+        log = job.actions["atex-ci/atex-ci/collect@v1"].log
+        assert f"pull request #8 is not at commit {sha[:12]}, which the tests ran on" in log
+        assert [m for m, _ in fake.writes()] == ["POST", "PATCH"]
+        assert 8 not in fake.comments
+    assert all(GH_TOKEN not in s.stdout + s.stderr for s in job.steps)
+    # The publishing runs saved no history (the default branch's scope).
+    assert not [c for c in tmp_path.glob("publish-*/caches/*")]
+
+
+def test_the_guides_history_carries_itself(tmp_path, session_venv):
+    """The guide's workflow on main, then on a new branch: the history follows.
+
+    One slot, and `slow` the last test found: without a history it runs last;
+    with one (the longest test first) it runs first.
+    """
+    workflow = guide_workflow("## History between runs")
+    repo = tmp_path / "repo"
+    tests = {"a": "true", "b": "true", "slow": "sleep 1"}
+    repository_with(repo, tests, {"tests.yml": workflow})
+    caches = tmp_path / "caches"
+
+    def run(name: str, github: dict[str, Any]) -> ActionRun:
+        runner = WorkflowRunner(
+            repo / ".github" / "workflows" / "tests.yml",
+            repository=repo,
+            actions={repository_slug(): REPO},
+            root=tmp_path / name,
+            env_for=lambda job: {"ATEX_CI_VENV": session_venv},
+            github={"event": {"repository": {"default_branch": "main"}}, **github},
+        )
+        runner.caches = caches  # the repository's caches outlive a workflow run
+        (job,) = runner.run().jobs
+        assert job.status == "success"
+        return job.actions["atex-ci/atex-ci@v1"]
+
+    def order(action: ActionRun) -> list[str]:
+        lines = (Path(action.outputs["run-dir"]) / "results.jsonl").read_text().splitlines()
+        results = [json.loads(line) for line in lines]
+        return [r["test"] for r in results if r["name"] is None]  # one slot: in start order
+
+    main = run("push-main", {"event_name": "push", "ref_name": "main"})
+    assert main.step("history-restore").outputs.get("cache-matched-key") is None
+    assert order(main)[-1] == "/tests/slow"
+    assert main.step("history").outputs == {"saved": "true"}
+    feature = {"event_name": "pull_request", "head_ref": "feature", "ref_name": "7/merge"}
+    first = run("feature-1", feature)
+    matched = first.step("history-restore").outputs["cache-matched-key"]
+    assert matched.startswith("atex-ci-history-tier1-branch-main-run-")  # the fallback
+    assert order(first)[0] == "/tests/slow"
+    second = run("feature-2", feature)
+    matched = second.step("history-restore").outputs["cache-matched-key"]
+    assert matched.startswith("atex-ci-history-tier1-branch-feature-run-")  # its own now
+    assert order(second)[0] == "/tests/slow"
+
+
+# ------------------------------------------------------------------ run and report options
+
+
+def steps_sh(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by bash after sourcing action/steps.sh."""
+    return subprocess.run(
+        ["bash", "-c", f'source "{REPO}/action/steps.sh"; {script}'],
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("minutes", "elapsed", "expected"),
+    [
+        ("", 0, ""),  # no timeout-minutes: no budget
+        ("60", 120, "3120s"),  # 3600 - 360 (10%) - 120
+        ("20", 60, "840s"),  # 1200 - 300 (at least 5 minutes) - 60
+        ("360", 600, "18840s"),  # the 6-hour case: 21600 - 2160 - 600 (5h14m)
+    ],
+)
+def test_the_time_budget_from_timeout_minutes(minutes, elapsed, expected):
+    done = steps_sh(f'time_budget "{minutes}" 1000 {1000 + elapsed}')
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.strip() == expected
+
+
+@pytest.mark.parametrize(
+    ("minutes", "message"),
+    [
+        ("1h", "the timeout-minutes input must be a whole number of minutes, got '1h'"),
+        ("0", "the timeout-minutes input must be a whole number of minutes, got '0'"),
+        ("6", "no time left for tests: timeout-minutes 6 less 5 minutes for report and release"),
+    ],
+)
+def test_a_time_budget_that_cannot_be(minutes, message):
+    done = steps_sh(f'time_budget "{minutes}" 1000 1100')
+    assert done.returncode == 2
+    assert done.stdout == f"::error::atex-ci: {message}\n"
+
+
+def test_secret_env_values_are_masked_first(tmp_path, run_action):
+    """Each value, each of its lines, its base64 and URL-encoded forms, before any output."""
+    secret = "s3 cr/t+x\nline two"
+    root = tree(tmp_path / "tree", {"a": "true"})
+    run = run_action(
+        {"fmf-root": str(root), "secret-env": "API_KEY\n  UNSET_ONE \n"},
+        env={"API_KEY": secret},
+    )
+    encoded = "s3%20cr%2Ft%2Bx%0Aline%20two"
+    assert run.masks == [
+        "s3 cr/t+x",
+        "line two",
+        base64.b64encode(secret.encode()).decode(),
+        encoded,
+        encoded.replace("%20", "+"),
+    ]
+    first = run.log.splitlines()[: len(run.masks)]
+    assert all(line.startswith("::add-mask::") for line in first)
+    bad = run_action({"secret-env": "NOT-A-NAME"})
+    assert bad.step("prepare").exit_code == 2
+    message = "the secret-env input names 'NOT-A-NAME', which is not an environment variable name"
+    assert ("error", f"atex-ci: {message}") in bad.commands
+
+
+def test_secret_env_leaves_no_trace(tmp_path, run_action):
+    needs("run", "--secret-env", "issue 22, the run option of branch i22rep")
+    secret = "tok-9f8e7d6c5b4a"
+    script = 'echo "$API_KEY"; printf %s "$API_KEY" | base64; [ "$API_KEY" = ' + secret + " ]"
+    root = tree(tmp_path / "tree", {"leaky": script})
+    run = run_action(
+        {"fmf-root": str(root), "local-slots": "1", "secret-env": "API_KEY", "html": "r.html"},
+        env={"API_KEY": secret},
+    )
+    assert run.status == "success", run.log
+    run_dir = Path(run.outputs["run-dir"])
+    assert own_results(run_dir)["/tests/leaky"]["status"] == "pass"
+    text = all_files_text(run_dir) + (tmp_path / "workspace" / "r.html").read_text()
+    assert secret not in text and base64.b64encode(secret.encode()).decode() not in text
+    assert secret not in run.summary
+
+
+def test_max_failures_input(tmp_path, run_action):
+    needs("run", "--max-failures", "issue 22, the run option of branch i22run")
+    root = tree(tmp_path / "tree", {f"f{n}": "exit 1" for n in range(5)})
+    run = run_action({"fmf-root": str(root), "local-slots": "1", "max-failures": "2"})
+    assert run.status == "failure" and run.outputs["exit-code"] == "1"
+    results = own_results(Path(run.outputs["run-dir"]))
+    statuses = sorted(r["status"] for r in results.values())
+    assert statuses.count("fail") == 2
+    notes = [r["note"] for r in results.values() if r["status"] != "fail"]
+    assert notes == ["not run: stopped after 2 failures"] * 3
+    assert run.step("verdict").exit_code == 1
+
+
+def test_time_budget_input(tmp_path, run_action):
+    needs("run", "--time-budget", "issue 22, the run option of branch i22run")
+    root = make_tree(
+        tmp_path / "tree",
+        {"short": {"test": "true"}, "long": {"test": "true", "duration": "2h"}},
+    )
+    run = run_action({"fmf-root": str(root), "local-slots": "1", "time-budget": "30m"})
+    results = own_results(Path(run.outputs["run-dir"]))
+    assert results["/tests/short"]["status"] == "pass"
+    assert results["/tests/long"]["note"] == "not run: time budget"
+
+
+def test_fail_on_new_passes_with_only_old_failures(tmp_path, run_action):
+    """The baseline failed the same test: fail-on new passes the job; a new failure fails it."""
+    needs("report", "--fail-on", "issue 22, the report option of branch i22rep")
+    needs("report", "--baseline", "issue 22, the report option of branch i22rep")
+    old = tree(tmp_path / "old", {"good": "true", "bad": "exit 1"})
+    base = run_action(
+        {"fmf-root": str(old), "local-slots": "1", "run-dir": "base", "fail-on": "new"}
+    )
+    assert base.outputs["failing"] == "true" and base.status == "failure"
+    # A baseline without fail-on: the report's default, new failures only.
+    inputs = {"local-slots": "1", "baseline": base.outputs["run-dir"]}
+    same = run_action({**inputs, "fmf-root": str(old), "run-dir": "same"})
+    assert same.status == "success", same.log
+    assert same.outputs["failing"] == "false"
+    new = tree(tmp_path / "new", {"good": "exit 1", "bad": "exit 1"})
+    inputs["fail-on"] = "new"
+    worse = run_action({**inputs, "fmf-root": str(new), "run-dir": "worse"})
+    assert worse.status == "failure" and worse.outputs["failing"] == "true"
+    assert ("error", "atex-ci: new test failures (fail-on: new)") in worse.commands
+
+
+def test_collect_action_gates_on_new_failures(tmp_path, session_venv):
+    needs("report", "--fail-on", "issue 22, the report option of branch i22rep")
+    needs("report", "--baseline", "issue 22, the report option of branch i22rep")
+    workspace = tmp_path / "workspace"
+
+    def run_dir(name: str, tests: dict[str, str]) -> Path:
+        root = tree(tmp_path / f"tree-{name}", tests)
+        out = workspace / "shards" / name
+        subprocess.run(
+            [sys.executable, "-m", "atex_ci", "run", "-d", str(out), "--fmf-root", str(root)],
+            capture_output=True,
+            check=False,
+        )
+        return out
+
+    base = run_dir("base", {"good": "true", "bad": "exit 1"})
+    run_dir("one", {"good": "true", "bad": "exit 1"})
+
+    def collect(pattern: str, merged: str) -> ActionRun:
+        runner = ActionRunner(
+            COLLECT, workspace, tmp_path / "temp", env={"ATEX_CI_VENV": session_venv}
+        )
+        inputs = {"run-dirs": pattern, "run-dir": merged, "fail-on": "new"}
+        return runner.run({**inputs, "baseline": str(base), "history-cache": ""})
+
+    same = collect("shards/one", "merged-same")
+    assert same.status == "success", same.log
+    run_dir("two", {"good": "exit 1", "bad": "exit 1"})
+    worse = collect("shards/two", "merged-worse")
+    assert worse.status == "failure"
+    message = "atex-ci: the merged results have failures that count (fail-on: new)"
+    assert ("error", message) in worse.commands
