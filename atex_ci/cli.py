@@ -474,6 +474,24 @@ def estimate(history: Path, machines: str, budget: str | None, overhead: float) 
     help="JUnit: each sub-result is a testcase, or fold them into their test's testcase.",
 )
 @click.option("--title", default=None, help="Title of the Markdown and HTML reports.")
+@click.option(
+    "--baseline",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="An earlier run directory (or a collected one): each failure is new or still "
+    "failing, and what failed there and passes here is fixed.",
+)
+@click.option(
+    "--known-failures",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="YAML list of known failures (name, platform, reason, link, expires): "
+    "matching failures are known.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["new", "any"]),
+    help="Exit 1 when a new failure (not known, not failing in --baseline) or any failure "
+    "is reported (default: new with --baseline or --known-failures, else exit 0).",
+)
 def report(
     run_dir: Path,
     junit: Path | None,
@@ -482,8 +500,12 @@ def report(
     github: bool | None,
     subresults: str,
     title: str | None,
+    baseline: Path | None,
+    known_failures: Path | None,
+    fail_on: str | None,
 ) -> None:
     """Write JUnit XML, a Markdown summary and optionally HTML for a run's results."""
+    from .gating import FailOn
     from .report import reporting
 
     if github is None:
@@ -496,6 +518,9 @@ def report(
         github=github,
         subresults=subresults,
         title=title,
+        baseline=baseline,
+        known_failures=known_failures,
+        fail_on=FailOn(fail_on) if fail_on else None,
     )
     for line in outcome.warnings:
         click.echo(f"atex-ci: warning: {line}", err=True)
@@ -503,6 +528,7 @@ def report(
         click.echo(line)
     for what, path in outcome.written:
         click.echo(f"atex-ci: {what}: {path}", err=True)
+    sys.exit(outcome.exit_code)
 
 
 @cli.command()
