@@ -97,6 +97,16 @@ def _parse_contexts(items: tuple[str, ...]) -> tuple[dict[str, str], dict[str, d
     return context, per_platform
 
 
+def _take_secret_env(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``run --secret-env``: each variable is taken and registered as the
+    command line is read, so a missing one stops ``run`` before it reserves."""
+    from . import masking
+
+    for name in names:
+        masking.add_secret_env(name)
+    return names
+
+
 def _fail(message: str, code: int) -> NoReturn:
     from .report.text import display_text
 
@@ -281,6 +291,15 @@ def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
     show_default=True,
     help="Stop replacing machines after this many failed to come up or to set up.",
 )
+@click.option(
+    "--secret-env",
+    "secret_env",
+    multiple=True,
+    metavar="NAME",
+    callback=lambda _ctx, _param, names: _take_secret_env(names),
+    help="Hand the environment variable NAME to every test (repeatable); its value, base64 "
+    "and URL-encoded, is masked as *** in output, files, notes and reports, never recorded.",
+)
 def run(
     run_dir: Path | None,
     fmf_root: Path,
@@ -299,6 +318,7 @@ def run(
     keep_machines: bool,
     max_machines: int | None,
     max_failed_setups: int,
+    secret_env: tuple[str, ...],
     **reservation: Any,
 ) -> None:
     """Discover FMF tests and run them on the reserved machines.
