@@ -104,6 +104,8 @@ def _take_secret_env(names: tuple[str, ...]) -> tuple[str, ...]:
 
     for name in names:
         masking.add_secret_env(name)
+    if names:
+        masking.mask_logs()
     return names
 
 

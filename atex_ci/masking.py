@@ -16,7 +16,8 @@ replaces them, wherever bytes leave a test or the run writes a record:
 * the registry of this process's secrets (``add_secret_env``, ``active``,
   ``secret_environment``): the CLI fills it while it reads the command line,
   before any machine is reserved, and the executor, the artifact sink and the
-  run directory's record writer ask ``active()``.
+  run directory's record writer ask ``active()``; ``mask_logs`` masks what
+  the log handlers write (stderr at -vv shows the commands sent over SSH).
 
 A tar stream (TMT_TEST_DATA) must keep its layout: it is masked with as many
 ``*`` as the form had bytes (``StreamMasker(same_length=True)``).
@@ -27,6 +28,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable
@@ -224,6 +226,25 @@ def add_secret_env(name: str) -> None:
     _active = Masker(_secrets.values())
 
 
+class LogFilter(logging.Filter):
+    """Masks every record a handler writes (the SSH library logs each command it
+    sends at -vv, and a test's command carries its environment)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        masker = active()
+        if masker:
+            record.msg = masker.text(record.getMessage())
+            record.args = ()
+        return True
+
+
+def mask_logs() -> None:
+    """Mask the secrets in whatever the root logger's handlers write (idempotent)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, LogFilter) for f in handler.filters):
+            handler.addFilter(LogFilter())
+
+
 def clear() -> None:
     """Forget every secret (a program that runs several runs with different ones)."""
     global _active
@@ -244,10 +265,12 @@ def secret_environment() -> dict[str, str]:
 __all__ = [
     "MASK",
     "Masker",
+    "LogFilter",
     "StreamMasker",
     "active",
     "add_secret_env",
     "clear",
     "forms",
+    "mask_logs",
     "secret_environment",
 ]

@@ -101,23 +101,24 @@ def check_no_trace(run: Path, tmp_path: Path, value: str, env: dict[str, str]) -
     assert "sub-\\*\\*\\*" in summary  # Markdown escapes the stars
 
 
-def run_leaky(run: Path, tmp_path: Path, value: str) -> dict[str, str]:
+def run_leaky(run: Path, tmp_path: Path, value: str) -> tuple[dict[str, str], str]:
     tree = make_tree(tmp_path / "tree", {"leaky": {"test": LEAKY}, "plain": {"test": "true"}})
     env = {**os.environ, NAME: value}
+    # -vv: the debug log shows every command sent over SSH, environment included.
     proc = atex(
-        "run", "-d", str(run), "--fmf-root", str(tree), "--secret-env", NAME, "--local", "1",
-        env=env,
+        "run", "-vv", "-d", str(run), "--fmf-root", str(tree), "--secret-env", NAME,
+        "--local", "1", env=env,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert not any(form.decode() in proc.stderr for form in leaked_forms(value))
     assert own_results(run)["/tests/plain"]["status"] == "pass"
-    return env
+    return env, proc.stderr
 
 
 def test_a_secret_leaves_no_trace_on_a_local_slot(tmp_path):
     value = secret_value()
     run = tmp_path / "run"
-    env = run_leaky(run, tmp_path, value)
+    env, _stderr = run_leaky(run, tmp_path, value)
     check_no_trace(run, tmp_path, value, env)
     assert NAME not in (run / "run.json").read_text()
 
@@ -126,7 +127,10 @@ def test_a_secret_leaves_no_trace_on_an_ssh_host(tmp_path, ssh_host):
     value = secret_value()
     run = tmp_path / "run"
     reserve_hosts(run, [ssh_host])
-    env = run_leaky(run, tmp_path, value)
+    env, stderr = run_leaky(run, tmp_path, value)
+    sent = [line for line in stderr.splitlines() if f"{NAME}=" in line]
+    # The SSH library's log of the command, which exports the value (shell-quoted).
+    assert sent and all(f"{NAME}='{MASK}'" in line for line in sent)
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert {r["machine"] for r in own_results(run).values()} == {m["id"] for m in machines}
     check_no_trace(run, tmp_path, value, env)
