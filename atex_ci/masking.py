@@ -264,8 +264,8 @@ def secret_environment() -> dict[str, str]:
 
 __all__ = [
     "MASK",
-    "Masker",
     "LogFilter",
+    "Masker",
     "StreamMasker",
     "active",
     "add_secret_env",
