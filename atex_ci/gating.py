@@ -105,6 +105,15 @@ class Judgement:
     def with_class(self, wanted: Classification) -> list[GateKey]:
         return [key for key, value in self.failed.items() if value is wanted]
 
+    def counts(self) -> dict[str, str]:
+        """Tests in each list, as GitHub step outputs name them."""
+        return {
+            "new-failures": str(len(self.with_class(Classification.NEW))),
+            "still-failing": str(len(self.with_class(Classification.STILL_FAILING))),
+            "known-failures": str(len(self.with_class(Classification.KNOWN))),
+            "fixed": str(len(self.fixed) + len(self.entries_fixed)),
+        }
+
     def exit_code(self, fail_on: FailOn) -> int:
         """1 when a failure counts under ``fail_on``, else 0."""
         if fail_on is FailOn.ANY:

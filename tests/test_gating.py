@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -108,6 +109,18 @@ def test_one_new_failure_fails_the_gate_and_comes_first(runs, tmp_path):
     rows = re.findall(r'<td class="name">([^<]+)</td>', page)
     assert rows[0] == "/tests/ok", rows
     assert '<span class="gate">new</span>' in page
+    # In a GitHub step: the new failure's annotation comes first and says so; outputs count.
+    outputs, summary_file = tmp_path / "outputs", tmp_path / "step-summary.md"
+    github = atex(
+        "report", "-d", str(worse), "--baseline", str(baseline), "--known-failures",
+        str(known), "--github",
+        env={**os.environ, "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary_file)},
+    )  # fmt: skip
+    assert github.returncode == 1, github.stderr
+    annotations = [line for line in github.stdout.splitlines() if line.startswith("::error")]
+    assert "title=/tests/ok" in annotations[0] and "(new failure)" in annotations[0]
+    assert "new-failures=1\n" in outputs.read_text() and "known-failures=1\n" in outputs.read_text()
+    assert "## New failures (1)" in summary_file.read_text()
     # Without a baseline and without a list, the same run's failures are all new.
     assert atex("report", "-d", str(worse), "--fail-on", "new").returncode == 1
     # Without gating options the reports are written and report exits 0, as before.

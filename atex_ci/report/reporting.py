@@ -137,6 +137,7 @@ def report_run(
                 html=html,
                 fmf_root=Path(root) if isinstance(root, str) else None,
                 environ=env,
+                judgement=judgement,
             )
             for what, key in (("GitHub step summary", "GITHUB_STEP_SUMMARY"),
                               ("GitHub step outputs", "GITHUB_OUTPUT")):  # fmt: skip
