@@ -89,6 +89,14 @@ def test_only_old_and_known_failures_pass_the_gate(runs, tmp_path):
     assert messages["/tests/old"].startswith("[still failing]")
     # The same run gated on every failure fails.
     assert atex(*args, "--fail-on", "any").returncode == 1
+    # A collected run directory is a baseline too.
+    collected = tmp_path / "collected"
+    assert atex("collect", "-d", str(collected), str(baseline)).returncode == 0
+    proc = atex("report", "-d", str(same), "--baseline", str(collected))
+    assert proc.returncode == 0, proc.stderr
+    summary = (same / "summary.md").read_text()
+    # Without the list, the waived failure is judged by the baseline alone.
+    assert "/tests/known/one" in summary.split("## Still failing")[1].split("##")[0]
 
 
 def test_one_new_failure_fails_the_gate_and_comes_first(runs, tmp_path):
@@ -148,6 +156,8 @@ def test_a_bad_known_failures_file_is_one_line(runs, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("atex-ci: known failures"), lines
     missing = atex("report", "-d", str(same), "--baseline", str(tmp_path / "nope"))
     assert missing.returncode == 2
+    not_a_run = atex("report", "-d", str(same), "--baseline", str(tmp_path))
+    assert not_a_run.returncode == 2 and len(not_a_run.stderr.splitlines()) == 1
 
 
 def test_known_failures_entries_are_checked():
