@@ -202,7 +202,7 @@ class ArtifactSink:
         """Close every open file (never raises)."""
         with contextlib.suppress(Exception):
             self.close_file()
-        if self.output is not None:
+        if self.output is not None and not self.output.closed:
             with contextlib.suppress(OSError):
                 self.output.write(self._output_mask.flush())
             with contextlib.suppress(OSError):
@@ -319,8 +319,9 @@ class _ArchiveWriter:
             raise storage_error(exc, self.path) from None
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.write(self._mask.flush())
+        if not self._file.closed:
+            with contextlib.suppress(OSError):
+                self._file.write(self._mask.flush())
         self._file.close()
 
     def discard(self) -> None:
