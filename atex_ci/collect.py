@@ -38,8 +38,8 @@ from typing import Any
 
 from . import untrusted_json
 from .errors import ConfigError
-from .model import Result
-from .recorder import Attempts, Recorder, RunState, TestKey, final_results, test_key
+from .model import Result, TestId
+from .recorder import Attempts, Recorder, RunState, final_results
 from .report.summary import flaky_attempts, totals
 from .rundir import ARTIFACTS, RunDir, atomic_write_json, now_iso
 
@@ -86,8 +86,8 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
         existing, problems = out.read_results_checked()
         outcome.warnings += problems
         attempts = Attempts(existing)
-        final_by_source: dict[TestKey, tuple[str, str]] = {
-            test_key(r): (str(out.path), str(r.status))
+        final_by_source: dict[TestId, tuple[str, str]] = {
+            TestId.of_result(r): (str(out.path), str(r.status))
             for r in final_results(existing)
             if r.name is None
         }
@@ -97,9 +97,9 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
         for src in opened:
             results, problems = src.read_results_checked()
             outcome.warnings += problems
-            renumbered: dict[tuple[TestKey, int], int] = {}
+            renumbered: dict[tuple[TestId, int], int] = {}
             for result in results:
-                key = test_key(result)
+                key = TestId.of_result(result)
                 old = (key, result.attempt)
                 if old not in renumbered:
                     renumbered[old] = attempts.next(key)
@@ -120,13 +120,13 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
 def _find_conflicts(
     src: RunDir,
     results: list[Result],
-    final_by_source: dict[TestKey, tuple[str, str]],
+    final_by_source: dict[TestId, tuple[str, str]],
     outcome: CollectOutcome,
 ) -> None:
     for result in final_results(results):
         if result.name is not None:
             continue
-        key = test_key(result)
+        key = TestId.of_result(result)
         earlier = final_by_source.get(key)
         status = str(result.status)
         if earlier is not None and earlier[1] != status:
@@ -242,7 +242,7 @@ def write_summary(
     for result in final:
         per_platform.setdefault(result.platform, []).append(result)
     flaky = flaky_attempts(results)
-    own = {test_key(r): r for r in final if r.name is None}
+    own = {TestId.of_result(r): r for r in final if r.name is None}
     summary = {
         "format": SUMMARY_FORMAT,
         "version": FORMAT_VERSION,

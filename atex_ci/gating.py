@@ -8,8 +8,9 @@ known-failures file format and its bounded parsing, and the exit code that
 
 It is a pure pass over final results: the reporters show the classification,
 JUnit keeps every failure a failure (the classification is added beside it).
-A test is judged as a whole, ``(platform, plan, test)``: it fails when any of
-its final results (its own or a sub-result) is ``fail`` or ``error``.
+A test is judged as a whole, by its ``model.TestId`` with every instance
+taken together (``TestId.any_instance``): it fails when any of its final
+results (its own, a sub-result, any instance's) is ``fail`` or ``error``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from . import untrusted_yaml
 from .errors import ConfigError
-from .model import Result
+from .model import Result, TestId
 from .recorder import final_results
 
 # A waiver list is written by people: a few hundred entries at most. The caps
@@ -35,8 +36,9 @@ FIELD_MAX_CHARS = 1000
 
 ENTRY_KEYS = ("name", "platform", "reason", "link", "expires")
 
-# A test is judged whole: sub-results and instances of it count as one.
-GateKey = tuple[str, str, str]
+# A test is judged whole: sub-results and instances of it count as one
+# (a TestId whose instance is None).
+GateKey = TestId
 
 
 class Classification(enum.StrEnum):
@@ -123,7 +125,7 @@ class Judgement:
 
 def gate_key(result: Result) -> GateKey:
     """The test ``result`` belongs to, as gating compares runs (instances not told apart)."""
-    return (result.platform, result.plan, result.test)
+    return TestId.of_result(result).any_instance
 
 
 def failing_tests(final: Iterable[Result]) -> dict[GateKey, bool]:
@@ -155,8 +157,7 @@ def judge(
     tests = failing_tests(final_results(results))
     before = failing_tests(final_results(baseline)) if baseline is not None else {}
     for key, failed in tests.items():
-        platform, _plan, test = key
-        entry = next((e for e in active if e.matches(platform, test)), None)
+        entry = next((e for e in active if e.matches(key.platform, key.test)), None)
         if failed and entry is not None:
             judgement.failed[key] = Classification.KNOWN
             judgement.known_by[key] = entry
@@ -166,7 +167,7 @@ def judge(
         elif before.get(key, False):
             judgement.fixed.append(key)
     for entry in active:
-        covered = [key for key in tests if entry.matches(key[0], key[2])]
+        covered = [key for key in tests if entry.matches(key.platform, key.test)]
         if covered and not any(tests[key] for key in covered):
             judgement.entries_fixed.append((entry, covered))
     return judgement
@@ -270,8 +271,7 @@ def failure_rank(judgement: Judgement | None, result: Result) -> int:
 def _where(key: GateKey) -> str:
     from .report.text import display_name
 
-    platform, _plan, test = key
-    return f"{display_name(test)} · {display_name(platform)}"
+    return f"{display_name(key.test)} · {display_name(key.platform)}"
 
 
 def _entry_line(entry: KnownFailure) -> str:

@@ -24,7 +24,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from ..gating import ORDER, Judgement, failure_rank, report_lists
-from ..model import Result, Status
+from ..model import Result, Status, TestId
 from ..rundir import ARTIFACTS, replacing
 from .summary import (
     counted,
@@ -33,7 +33,6 @@ from .summary import (
     format_duration,
     machine_usage,
     report_duration,
-    test_key,
     totals,
 )
 from .text import cap_line, cap_middle, display_name, display_text
@@ -278,7 +277,7 @@ def _write(
 ) -> None:
     final = final_results(results)
     flaky = flaky_attempts(results)
-    own = {test_key(r): r for r in final if r.name is None}
+    own = {TestId.of_result(r): r for r in final if r.name is None}
     out.write(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
@@ -311,7 +310,7 @@ def _write(
     if judgement is not None:  # failures first, new ones first
         final.sort(key=lambda r: failure_rank(judgement, r) if r.status.is_failure else len(ORDER))
     for result in final:
-        identity = test_key(result)
+        identity = TestId.of_result(result)
         is_flaky = result.name is None and identity in flaky
         gate = judgement.classification(result) if judgement else None
         out.write(_row(result, own.get(identity), is_flaky, rundir_path, out_dir, gate))
