@@ -13,7 +13,12 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from atex_ci import masking
+from atex_ci.events import InternalError, TestRequeued, TestResults
 from atex_ci.masking import MASK, Masker
+from atex_ci.model import Machine, Result, Status, Test
+from atex_ci.recorder import Recorder
+from atex_ci.rundir import RunDir
 
 from .treeutil import atex, make_tree, own_results, reserve_hosts, results
 
@@ -134,6 +139,26 @@ def test_a_secret_leaves_no_trace_on_an_ssh_host(tmp_path, ssh_host):
     machines = json.loads((run / "machines.json").read_text())["machines"]
     assert {r["machine"] for r in own_results(run).values()} == {m["id"] for m in machines}
     check_no_trace(run, tmp_path, value, env)
+
+
+def test_the_recorder_writes_no_secret_whatever_event_carries_it(tmp_path, monkeypatch):
+    """The Recorder is the run directory's only writer: an event's text (a
+    traceback, a requeue note, a result no executor masked, run.json fields)
+    reaches events.jsonl, results.jsonl and run.json masked."""
+    value = secret_value()
+    monkeypatch.setattr(masking, "_active", Masker([value]))
+    rec = Recorder(RunDir.create(tmp_path / "run"))
+    test = Test(name="/t", plan="/plan", test="true", path="/", serial_number=1)
+    machine = Machine(id="here", provisioner="local", platform="default", host=None, user="")
+    rec(InternalError(test, f"Traceback: ValueError: {value}"))
+    rec(TestRequeued(test, "default", machine, f"lost: {quote(value, safe='')}"))
+    leaked = Result(test="/t", plan="/plan", platform="default", status=Status.FAIL, note=value)
+    rec(TestResults([leaked]))
+    rec.run_info(fmf={"ref": base64.b64encode(value.encode()).decode()})
+    events = (tmp_path / "run" / "events.jsonl").read_text()
+    assert "internal_error" in events and "test_requeued" in events
+    assert results(tmp_path / "run")[0]["note"] == MASK
+    assert traces(tmp_path, value) == []
 
 
 def test_a_missing_secret_is_one_line_before_anything_is_reserved(tmp_path):
