@@ -14,7 +14,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from atex_ci import masking
-from atex_ci.events import InternalError, TestRequeued, TestResults
+from atex_ci.events import InternalError, TestRequeued, TestResults, to_record
 from atex_ci.masking import MASK, Masker
 from atex_ci.model import Machine, Result, Status, Test
 from atex_ci.recorder import Recorder
@@ -150,7 +150,9 @@ def test_the_recorder_writes_no_secret_whatever_event_carries_it(tmp_path, monke
     rec = Recorder(RunDir.create(tmp_path / "run"))
     test = Test(name="/t", plan="/plan", test="true", path="/", serial_number=1)
     machine = Machine(id="here", provisioner="local", platform="default", host=None, user="")
-    rec(InternalError(test, f"Traceback: ValueError: {value}"))
+    error = InternalError(test, f"Traceback: ValueError: {value}")
+    assert to_record(error)["traceback"] == f"Traceback: ValueError: {MASK}"  # a sink's copy
+    rec(error)
     rec(TestRequeued(test, "default", machine, f"lost: {quote(value, safe='')}"))
     leaked = Result(test="/t", plan="/plan", platform="default", status=Status.FAIL, note=value)
     rec(TestResults([leaked]))
