@@ -97,6 +97,18 @@ def _parse_contexts(items: tuple[str, ...]) -> tuple[dict[str, str], dict[str, d
     return context, per_platform
 
 
+def _take_secret_env(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``run --secret-env``: each variable is taken and registered as the
+    command line is read, so a missing one stops ``run`` before it reserves."""
+    from . import masking
+
+    for name in names:
+        masking.add_secret_env(name)
+    if names:
+        masking.mask_logs()
+    return names
+
+
 def _fail(message: str, code: int) -> NoReturn:
     from .report.text import display_text
 
@@ -281,6 +293,15 @@ def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
     show_default=True,
     help="Stop replacing machines after this many failed to come up or to set up.",
 )
+@click.option(
+    "--secret-env",
+    "secret_env",
+    multiple=True,
+    metavar="NAME",
+    callback=lambda _ctx, _param, names: _take_secret_env(names),
+    help="Hand the environment variable NAME to every test (repeatable); its value, base64 "
+    "and URL-encoded, is masked as *** in output, files, notes and reports, never recorded.",
+)
 def run(
     run_dir: Path | None,
     fmf_root: Path,
@@ -299,6 +320,7 @@ def run(
     keep_machines: bool,
     max_machines: int | None,
     max_failed_setups: int,
+    secret_env: tuple[str, ...],
     **reservation: Any,
 ) -> None:
     """Discover FMF tests and run them on the reserved machines.
@@ -478,6 +500,24 @@ def estimate(history: Path, machines: str, budget: str | None, overhead: float) 
     help="JUnit: each sub-result is a testcase, or fold them into their test's testcase.",
 )
 @click.option("--title", default=None, help="Title of the Markdown and HTML reports.")
+@click.option(
+    "--baseline",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="An earlier run directory (or a collected one): each failure is new or still "
+    "failing, and what failed there and passes here is fixed.",
+)
+@click.option(
+    "--known-failures",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="YAML list of known failures (name, platform, reason, link, expires): "
+    "matching failures are known.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["new", "any"]),
+    help="Exit 1 when a new failure (not known, not failing in --baseline) or any failure "
+    "is reported (default: new with --baseline or --known-failures, else exit 0).",
+)
 def report(
     run_dir: Path,
     junit: Path | None,
@@ -486,8 +526,12 @@ def report(
     github: bool | None,
     subresults: str,
     title: str | None,
+    baseline: Path | None,
+    known_failures: Path | None,
+    fail_on: str | None,
 ) -> None:
     """Write JUnit XML, a Markdown summary and optionally HTML for a run's results."""
+    from .gating import FailOn
     from .report import reporting
 
     if github is None:
@@ -500,6 +544,9 @@ def report(
         github=github,
         subresults=subresults,
         title=title,
+        baseline=baseline,
+        known_failures=known_failures,
+        fail_on=FailOn(fail_on) if fail_on else None,
     )
     for line in outcome.warnings:
         click.echo(f"atex-ci: warning: {line}", err=True)
@@ -507,6 +554,7 @@ def report(
         click.echo(line)
     for what, path in outcome.written:
         click.echo(f"atex-ci: {what}: {path}", err=True)
+    sys.exit(outcome.exit_code)
 
 
 @cli.command()

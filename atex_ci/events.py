@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from . import masking
 from .model import Machine, Plan, Result, RunState, Test
 from .rundir import now_iso
 
@@ -259,11 +260,13 @@ class EventStream:
 def to_record(event: Event) -> dict[str, Any]:
     """The event as a JSON-ready dict: ``event`` (its kind), ``time`` and its
     fields, a machine as its id, a test as its name, plan and serial number,
-    results as results.jsonl records, plans by name."""
+    results as results.jsonl records, plans by name; no ``run --secret-env``
+    value in any of it (masking.py), wherever a sink sends it."""
     record: dict[str, Any] = {"event": event.kind}
     for f in dataclasses.fields(event):
         record[f.name] = _plain(getattr(event, f.name))
-    return record
+    masked: dict[str, Any] = masking.active().data(record)
+    return masked
 
 
 def _plain(value: object) -> Any:

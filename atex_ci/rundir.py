@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from . import untrusted_json
+from . import masking, untrusted_json
 from .errors import ConfigError, StorageError
 from .model import Machine, Plan, Result, RunState
 from .pathnames import component, flat_component, name_components
@@ -147,7 +147,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
+            json.dump(masking.active().data(data), f, indent=2, sort_keys=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -229,6 +229,7 @@ def _json_line(record: dict[str, Any]) -> bytes:
     (undecodable bytes of a test's name or note), which UTF-8 cannot encode:
     then the line is written with \\u escapes, which every JSON reader reads back.
     """
+    record = masking.active().data(record)  # no --secret-env value is ever written
     text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
     try:
         return (text + "\n").encode()

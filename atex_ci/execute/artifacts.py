@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-from .. import untrusted_yaml
+from .. import masking, untrusted_yaml
 from ..errors import StorageError
 from ..rundir import ArtifactTree, storage_error
 from .control import FileChunk, safe_join
@@ -82,6 +82,11 @@ class ArtifactSink:
         self.skipped: list[str] = []
         self._file: IO[bytes] | None = None
         self._file_name: str | None = None
+        #: --secret-env values never reach the disk (masking.py); the archive
+        #: keeps its layout (same-length masks).
+        self.mask = masking.active()
+        self._output_mask = self.mask.stream()
+        self._file_mask = self.mask.stream()
 
     @property
     def archive(self) -> Path:
@@ -131,7 +136,7 @@ class ArtifactSink:
     def _write_output(self, data: bytes) -> None:
         assert self.output is not None
         try:
-            self.output.write(data)
+            self.output.write(self._output_mask.feed(data))
         except OSError as exc:
             raise storage_error(exc, self.path / OUTPUT) from None
 
@@ -159,12 +164,13 @@ class ArtifactSink:
         try:
             if self._file_name != event.name:
                 self.close_file()
-                path = safe_join(self.path, event.name)
+                path = safe_join(self.path, self.mask.text(event.name))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = open(path, "ab", buffering=0)  # noqa: SIM115 (closed on FileEnd)
                 self._file_name = event.name
+                self._file_mask = self.mask.stream(same_length=event.name == TEST_DATA_ARCHIVE)
             assert self._file is not None
-            self._file.write(event.data)
+            self._file.write(self._file_mask.feed(event.data))
         except OSError as exc:
             if exc.errno in STORAGE_ERRNOS:
                 raise storage_error(exc, self.path) from None
@@ -182,14 +188,23 @@ class ArtifactSink:
 
     def close_file(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.write(self._file_mask.flush())
+            except OSError as exc:
+                if exc.errno in STORAGE_ERRNOS:
+                    raise storage_error(exc, self.path) from None
+            finally:
+                self._file.close()
         self._file = None
         self._file_name = None
 
     def close(self) -> None:
         """Close every open file (never raises)."""
-        self.close_file()
-        if self.output is not None:
+        with contextlib.suppress(Exception):
+            self.close_file()
+        if self.output is not None and not self.output.closed:
+            with contextlib.suppress(OSError):
+                self.output.write(self._output_mask.flush())
             with contextlib.suppress(OSError):
                 self.output.close()
 
@@ -199,7 +214,7 @@ class ArtifactSink:
         """A writer for TMT_TEST_DATA fetched as a tar stream (after a test
         was cut short), within what is left of the upload cap."""
         room = self.limits.max_upload - self.upload_bytes + TAR_OVERHEAD
-        return _ArchiveWriter(self.archive, room, self.limits.max_upload)
+        return _ArchiveWriter(self.archive, room, self.limits.max_upload, self.mask)
 
     def unpack_archive(self) -> str | None:
         """Unpack the TMT_TEST_DATA archive into data/ (regular files only),
@@ -233,7 +248,7 @@ class ArtifactSink:
     def relative(self, name: str) -> str:
         """A stored file's path as results record it (relative to RUN/artifacts).
         ControlError for a name that points outside."""
-        return self.tree.relative(safe_join(self.path, name))
+        return self.tree.relative(safe_join(self.path, self.mask.text(name)))
 
     def output_file(self) -> str:
         return self.tree.relative(self.path / OUTPUT)
@@ -241,7 +256,7 @@ class ArtifactSink:
     def attach_output(self, name: str) -> str:
         """Attach the captured output under ``name`` too (a hard link); returns
         its recorded path. ControlError, or OSError (StorageError for the disk)."""
-        target = safe_join(self.path, name)
+        target = safe_join(self.path, self.mask.text(name))
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             if target != self.path / OUTPUT:
@@ -282,11 +297,12 @@ class ArtifactSink:
 class _ArchiveWriter:
     """Streams a tar archive to disk, refusing more than ``room`` bytes."""
 
-    def __init__(self, path: Path, room: int, cap: int) -> None:
+    def __init__(self, path: Path, room: int, cap: int, mask: masking.Masker) -> None:
         self.path = path
         self.room = room
         self.cap = cap
         self.size = 0
+        self._mask = mask.stream(same_length=True)
         try:
             self._file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed in close())
         except OSError as exc:
@@ -298,11 +314,14 @@ class _ArchiveWriter:
         if self.size > self.room:
             raise LimitExceeded(f"the test uploaded more than the limit of {self.cap} bytes")
         try:
-            self._file.write(chunk)
+            self._file.write(self._mask.feed(chunk))
         except OSError as exc:
             raise storage_error(exc, self.path) from None
 
     def close(self) -> None:
+        if not self._file.closed:
+            with contextlib.suppress(OSError):
+                self._file.write(self._mask.flush())
         self._file.close()
 
     def discard(self) -> None:

@@ -3,8 +3,9 @@ and the shell command that exports it.
 
 Policy only: the values come from the test, the plan and the work directory's
 layout; nothing here runs anything. The order of the layers is tmt's: the
-plan's ``environment``, then the test's, then the variables tmt and atex-ci
-set, which a test's own keys can never override.
+plan's ``environment``, then the test's, then ``run --secret-env``'s
+secrets, then the variables tmt and atex-ci set, which a test's own keys can
+never override.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import shlex
 from collections.abc import Mapping
 
+from .. import masking
 from ..model import Plan, Test
 from ..pathnames import flat_component
 from ..report.text import display_name
@@ -126,6 +128,7 @@ def build_test_environment(
     bad = invalid_names(env)
     if bad:
         raise ValueError(f"invalid environment variable name {bad[0]!r}")
+    env.update(masking.secret_environment())  # run --secret-env: above the fmf layers
     env.update(work.plan_environment(plan))
     env.update(
         {

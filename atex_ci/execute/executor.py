@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from .. import events
+from .. import events, masking
 from ..duration import format_limit
 from ..errors import StorageError
 from ..events import InternalError, Sink, TestResults
@@ -352,7 +352,7 @@ class _TestRun:
         """The test's results; whatever goes wrong turning its data into results
         ends as this test's error, never as an exception for the run."""
         try:
-            return self._results(failure, start, duration)
+            return _masked(self._results(failure, start, duration))
         except StorageError:
             raise
         except Exception as exc:
@@ -363,7 +363,7 @@ class _TestRun:
             )
             if failure is not None:
                 note = f"{failure[1]}; {note}"
-            return internal_error(self._facts(start, duration), note)
+            return _masked(internal_error(self._facts(start, duration), note))
 
     def _append_results(self, results: list[Result]) -> None:
         self.ex.sink(TestResults(results))
@@ -763,6 +763,12 @@ class _TestRun:
                 exit_code=self.exit_code, failure=(Reason.TEST, str(exc))
             )
         return record(self._facts(start, duration), collected, self.sink)
+
+
+def _masked(outcome: TestOutcome) -> TestOutcome:
+    """``outcome`` without a ``--secret-env`` value in its results (masking.py)."""
+    outcome.results = [masking.active().result(r) for r in outcome.results]
+    return outcome
 
 
 def _ignore(event: events.Event) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..gating import Judgement
 from ..model import Result, Status
 from .markdown import failure_order, group_tests, neutralise_references
 from .summary import final_results, flaky_attempts, totals
@@ -144,13 +145,15 @@ def make_annotations(
     results: Sequence[Result],
     fmf_root: Path | None = None,
     workspace: Path | None = None,
+    judgement: Judgement | None = None,
 ) -> tuple[list[Annotation], int]:
     """Up to ``MAX_ANNOTATIONS`` annotations for failed tests, and how many were left out.
 
     Paths are relative to ``workspace`` (GITHUB_WORKSPACE) when the source is
-    inside it, else to ``fmf_root``.
+    inside it, else to ``fmf_root``. With a ``judgement`` new failures come
+    first and each message names its classification.
     """
-    failed = failure_order(group_tests(final_results(results)))
+    failed = failure_order(group_tests(final_results(results)), judgement)
     chosen, rest = failed[:MAX_ANNOTATIONS], len(failed) - MAX_ANNOTATIONS
     found: list[Annotation] = []
     bases = [b for b in (workspace, fmf_root) if b is not None]
@@ -158,6 +161,8 @@ def make_annotations(
         main = test.main
         status = f"{main.status} ({main.reason})" if main.reason else str(main.status)
         parts = [f"{status} on {display_name(main.platform)}"]
+        classification = judgement.classification(main) if judgement else None
+        parts[0] += f" ({classification} failure)" if classification else ""
         if main.note:
             parts.append(display_text(cap_middle(main.note, ANNOTATION_MAX_CHARS)))
         failing = [s for s in test.subs if s.status.is_failure]
@@ -189,6 +194,7 @@ def github_report(
     html: Path | None = None,
     fmf_root: Path | None = None,
     environ: Mapping[str, str] = os.environ,
+    judgement: Judgement | None = None,
 ) -> list[str]:
     """Do what a GitHub step reports: summary, outputs; return the annotation lines to print.
 
@@ -200,6 +206,7 @@ def github_report(
         results,
         fmf_root=fmf_root,
         workspace=Path(environ["GITHUB_WORKSPACE"]) if environ.get("GITHUB_WORKSPACE") else None,
+        judgement=judgement,
     )
     if left_out:
         markdown += (
@@ -209,5 +216,8 @@ def github_report(
     if environ.get("GITHUB_STEP_SUMMARY"):
         append_summary(Path(environ["GITHUB_STEP_SUMMARY"]), markdown)
     if environ.get("GITHUB_OUTPUT"):
-        write_outputs(Path(environ["GITHUB_OUTPUT"]), outputs(results, junit, html))
+        values = outputs(results, junit, html)
+        if judgement is not None:
+            values.update(judgement.counts())
+        write_outputs(Path(environ["GITHUB_OUTPUT"]), values)
     return [a.command() for a in found]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
+from ..gating import ORDER, Judgement, failure_rank, report_lists
 from ..model import Result, Status, TestId
 from ..rundir import ARTIFACTS, replacing
 from .summary import (
@@ -72,6 +73,7 @@ td.num{text-align:right}
 #controls{margin:.5em 0}
 #timeline{overflow-x:auto;border:1px solid #ccc}
 .flaky{color:#ef6c00;font-weight:bold}
+.gate{color:#6a1b9a;font-weight:bold}
 """
 
 _SCRIPT = """
@@ -156,7 +158,14 @@ def _link(rundir_path: Path | None, out_dir: Path, relative: str) -> str | None:
         return None
 
 
-def _row(result: Result, own: Result | None, flaky: bool, rundir: Path | None, out: Path) -> str:
+def _row(
+    result: Result,
+    own: Result | None,
+    flaky: bool,
+    rundir: Path | None,
+    out: Path,
+    classification: str | None = None,
+) -> str:
     status = str(result.status)
     duration = report_duration(result, own)
     note = display_text(cap_middle(result.note or "", NOTE_MAX_CHARS))
@@ -169,9 +178,12 @@ def _row(result: Result, own: Result | None, flaky: bool, rundir: Path | None, o
         links.append(f"and {len(result.files) - MAX_LINKS} more")
     reason = f" ({result.reason})" if result.reason else ""
     flaky_mark = ' <span class="flaky" title="failed on an earlier attempt">flaky</span>'
+    gate = ""
+    if classification and result.status.is_failure:
+        gate = f' <span class="gate">{_e(classification)}</span>'
     cells = [
         f'<td data-sort="{_e(status)}"><span class="st {_e(status)}">{_e(status)}</span>'
-        f"{_e(reason)}{flaky_mark if flaky else ''}</td>",
+        f"{_e(reason)}{flaky_mark if flaky else ''}{gate}</td>",
         f'<td class="name">{_e(display_name(result.full_name))}</td>',
         f"<td>{_e(display_name(result.platform))}</td>",
         f'<td class="name">{_e(display_name(result.plan))}</td>',
@@ -261,6 +273,7 @@ def _write(
     events: Sequence[dict[str, Any]],
     title: str,
     notes: Sequence[str],
+    judgement: Judgement | None = None,
 ) -> None:
     final = final_results(results)
     flaky = flaky_attempts(results)
@@ -282,6 +295,7 @@ def _write(
     out.write(_totals(final) + "\n")
     if flaky:
         out.write(f'<p class="flaky">Flaky tests: {len(flaky)}</p>\n')
+    out.write(_gating(judgement))
     out.write('<h2>Machines</h2>\n<div id="timeline">' + _timeline(events) + "</div>\n")
     options = "".join(f'<option value="{s}">{s}</option>' for s in Status)
     out.write(
@@ -293,10 +307,13 @@ def _write(
     for key, label, kind in _COLUMNS:
         out.write(f'<th data-key="{key}" data-type="{kind}">{label}</th>')
     out.write("</tr></thead><tbody>\n")
+    if judgement is not None:  # failures first, new ones first
+        final.sort(key=lambda r: failure_rank(judgement, r) if r.status.is_failure else len(ORDER))
     for result in final:
         identity = TestId.of_result(result)
         is_flaky = result.name is None and identity in flaky
-        out.write(_row(result, own.get(identity), is_flaky, rundir_path, out_dir))
+        gate = judgement.classification(result) if judgement else None
+        out.write(_row(result, own.get(identity), is_flaky, rundir_path, out_dir, gate))
     out.write(f"</tbody></table>\n<script>{_SCRIPT}</script>\n</body></html>\n")
 
 
@@ -308,13 +325,26 @@ def write_html(
     events: Sequence[dict[str, Any]] = (),
     title: str = DEFAULT_TITLE,
     notes: Sequence[str] = (),
+    judgement: Judgement | None = None,
 ) -> None:
     """Write the HTML report of ``results`` to ``path`` (through a temporary file).
 
     ``events`` (``RunDir.read_events()``) feed the machine timeline; with
     ``rundir_path`` each result links to its files under RUN/artifacts.
+    With a ``judgement`` (``gating.judge``), the new, known and fixed lists
+    come first and failed results lead the table, new ones first.
     Raises OSError if the file cannot be written.
     """
     path = Path(path)
     with replacing(path, errors="replace") as out:
-        _write(out, results, path.parent, rundir_path, events, title, notes)
+        _write(out, results, path.parent, rundir_path, events, title, notes, judgement)
+
+
+def _gating(judgement: Judgement | None) -> str:
+    if judgement is None:
+        return ""
+    parts = []
+    for heading, entries in report_lists(judgement):
+        items = "".join(f"<li>{_e(entry)}</li>" for entry in entries) or "<li>None.</li>"
+        parts.append(f'<h2>{_e(heading)} ({len(entries)})</h2>\n<ul class="gating">{items}</ul>\n')
+    return "".join(parts)

@@ -52,6 +52,7 @@ from typing import IO
 
 from junit_xml import TestCase, TestSuite
 
+from ..gating import Judgement, gate_key
 from ..model import Result, Status, TestId
 from ..rundir import replacing
 from .summary import (
@@ -226,8 +227,16 @@ def _flaky_element(earlier: Result) -> ET.Element:
     return element
 
 
-def _case_element(case: _Case, rundir_path: Path | None, budget: _OutputBudget) -> ET.Element:
+def _case_element(
+    case: _Case, rundir_path: Path | None, budget: _OutputBudget, gate: str | None = None
+) -> ET.Element:
+    """The testcase of ``case``; a failure judged by ``gating`` stays a failure, its
+    message and body say the classification (``gate``)."""
     result = case.result
+    message, details = _message(result), _details(result)
+    if gate:
+        message = cap_line(f"[{gate}] {message}", MESSAGE_MAX_CHARS)
+        details = f"classification: {gate}\n{details}"
     test_case = TestCase(
         name=case.name,
         classname=case.classname,
@@ -235,13 +244,11 @@ def _case_element(case: _Case, rundir_path: Path | None, budget: _OutputBudget) 
         stdout=_system_out(case, rundir_path, budget),
     )
     if result.status is Status.FAIL:
-        test_case.add_failure_info(
-            message=_message(result), output=_details(result), failure_type="fail"
-        )
+        test_case.add_failure_info(message=message, output=details, failure_type="fail")
     elif result.status is Status.ERROR:
         test_case.add_error_info(
-            message=_message(result),
-            output=_details(result),
+            message=message,
+            output=details,
             error_type=str(result.reason) if result.reason else "error",
         )
     elif result.status is Status.SKIP:
@@ -330,6 +337,7 @@ def _write(
     rundir_path: Path | None,
     suite_name: str,
     subresults: str,
+    judgement: Judgement | None = None,
 ) -> JUnitCounts:
     groups = _plan_cases(results, subresults)
     grand = _counts(case for cases in groups.values() for case in cases)
@@ -377,12 +385,24 @@ def _write(
             ET.indent(properties, space="  ", level=2)
             out.write("    " + ET.tostring(properties, "unicode") + "\n")
         for case in cases:
-            element = _case_element(case, rundir_path, budget)
+            gate = _gate(judgement, case.result)
+            element = _case_element(case, rundir_path, budget, gate)
             ET.indent(element, space="  ", level=2)
             out.write("    " + ET.tostring(element, "unicode") + "\n")
         out.write("  </testsuite>\n")
     out.write("</testsuites>\n")
     return grand
+
+
+def _gate(judgement: Judgement | None, result: Result) -> str | None:
+    """The classification a failed testcase's message names (the known entry's reason too)."""
+    if judgement is None or not result.status.is_failure:
+        return None
+    classification = judgement.classification(result)
+    if classification is None:
+        return None
+    entry = judgement.known_by.get(gate_key(result))
+    return f"{classification}: {display_text(entry.reason)}" if entry else str(classification)
 
 
 def _attr(text: str) -> str:
@@ -409,6 +429,7 @@ def write_junit(
     rundir_path: Path | None = None,
     suite_name: str = DEFAULT_SUITE_NAME,
     subresults: str = "testcases",
+    judgement: Judgement | None = None,
 ) -> JUnitCounts:
     """Write the JUnit XML report of ``results`` to ``path`` (UTF-8); return its counts.
 
@@ -418,8 +439,10 @@ def write_junit(
     ``<testsuite>`` named ``suite_name`` (tests="0"). The file is written to
     a temporary file beside ``path`` and renamed, so ``path`` is either the
     old report or the whole new one; raises OSError if it cannot be written.
+    With a ``judgement`` (``gating.judge``) every failure stays a failure and
+    its message starts with its classification (``[new]``, ``[known: reason]``).
     """
     path = Path(path)
     with replacing(path) as out:
-        counts = _write(out, results, rundir_path, suite_name, subresults)
+        counts = _write(out, results, rundir_path, suite_name, subresults, judgement)
     return counts

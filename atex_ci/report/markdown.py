@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..gating import Judgement, failure_rank, report_lists
 from ..model import Reason, Result, Status, TestId
 from .summary import (
     TOTAL,
@@ -214,15 +215,38 @@ def group_tests(final: Sequence[Result]) -> list[_Test]:
     return list(tests.values())
 
 
-def failure_order(tests: Sequence[_Test]) -> list[_Test]:
-    """Failed tests, most important first: test failures and errors, then infrastructure."""
+def failure_order(tests: Sequence[_Test], judgement: Judgement | None = None) -> list[_Test]:
+    """Failed tests, most important first: new ones first when judged (``gating``),
+    then test failures and errors before infrastructure errors."""
     failed = [t for t in tests if t.failed]
-    return [t for t in failed if not t.infra] + [t for t in failed if t.infra]
+    return sorted(failed, key=lambda t: (failure_rank(judgement, t.main), t.infra))
 
 
-def _failure_section(test: _Test, rundir_path: Path | None, tail_lines: int) -> list[str]:
+# Lines per gating list in the summary; the HTML report and JUnit have them all.
+MAX_GATING_LINES = 50
+
+
+def _gating_section(judgement: Judgement | None) -> list[str]:
+    if judgement is None:
+        return []
+    lines: list[str] = []
+    for heading, entries in report_lists(judgement):
+        lines += [f"## {heading} ({len(entries)})", ""]
+        lines += [f"- {escape_inline(entry)}" for entry in entries[:MAX_GATING_LINES]]
+        if len(entries) > MAX_GATING_LINES:
+            lines.append(f"- and {len(entries) - MAX_GATING_LINES} more")
+        lines += [] if entries else ["None."]
+        lines.append("")
+    return lines
+
+
+def _failure_section(
+    test: _Test, rundir_path: Path | None, tail_lines: int, judgement: Judgement | None = None
+) -> list[str]:
     main = test.main
     heading = f"### {md_name(main.test)} · {md_name(main.platform)}"
+    classification = judgement.classification(main) if judgement else None
+    heading += f" · {classification}" if classification else ""
     lines = [heading, ""]
     if test.own is not None:
         lines.append(f"- **Status:** {escape_inline(_status_text(main))}")
@@ -348,6 +372,7 @@ def markdown_summary(
     events: Sequence[dict[str, Any]] | None = None,
     notes: Sequence[str] = (),
     max_bytes: int = MAX_BYTES,
+    judgement: Judgement | None = None,
 ) -> str:
     """The Markdown summary of ``results`` (final attempts only), at most ``max_bytes``.
 
@@ -357,7 +382,8 @@ def markdown_summary(
     top (e.g. how many damaged result lines were skipped). At most
     ``max_detailed`` failed tests get a section, the others are listed by
     name, and whatever does not fit in ``max_bytes`` is left out with a
-    visible note.
+    visible note. With a ``judgement`` (``gating.judge``) the new, known and
+    fixed lists come after the totals and new failures come first.
     """
     final = final_results(results)
     head = [f"# {md_name(title)}", ""]
@@ -373,9 +399,10 @@ def markdown_summary(
 
     flaky_count = len(flaky_attempts(results))
     head += [*_platform_table(final), "", _stats_line(final, flaky_count), ""]
+    head += _gating_section(judgement)
     tail = _flaky_section(results, final) + _slowest_section(final) + _machines_section(events)
 
-    failed = failure_order(group_tests(final))
+    failed = failure_order(group_tests(final), judgement)
     body: list[str] = []
     if not failed:
         body.append("No failures or errors.")
@@ -388,7 +415,7 @@ def markdown_summary(
     used = _size(body)
     shown = 0
     for test in failed[:max_detailed]:
-        section = _failure_section(test, rundir_path, tail_lines)
+        section = _failure_section(test, rundir_path, tail_lines, judgement)
         if used + _size(section) > budget:
             break
         body += section
@@ -434,10 +461,12 @@ def write_markdown(
     title: str = DEFAULT_TITLE,
     events: Sequence[dict[str, Any]] | None = None,
     notes: Sequence[str] = (),
+    judgement: Judgement | None = None,
 ) -> str:
     """Write ``markdown_summary(results, ...)`` to ``path`` as UTF-8; return the text."""
     text = markdown_summary(
-        results, rundir_path=rundir_path, title=title, events=events, notes=notes
-    )
+        results, rundir_path=rundir_path, title=title, events=events, notes=notes,
+        judgement=judgement,
+    )  # fmt: skip
     Path(path).write_text(text, encoding="utf-8")
     return text

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..gating import FailOn, Judgement, judge, load_baseline, load_known_failures
 from ..rundir import RESULTS_JSONL, RunDir
 from .github import github_report
 from .html import write_html
@@ -37,6 +38,8 @@ class ReportOutcome:
     written: list[tuple[str, Path]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     annotations: list[str] = field(default_factory=list)
+    # 1 when a failure counts under ``fail_on``; 0 when not gating (the reports were written).
+    exit_code: int = 0
 
 
 def capped_lines(lines: list[str]) -> list[str]:
@@ -57,17 +60,33 @@ def report_run(
     subresults: str = "testcases",
     title: str | None = None,
     environ: dict[str, str] | None = None,
+    baseline: Path | None = None,
+    known_failures: Path | None = None,
+    fail_on: FailOn | None = None,
 ) -> ReportOutcome:
     """Write the reports of the run directory ``run_dir``.
 
     JUnit goes to ``junit`` (default RUN/junit.xml), Markdown to ``markdown``
     (default RUN/summary.md), HTML to ``html`` when given. With ``github``,
     the GitHub step summary and outputs are written and the annotation lines
-    are returned for stdout. Raises ConfigError when ``run_dir`` is not a run
-    directory or a report cannot be written.
+    are returned for stdout. With ``baseline`` (an earlier run directory) or
+    ``known_failures`` (a YAML file, see ``gating``), each failure is judged
+    and the reports show it; ``fail_on`` (default ``new`` with either of
+    them) sets ``exit_code``. Raises
+    ConfigError when ``run_dir`` or ``baseline`` is not a run directory, the
+    known-failures file is bad, or a report cannot be written.
     """
     rundir = RunDir.open(run_dir)
     results, problems = rundir.read_results_checked()
+    judgement: Judgement | None = None
+    if baseline is not None or known_failures is not None:
+        fail_on = fail_on or FailOn.NEW  # a baseline or a waiver list is given to gate on
+    if fail_on is not None:
+        judgement = judge(
+            results,
+            baseline=load_baseline(baseline) if baseline is not None else None,
+            known=load_known_failures(known_failures) if known_failures is not None else (),
+        )
     events = rundir.read_events()
     outcome = ReportOutcome()
     notes: list[str] = []
@@ -92,17 +111,19 @@ def report_run(
     markdown = markdown or rundir.path / "summary.md"
     title_text = title or "atex-ci results"
     try:
-        write_junit(results, junit, rundir_path=rundir.path, subresults=subresults)
+        write_junit(
+            results, junit, rundir_path=rundir.path, subresults=subresults, judgement=judgement
+        )
         outcome.written.append(("JUnit XML", junit))
         text = write_markdown(
             results, markdown, rundir_path=rundir.path, title=title_text, events=events,
-            notes=notes,
+            notes=notes, judgement=judgement,
         )  # fmt: skip
         outcome.written.append(("Markdown summary", markdown))
         if html is not None:
             write_html(
                 results, html, rundir_path=rundir.path, events=events, title=title_text,
-                notes=notes,
+                notes=notes, judgement=judgement,
             )  # fmt: skip
             outcome.written.append(("HTML report", html))
         if github:
@@ -116,6 +137,7 @@ def report_run(
                 html=html,
                 fmf_root=Path(root) if isinstance(root, str) else None,
                 environ=env,
+                judgement=judgement,
             )
             for what, key in (("GitHub step summary", "GITHUB_STEP_SUMMARY"),
                               ("GitHub step outputs", "GITHUB_OUTPUT")):  # fmt: skip
@@ -124,4 +146,6 @@ def report_run(
     except OSError as exc:
         where = exc.filename or junit
         raise ConfigError(f"cannot write the report {where}: {exc.strerror or exc}") from None
+    if judgement is not None and fail_on is not None:
+        outcome.exit_code = judgement.exit_code(fail_on)
     return outcome
