@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import AtexError, ConfigError, InfraError, StorageError
 from .execute.executor import Executor, Limits, PhaseError, TestOutcome
@@ -31,7 +32,8 @@ from .recorder import Recorder, RunState, exit_code, standing_result
 from .remote_tree import GitCache
 from .report.text import progress_note
 from .rundir import RunDir, now_iso
-from .schedule import Decision, History, Job, Next, Outcome, Scheduler, partition
+from .schedule import Decision, History, Job, Next, Outcome, Scheduler
+from .selection import Selection, select_jobs
 from .transport.base import KeyRejectedError, Transport, TransportError
 
 log = logging.getLogger("atex_ci")
@@ -86,6 +88,13 @@ class RunOptions:
     #: files move to ``previous/N/`` first (without it, such a directory is
     #: refused unless ``resume``).
     restart: bool = False
+    #: What narrows the jobs (``--shard`` with a recorded split,
+    #: ``--rerun-failed``); None: ``shard`` alone.
+    selection: Selection | None = None
+    #: More keyword options of the scheduling policy (``max_failures``,
+    #: ``time_budget``...); the scheduler hands back what they keep from
+    #: running (``Scheduler.not_run``), recorded as skipped.
+    policy: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -217,6 +226,7 @@ class Orchestrator:
                 if storage is None:
                     raise
                 raise storage from None
+            self._record_stopped(scheduler)
             for platform in platforms:
                 # A job queued again (a rerun, an infra retry) that found no
                 # machine keeps its last attempt's result: it says more.
@@ -408,13 +418,11 @@ class Orchestrator:
         options = self.options
         history = options.history or History()
         jobs = [Job(p, test) for p in platforms for test in self._platform_tests(p)]
-        if options.shard is not None:
-            index, count = options.shard
-            expected = {
-                n: d for n, job in enumerate(jobs) if (d := history.expected(job.history_key))
-            }
-            jobs = partition(jobs, count, expected)[index - 1]
-        scheduler = options.scheduler_factory(jobs, history=history, max_reruns=options.max_reruns)
+        selection = options.selection or Selection(shard=options.shard)
+        jobs = select_jobs(self.rundir, jobs, history, selection, options.resume)
+        scheduler = options.scheduler_factory(
+            jobs, history=history, max_reruns=options.max_reruns, **options.policy
+        )
         if options.resume:
             scheduler.resume(self.rundir.read_results())
         return scheduler
@@ -673,6 +681,14 @@ class Orchestrator:
         scheduler.machine_lost(machine)
         self.recorder.machine_broken(machine, why)
         self.progress(f"atex-ci: machine {machine.id} is out of use: {why}")
+
+    def _record_stopped(self, scheduler: Scheduler) -> None:
+        """Record the tests a stop of the policy kept from starting (skipped)."""
+        dropped = scheduler.not_run()
+        for note in dict.fromkeys(note for _, note in dropped):
+            jobs = [job for job, why in dropped if why == note]
+            self.progress(f"atex-ci: {len(jobs)} test(s) {note}")
+            self._not_run(jobs, note, Status.SKIP)
 
     def _not_run(self, jobs: list[Job], note: str, status: Status) -> None:
         """Record jobs that will not run (no machine left, plan aborted)."""

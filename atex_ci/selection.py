@@ -1,0 +1,169 @@
+"""Which of the discovered jobs a run runs: its share of a shard split
+(``--shard``, recorded in split.json and used again by a re-run), and with
+``--rerun-failed PREV`` only the tests whose final result in PREV was a
+failure, an error or "not run".
+
+The order of the jobs is kept: the scheduler orders them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import split as splits
+from .errors import ConfigError
+from .model import Result, Status
+from .recorder import TestKey, final_results, job_key, standing_result, test_key
+from .rundir import RunDir, as_read_back
+from .schedule import History, Job
+
+log = logging.getLogger("atex_ci")
+
+#: The note every "not run" record starts with (no machine left, plan aborted,
+#: a stop of the run): such a test gets its turn in a re-run.
+NOT_RUN_PREFIX = "not run"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What narrows a run's jobs (``RunOptions``)."""
+
+    #: ``(index, count)``, 1-based: run only this share (``--shard I/N``).
+    shard: tuple[int, int] | None = None
+    #: A run directory whose recorded split the shard uses (``--split-from``).
+    split_from: Path | None = None
+    #: A run directory whose failed and not-run tests are the ones to run
+    #: (``--rerun-failed``); its split, if any, is the split of this run.
+    rerun_failed: Path | None = None
+    #: Where the history came from, for split.json.
+    history_source: str | None = None
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """What ``--rerun-failed PREV`` takes from PREV."""
+
+    keys: frozenset[TestKey]
+    #: PREV's recorded split and its own share, if it was a shard.
+    split: tuple[splits.Split, int | None] | None
+
+
+def select_jobs(
+    rundir: RunDir, jobs: list[Job], history: History, selection: Selection, resume: bool
+) -> list[Job]:
+    """The jobs this run runs, recording its split in ``rundir`` (split.json).
+
+    The split comes from ``rundir`` itself on ``resume``, else from
+    ``--split-from``, else from ``--rerun-failed``'s run; only without any
+    recorded split is it computed from ``history``.
+    """
+    rerun = failed_in(selection.rerun_failed) if selection.rerun_failed else None
+    if rerun is not None:
+        _check_rerun(jobs, rerun.keys, selection.rerun_failed)
+    recorded = _recorded_split(rundir, selection, rerun, resume)
+    shard = selection.shard
+    if shard is None and recorded is not None and recorded[1] is not None:
+        shard = (recorded[1], recorded[0].count)  # the earlier run's own share
+    if shard is not None:
+        index, count = shard
+        if recorded is not None and recorded[0].count != count:
+            raise ConfigError(
+                f"--shard {index}/{count}: the recorded split has {recorded[0].count} shares"
+            )
+        split = recorded[0] if recorded else splits.compute(jobs, count, history, _source(selection))
+        splits.write(rundir, split, index)
+        jobs = split.jobs(jobs, index)
+    if rerun is not None:
+        jobs = [job for job in jobs if job_key(job.platform, job.test) in rerun.keys]
+    return jobs
+
+
+def _recorded_split(
+    rundir: RunDir, selection: Selection, rerun: Rerun | None, resume: bool
+) -> tuple[splits.Split, int | None] | None:
+    own = splits.read(rundir.path) if resume else None
+    if own is not None:
+        return own
+    if selection.split_from is not None:
+        found = splits.read(selection.split_from)
+        if found is None:
+            raise ConfigError(
+                f"--split-from {selection.split_from}: no {splits.SPLIT_JSON} there "
+                "(only a run with --shard records its split)"
+            )
+        return found
+    return rerun.split if rerun is not None else None
+
+
+def _source(selection: Selection) -> str | None:
+    return selection.history_source
+
+
+def failed_in(prev: Path) -> Rerun:
+    """The test instances of ``prev`` to run again: those whose final result
+    is fail or error, was recorded "not run", or is missing although ``prev``
+    selected the test (it never got to run: the run was cut short)."""
+    rundir = RunDir.open(prev)
+    results, problems = rundir.read_results_checked()
+    for problem in problems[:10]:
+        log.warning("%s", problem)
+    by_key: dict[TestKey, list[Result]] = {}
+    for result in final_results(results):
+        by_key.setdefault(test_key(result), []).append(result)
+    keys = {key for key, final in by_key.items() if _to_rerun(standing_result(final))}
+    recorded = splits.read(rundir.path)
+    keys |= {key for key in _selected(rundir, recorded) if key not in by_key}
+    return Rerun(frozenset(keys), recorded)
+
+
+def _to_rerun(result: Result | None) -> bool:
+    if result is None:
+        return True
+    if result.status.is_failure:
+        return True
+    note = result.note or ""
+    return result.status is Status.SKIP and result.machine is None and note.startswith(
+        NOT_RUN_PREFIX
+    )
+
+
+def _selected(rundir: RunDir, recorded: tuple[splits.Split, int | None] | None) -> set[TestKey]:
+    """The test instances ``rundir``'s run selected: its share of its split
+    (every share of a collected one), else its tests.json."""
+    if recorded is not None:
+        split, share = recorded
+        return {key for key, s in split.shares.items() if share is None or s == share}
+    return {
+        job_key(platform, test)
+        for platform, plans in rundir.read_tests().items()
+        for plan in plans
+        for test in plan.tests
+    }
+
+
+def _check_rerun(jobs: list[Job], keys: frozenset[TestKey], prev: Path | None) -> None:
+    """ConfigError when a platform of ``keys`` has no job among ``jobs``
+    (every discovered job: the run's machines are of other platforms); a
+    warning for tests of ``keys`` no longer discovered."""
+    platforms = {as_read_back(job.platform) for job in jobs}
+    missing = sorted({key[0] for key in keys} - platforms)
+    if missing:
+        raise ConfigError(
+            f"--rerun-failed {prev}: tests to run again on platform(s) {', '.join(missing)}, "
+            f"but this run's machines are of platform(s) {', '.join(sorted(platforms))}; "
+            "reserve machines of the same platforms (--platform NAME)"
+        )
+    gone = len(keys - {job_key(job.platform, job.test) for job in jobs})
+    if gone > 0:
+        log.warning(
+            "--rerun-failed %s: %d test(s) to run again are no longer selected "
+            "(removed from the tree or filtered out)",
+            prev,
+            gone,
+        )
+    return chosen
+
+
+__all__ = ["NOT_RUN_PREFIX", "Rerun", "Selection", "failed_in", "select_jobs"]

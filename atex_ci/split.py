@@ -1,0 +1,177 @@
+"""The shard split (``run --shard I/N``): computing it, recording it in the run
+directory (``split.json``) and using a recorded one again.
+
+A split computed from a moving history can put a test on another share the
+next time; a re-run of one share (``--rerun-failed``, ``--split-from``,
+``--resume``) must see the same tests as the first attempt, so the split of
+every share (not only the run's own) is recorded with the history it came
+from, and a re-run takes it from there, whatever the history says now.
+The format is in docs/run-directory.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import untrusted_json
+from .errors import ConfigError
+from .recorder import TestKey, job_key
+from .rundir import RunDir, as_read_back, atomic_write_json
+from .schedule import History, Job, duration_scale, estimate, partition
+
+SPLIT_JSON = "split.json"
+SPLIT_FORMAT = "atex-ci-split"
+SPLIT_VERSION = 1
+# What is read of a split.json (checked before reading): about 150 bytes per
+# test, so 100,000 tests are 15 MB; one from anywhere (an artifact of another
+# job) costs no more memory than this allows.
+MAX_SPLIT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which share (1-based) of ``count`` each test instance went to, and
+    what the history was (``history``: its digest and size)."""
+
+    count: int
+    shares: dict[TestKey, int]
+    history: dict[str, Any]
+
+    def jobs(self, jobs: Sequence[Job], index: int) -> list[Job]:
+        """The jobs of share ``index``: those recorded there, in their order.
+
+        A job the split does not know (a test added since) goes to a share
+        by a split of the unknown jobs alone (equal counts, discovery order),
+        the same in every job of the matrix.
+        """
+        known = [job for job in jobs if job_key(job.platform, job.test) in self.shares]
+        new = [job for job in jobs if job_key(job.platform, job.test) not in self.shares]
+        mine = {id(job) for job in known if self.shares[job_key(job.platform, job.test)] == index}
+        mine |= {id(job) for job in partition(new, self.count)[index - 1]}
+        return [job for job in jobs if id(job) in mine]
+
+    def to_json(self, share: int | None) -> dict[str, Any]:
+        """split.json's content; ``share``: the run's own (None in a collected run)."""
+        return {
+            "format": SPLIT_FORMAT,
+            "version": SPLIT_VERSION,
+            "count": self.count,
+            "share": share,
+            "history": self.history,
+            "tests": [
+                {
+                    "platform": key[0],
+                    "plan": key[1],
+                    "test": key[2],
+                    "serial_number": key[3],
+                    "share": share_of,
+                }
+                for key, share_of in self.shares.items()
+            ],
+        }
+
+
+def compute(jobs: Sequence[Job], count: int, history: History, source: str | None) -> Split:
+    """The split of ``jobs`` into ``count`` shares balanced by ``history``
+    (``schedule.partition``). With a history, a test it does not know weighs
+    its fmf ``duration`` scaled as the history knows the others
+    (``schedule.estimate``); without one, every test weighs the same."""
+    expected: dict[int, float] = {}
+    if history:
+        scale = duration_scale(history, jobs)
+        expected = {n: estimate(history, job, scale) for n, job in enumerate(jobs)}
+    shares: dict[TestKey, int] = {}
+    for index, share in enumerate(partition(jobs, count, expected), start=1):
+        for job in share:
+            shares[job_key(job.platform, job.test)] = index
+    return Split(count, shares, history_record(history, source))
+
+
+def history_record(history: History, source: str | None) -> dict[str, Any]:
+    """What split.json says of the history a split came from: a digest of
+    its durations (equal histories, equal digests), how many tests it knew,
+    and where it was read from."""
+    entries = sorted((list(key), list(values)) for key, values in history.durations.items())
+    text = json.dumps(entries, separators=(",", ":"), ensure_ascii=True)
+    return {
+        "digest": "sha256:" + hashlib.sha256(text.encode()).hexdigest(),
+        "tests": len(entries),
+        "source": source,
+    }
+
+
+def write(rundir: RunDir, split: Split, share: int | None) -> None:
+    atomic_write_json(rundir.path / SPLIT_JSON, split.to_json(share))
+
+
+def read(run_dir: Path) -> tuple[Split, int | None] | None:
+    """The split recorded in ``run_dir`` and the run's own share (None in a
+    collected run); None when it records none. ConfigError naming the file
+    when it is damaged: a re-run must not quietly split anew."""
+    path = run_dir / SPLIT_JSON
+    if not path.exists():
+        return None
+    try:
+        data = untrusted_json.read_file(path, max_bytes=MAX_SPLIT_BYTES)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except untrusted_json.UntrustedJSONError as exc:
+        raise ConfigError(f"{exc.at(path)} (not a split.json)") from None
+    try:
+        return _parse(data)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path} is damaged: {exc}") from None
+
+
+def _parse(data: Any) -> tuple[Split, int | None]:
+    if not isinstance(data, dict) or data.get("format") != SPLIT_FORMAT:
+        raise ValueError(f"format is not {SPLIT_FORMAT!r}")
+    count, share = data.get("count"), data.get("share")
+    if not _is_int(count) or count < 1:
+        raise ValueError("'count' must be a whole number of at least 1")
+    if share is not None and (not _is_int(share) or not 1 <= share <= count):
+        raise ValueError(f"'share' must be null or between 1 and {count}")
+    tests = data.get("tests")
+    if not isinstance(tests, list):
+        raise ValueError("'tests' must be a list")
+    shares: dict[TestKey, int] = {}
+    for entry in tests:
+        key, share_of = _entry(entry, count)
+        shares[key] = share_of
+    history = data.get("history")
+    return Split(count, shares, history if isinstance(history, dict) else {}), share
+
+
+def _entry(entry: Any, count: int) -> tuple[TestKey, int]:
+    if not isinstance(entry, dict):
+        raise ValueError("each of 'tests' must be an object")
+    names = (entry.get("platform"), entry.get("plan"), entry.get("test"))
+    serial, share = entry.get("serial_number"), entry.get("share")
+    if not all(isinstance(n, str) for n in names) or not _is_int(serial):
+        raise ValueError("a test needs 'platform', 'plan', 'test' and 'serial_number'")
+    if not _is_int(share) or not 1 <= share <= count:
+        raise ValueError(f"a test's 'share' must be between 1 and {count}")
+    platform, plan, test = (as_read_back(str(n)) for n in names)
+    return (platform, plan, test, serial), share
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def same(splits: Iterable[Split]) -> Split | None:
+    """The one split all of ``splits`` are (the shards of one matrix), else None."""
+    found: Split | None = None
+    for split in splits:
+        if found is not None and (split.count, split.shares) != (found.count, found.shares):
+            return None
+        found = found or split
+    return found
+
+
+__all__ = ["SPLIT_JSON", "Split", "compute", "history_record", "read", "same", "write"]
