@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import split as splits
 from .errors import ConfigError
-from .model import Result, Status
+from .model import Result
 from .recorder import TestKey, final_results, job_key, standing_result, test_key
 from .rundir import RunDir, as_read_back
 from .schedule import History, Job
@@ -24,6 +24,9 @@ log = logging.getLogger("atex_ci")
 #: The note every "not run" record starts with (no machine left, plan aborted,
 #: a stop of the run): such a test gets its turn in a re-run.
 NOT_RUN_PREFIX = "not run"
+#: run.json's key of a run that re-ran another's failures (``--rerun-failed``):
+#: the path of that run directory (``collect`` then reports no conflicts).
+RERUN_OF = "rerun_of"
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,15 @@ def select_jobs(
             raise ConfigError(
                 f"--shard {index}/{count}: the recorded split has {recorded[0].count} shares"
             )
-        split = recorded[0] if recorded else splits.compute(jobs, count, history, _source(selection))
+        split = (
+            recorded[0]
+            if recorded is not None
+            else splits.compute(jobs, count, history, selection.history_source)
+        )
         splits.write(rundir, split, index)
         jobs = split.jobs(jobs, index)
     if rerun is not None:
+        rundir.update_run(**{RERUN_OF: str(selection.rerun_failed)})
         jobs = [job for job in jobs if job_key(job.platform, job.test) in rerun.keys]
     return jobs
 
@@ -97,10 +105,6 @@ def _recorded_split(
     return rerun.split if rerun is not None else None
 
 
-def _source(selection: Selection) -> str | None:
-    return selection.history_source
-
-
 def failed_in(prev: Path) -> Rerun:
     """The test instances of ``prev`` to run again: those whose final result
     is fail or error, was recorded "not run", or is missing although ``prev``
@@ -112,24 +116,25 @@ def failed_in(prev: Path) -> Rerun:
     by_key: dict[TestKey, list[Result]] = {}
     for result in final_results(results):
         by_key.setdefault(test_key(result), []).append(result)
-    keys = {key for key, final in by_key.items() if _to_rerun(standing_result(final))}
+    keys = {key for key, final in by_key.items() if to_rerun(standing_result(final))}
     recorded = splits.read(rundir.path)
-    keys |= {key for key in _selected(rundir, recorded) if key not in by_key}
+    keys |= {key for key in selected_keys(rundir, recorded) if key not in by_key}
     return Rerun(frozenset(keys), recorded)
 
 
-def _to_rerun(result: Result | None) -> bool:
-    if result is None:
-        return True
-    if result.status.is_failure:
-        return True
-    note = result.note or ""
-    return result.status is Status.SKIP and result.machine is None and note.startswith(
-        NOT_RUN_PREFIX
-    )
+def to_rerun(result: Result | None) -> bool:
+    """Whether a test whose final standing result is ``result`` (None: it has
+    none) runs again: fail, error, or a "not run" record."""
+    return result is None or result.status.is_failure or is_not_run(result)
 
 
-def _selected(rundir: RunDir, recorded: tuple[splits.Split, int | None] | None) -> set[TestKey]:
+def is_not_run(result: Result) -> bool:
+    """Whether ``result`` records a test that never ran (no machine was left,
+    its plan was aborted, a stop of the run kept it from starting)."""
+    return result.machine is None and (result.note or "").startswith(NOT_RUN_PREFIX)
+
+
+def selected_keys(rundir: RunDir, recorded: tuple[splits.Split, int | None] | None) -> set[TestKey]:
     """The test instances ``rundir``'s run selected: its share of its split
     (every share of a collected one), else its tests.json."""
     if recorded is not None:
@@ -163,7 +168,16 @@ def _check_rerun(jobs: list[Job], keys: frozenset[TestKey], prev: Path | None) -
             prev,
             gone,
         )
-    return chosen
 
 
-__all__ = ["NOT_RUN_PREFIX", "Rerun", "Selection", "failed_in", "select_jobs"]
+__all__ = [
+    "NOT_RUN_PREFIX",
+    "RERUN_OF",
+    "Rerun",
+    "Selection",
+    "failed_in",
+    "is_not_run",
+    "select_jobs",
+    "selected_keys",
+    "to_rerun",
+]

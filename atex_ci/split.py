@@ -131,10 +131,11 @@ def read(run_dir: Path) -> tuple[Split, int | None] | None:
 def _parse(data: Any) -> tuple[Split, int | None]:
     if not isinstance(data, dict) or data.get("format") != SPLIT_FORMAT:
         raise ValueError(f"format is not {SPLIT_FORMAT!r}")
-    count, share = data.get("count"), data.get("share")
-    if not _is_int(count) or count < 1:
+    count = _whole(data.get("count"))
+    if count is None or count < 1:
         raise ValueError("'count' must be a whole number of at least 1")
-    if share is not None and (not _is_int(share) or not 1 <= share <= count):
+    share = _whole(data.get("share"))
+    if data.get("share") is not None and (share is None or not 1 <= share <= count):
         raise ValueError(f"'share' must be null or between 1 and {count}")
     tests = data.get("tests")
     if not isinstance(tests, list):
@@ -151,17 +152,18 @@ def _entry(entry: Any, count: int) -> tuple[TestKey, int]:
     if not isinstance(entry, dict):
         raise ValueError("each of 'tests' must be an object")
     names = (entry.get("platform"), entry.get("plan"), entry.get("test"))
-    serial, share = entry.get("serial_number"), entry.get("share")
-    if not all(isinstance(n, str) for n in names) or not _is_int(serial):
+    serial, share = _whole(entry.get("serial_number")), _whole(entry.get("share"))
+    if not all(isinstance(n, str) for n in names) or serial is None:
         raise ValueError("a test needs 'platform', 'plan', 'test' and 'serial_number'")
-    if not _is_int(share) or not 1 <= share <= count:
+    if share is None or not 1 <= share <= count:
         raise ValueError(f"a test's 'share' must be between 1 and {count}")
     platform, plan, test = (as_read_back(str(n)) for n in names)
     return (platform, plan, test, serial), share
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _whole(value: Any) -> int | None:
+    """``value`` if it is a JSON whole number (not a boolean), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def same(splits: Iterable[Split]) -> Split | None:
