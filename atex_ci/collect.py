@@ -60,7 +60,7 @@ from .recorder import (
 )
 from .report.summary import flaky_attempts, totals
 from .rundir import ARTIFACTS, RunDir, atomic_write_json, now_iso
-from .selection import RERUN_OF, is_not_run, selected_keys
+from .selection import is_not_run, read_selection, selected_keys
 
 SUMMARY_JSON = "summary.json"
 HISTORY_JSON = "history.json"
@@ -125,7 +125,7 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
                 if old not in renumbered:
                     renumbered[old] = attempts.next(key)
                 outcome.warnings += _merge_one(src, out, result, renumbered[old])
-            if not src.read_run().get(RERUN_OF):
+            if read_selection(src.path) is None:
                 _find_conflicts(src, results, final_by_source, outcome)
             else:
                 _later_attempts(src, results, final_by_source)

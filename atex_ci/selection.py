@@ -16,7 +16,7 @@ from . import split as splits
 from .errors import ConfigError
 from .model import Result
 from .recorder import TestKey, final_results, job_key, standing_result, test_key
-from .rundir import RunDir, as_read_back
+from .rundir import RunDir, as_read_back, atomic_write_json
 from .schedule import History, Job
 
 log = logging.getLogger("atex_ci")
@@ -24,8 +24,12 @@ log = logging.getLogger("atex_ci")
 #: The note every "not run" record starts with (no machine left, plan aborted,
 #: a stop of the run): such a test gets its turn in a re-run.
 NOT_RUN_PREFIX = "not run"
-#: run.json's key of a run that re-ran another's failures (``--rerun-failed``):
-#: the path of that run directory (``collect`` then reports no conflicts).
+#: The tests a run narrowed by ``--rerun-failed`` selected, and the run
+#: directory they came from (``rerun_of``): ``--resume`` runs the same ones,
+#: a re-run of this run knows what it selected, ``collect`` expects a re-run's
+#: results to differ from the earlier ones (no conflicts).
+SELECTION_JSON = "selection.json"
+SELECTION_FORMAT = "atex-ci-selection"
 RERUN_OF = "rerun_of"
 
 
@@ -65,6 +69,7 @@ def select_jobs(
     rerun = failed_in(selection.rerun_failed) if selection.rerun_failed else None
     if rerun is not None:
         _check_rerun(jobs, rerun.keys, selection.rerun_failed)
+    narrowed = read_selection(rundir.path) if resume and rerun is None else None
     recorded = _recorded_split(rundir, selection, rerun, resume)
     shard = selection.shard
     if shard is None and recorded is not None and recorded[1] is not None:
@@ -83,9 +88,43 @@ def select_jobs(
         splits.write(rundir, split, index)
         jobs = split.jobs(jobs, index)
     if rerun is not None:
-        rundir.update_run(**{RERUN_OF: str(selection.rerun_failed)})
         jobs = [job for job in jobs if job_key(job.platform, job.test) in rerun.keys]
+        _write_selection(rundir, jobs, selection.rerun_failed)
+    elif narrowed is not None:
+        jobs = [job for job in jobs if job_key(job.platform, job.test) in narrowed[1]]
     return jobs
+
+
+def _write_selection(rundir: RunDir, jobs: list[Job], prev: Path | None) -> None:
+    keys = [job_key(job.platform, job.test) for job in jobs]
+    atomic_write_json(
+        rundir.path / SELECTION_JSON,
+        {
+            "format": SELECTION_FORMAT,
+            "version": 1,
+            RERUN_OF: str(prev),
+            "tests": [splits.key_record(key) for key in keys],
+        },
+    )
+
+
+def read_selection(run_dir: Path) -> tuple[str, frozenset[TestKey]] | None:
+    """The run directory a ``--rerun-failed`` run in ``run_dir`` re-ran and the
+    tests it selected; None for a run that was not one. ConfigError naming
+    the file when it is damaged."""
+    path = run_dir / SELECTION_JSON
+    data = splits.read_document(path)
+    if data is None:
+        return None
+    try:
+        if not isinstance(data, dict) or data.get("format") != SELECTION_FORMAT:
+            raise ValueError(f"format is not {SELECTION_FORMAT!r}")
+        tests = data.get("tests")
+        if not isinstance(tests, list):
+            raise ValueError("'tests' must be a list")
+        return str(data.get(RERUN_OF)), frozenset(splits.parse_key(t) for t in tests)
+    except ValueError as exc:
+        raise ConfigError(f"{path} is damaged: {exc}") from None
 
 
 def _recorded_split(
@@ -135,8 +174,12 @@ def is_not_run(result: Result) -> bool:
 
 
 def selected_keys(rundir: RunDir, recorded: tuple[splits.Split, int | None] | None) -> set[TestKey]:
-    """The test instances ``rundir``'s run selected: its share of its split
-    (every share of a collected one), else its tests.json."""
+    """The test instances ``rundir``'s run selected: what a ``--rerun-failed``
+    run re-ran, else its share of its split (every share of a collected one),
+    else its tests.json."""
+    narrowed = read_selection(rundir.path)
+    if narrowed is not None:
+        return set(narrowed[1])
     if recorded is not None:
         split, share = recorded
         return {key for key, s in split.shares.items() if share is None or s == share}
@@ -173,10 +216,12 @@ def _check_rerun(jobs: list[Job], keys: frozenset[TestKey], prev: Path | None) -
 __all__ = [
     "NOT_RUN_PREFIX",
     "RERUN_OF",
+    "SELECTION_JSON",
     "Rerun",
     "Selection",
     "failed_in",
     "is_not_run",
+    "read_selection",
     "select_jobs",
     "selected_keys",
     "to_rerun",

@@ -63,16 +63,7 @@ class Split:
             "count": self.count,
             "share": share,
             "history": self.history,
-            "tests": [
-                {
-                    "platform": key[0],
-                    "plan": key[1],
-                    "test": key[2],
-                    "serial_number": key[3],
-                    "share": share_of,
-                }
-                for key, share_of in self.shares.items()
-            ],
+            "tests": [{**key_record(key), "share": s} for key, s in self.shares.items()],
         }
 
 
@@ -114,18 +105,26 @@ def read(run_dir: Path) -> tuple[Split, int | None] | None:
     collected run); None when it records none. ConfigError naming the file
     when it is damaged: a re-run must not quietly split anew."""
     path = run_dir / SPLIT_JSON
-    if not path.exists():
+    data = read_document(path)
+    if data is None:
         return None
-    try:
-        data = untrusted_json.read_file(path, max_bytes=MAX_SPLIT_BYTES)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except untrusted_json.UntrustedJSONError as exc:
-        raise ConfigError(f"{exc.at(path)} (not a split.json)") from None
     try:
         return _parse(data)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path} is damaged: {exc}") from None
+
+
+def read_document(path: Path) -> Any:
+    """The JSON document at ``path`` (None if there is none), read within
+    ``MAX_SPLIT_BYTES``; ConfigError naming the file if it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        return untrusted_json.read_file(path, max_bytes=MAX_SPLIT_BYTES)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except untrusted_json.UntrustedJSONError as exc:
+        raise ConfigError(f"{exc.at(path)} (not a {path.name})") from None
 
 
 def _parse(data: Any) -> tuple[Split, int | None]:
@@ -149,16 +148,28 @@ def _parse(data: Any) -> tuple[Split, int | None]:
 
 
 def _entry(entry: Any, count: int) -> tuple[TestKey, int]:
+    key = parse_key(entry)
+    share = _whole(entry.get("share"))
+    if share is None or not 1 <= share <= count:
+        raise ValueError(f"a test's 'share' must be between 1 and {count}")
+    return key, share
+
+
+def key_record(key: TestKey) -> dict[str, Any]:
+    """A test instance's key as split.json and selection.json spell it."""
+    return {"platform": key[0], "plan": key[1], "test": key[2], "serial_number": key[3]}
+
+
+def parse_key(entry: Any) -> TestKey:
+    """The key ``key_record`` wrote; ValueError if ``entry`` is not one."""
     if not isinstance(entry, dict):
         raise ValueError("each of 'tests' must be an object")
     names = (entry.get("platform"), entry.get("plan"), entry.get("test"))
-    serial, share = _whole(entry.get("serial_number")), _whole(entry.get("share"))
+    serial = _whole(entry.get("serial_number"))
     if not all(isinstance(n, str) for n in names) or serial is None:
         raise ValueError("a test needs 'platform', 'plan', 'test' and 'serial_number'")
-    if share is None or not 1 <= share <= count:
-        raise ValueError(f"a test's 'share' must be between 1 and {count}")
     platform, plan, test = (as_read_back(str(n)) for n in names)
-    return (platform, plan, test, serial), share
+    return (platform, plan, test, serial)
 
 
 def _whole(value: Any) -> int | None:
@@ -176,4 +187,15 @@ def same(splits: Iterable[Split]) -> Split | None:
     return found
 
 
-__all__ = ["SPLIT_JSON", "Split", "compute", "history_record", "read", "same", "write"]
+__all__ = [
+    "SPLIT_JSON",
+    "Split",
+    "compute",
+    "history_record",
+    "key_record",
+    "parse_key",
+    "read",
+    "read_document",
+    "same",
+    "write",
+]
