@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -86,7 +87,8 @@ def _run_policy(
         policy["max_failures"] = max_failures or 1
     if time_budget is not None:
         try:
-            seconds = parse_duration(time_budget)
+            # "5h30m" as well as fmf's "5h 30m": a budget is typed, not copied from fmf.
+            seconds = parse_duration(re.sub(r"(?<=[smhd])(?=\d)", " ", time_budget))
         except ValueError as exc:
             raise ConfigError(f"--time-budget: {exc}") from None
         if seconds <= 0:
