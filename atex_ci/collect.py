@@ -60,7 +60,7 @@ from .recorder import (
 )
 from .report.summary import flaky_attempts, totals
 from .rundir import ARTIFACTS, RunDir, atomic_write_json, now_iso
-from .selection import is_not_run, read_selection, selected_keys
+from .selection import is_not_run, read_selection, selected_keys, without_result
 
 SUMMARY_JSON = "summary.json"
 HISTORY_JSON = "history.json"
@@ -159,7 +159,7 @@ def incomplete(rundir: RunDir, results: list[Result]) -> str | None:
             return f"{own.test} was interrupted"
         if own is not None and is_not_run(own):
             return f"{own.test}: {own.note or 'not run'}"
-    missing = selected_keys(rundir, splits.read(rundir.path)) - set(by_key)
+    missing = without_result(selected_keys(rundir, splits.read(rundir.path)), by_key)
     if missing:
         return f"{len(missing)} selected test(s) have no result"
     return None

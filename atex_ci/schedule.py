@@ -562,6 +562,7 @@ class Scheduler:
 
     def wants_machine(self, platform: str) -> bool:
         """Whether a new machine of ``platform`` would get work (to replace a lost one)."""
+        self._drop_over_budget()
         return bool(self._queues.get(platform))
 
     def no_machine_left(self, platform: str) -> list[Job]:

@@ -9,6 +9,7 @@ The order of the jobs is kept: the scheduler orders them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,8 +158,17 @@ def failed_in(prev: Path) -> Rerun:
         by_key.setdefault(test_key(result), []).append(result)
     keys = {key for key, final in by_key.items() if to_rerun(standing_result(final))}
     recorded = splits.read(rundir.path)
-    keys |= {key for key in selected_keys(rundir, recorded) if key not in by_key}
+    keys |= without_result(selected_keys(rundir, recorded), by_key)
     return Rerun(frozenset(keys), recorded)
+
+
+def without_result(selected: set[TestKey], recorded: Iterable[TestKey]) -> set[TestKey]:
+    """The keys of ``selected`` that no key of ``recorded`` stands for (a
+    result without a serial number, written by an older version, stands for
+    every instance of its test)."""
+    recorded = set(recorded)
+    old_style = {key[:3] for key in recorded if key[3] is None}
+    return {key for key in selected if key not in recorded and key[:3] not in old_style}
 
 
 def to_rerun(result: Result | None) -> bool:
@@ -225,4 +235,5 @@ __all__ = [
     "select_jobs",
     "selected_keys",
     "to_rerun",
+    "without_result",
 ]

@@ -45,6 +45,11 @@ def test_rerun_failed_runs_failed_and_not_run_tests_and_collect_makes_them_flaky
     selection = json.loads((new / "selection.json").read_text())
     assert selection["rerun_of"] == str(prev) and len(selection["tests"]) == 4
 
+    # --resume of the re-run keeps to what it selected: a-pass is not run there.
+    proc = atex("run", "-d", str(new), "--fmf-root", str(tree), "--resume")
+    assert proc.returncode == 1, proc.stderr
+    assert len(started_order(new)) == 4
+
     proc = atex("collect", "-d", str(merged), str(prev), str(new))
     assert proc.returncode == 0, proc.stderr
     assert "conflict" not in proc.stderr  # a re-run's later attempt is expected to differ
@@ -116,6 +121,10 @@ def test_a_shard_rerun_uses_the_recorded_split_whatever_the_history_says_now(tmp
     assert split["history"]["tests"] == 6 and split["history"]["source"] == str(before)
     assert len(split["tests"]) == 6  # every share's tests, not only its own
     assert share_of(shards[1]) == {"/tests/t2", "/tests/t5"} == set(own_results(shards[1]))
+    # --resume (no --shard needed) keeps to the share: nothing is left to run.
+    proc = atex("run", "-d", str(shards[1]), "--fmf-root", str(tree), "--resume")
+    assert proc.returncode == 1, proc.stderr
+    assert sorted(started_order(shards[1])) == ["/tests/t2", "/tests/t5"]
 
     # Computed anew, the split follows the history of now...
     fresh = tmp_path / "fresh"
