@@ -49,6 +49,10 @@ MACHINE_CLEANUP_TIMEOUT = 60.0
 #: in a minute is not one to give more tests to.
 HEALTH_CHECK_TIMEOUT = 60.0
 
+#: Shortest sleep between two looks at the time budget: a test that ends
+#: exactly at the deadline still fits, so the next look comes a little later.
+BUDGET_WAKE_MIN = 0.1
+
 
 @dataclass
 class RunOptions:
@@ -208,6 +212,7 @@ class Orchestrator:
         failed = True
         # Owned here and cancelled in the finally below, whatever happens.
         ticker = asyncio.create_task(self._tick_status(scheduler, len(machines) or 1))
+        watcher = asyncio.create_task(self._watch_budget(scheduler))
         try:
             self._tree_tar, self._remote_tars = await asyncio.to_thread(self._tars, platforms)
             try:
@@ -244,8 +249,11 @@ class Orchestrator:
             raise
         finally:
             ticker.cancel()
+            watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             # What this run reserved itself never outlives it.
             await asyncio.shield(self._release_all(list(self._reserved_here.values())))
             with contextlib.suppress(StorageError, ConfigError):
@@ -348,6 +356,16 @@ class Orchestrator:
             self._changed()
             return
         self._reserve(provisioner, 1, replaces=machine)
+
+    async def _watch_budget(self, scheduler: Scheduler) -> None:
+        """Wake the run whenever a queued test stops fitting the time budget
+        (``Scheduler.budget_wake``): free machines then leave, and reservations
+        no test waits for any more are cancelled, even while no machine is
+        ready to ask for work."""
+        while (at := scheduler.budget_wake()) is not None:
+            await asyncio.sleep(max(at - scheduler.clock(), BUDGET_WAKE_MIN))
+            self._stop_reserving_if_done()
+            self._changed()
 
     async def _tick_status(self, scheduler: Scheduler, machines: int) -> None:
         """Hand ``options.status`` a summary every ``status_interval`` seconds."""

@@ -551,6 +551,17 @@ class Scheduler:
         dropped, self._not_run = self._not_run, []
         return dropped
 
+    def budget_wake(self) -> float | None:
+        """The ``clock()`` time at which the longest queued test stops fitting
+        the time budget (it is dropped at the next call after it); None
+        without a budget or a queued test. A runner looks again then, so that
+        machines and reservations nothing waits for any more go."""
+        if self.deadline is None:
+            return None
+        self._drop_over_budget()
+        longest = max(map(self.estimated_duration, self.pending()), default=None)
+        return None if longest is None else self.deadline - longest
+
     def replacements(self, platform: str, possible: bool) -> None:
         """Say whether a lost machine of ``platform`` can still be replaced
         (the run's machine budget); free machines then need not wait for a

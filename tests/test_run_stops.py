@@ -7,7 +7,9 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from .test_provision_testingfarm import atex_env
 from .test_scheduling_run import started_order, write_history
+from .tf_fake import FakeTestingFarm
 from .treeutil import atex, make_tree, own_results
 
 
@@ -145,8 +147,9 @@ def test_time_budget_estimates_from_history_scaling_fmf_durations(tmp_path):
         "run", "-d", str(bare), "--fmf-root", str(tree), "--local", "1", "--time-budget", "10m"
     )
     assert proc.returncode == 0, proc.stderr
-    assert started_order(bare) == []
-    assert {r["note"] for r in own_results(bare).values()} == {"not run: time budget"}
+    own = own_results(bare)
+    assert {r["note"] for r in own.values()} == {"not run: time budget"} and len(own) == 2
+    assert all(r["machine"] is None for r in own.values())  # neither started
 
 
 def test_bad_stop_options_are_one_line_errors(tmp_path):
@@ -162,3 +165,30 @@ def test_bad_stop_options_are_one_line_errors(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr, (args, proc.stderr)
         assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_time_budget_ends_a_run_whose_machine_never_comes_and_cancels_the_request(
+    tmp_path, ssh_host
+):
+    # The request stays queued: no machine ever asks for work. Each test is
+    # expected to take 1s, so with a budget of 3s (less its reserve) neither
+    # fits any more about 2s in; the run then cancels the request and ends.
+    tree = make_tree(
+        tmp_path / "tree",
+        {"a": {"test": "true", "duration": "1s"}, "b": {"test": "true", "duration": "1s"}},
+    )
+    run = tmp_path / "run"
+    with FakeTestingFarm([ssh_host]) as fake:
+        fake.hold()
+        proc = atex(
+            "run", "-d", str(run), "--fmf-root", str(tree), "--time-budget", "3s",
+            "--provisioner", "testing-farm", "--compose", "X",
+            env=atex_env(fake),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert len(fake.requests) == 1
+        assert sorted(fake.deleted()) == sorted(fake.requests)
+        assert set(fake.states().values()) == {"canceled"}
+    own = own_results(run)
+    assert {r["note"] for r in own.values()} == {"not run: time budget"} and len(own) == 2
+    assert all(r["machine"] is None for r in own.values())  # neither started
