@@ -12,6 +12,7 @@ calls, and reports facts; every decision is made here::
     wants_machine(platform) -> bool              # should a lost machine be replaced?
     no_machine_left(platform) -> list[Job]       # nothing can run these any more
     not_run() -> list[tuple[Job, str]]           # dropped by a stop, with the note
+    budget_wake() -> float | None                # when to look again (time budget)
 
 Ad hoc by design: a machine asks for work only when it is free, so a slow test
 never holds back tests queued "behind" it, and nothing is split N/M up front.
