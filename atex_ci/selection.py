@@ -89,11 +89,18 @@ def select_jobs(
         splits.write(rundir, split, index)
         jobs = split.jobs(jobs, index)
     if rerun is not None:
-        jobs = [job for job in jobs if job_key(job.platform, job.test) in rerun.keys]
+        jobs = [job for job in jobs if _among(job, rerun.keys)]
         _write_selection(rundir, jobs, selection.rerun_failed)
     elif narrowed is not None:
-        jobs = [job for job in jobs if job_key(job.platform, job.test) in narrowed[1]]
+        jobs = [job for job in jobs if _among(job, narrowed[1])]
     return jobs
+
+
+def _among(job: Job, keys: frozenset[TestKey]) -> bool:
+    """Whether ``keys`` name ``job`` (a key without a serial number, from
+    results of an older version, names every instance of its test)."""
+    key = job_key(job.platform, job.test)
+    return key in keys or (*key[:3], None) in keys
 
 
 def _write_selection(rundir: RunDir, jobs: list[Job], prev: Path | None) -> None:
@@ -213,7 +220,9 @@ def _check_rerun(jobs: list[Job], keys: frozenset[TestKey], prev: Path | None) -
             f"but this run's machines are of platform(s) {', '.join(sorted(platforms))}; "
             "reserve machines of the same platforms (--platform NAME)"
         )
-    gone = len(keys - {job_key(job.platform, job.test) for job in jobs})
+    found = {job_key(job.platform, job.test) for job in jobs}
+    tests = {key[:3] for key in found}
+    gone = sum(key not in found and (key[3] is not None or key[:3] not in tests) for key in keys)
     if gone > 0:
         log.warning(
             "--rerun-failed %s: %d test(s) to run again are no longer selected "

@@ -193,3 +193,14 @@ def test_rerun_and_split_errors_are_one_line(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("atex-ci: "), (args, proc.stderr)
         assert message in lines[0], (args, proc.stderr)
     assert not (tmp_path / "n2" / "results.jsonl").exists()
+
+
+def test_a_failed_test_gone_from_the_tree_is_named_and_the_rest_rerun(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "exit 1"}, "b": {"test": "exit 1"}})
+    prev, new = tmp_path / "prev", tmp_path / "new"
+    assert atex("run", "-d", str(prev), "--fmf-root", str(tree)).returncode == 1
+    make_tree(tree, {"a": {"test": "true"}})  # b is removed, a is fixed
+    proc = atex("run", "-d", str(new), "--fmf-root", str(tree), "--rerun-failed", str(prev))
+    assert proc.returncode == 0, proc.stderr
+    assert started_order(new) == ["/tests/a"]
+    assert "1 test(s) to run again are no longer selected" in proc.stderr
