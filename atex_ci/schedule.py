@@ -430,6 +430,7 @@ class Scheduler:
         """The next job for a free ``machine`` (``previous``: the job it just ran)."""
         if machine.id not in self._machines:
             return Next.DONE
+        self._drop_if_stopped()
         self._drop_over_budget()
         deferred = False
 
@@ -574,6 +575,7 @@ class Scheduler:
 
     def wants_machine(self, platform: str) -> bool:
         """Whether a new machine of ``platform`` would get work (to replace a lost one)."""
+        self._drop_if_stopped()
         self._drop_over_budget()
         return bool(self._queues.get(platform))
 
@@ -608,6 +610,13 @@ class Scheduler:
         if self.max_failures is None or self._failures < self.max_failures or self.stopped:
             return
         self.stopped = NOT_RUN_STOPPED.format(failures=self._failures)
+        self._drop_if_stopped()
+
+    def _drop_if_stopped(self) -> None:
+        """After a stop, nothing stays queued (a test given back by a lost
+        machine included)."""
+        if self.stopped is None:
+            return
         for platform, queue in self._queues.items():
             self._drop(queue, self.stopped)
             self._queues[platform] = deque()

@@ -530,3 +530,17 @@ def test_resume_runs_what_a_stop_kept_from_starting_and_not_a_skip_of_the_test()
     assert unfinished(skip("not run: stopped after 3 failures"))
     assert not unfinished(skip("not run: time budget", machine="m1"))  # the test said so
     assert not unfinished(skip("not run: plan /p was aborted by /b (tmt-abort)"))
+
+
+def test_a_test_a_lost_machine_gives_back_after_a_stop_does_not_start():
+    sched = Scheduler(jobs("/a", "/b", "/c"), max_failures=1)
+    m1, m2, m3 = machine("m1"), machine("m2"), machine("m3")
+    sched.add_machine(m1)
+    sched.add_machine(m2)
+    a, b = take(sched, m1), take(sched, m2)
+    sched.test_finished(m1, a, FAIL)
+    assert sched.machine_lost(m2) == [b]  # lost between tests: b is queued again
+    sched.add_machine(m3)
+    assert sched.next_test(m3) is Next.DONE and sched.finished
+    # b had started: no "not run" record for it (what it left stands).
+    assert names([j for j, _ in sched.not_run()]) == ["/c"]
