@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .orchestrator import RunSummary
+    from .run_options import RunSummary
 
     __version__: str
 
@@ -31,13 +31,13 @@ def __getattr__(name: str) -> Any:
 
 
 def run(run_dir: str, fmf_root: str = ".", **kwargs: Any) -> RunSummary:
-    """Discover the fmf tests under ``fmf_root`` and run them; see ``orchestrator.run_tests``.
+    """Discover the fmf tests under ``fmf_root`` and run them; see ``runner.run_tests``.
 
     Blocks until the run ends and returns its RunSummary (``.exit_code``,
     ``.results``). Keyword arguments: ``plans``, ``context``, ``options``.
     """
     import asyncio
 
-    from .orchestrator import run_tests
+    from .runner import run_tests
 
     return asyncio.run(run_tests(run_dir, fmf_root, **kwargs))

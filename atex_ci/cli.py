@@ -397,11 +397,14 @@ def run(
     scheduler_factory = _scheduler_class(scheduler_spec)
     durations = load_history(history) if history is not None else None
     git = GitCache()  # one per run: each repository is fetched once
-    found = discover(fmf_root, plans, fmf_context, git=git)
+    warned: set[str] = set()  # an unknown key is warned about once, not once per platform
+    found = discover(fmf_root, plans, fmf_context, git=git, warned=warned)
     if dry_run:
         from .discover import dry_run_lines
 
-        for line in dry_run_lines(found, fmf_root, plans, fmf_context, platform_context, git=git):
+        for line in dry_run_lines(
+            found, fmf_root, plans, fmf_context, platform_context, git=git, warned=warned
+        ):
             click.echo(line)
         return
     if run_dir is None:
@@ -413,10 +416,10 @@ def run(
             "filters and your -c context (try --dry-run)"
         )
     from .execute.executor import Limits
-    from .orchestrator import RunOptions, run_tests
     from .pool import PoolLimits
     from .progress import StderrProgress, status_interval
     from .rundir import RunDir
+    from .runner import RunOptions, run_tests
     from .schedule import History
     from .selection import Selection
 
@@ -460,6 +463,7 @@ def run(
                 git=git,
                 platform_context=platform_context,
                 on_locked=wanted.record,
+                warned=warned,
             )
         )
     except Interrupted as exc:
@@ -622,7 +626,7 @@ def collect(run_dir: Path, sources: tuple[Path, ...]) -> None:
 @_run_dir_option(help=EXISTING_RUN_DIR_HELP)
 def release(run_dir: Path) -> None:
     """Release every machine of the run and delete its private keys (idempotent)."""
-    from .orchestrator import release_all
+    from .pool import release_all
     from .recorder import Recorder, RunState
     from .rundir import RunDir
 

@@ -48,16 +48,8 @@ from typing import Any
 from . import split as splits
 from . import untrusted_json
 from .errors import ConfigError
-from .model import Reason, Result
-from .recorder import (
-    Attempts,
-    Recorder,
-    RunState,
-    TestKey,
-    final_results,
-    standing_result,
-    test_key,
-)
+from .model import Reason, Result, TestId
+from .recorder import Attempts, Recorder, RunState, final_results, standing_result
 from .report.summary import flaky_attempts, totals
 from .rundir import ARTIFACTS, RunDir, atomic_write_json, now_iso
 from .selection import is_not_run, read_selection, selected_keys, without_result
@@ -105,8 +97,8 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
         existing, problems = out.read_results_checked()
         outcome.warnings += problems
         attempts = Attempts(existing)
-        final_by_source: dict[TestKey, tuple[str, str]] = {
-            test_key(r): (str(out.path), str(r.status))
+        final_by_source: dict[TestId, tuple[str, str]] = {
+            TestId.of_result(r): (str(out.path), str(r.status))
             for r in final_results(existing)
             if r.name is None
         }
@@ -118,9 +110,9 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
         for src in opened:
             results, problems = src.read_results_checked()
             outcome.warnings += problems
-            renumbered: dict[tuple[TestKey, int], int] = {}
+            renumbered: dict[tuple[TestId, int], int] = {}
             for result in results:
-                key = test_key(result)
+                key = TestId.of_result(result)
                 old = (key, result.attempt)
                 if old not in renumbered:
                     renumbered[old] = attempts.next(key)
@@ -150,9 +142,9 @@ def incomplete(rundir: RunDir, results: list[Result]) -> str | None:
     state = rundir.read_run().get("state")
     if state in (RunState.RUNNING, RunState.INTERRUPTED, RunState.CRASHED):
         return f"its state is {state!r}"
-    by_key: dict[TestKey, list[Result]] = {}
+    by_key: dict[TestId, list[Result]] = {}
     for result in final_results(results):
-        by_key.setdefault(test_key(result), []).append(result)
+        by_key.setdefault(TestId.of_result(result), []).append(result)
     for final in by_key.values():
         own = standing_result(final)
         if own is not None and own.reason is Reason.INTERRUPTED:
@@ -216,24 +208,24 @@ def _keep_split(out: RunDir, found: list[splits.Split], outcome: CollectOutcome)
 
 
 def _later_attempts(
-    src: RunDir, results: list[Result], final_by_source: dict[TestKey, tuple[str, str]]
+    src: RunDir, results: list[Result], final_by_source: dict[TestId, tuple[str, str]]
 ) -> None:
     """A re-run's final results stand without conflict (``_find_conflicts``)."""
     for result in final_results(results):
         if result.name is None:
-            final_by_source[test_key(result)] = (str(src.path), str(result.status))
+            final_by_source[TestId.of_result(result)] = (str(src.path), str(result.status))
 
 
 def _find_conflicts(
     src: RunDir,
     results: list[Result],
-    final_by_source: dict[TestKey, tuple[str, str]],
+    final_by_source: dict[TestId, tuple[str, str]],
     outcome: CollectOutcome,
 ) -> None:
     for result in final_results(results):
         if result.name is not None:
             continue
-        key = test_key(result)
+        key = TestId.of_result(result)
         earlier = final_by_source.get(key)
         status = str(result.status)
         if earlier is not None and earlier[1] != status:
@@ -349,7 +341,7 @@ def write_summary(
     for result in final:
         per_platform.setdefault(result.platform, []).append(result)
     flaky = flaky_attempts(results)
-    own = {test_key(r): r for r in final if r.name is None}
+    own = {TestId.of_result(r): r for r in final if r.name is None}
     summary = {
         "format": SUMMARY_FORMAT,
         "version": FORMAT_VERSION,

@@ -217,12 +217,18 @@ class _Discovery:
     """The state of one ``discover`` call: the main tree and the other trees
     (sub-trees, remote repositories) read so far, each once."""
 
-    def __init__(self, root: Path, cli_context: dict[str, list[str]], git: GitCache | None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        cli_context: dict[str, list[str]],
+        git: GitCache | None,
+        warned: set[str] | None,
+    ) -> None:
         self.cli_context = cli_context
         self.main = _Source(_Trees(root), "")
         self._sources: dict[Path, _Source] = {root: self.main}
         self._git = git
-        self._warned: set[str] = set()
+        self._warned = warned if warned is not None else set()
 
     def warn_keys(self, kind: str, node: fmf.Tree) -> None:
         """Warn once about each unknown key (a typo, say) of a test or plan node."""
@@ -264,6 +270,7 @@ def discover(
     context: Mapping[str, str] | None = None,
     *,
     git: GitCache | None = None,
+    warned: set[str] | None = None,
 ) -> list[Plan]:
     """The plans under ``fmf_root`` with the tests tmt would discover for them.
 
@@ -273,6 +280,8 @@ def discover(
     Plans come in tmt's order (``order`` key, then name); tests in each plan in
     the order tmt would run them. ``git`` fetches remote trees (default: a
     new ``GitCache`` on the user's cache directory, only if a plan needs one).
+    ``warned``: warnings already shown (unknown keys), shared by the
+    discoveries of one run (one per platform context) so each shows once.
 
     Libraries are not fetched here: call
     ``libraries.LibraryResolver(cache).resolve_plans(plans)`` before running.
@@ -281,7 +290,7 @@ def discover(
     root = Path(fmf_root).absolute()
     cli_context = parse_context(context)
     patterns = _compile_all(plan_filters, "plan name")
-    state = _Discovery(root, cli_context, git)
+    state = _Discovery(root, cli_context, git, warned)
     plan_nodes = _select_plans(state.main.trees.adjusted(cli_context), patterns, plan_filters, root)
     if plan_nodes is None:  # no plan in the whole tree: tmt's default plan
         phase = {"how": "fmf", "name": f"{DEFAULT_PHASE_PREFIX}-0"}
@@ -298,6 +307,7 @@ def dry_run_lines(
     platform_context: Mapping[str, Mapping[str, str]],
     *,
     git: GitCache | None = None,
+    warned: set[str] | None = None,
 ) -> Iterator[str]:
     """``run --dry-run``'s listing: the names of the tests ``found``, then, for
     each platform with a context of its own, ``# platform NAME`` and the tests
@@ -306,12 +316,13 @@ def dry_run_lines(
     command) or hold what no terminal can print (a lone surrogate)."""
     from atex_ci.report.text import display_name
 
+    warned = set() if warned is None else warned  # each platform's: only new warnings
     for plan in found:
         for test in plan.tests:
             yield display_name(test.name)
     for platform, extra in sorted(platform_context.items()):
         yield f"# platform {display_name(platform)}"
-        for plan in discover(fmf_root, plan_filters, {**context, **extra}, git=git):
+        for plan in discover(fmf_root, plan_filters, {**context, **extra}, git=git, warned=warned):
             for test in plan.tests:
                 yield display_name(test.name)
 

@@ -44,13 +44,16 @@ class Interrupted(AtexError):
         self.exit_code = 128 + signum
 
 
-def first_atex_error(group: BaseExceptionGroup[Any]) -> AtexError | None:
-    """The first user error in a group of errors from concurrent tasks, depth first."""
+def first_atex_error(
+    group: BaseExceptionGroup[Any], kind: type[AtexError] = AtexError
+) -> AtexError | None:
+    """The first error of ``kind`` (a user error) in a group of errors from
+    concurrent tasks, depth first."""
     for exc in group.exceptions:
-        if isinstance(exc, AtexError):
+        if isinstance(exc, kind):
             return exc
         if isinstance(exc, BaseExceptionGroup):
-            found = first_atex_error(exc)
+            found = first_atex_error(exc, kind)
             if found is not None:
                 return found
     return None

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Status(enum.StrEnum):
@@ -123,14 +124,6 @@ class Test:
     #: Directories, relative to the uploaded tree, that hold its fetched
     #: libraries (BEAKERLIB_LIBRARY_PATH on the machine).
     library_dirs: list[str] = field(default_factory=list)
-
-    @property
-    def key(self) -> str:
-        """Unique within a run: a test may be selected by several plans, and
-        several times by one plan (two phases, two names matching it): the
-        serial number tells those instances apart, as in tmt."""
-        base = f"{self.plan}:{self.name}" if self.plan else self.name
-        return f"{base}#{self.serial_number}" if self.serial_number else base
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -333,6 +326,66 @@ class Result:
         return cls(**kwargs)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def as_read_back(text: str) -> str:
+    """``text`` as the run directory's JSON gives it back.
+
+    A name may hold surrogates (a YAML escape such as ``"\\ud83d\\ude00"``
+    leaves two); JSON writes them as ``\\u`` escapes, and every JSON reader
+    reads a valid pair of them back as the one character it encodes. Keys
+    that compare a name in memory with one read back go through this. Text
+    without surrogates (nearly all) is returned as it is.
+    """
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+
+
+class TestId(NamedTuple):
+    """The identity of one test instance on one platform: its one spelling.
+
+    A test may be selected by several plans, and several times by one plan
+    (two phases, two names matching it): tmt's serial number (``instance``)
+    tells those apart. Names are as the run directory reads them back
+    (``as_read_back``), so an id made in memory equals one made from a
+    result read from results.jsonl. Jobs (``schedule.Job.id``), results
+    (``TestId.of_result``), attempt numbers, ``--resume``, the history and
+    every report key tests by it.
+    """
+
+    platform: str
+    plan: str
+    test: str
+    #: tmt's serial number; None in results written before instances were told apart.
+    instance: int | None
+
+    @classmethod
+    def of(cls, platform: str, test: Test) -> TestId:
+        """The id of ``test`` run on ``platform``."""
+        return cls._read_back(platform, test.plan, test.name, test.serial_number)
+
+    @classmethod
+    def of_result(cls, result: Result) -> TestId:
+        """The id of the test instance ``result`` belongs to."""
+        return cls._read_back(result.platform, result.plan, result.test, result.serial_number)
+
+    @classmethod
+    def _read_back(cls, platform: str, plan: str, test: str, instance: int | None) -> TestId:
+        return cls(as_read_back(platform), as_read_back(plan), as_read_back(test), instance)
+
+    @property
+    def any_instance(self) -> TestId:
+        """The id standing for every instance of the test (``instance`` None):
+        what a result written before instances were told apart identifies."""
+        return self._replace(instance=None)
+
+
+# Not a pytest test class (a NamedTuple takes no such attribute in its body).
+setattr(TestId, "__test__", False)  # noqa: B010
+
+
 # The JSON types each results.jsonl key may have (bool is excluded from the
 # numbers: JSON true is not an attempt number).
 _RESULT_TYPES: dict[str, tuple[type, ...]] = {
@@ -370,4 +423,6 @@ __all__ = [
     "Result",
     "Status",
     "Test",
+    "TestId",
+    "as_read_back",
 ]

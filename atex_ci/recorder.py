@@ -8,49 +8,58 @@ events (reserved, ready, broken, replaced, released), each test's events
 A runner of your own that records through it writes a run directory that
 ``report``, ``collect``, ``release`` and ``run --resume`` accept.
 
-Which results count is decided here too, for every reader: the identity of
-a test instance (``test_key``), the latest attempt of each
+Which results count is decided here too, for every reader (a test
+instance is a ``model.TestId``): the latest attempt of each
 (``final_results``) and the exit code those final results mean
 (``exit_code``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
-from .model import Machine, MachineState, Reason, Result, RunState, Status, Test
-from .rundir import RunDir, as_read_back
-
-#: ``(platform, plan, test, instance)``: see ``test_key``.
-TestKey = tuple[str, str, str, object]
-
-
-def test_instance(result: Result) -> object:
-    """What tells apart two instances of one test in one plan on one platform.
-
-    tmt's serial number (a plan may select one test twice); None in results
-    written before instances were told apart. Every report and ``collect``
-    key tests by ``test_key``, so this is the one place that says it.
-    """
-    return result.serial_number
-
-
-def _key(platform: str, plan: str, test: str, instance: object) -> TestKey:
-    """``(platform, plan, test, instance)``, names as results.jsonl reads them
-    back (``rundir.as_read_back``): the one spelling of a test instance's key."""
-    return (as_read_back(platform), as_read_back(plan), as_read_back(test), instance)
-
-
-def test_key(result: Result) -> TestKey:
-    """The identity of the test instance ``result`` belongs to."""
-    return _key(result.platform, result.plan, result.test, test_instance(result))
+from .errors import ConfigError, StorageError
+from .events import (
+    Event,
+    InternalError,
+    MachineChanged,
+    MachineChecked,
+    MachineLost,
+    MachineNotReplaced,
+    MachineReady,
+    MachineReleased,
+    MachineReserved,
+    PhaseFailed,
+    ReservationFailed,
+    RunFinished,
+    RunStarted,
+    TestFinished,
+    TestNotRun,
+    TestRequeued,
+    TestResults,
+    TestStarted,
+)
+from .model import (
+    Machine,
+    MachineState,
+    Reason,
+    Result,
+    RunState,
+    Status,
+    Test,
+    TestId,
+    as_read_back,
+)
+from .rundir import ArtifactTree, RunDir
 
 
 def final_results(results: Iterable[Result]) -> list[Result]:
     """The results of each test instance's latest attempt, in stable order.
 
-    A test instance is identified by ``test_key``. Only results of its
+    A test instance is identified by ``TestId.of_result``. Only results of its
     highest ``attempt`` are kept, so a sub-result that only an earlier attempt
     reported cannot linger next to a passing rerun. Within that attempt, one
     result per ``name`` is kept (the last one seen, e.g. after ``--resume``
@@ -58,15 +67,15 @@ def final_results(results: Iterable[Result]) -> list[Result]:
     ``(test key, name)`` first appeared in ``results``.
     """
     results = list(results)
-    latest: dict[TestKey, int] = {}
+    latest: dict[TestId, int] = {}
     for result in results:
-        key = test_key(result)
+        key = TestId.of_result(result)
         latest[key] = max(latest.get(key, result.attempt), result.attempt)
 
     # A dict keeps first-appearance order; values are filled by the chosen attempt.
-    chosen: dict[tuple[TestKey, str | None], Result | None] = {}
+    chosen: dict[tuple[TestId, str | None], Result | None] = {}
     for result in results:
-        key = test_key(result)
+        key = TestId.of_result(result)
         slot = (key, result.name)
         chosen.setdefault(slot, None)
         if result.attempt == latest[key]:
@@ -123,36 +132,47 @@ class Attempts:
     overwritten and readers keep the last one."""
 
     def __init__(self, results: Iterable[Result] = ()) -> None:
-        self._latest: dict[TestKey, int] = {}
+        self._latest: dict[TestId, int] = {}
         for result in results:
             self.seen(result)
 
     def seen(self, result: Result) -> None:
-        key = test_key(result)
+        key = TestId.of_result(result)
         self._latest[key] = max(self._latest.get(key, 0), result.attempt)
 
-    def next(self, key: TestKey) -> int:
+    def next(self, key: TestId) -> int:
         """Take the next attempt number of ``key``."""
         self._latest[key] = self._latest.get(key, 0) + 1
         return self._latest[key]
 
 
-def job_key(platform: str, test: Test) -> TestKey:
-    """``test_key`` of the results a run of ``test`` on ``platform`` writes."""
-    return _key(platform, test.plan, test.name, test.serial_number)
-
-
 class Recorder:
     """Writes a run's bookkeeping into its ``RunDir``; hold the run's lock.
 
-    Every method writes at once (results and events are appended and flushed,
-    machines.json and run.json are replaced atomically), so a run cut short
-    leaves a run directory that says how far it got.
+    During a run it is a subscriber of the run's event stream (call it with
+    each ``events.Event``) and the only writer of the run directory; its
+    methods serve commands outside a run (``reserve``, ``release``,
+    ``collect``). Every method writes at once (results and events are
+    appended and flushed, machines.json and run.json are replaced
+    atomically), so a run cut short leaves a run directory that says how far
+    it got. Test files go where ``artifacts`` says.
     """
 
     def __init__(self, rundir: RunDir) -> None:
         self.rundir = rundir
         self._attempts: Attempts | None = None
+
+    def __call__(self, event: Event) -> None:
+        """Record one event of the run's stream (what is only news for a
+        person, e.g. a ``Notice``, is not recorded)."""
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    @property
+    def artifacts(self) -> ArtifactTree:
+        """Where each test run's files go (RUN/artifacts/)."""
+        return self.rundir.artifacts
 
     @property
     def attempts(self) -> Attempts:
@@ -167,15 +187,33 @@ class Recorder:
         """Set run.json's ``state`` (and any other fields, e.g. ``platforms``)."""
         self.rundir.update_run(state=str(RunState(state)), **fields)
 
+    def set_aside_run(self) -> Path:
+        """Move the earlier run's files to previous/N/ (``run --restart``); returns where."""
+        return self.rundir.set_aside_run()
+
+    def run_info(self, **fields: Any) -> None:
+        """Set fields of run.json (e.g. ``fmf``: what the run discovers from)."""
+        self.rundir.update_run(**fields)
+
     def event(self, event: str, **fields: Any) -> None:
         """Append one event to events.jsonl (``time`` is added)."""
         self.rundir.append_event(event, **fields)
+
+    def delete_keys(self) -> None:
+        """Delete the run's private keys (keys/): call it once no machine needs them."""
+        keys = self.rundir.path / "keys"
+        if keys.is_dir():
+            for key in keys.iterdir():
+                with contextlib.suppress(OSError):
+                    key.unlink()
+            with contextlib.suppress(OSError):
+                keys.rmdir()
 
     # -- results ----------------------------------------------------------------------
 
     def next_attempt(self, platform: str, test: Test) -> int:
         """The attempt number for the next run of ``test`` on ``platform``."""
-        return self.attempts.next(job_key(platform, test))
+        return self.attempts.next(TestId.of(platform, test))
 
     def result(self, result: Result) -> None:
         """Append a result (its attempt number taken from ``next_attempt``)."""
@@ -253,6 +291,75 @@ class Recorder:
         self.event("machine_released", machine=machine.id)
 
 
+# -- the Recorder as a subscriber of the run's event stream -------------------------------
+
+
+def _run_started(rec: Recorder, e: RunStarted) -> None:
+    rec.rundir.write_tests(dict(e.plans))
+    rec.state(RunState.RUNNING, platforms=e.platforms)
+
+
+def _run_finished(rec: Recorder, e: RunFinished) -> None:
+    with contextlib.suppress(StorageError, ConfigError):
+        if all(m.state == MachineState.RELEASED for m in rec.rundir.read_machines()):
+            rec.delete_keys()  # no machine is left that needs them
+    rec.state(e.state)
+
+
+def _machine_reserved(rec: Recorder, e: MachineReserved) -> None:
+    rec.machine_reserved(e.machine)
+    if e.replaces is not None:
+        rec.machine_replaced(e.replaces, e.machine)
+
+
+def _machine_checked(rec: Recorder, e: MachineChecked) -> None:
+    rec.event(
+        "machine_checked",
+        machine=e.machine.id,
+        test=e.test.name,
+        healthy=e.healthy,
+        **({"note": e.note} if e.note else {}),
+    )
+
+
+def _test_results(rec: Recorder, e: TestResults) -> None:
+    for result in e.results:
+        rec.result(result)
+
+
+def _test_finished(rec: Recorder, e: TestFinished) -> None:
+    rec.test_finished(e.test, e.machine, str(e.result.status) if e.result else None)
+
+
+def _phase_failed(rec: Recorder, e: PhaseFailed) -> None:
+    rec.event("finish_failed", machine=e.machine.id, plan=e.plan, note=e.note)
+
+
+def _internal_error(rec: Recorder, e: InternalError) -> None:
+    rec.event("internal_error", test=e.test.name, plan=e.test.plan, traceback=e.traceback)
+
+
+_HANDLERS: dict[type[Any], Callable[[Recorder, Any], None]] = {
+    RunStarted: _run_started,
+    RunFinished: _run_finished,
+    MachineReserved: _machine_reserved,
+    MachineChanged: lambda rec, e: rec.machine_changed(e.machine),
+    MachineReady: lambda rec, e: rec.machine_ready(e.machine),
+    MachineChecked: _machine_checked,
+    MachineLost: lambda rec, e: rec.machine_broken(e.machine, e.note),
+    MachineNotReplaced: lambda rec, e: rec.machine_not_replaced(e.machine, e.note),
+    ReservationFailed: lambda rec, e: rec.reservation_failed(e.platform, e.note, e.replaces),
+    MachineReleased: lambda rec, e: rec.machine_released(e.machine),
+    TestStarted: lambda rec, e: rec.test_started(e.test, e.machine),
+    TestResults: _test_results,
+    TestFinished: _test_finished,
+    TestNotRun: lambda rec, e: rec.result(e.result),
+    TestRequeued: lambda rec, e: rec.test_requeued(e.test, e.platform, e.machine, e.note),
+    PhaseFailed: _phase_failed,
+    InternalError: _internal_error,
+}
+
+
 __all__ = [
     "EXIT_INFRA",
     "EXIT_PASSED",
@@ -260,11 +367,7 @@ __all__ = [
     "Attempts",
     "Recorder",
     "RunState",
-    "TestKey",
     "exit_code",
     "final_results",
-    "job_key",
     "standing_result",
-    "test_instance",
-    "test_key",
 ]

@@ -21,7 +21,6 @@ import datetime
 import fcntl
 import json
 import os
-import re
 import stat
 import tempfile
 import threading
@@ -237,21 +236,35 @@ def _json_line(record: dict[str, Any]) -> bytes:
         return (json.dumps(record, separators=(",", ":")) + "\n").encode()
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+class ArtifactTree:
+    """A tree of test runs' files (RUN/artifacts/ in a run directory, or any
+    directory of a runner's own): where each run's files go, and how results
+    name them."""
 
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
-def as_read_back(text: str) -> str:
-    """``text`` as the run directory's JSON gives it back.
+    def path(
+        self, platform: str, test: str, attempt: int, plan: str = "", serial: int | None = None
+    ) -> Path:
+        """<root>/<platform>/<plan>/<test>/<attempt>/ (not created); test names
+        keep their slashes. Components come from ``pathnames``: injective and
+        bounded, so two tests never share a directory and a name can never
+        point outside the tree. ``serial`` (given only for a test its plan
+        selects more than once) adds ``instance-<serial>/`` before the
+        attempt, so each instance keeps its own files."""
+        parts = [component(platform), flat_component(plan), *name_components(test)]
+        if serial is not None:
+            parts.append(f"instance-{serial}")
+        parts.append(str(attempt))
+        return self.root.joinpath(*parts)
 
-    A name may hold surrogates (a YAML escape such as ``"\\ud83d\\ude00"``
-    leaves two); JSON writes them as ``\\u`` escapes, and every JSON reader
-    reads a valid pair of them back as the one character it encodes. Keys
-    that compare a name in memory with one read back go through this. Text
-    without surrogates (nearly all) is returned as it is.
-    """
-    if _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+    def relative(self, path: Path) -> str:
+        """A path inside the tree as results record it (relative to the root)."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:  # one of them is relative, or went through a symlink
+            return str(path.resolve().relative_to(self.root.resolve()))
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
@@ -636,20 +649,16 @@ class RunDir:
 
     # -- directories --------------------------------------------------------------
 
+    @property
+    def artifacts(self) -> ArtifactTree:
+        """RUN/artifacts/, where tests' files go."""
+        return ArtifactTree(self.path / ARTIFACTS)
+
     def artifact_path(
         self, platform: str, test: str, attempt: int, plan: str = "", serial: int | None = None
     ) -> Path:
-        """artifacts/<platform>/<plan>/<test>/<attempt>/ (not created); test names
-        keep their slashes. Components come from ``pathnames``: injective and
-        bounded, so two tests never share a directory and a name can never
-        point outside the artifacts tree. ``serial`` (given only for a test
-        its plan selects more than once) adds ``instance-<serial>/`` before
-        the attempt, so each instance keeps its own files."""
-        parts = [component(platform), flat_component(plan), *name_components(test)]
-        if serial is not None:
-            parts.append(f"instance-{serial}")
-        parts.append(str(attempt))
-        return self.path.joinpath(ARTIFACTS, *parts)
+        """See ``ArtifactTree.path``."""
+        return self.artifacts.path(platform, test, attempt, plan, serial)
 
     def artifact_dir(
         self, platform: str, test: str, attempt: int, plan: str = "", serial: int | None = None
@@ -660,11 +669,8 @@ class RunDir:
         return path
 
     def relative(self, path: Path) -> str:
-        """A path inside artifacts/ as stored in results (relative to RUN/artifacts)."""
-        try:
-            return str(path.relative_to(self.path / ARTIFACTS))
-        except ValueError:  # one of them is relative, or went through a symlink
-            return str(path.resolve().relative_to((self.path / ARTIFACTS).resolve()))
+        """See ``ArtifactTree.relative``."""
+        return self.artifacts.relative(path)
 
     @property
     def keys_dir(self) -> Path:

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .metadata_keys import DESTRUCTIVE_TAG, PRIORITY_KEY, is_destructive, priority
-from .model import Machine, Reason, Result, Status, Test
+from .model import Machine, Reason, Result, Status, Test, TestId
 
 #: Times a test cut short by the infrastructure (lost machine, dropped
 #: connection, failed setup) is queued again. It does not spend the test's
@@ -86,7 +86,7 @@ class Next(enum.Enum):
 class Job:
     """One selected test instance to run on one platform.
 
-    Identity is the object; ``key`` names it in results (a test selected twice
+    Identity is the object; ``id`` names it in results (a test selected twice
     in a plan is two jobs with different serial numbers).
     """
 
@@ -103,12 +103,8 @@ class Job:
         self.infra_retries = 0
 
     @property
-    def key(self) -> tuple[str, str, str, int]:
-        return (self.platform, self.test.plan, self.test.name, self.test.serial_number)
-
-    @property
-    def history_key(self) -> HistoryKey:
-        return (self.platform, self.test.plan, self.test.name)
+    def id(self) -> TestId:
+        return TestId.of(self.platform, self.test)
 
     def __repr__(self) -> str:
         return f"Job({self.platform}:{self.test.plan}:{self.test.name})"
@@ -192,11 +188,13 @@ class History:
         self._by_test = {k: statistics.median(v) for k, v in by_test.items() if v}
         self._exact = {k: statistics.median(v) for k, v in self.durations.items() if v}
 
-    def expected(self, key: HistoryKey) -> float | None:
-        exact = self._exact.get(key)
+    def expected(self, test: TestId | HistoryKey) -> float | None:
+        """The expected duration of ``test`` (any of its instances)."""
+        platform, plan, name = test[0], test[1], test[2]
+        exact = self._exact.get((platform, plan, name))
         if exact is not None:
             return exact
-        return self._by_test.get((key[1], key[2]))
+        return self._by_test.get((plan, name))
 
     def __bool__(self) -> bool:
         return bool(self._exact)
@@ -209,7 +207,7 @@ def duration_scale(history: History, jobs: Iterable[Job]) -> float:
     ratios = [
         expected / job.test.duration
         for job in jobs
-        if job.test.duration > 0 and (expected := history.expected(job.history_key)) is not None
+        if job.test.duration > 0 and (expected := history.expected(job.id)) is not None
     ]
     return statistics.median(ratios) if ratios else 1.0
 
@@ -217,7 +215,7 @@ def duration_scale(history: History, jobs: Iterable[Job]) -> float:
 def estimate(history: History, job: Job, scale: float) -> float:
     """Seconds ``job`` is expected to take: its history, else its fmf
     ``duration`` times ``scale`` (``duration_scale``); never unknown."""
-    expected = history.expected(job.history_key)
+    expected = history.expected(job.id)
     return expected if expected is not None else job.test.duration * scale
 
 
@@ -325,7 +323,7 @@ class Scheduler:
     def expected_duration(self, job: Job) -> float | None:
         """Seconds this job is expected to take by the history (orders the
         queue), or None if the history does not know it."""
-        return self.history.expected(job.history_key)
+        return self.history.expected(job.id)
 
     def estimated_duration(self, job: Job) -> float:
         """Seconds this job is expected to take, never unknown (the time
@@ -527,11 +525,11 @@ class Scheduler:
         without a serial number (written before test instances were told
         apart) stands for every instance of its test. Returns the dropped jobs.
         """
-        latest: dict[tuple[str, str, str, int | None], Result] = {}
+        latest: dict[TestId, Result] = {}
         for r in results:
             if r.name is not None:
                 continue
-            key = (r.platform, r.plan, r.test, r.serial_number)
+            key = TestId.of_result(r)
             if key not in latest or r.attempt >= latest[key].attempt:
                 latest[key] = r
         done = {key for key, r in latest.items() if not unfinished(r)}
@@ -539,9 +537,8 @@ class Scheduler:
         for platform, queue in self._queues.items():
             kept: deque[Job] = deque()
             for job in queue:
-                instance = (*job.history_key, job.test.serial_number)
-                old_style = (*job.history_key, None)
-                (dropped if instance in done or old_style in done else kept).append(job)
+                instance = job.id
+                (dropped if {instance, instance.any_instance} & done else kept).append(job)
             self._queues[platform] = kept
         return dropped
 

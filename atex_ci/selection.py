@@ -15,9 +15,9 @@ from pathlib import Path
 
 from . import split as splits
 from .errors import ConfigError
-from .model import Result
-from .recorder import TestKey, final_results, job_key, standing_result, test_key
-from .rundir import RunDir, as_read_back, atomic_write_json
+from .model import Result, TestId, as_read_back
+from .recorder import final_results, standing_result
+from .rundir import RunDir, atomic_write_json
 from .schedule import History, Job
 
 log = logging.getLogger("atex_ci")
@@ -53,7 +53,7 @@ class Selection:
 class Rerun:
     """What ``--rerun-failed PREV`` takes from PREV."""
 
-    keys: frozenset[TestKey]
+    keys: frozenset[TestId]
     #: PREV's recorded split and its own share, if it was a shard.
     split: tuple[splits.Split, int | None] | None
 
@@ -96,15 +96,15 @@ def select_jobs(
     return jobs
 
 
-def _among(job: Job, keys: frozenset[TestKey]) -> bool:
+def _among(job: Job, keys: frozenset[TestId]) -> bool:
     """Whether ``keys`` name ``job`` (a key without a serial number, from
     results of an older version, names every instance of its test)."""
-    key = job_key(job.platform, job.test)
+    key = TestId.of(job.platform, job.test)
     return key in keys or (*key[:3], None) in keys
 
 
 def _write_selection(rundir: RunDir, jobs: list[Job], prev: Path | None) -> None:
-    keys = [job_key(job.platform, job.test) for job in jobs]
+    keys = [TestId.of(job.platform, job.test) for job in jobs]
     atomic_write_json(
         rundir.path / SELECTION_JSON,
         {
@@ -116,7 +116,7 @@ def _write_selection(rundir: RunDir, jobs: list[Job], prev: Path | None) -> None
     )
 
 
-def read_selection(run_dir: Path) -> tuple[str, frozenset[TestKey]] | None:
+def read_selection(run_dir: Path) -> tuple[str, frozenset[TestId]] | None:
     """The run directory a ``--rerun-failed`` run in ``run_dir`` re-ran and the
     tests it selected; None for a run that was not one. ConfigError naming
     the file when it is damaged."""
@@ -160,16 +160,16 @@ def failed_in(prev: Path) -> Rerun:
     results, problems = rundir.read_results_checked()
     for problem in problems[:10]:
         log.warning("%s", problem)
-    by_key: dict[TestKey, list[Result]] = {}
+    by_key: dict[TestId, list[Result]] = {}
     for result in final_results(results):
-        by_key.setdefault(test_key(result), []).append(result)
+        by_key.setdefault(TestId.of_result(result), []).append(result)
     keys = {key for key, final in by_key.items() if to_rerun(standing_result(final))}
     recorded = splits.read(rundir.path)
     keys |= without_result(selected_keys(rundir, recorded), by_key)
     return Rerun(frozenset(keys), recorded)
 
 
-def without_result(selected: set[TestKey], recorded: Iterable[TestKey]) -> set[TestKey]:
+def without_result(selected: set[TestId], recorded: Iterable[TestId]) -> set[TestId]:
     """The keys of ``selected`` that no key of ``recorded`` stands for (a
     result without a serial number, written by an older version, stands for
     every instance of its test)."""
@@ -190,7 +190,7 @@ def is_not_run(result: Result) -> bool:
     return result.machine is None and (result.note or "").startswith(NOT_RUN_PREFIX)
 
 
-def selected_keys(rundir: RunDir, recorded: tuple[splits.Split, int | None] | None) -> set[TestKey]:
+def selected_keys(rundir: RunDir, recorded: tuple[splits.Split, int | None] | None) -> set[TestId]:
     """The test instances ``rundir``'s run selected: what a ``--rerun-failed``
     run re-ran, else its share of its split (every share of a collected one),
     else its tests.json."""
@@ -201,14 +201,14 @@ def selected_keys(rundir: RunDir, recorded: tuple[splits.Split, int | None] | No
         split, share = recorded
         return {key for key, s in split.shares.items() if share is None or s == share}
     return {
-        job_key(platform, test)
+        TestId.of(platform, test)
         for platform, plans in rundir.read_tests().items()
         for plan in plans
         for test in plan.tests
     }
 
 
-def _check_rerun(jobs: list[Job], keys: frozenset[TestKey], prev: Path | None) -> None:
+def _check_rerun(jobs: list[Job], keys: frozenset[TestId], prev: Path | None) -> None:
     """ConfigError when a platform of ``keys`` has no job among ``jobs``
     (every discovered job: the run's machines are of other platforms); a
     warning for tests of ``keys`` no longer discovered."""
@@ -220,7 +220,7 @@ def _check_rerun(jobs: list[Job], keys: frozenset[TestKey], prev: Path | None) -
             f"but this run's machines are of platform(s) {', '.join(sorted(platforms))}; "
             "reserve machines of the same platforms (--platform NAME)"
         )
-    found = {job_key(job.platform, job.test) for job in jobs}
+    found = {TestId.of(job.platform, job.test) for job in jobs}
     tests = {key[:3] for key in found}
     gone = sum(key not in found and (key[3] is not None or key[:3] not in tests) for key in keys)
     if gone > 0:

@@ -167,7 +167,7 @@ def estimate(
         for (platform, plan, name) in durations
         if durations[(platform, plan, name)]
     ]
-    expected = {id(job): history.expected(job.history_key) or 0.0 for job in jobs}
+    expected = {id(job): history.expected(job.id) or 0.0 for job in jobs}
 
     def run(count: int) -> Simulation:
         # Per platform: each platform's machines serve only its tests, so a

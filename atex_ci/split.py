@@ -20,8 +20,8 @@ from typing import Any
 
 from . import untrusted_json
 from .errors import ConfigError
-from .recorder import TestKey, job_key
-from .rundir import RunDir, as_read_back, atomic_write_json
+from .model import TestId, as_read_back
+from .rundir import RunDir, atomic_write_json
 from .schedule import History, Job, duration_scale, estimate, partition
 
 SPLIT_JSON = "split.json"
@@ -39,7 +39,7 @@ class Split:
     what the history was (``history``: its digest and size)."""
 
     count: int
-    shares: dict[TestKey, int]
+    shares: dict[TestId, int]
     history: dict[str, Any]
 
     def jobs(self, jobs: Sequence[Job], index: int) -> list[Job]:
@@ -49,9 +49,9 @@ class Split:
         by a split of the unknown jobs alone (equal counts, discovery order),
         the same in every job of the matrix.
         """
-        known = [job for job in jobs if job_key(job.platform, job.test) in self.shares]
-        new = [job for job in jobs if job_key(job.platform, job.test) not in self.shares]
-        mine = {id(job) for job in known if self.shares[job_key(job.platform, job.test)] == index}
+        known = [job for job in jobs if TestId.of(job.platform, job.test) in self.shares]
+        new = [job for job in jobs if TestId.of(job.platform, job.test) not in self.shares]
+        mine = {id(job) for job in known if self.shares[TestId.of(job.platform, job.test)] == index}
         mine |= {id(job) for job in partition(new, self.count)[index - 1]}
         return [job for job in jobs if id(job) in mine]
 
@@ -76,10 +76,10 @@ def compute(jobs: Sequence[Job], count: int, history: History, source: str | Non
     if history:
         scale = duration_scale(history, jobs)
         expected = {n: estimate(history, job, scale) for n, job in enumerate(jobs)}
-    shares: dict[TestKey, int] = {}
+    shares: dict[TestId, int] = {}
     for index, share in enumerate(partition(jobs, count, expected), start=1):
         for job in share:
-            shares[job_key(job.platform, job.test)] = index
+            shares[TestId.of(job.platform, job.test)] = index
     return Split(count, shares, history_record(history, source))
 
 
@@ -139,7 +139,7 @@ def _parse(data: Any) -> tuple[Split, int | None]:
     tests = data.get("tests")
     if not isinstance(tests, list):
         raise ValueError("'tests' must be a list")
-    shares: dict[TestKey, int] = {}
+    shares: dict[TestId, int] = {}
     for entry in tests:
         key, share_of = _entry(entry, count)
         shares[key] = share_of
@@ -147,7 +147,7 @@ def _parse(data: Any) -> tuple[Split, int | None]:
     return Split(count, shares, history if isinstance(history, dict) else {}), share
 
 
-def _entry(entry: Any, count: int) -> tuple[TestKey, int]:
+def _entry(entry: Any, count: int) -> tuple[TestId, int]:
     key = parse_key(entry)
     share = _whole(entry.get("share"))
     if share is None or not 1 <= share <= count:
@@ -155,12 +155,12 @@ def _entry(entry: Any, count: int) -> tuple[TestKey, int]:
     return key, share
 
 
-def key_record(key: TestKey) -> dict[str, Any]:
+def key_record(key: TestId) -> dict[str, Any]:
     """A test instance's key as split.json and selection.json spell it."""
     return {"platform": key[0], "plan": key[1], "test": key[2], "serial_number": key[3]}
 
 
-def parse_key(entry: Any) -> TestKey:
+def parse_key(entry: Any) -> TestId:
     """The key ``key_record`` wrote; ValueError if ``entry`` is not one."""
     if not isinstance(entry, dict):
         raise ValueError("each of 'tests' must be an object")
@@ -169,7 +169,7 @@ def parse_key(entry: Any) -> TestKey:
     if not all(isinstance(n, str) for n in names) or serial is None:
         raise ValueError("a test needs 'platform', 'plan', 'test' and 'serial_number'")
     platform, plan, test = (as_read_back(str(n)) for n in names)
-    return (platform, plan, test, serial)
+    return TestId(platform, plan, test, serial)
 
 
 def _whole(value: Any) -> int | None:

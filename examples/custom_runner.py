@@ -14,8 +14,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from atex_ci.orchestrator import RunOptions, run_tests
 from atex_ci.report.reporting import report_run
+from atex_ci.runner import RunOptions, run_tests
 from atex_ci.schedule import Scheduler
 
 

@@ -514,7 +514,7 @@ def test_ansible_phase_without_ansible_playbook_is_refused_before_the_run(
     import asyncio
 
     import atex_ci.execute.ansible as ansible
-    from atex_ci.orchestrator import run_tests
+    from atex_ci.runner import run_tests
 
     plan = "discover:\n    how: fmf\nexecute:\n    how: tmt\n"
     plan += "prepare:\n    how: ansible\n    playbook: site.yml\n"
@@ -589,7 +589,7 @@ def test_a_run_fetches_each_repository_once(tmp_path: Path, offline_git: Path) -
     """The remote tree and a library of its test come from one repository: one fetch."""
     import asyncio
 
-    from atex_ci.orchestrator import RunOptions, run_tests
+    from atex_ci.runner import RunOptions, run_tests
 
     both = {
         ".fmf/version": "1\n",
@@ -614,7 +614,7 @@ def test_a_run_fetches_each_repository_once(tmp_path: Path, offline_git: Path) -
 def test_ansible_phase_on_a_local_slot_runs_the_playbook_locally(tmp_path: Path) -> None:
     import asyncio
 
-    from atex_ci.orchestrator import RunOptions, run_tests
+    from atex_ci.runner import RunOptions, run_tests
 
     mark = tmp_path / "mark"
     playbook = (

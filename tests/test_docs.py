@@ -278,3 +278,11 @@ def test_version_option_reports_the_installed_version():
         [sys.executable, "-m", "atex_ci", "--version"], capture_output=True, text=True, check=True
     )
     assert proc.stdout == f"atex-ci, version {version('atex-ci')}\n"
+
+
+def test_the_runner_from_the_parts_in_the_docs_is_the_example_the_tests_run():
+    # tests/test_examples.py runs examples/kit_runner.py; the docs show it whole.
+    text = (REPO / "docs" / "python-api.md").read_text()
+    shown = re.search(r"<!-- examples/kit_runner.py -->\n```python\n(.*?)```", text, re.S)
+    assert shown is not None
+    assert shown.group(1) == (REPO / "examples" / "kit_runner.py").read_text()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .treeutil import DEMO, REPO, atex, make_tree, own_results, results
+from .treeutil import DEMO, REPO, atex, fails_once, make_tree, own_results, results
 
 
 def custom_runner(tree: Path, run: Path, slots: int) -> subprocess.CompletedProcess[str]:
@@ -46,7 +48,7 @@ def test_custom_runner_policy_shows_in_the_order(tmp_path):
         tmp_path / "tree",
         {
             "a-first": {"test": "true"},
-            "b-flaky": {"test": f"[ -e {marker} ] || {{ touch {marker}; exit 1; }}"},
+            "b-flaky": {"test": fails_once(marker)},
             "y-destructive": {"test": "true", "tag": ["destructive"]},
             "z-slow": {"test": "true", "tag": ["slow"]},
         },
@@ -75,3 +77,99 @@ def test_custom_runner_policy_shows_in_the_order(tmp_path):
         "/tests/y-destructive": "pass",
         "/tests/z-slow": "pass",
     }
+
+
+def load_sink() -> type:
+    """examples/jsonl_sink.py's JsonLinesSink, imported as a user would."""
+    spec = importlib.util.spec_from_file_location("jsonl_sink", REPO / "examples" / "jsonl_sink.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.JsonLinesSink
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+#: Events the Recorder writes to events.jsonl for the stream's events of the
+#: same kind; ``machine_replaced`` comes with a MachineReserved that replaces one.
+RECORDED_KINDS = {
+    "machine_reserved",
+    "machine_ready",
+    "machine_broken",
+    "machine_released",
+    "test_started",
+    "test_finished",
+    "test_requeued",
+}
+
+
+def test_a_users_sink_hears_every_event_of_a_run(tmp_path):
+    from atex_ci.runner import RunOptions, run_tests
+
+    marker = tmp_path / "failed-once"
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "a": {"test": "true"},
+            "flaky": {"test": fails_once(marker)},
+            "fails": {"test": "exit 1"},
+        },
+    )
+    run, log = tmp_path / "run", tmp_path / "sink.jsonl"
+    sink = load_sink()(log)
+    options = RunOptions(local_slots=2, max_reruns=1, sinks=[sink])
+    summary = asyncio.run(run_tests(run, tree, options=options))
+    sink.close()
+    assert summary.exit_code == 1
+    heard = read_jsonl(log)
+    recorded = read_jsonl(run / "events.jsonl")
+    # Every event the run directory records, the sink heard, in the same order.
+    assert [(e["event"], e["machine"]) for e in heard if e["event"] in RECORDED_KINDS] == [
+        (e["event"], e["machine"]) for e in recorded if e["event"] in RECORDED_KINDS
+    ]
+    assert {e["event"] for e in recorded} - RECORDED_KINDS <= {"machine_replaced"}
+    assert heard[0]["event"] == "run_started" and heard[0]["total"] == 3
+    assert heard[-1] == {**heard[-1], "event": "run_finished", "state": "finished"}
+    # ...and every result, as results.jsonl has it.
+    reported = [r for e in heard if e["event"] == "test_results" for r in e["results"]]
+    assert reported == results(run)
+    finished = [
+        (e["test"]["name"], e["result"]["status"]) for e in heard if e["event"] == "test_finished"
+    ]
+    assert sorted(finished) == [
+        ("/tests/a", "pass"),
+        ("/tests/fails", "fail"),
+        ("/tests/fails", "fail"),
+        ("/tests/flaky", "fail"),
+        ("/tests/flaky", "pass"),
+    ]
+    assert sink.counts["test_requeued"] == 2
+
+
+def test_kit_runner_from_the_parts(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"a": {"test": "true"}, "b": {"test": "exit 1"}})
+    run, log = tmp_path / "run", tmp_path / "events.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "kit_runner.py", str(tree), str(run), str(log), "2"],
+        cwd=REPO / "examples",
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 1, proc.stderr  # /tests/b fails
+    assert {n: r["status"] for n, r in own_results(run).items()} == {
+        "/tests/a": "pass",
+        "/tests/b": "fail",
+    }
+    heard = read_jsonl(log)
+    kinds = [e["event"] for e in heard]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert kinds.count("machine_reserved") == kinds.count("machine_released") == 2
+    assert kinds.count("test_started") == kinds.count("test_finished") == 2
+    assert [r for e in heard if e["event"] == "test_results" for r in e["results"]] == results(run)
+    assert not list((run / "work").glob("local-*"))  # slots released
+    # A complete run directory: the commands accept it.
+    assert atex("report", "-d", str(run), "--markdown", str(tmp_path / "s.md")).returncode == 0
+    assert atex("release", "-d", str(run)).returncode == 0

@@ -93,7 +93,8 @@ def test_environment_layers_and_refuses_bad_names():
 
 def _sink(tmp_path: Path, **limits: int) -> ArtifactSink:
     rundir = RunDir.create(tmp_path / "run")
-    sink = ArtifactSink(rundir, rundir.artifact_path("p", "/t", 1, "/plan"), Limits(**limits))
+    tree = rundir.artifacts
+    sink = ArtifactSink(tree, tree.path("p", "/t", 1, "/plan"), Limits(**limits))
     sink.open()
     return sink
 
@@ -223,3 +224,52 @@ def test_only_metadata_too_large_for_a_command_is_staged():
     assert f"{test_dir(large)}/data" in names
     assert not any(n.startswith(test_dir(small)) for n in names)
     assert "remote/wrapper.sh" in names
+
+
+def test_one_test_runs_without_a_run_directory(tmp_path: Path) -> None:
+    """The toolbox: an Executor needs a transport, a work directory on the
+    machine, a tree for the test's files and a sink; no run directory."""
+    import asyncio
+    import os
+
+    from atex_ci.discover import discover
+    from atex_ci.events import Event, TestResults
+    from atex_ci.execute.executor import Executor
+    from atex_ci.execute.staging import build_remote_tar, build_tree_tar
+    from atex_ci.model import Machine, Status
+    from atex_ci.rundir import ArtifactTree
+    from atex_ci.transport.local import LocalTransport, slot_environment
+
+    from .treeutil import make_tree
+
+    tree = make_tree(tmp_path / "tree", {"hello": {"test": "echo hello-from-the-test"}})
+    plan = discover(tree)[0]
+    test = plan.tests[0]
+    machine = Machine(id="here", provisioner="local", platform="default", host=None, user="")
+    heard: list[Event] = []
+
+    async def main():
+        transport = LocalTransport(slot_environment(os.environ))
+        executor = Executor(
+            transport,
+            machine,
+            base=str(tmp_path / "work"),
+            artifacts=ArtifactTree(tmp_path / "out"),
+            sink=heard.append,
+        )
+        await transport.connect()
+        try:
+            await executor.setup(build_tree_tar(tree), build_remote_tar([test]), [test])
+            return await executor.run_test(test, plan, platform="default")
+        finally:
+            await executor.cleanup(10)
+            await transport.close()
+
+    outcome = asyncio.run(main())
+    assert [(r.test, r.status) for r in outcome.results] == [("/tests/hello", Status.PASS)]
+    assert len(heard) == 1 and isinstance(heard[0], TestResults)
+    assert heard[0].results == outcome.results
+    output = tmp_path / "out" / outcome.results[0].files[0]
+    assert b"hello-from-the-test" in output.read_bytes()
+    written = {p.name for p in tmp_path.iterdir()}
+    assert written == {"tree", "work", "out"}  # no run directory anywhere

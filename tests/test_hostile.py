@@ -214,7 +214,7 @@ def test_control_stream_abuse_ends_as_each_tests_own_error(tmp_path):
 
 def test_forged_exitcode_does_not_escape_the_duration(tmp_path):
     from atex_ci.execute.executor import Limits
-    from atex_ci.orchestrator import RunOptions, run_tests
+    from atex_ci.runner import RunOptions, run_tests
 
     tree = hostile_tree(
         tmp_path / "tree", {"forged": hostile("forged-exitcode", duration="1s")}, normal=1
@@ -234,7 +234,7 @@ def test_forged_exitcode_does_not_escape_the_duration(tmp_path):
 
 def test_a_holder_that_escaped_the_reaper_costs_a_grace_period_only(tmp_path):
     from atex_ci.execute.executor import Limits
-    from atex_ci.orchestrator import RunOptions, run_tests
+    from atex_ci.runner import RunOptions, run_tests
 
     tag = f"5{os.getpid() % 1000:03d}"
     tree = hostile_tree(

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from atex_ci.errors import InfraError
 from atex_ci.model import Machine
-from atex_ci.orchestrator import RunOptions, run_tests
 from atex_ci.pool import PoolLimits
 from atex_ci.provision.local import LocalProvisioner
 from atex_ci.rundir import RunDir
+from atex_ci.runner import RunOptions, run_tests
 
 from .treeutil import (
     atex,

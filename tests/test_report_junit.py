@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from atex_ci.model import Reason, Result, Status
-from atex_ci.report import junit, summary
+from atex_ci.model import Reason, Result, Status, TestId
+from atex_ci.report import junit
 from atex_ci.report.junit import SYSTEM_OUT_MAX_BYTES, junit_xml, write_junit
 from atex_ci.report.summary import final_results
 from atex_ci.rundir import RunDir
@@ -175,7 +175,7 @@ def own_result_first(results: list[Result]) -> list[Result]:
     """The same results with each test's own result just before its sub-results."""
 
     def key(r: Result) -> tuple[object, ...]:
-        return (*summary.test_key(r), r.attempt)
+        return (*TestId.of_result(r), r.attempt)
 
     subs: dict[tuple[object, ...], list[Result]] = {}
     for result in results:

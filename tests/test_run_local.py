@@ -993,3 +993,18 @@ def test_a_config_error_quoting_a_hostile_name_prints_it_escaped(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "\x1b" not in proc.stderr
     assert "test /tests/t\\ud83d\\x1b[31m (tests/main.fmf): 'result' must be" in proc.stderr
+
+
+def test_an_unknown_key_is_warned_about_once_whatever_the_platforms(tmp_path):
+    tree = make_tree(tmp_path / "tree", {"typo": {"test": "true", "durration": "1m"}})
+    contexts = ["-c", "f41:distro=fedora-41", "-c", "c9s:distro=centos-stream-9"]
+    proc = atex("run", "--dry-run", "--fmf-root", str(tree), *contexts)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "/tests/typo",
+        "# platform c9s",
+        "/tests/typo",
+        "# platform f41",
+        "/tests/typo",
+    ]
+    assert proc.stderr.count("unknown key 'durration' is ignored") == 1, proc.stderr

@@ -9,7 +9,7 @@ import signal
 import textwrap
 from pathlib import Path
 
-from .treeutil import atex, interrupt_run, make_tree, own_results, results
+from .treeutil import atex, fails_once, interrupt_run, make_tree, own_results, results
 
 
 def started_order(run: Path) -> list[str]:
@@ -39,7 +39,7 @@ def test_a_test_that_passes_on_a_rerun_is_flaky_and_ran_on_another_machine(tmp_p
         tmp_path / "tree",
         {
             # Fails on its first run only.
-            "a-flaky": {"test": f"[ -e {marker} ] || {{ touch {marker}; exit 1; }}"},
+            "a-flaky": {"test": fails_once(marker)},
             # Keeps the other slot alive (busy) until the first run has failed,
             # so the rerun has another machine to prefer.
             "b-wait": {"test": f"until [ -e {marker} ]; do sleep 0.01; done"},

@@ -35,6 +35,11 @@ def make_tree(
     return root
 
 
+def fails_once(marker: Path) -> str:
+    """A test command that fails on its first run and passes on every later one."""
+    return f"[ -e {marker} ] || {{ touch {marker}; exit 1; }}"
+
+
 def barrier_tests(count: int, directory: Path) -> dict[str, dict[str, Any]]:
     """``count`` tests that each wait until all ``count`` of them run at once.
 

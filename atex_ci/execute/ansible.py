@@ -21,7 +21,6 @@ from pathlib import Path
 
 from ..environ_secrets import SECRETS
 from ..model import Machine
-from ..rundir import RunDir
 
 #: Bytes of ansible-playbook's output kept for the error message; the rest of a
 #: long run's output is not needed to say what failed.
@@ -43,7 +42,7 @@ def _known_hosts_line(machine: Machine) -> str:
 
 
 def playbook_command(
-    machine: Machine, rundir: RunDir, playbook: str, extra_args: str, known_hosts: Path
+    machine: Machine, key_root: Path, playbook: str, extra_args: str, known_hosts: Path
 ) -> list[str]:
     """The ansible-playbook command line for one playbook on ``machine``."""
     command = [ansible_playbook() or "ansible-playbook"]
@@ -57,7 +56,7 @@ def playbook_command(
         command += ["-e", f"ansible_port={machine.port}"]
         if machine.key:
             key = Path(machine.key)
-            command += ["--private-key", str(key if key.is_absolute() else rundir.path / key)]
+            command += ["--private-key", str(key if key.is_absolute() else key_root / key)]
         command += [
             "--ssh-common-args",
             f"-o UserKnownHostsFile={known_hosts} -o GlobalKnownHostsFile=/dev/null "
@@ -67,7 +66,7 @@ def playbook_command(
 
 
 async def run_playbooks(
-    machine: Machine, rundir: RunDir, playbooks: list[str], extra_args: str, timeout: float
+    machine: Machine, key_root: Path, playbooks: list[str], extra_args: str, timeout: float
 ) -> tuple[int, str]:
     """Run each playbook in turn; (exit code of the first failure or 0, output tail).
 
@@ -93,7 +92,7 @@ async def run_playbooks(
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
         }
         for playbook in playbooks:
-            command = playbook_command(machine, rundir, playbook, extra_args, known_hosts)
+            command = playbook_command(machine, key_root, playbook, extra_args, known_hosts)
             rc, output = await _run(command, env, Path(playbook).parent, timeout)
             if rc != 0:
                 return rc, output

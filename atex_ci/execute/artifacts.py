@@ -1,7 +1,7 @@
 """A test's artifact directory: everything a test sends lands here, within its caps.
 
 The sink owns the files under ``artifacts/<platform>/<plan>/<test>/<attempt>/``
-(the path is ``RunDir.artifact_path``, its names mapped by ``pathnames``):
+(the path is ``rundir.ArtifactTree.path``, its names mapped by ``pathnames``):
 the captured output, the files the test uploads on the control stream, the
 TMT_TEST_DATA archive and its unpacked ``data/``, and the names results refer
 to. Every byte is counted against the test's Limits and streamed to disk as it
@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from .. import untrusted_yaml
 from ..errors import StorageError
-from ..rundir import RunDir, storage_error
+from ..rundir import ArtifactTree, storage_error
 from .control import FileChunk, safe_join
 from .limits import Limits
 from .results import parse_custom_results
@@ -66,8 +66,8 @@ class ArtifactSink:
     transport's callbacks as data arrives.
     """
 
-    def __init__(self, rundir: RunDir, path: Path, limits: Limits) -> None:
-        self.rundir = rundir
+    def __init__(self, tree: ArtifactTree, path: Path, limits: Limits) -> None:
+        self.tree = tree
         self.path = path
         self.limits = limits
         self.output: IO[bytes] | None = None
@@ -233,10 +233,10 @@ class ArtifactSink:
     def relative(self, name: str) -> str:
         """A stored file's path as results record it (relative to RUN/artifacts).
         ControlError for a name that points outside."""
-        return self.rundir.relative(safe_join(self.path, name))
+        return self.tree.relative(safe_join(self.path, name))
 
     def output_file(self) -> str:
-        return self.rundir.relative(self.path / OUTPUT)
+        return self.tree.relative(self.path / OUTPUT)
 
     def attach_output(self, name: str) -> str:
         """Attach the captured output under ``name`` too (a hard link); returns
@@ -249,7 +249,7 @@ class ArtifactSink:
                     os.link(self.path / OUTPUT, target)
         except OSError as exc:
             raise _stored(exc, self.path) from None
-        return self.rundir.relative(target)
+        return self.tree.relative(target)
 
     def data_files(self) -> list[str]:
         """Every regular file unpacked from TMT_TEST_DATA, as results record them."""
@@ -257,7 +257,7 @@ class ArtifactSink:
         if not self.opened or not data.is_dir():  # a path the filesystem refused: none
             return []
         return sorted(
-            self.rundir.relative(p) for p in data.rglob("*") if p.is_file() and not p.is_symlink()
+            self.tree.relative(p) for p in data.rglob("*") if p.is_file() and not p.is_symlink()
         )
 
     def read_custom_results(self) -> tuple[list[dict[str, Any]] | None, str | None]:

@@ -11,7 +11,8 @@ end to results. The parts with one job each live beside it:
 - ``deadline.py``: the ``duration`` arithmetic (pure, ``now`` passed in);
 - ``artifacts.py``: the artifact sink (caps, safe names, streaming to disk);
 - ``outcome.py``: collected results to the records of results.jsonl;
-- ``reaper.py``: finding and killing the run's processes on the machine.
+- ``reaper.py``: finding and killing the run's processes on the machine;
+- ``phases.py``: a plan's prepare and finish phases, and installing requirements.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from .. import events
 from ..duration import format_limit
 from ..errors import StorageError
-from ..model import Machine, Phase, Plan, Reason, Result, Test
-from ..rundir import RunDir, now_iso
+from ..events import InternalError, Sink, TestResults
+from ..model import Machine, Plan, Reason, Result, Test
+from ..rundir import ArtifactTree, now_iso
 from ..transport.base import NotStartedError, Transport, TransportError
 from ..workarea import area_root
-from .ansible import run_playbooks
 from .artifacts import ArtifactSink, LimitExceeded, TestError
 from .control import (
     ControlError,
@@ -47,18 +49,15 @@ from .control import (
 )
 from .deadline import Deadline
 from .environment import (
-    PLAN_SOURCE_SCRIPT,
-    SOURCE_PLAN_SCRIPT,
     WorkDir,
     build_test_environment,
-    export,
     wrapper_command,
 )
 from .frameworks import SHELL_FRAMEWORK_OPTIONS, framework_for
 from .limits import Limits
 from .outcome import RunFacts, TestOutcome, internal_error, record
-from .packages import NO_DNF_EXIT, copr_script, install_script
-from .reaper import OWNER_VARIABLE, phase_owner, reap_command, run_owner, test_owner, test_prefix
+from .phases import PhaseError, bounded, install, tail
+from .reaper import reap_command, run_owner, test_owner, test_prefix
 from .results import ResultCollector
 from .staging import (
     TEST_DATA_ARCHIVE,
@@ -79,9 +78,6 @@ KILL_GRACE = 2.0
 TEST_CLEANUP_TIMEOUT = 30.0
 #: How long a cancelled (Ctrl-C) run may spend killing its remote tests.
 CANCEL_CLEANUP_TIMEOUT = 10.0
-#: Bound on one prepare/finish script or one package installation: generous,
-#: but a hung package manager must not hold a machine for ever.
-PHASE_TIMEOUT = 3600.0
 #: How often to look for the note of a failed reboot command while waiting for
 #: the machine to go down.
 REBOOT_POLL_INTERVAL = 1.0
@@ -93,10 +89,6 @@ RECONNECT_TIMEOUT = 60.0
 WORK_AREA_REFUSED = 97
 
 
-class PhaseError(Exception):
-    """A plan's prepare/finish step or a requirement install failed on a machine."""
-
-
 class _Reboot(Exception):
     """Raised from the control callback when the test announced a reboot."""
 
@@ -105,27 +97,33 @@ class Executor:
     """Runs tests on one machine. Not safe for concurrent tests: one executor per machine slot.
 
     ``base`` is the per-run work directory on the machine; ``setup`` must be
-    called once before any test.
+    called once before any test. Each test's files go to its directory in
+    ``artifacts``; its results (``events.TestResults``) and atex-ci's own
+    errors on it (``events.InternalError``) go to ``sink`` (in a run, the
+    event stream the Recorder hears). ``run_id`` makes TMT_TEST_ITERATION_ID.
+    No run directory is needed: a plan's phases are ``phases.PlanPhases``'.
     """
 
     def __init__(
         self,
         transport: Transport,
         machine: Machine,
-        rundir: RunDir,
         *,
         base: str,
+        artifacts: ArtifactTree,
+        sink: Sink | None = None,
+        run_id: str = "",
         limits: Limits | None = None,
     ) -> None:
         self.transport = transport
         self.machine = machine
-        self.rundir = rundir
+        self.artifacts = artifacts
+        self.sink: Sink = sink or _ignore
         self.work = WorkDir(base)
         self.base = self.work.base
-        self.run_id = rundir.read_run()["id"] if (rundir.path / "run.json").exists() else ""
+        self.run_id = run_id
         self.limits = limits or Limits()
         self.tree = self.work.tree
-        self._prepared: set[str] = set()
         #: The tests given to setup; which of them were staged is worked out
         #: only when a test with large metadata comes (``metadata_to_send``).
         self._setup_tests: tuple[Test, ...] = ()
@@ -146,7 +144,7 @@ class Executor:
             f"{self._work_area_check()}{reap_command(run_owner(self.base))}; rm -rf {q(self.base)}"
         )
         if rc == WORK_AREA_REFUSED:
-            raise TransportError(f"cannot use the work area: {_tail(err)}")
+            raise TransportError(f"cannot use the work area: {tail(err)}")
         await self.transport.put_tar(tree_tar, self.tree)
         await self.transport.put_tar(remote_tar, self.base)
         self._setup_tests = tuple(tests)
@@ -199,9 +197,6 @@ class Executor:
             )
         return None
 
-    def plan_dir(self, plan: str) -> str:
-        return self.work.plan_dir(plan)
-
     def repeated_in_plan(self, plan: Plan, test: Test) -> bool:
         """Whether ``plan`` selects ``test`` more than once (tmt then runs it
         twice, and each instance keeps its own files). Counted once per plan,
@@ -223,94 +218,12 @@ class Executor:
                 return None
         return metadata.decode().removesuffix("\n")
 
-    def plan_tree(self, plan: Plan) -> str:
-        """The plan's tree on the machine (see WorkDir.plan_tree)."""
-        return self.work.plan_tree(plan)
-
-    async def prepare_plan(self, plan: Plan) -> None:
-        """Run the plan's prepare phases once on this machine. Raises PhaseError."""
-        if plan.name in self._prepared:
-            return
-        plan_dir = self.plan_dir(plan.name)
-        q = shlex.quote
-        rc, _out, err = await self.transport.output(
-            f"mkdir -p {q(plan_dir)}/data && touch {q(plan_dir)}/environment "
-            f"{q(plan_dir)}/data/{PLAN_SOURCE_SCRIPT}"
-        )
-        if rc != 0:
-            raise PhaseError(f"cannot create {plan_dir}: {_tail(err)}")
-        for phase in plan.prepare:
-            await self._run_phase(plan, phase, "prepare")
-        self._prepared.add(plan.name)
-
-    async def finish_plan(self, plan: Plan) -> None:
-        """Run the plan's finish phases on this machine (if it was prepared)."""
-        if plan.name not in self._prepared:
-            return
-        for phase in plan.finish:
-            await self._run_phase(plan, phase, "finish")
-
-    async def _run_phase(self, plan: Plan, phase: Phase, stage: str) -> None:
-        label = f"{stage} {phase.name or phase.how} of plan {plan.name}"
-        if phase.how == "install":
-            if phase.copr:
-                rc, out, err = await self._bounded(copr_script(phase.copr), label)
-                if rc == NO_DNF_EXIT:
-                    raise PhaseError(f"{label}: 'copr' needs dnf, and {self.machine.id} has none")
-                if rc != 0:
-                    raise PhaseError(f"{label}: enabling Copr failed: {_tail(out + err)}")
-            await self.install(phase.package, missing_ok=phase.missing == "skip", what=label)
-            return
-        if phase.how == "ansible":
-            try:
-                rc, output = await run_playbooks(
-                    self.machine, self.rundir, phase.playbook, phase.extra_args, PHASE_TIMEOUT
-                )
-            except FileNotFoundError as exc:
-                raise PhaseError(f"{label}: {exc}") from None
-            if rc != 0:
-                raise PhaseError(f"{label} failed (exit {rc}): {_tail(output.encode())}")
-            return
-        for script in phase.script:
-            env = {
-                **self.work.plan_environment(plan),
-                **plan.environment,
-                # Last: a plan's own variables never hide its scripts from the reaper.
-                OWNER_VARIABLE: phase_owner(self.base),
-            }
-            command = (
-                f"{export(env)}; cd {shlex.quote(self.plan_tree(plan))} && "
-                f"bash -c {shlex.quote(SOURCE_PLAN_SCRIPT + script)}"
-            )
-            rc, out, err = await self._bounded(command, label)
-            if rc != 0:
-                raise PhaseError(f"{label} failed (exit {rc}): {_tail(out + err)}")
-
-    async def install(self, packages: list[str], *, missing_ok: bool, what: str) -> None:
-        """Install packages with the machine's package manager if they are missing.
-
-        Raises PhaseError with the package manager's message on failure.
-        """
-        if not packages:
-            return
-        rc, out, err = await self._bounded(install_script(packages, missing_ok), what)
-        if rc != 0:
-            raise PhaseError(f"{what}: installing {' '.join(packages)} failed: {_tail(out + err)}")
-
-    async def _bounded(self, command: str, what: str) -> tuple[int, bytes, bytes]:
-        try:
-            async with asyncio.timeout(PHASE_TIMEOUT):
-                return await self.transport.output(command)
-        except TimeoutError:
-            raise PhaseError(f"{what}: no end after {format_limit(PHASE_TIMEOUT)}") from None
-
     # -- one test ------------------------------------------------------------------
 
     async def run_test(
         self, test: Test, plan: Plan, *, platform: str, attempt: int = 1
     ) -> TestOutcome:
-        """Run ``test`` to its end; its results are appended to results.jsonl
-        and returned.
+        """Run ``test`` to its end; its results go to the sink and are returned.
 
         Never raises for anything the test or the machine does; on
         cancellation, records the test as error (interrupted), kills its
@@ -338,10 +251,10 @@ class _TestRun:
         self.framework = framework_for(test)
         # A test the plan selects twice (tmt runs it twice) keeps two sets of files.
         repeated = executor.repeated_in_plan(plan, test)
-        artdir = executor.rundir.artifact_path(
+        artdir = executor.artifacts.path(
             platform, test.name, attempt, plan.name, test.serial_number if repeated else None
         )
-        self.sink = ArtifactSink(executor.rundir, artdir, self.limits)
+        self.sink = ArtifactSink(executor.artifacts, artdir, self.limits)
         self.remote_dir = f"{executor.base}/{test_dir(test)}"
         self.collector = ResultCollector()
         self.parser = ControlParser(max_result_bytes=self.limits.max_result_json)
@@ -431,9 +344,7 @@ class _TestRun:
         text = "".join(traceback.format_exception(exc))
         log.debug("internal error while handling %s:\n%s", self.test.name, text)
         with contextlib.suppress(Exception):
-            self.ex.rundir.append_event(
-                "internal_error", test=self.test.name, plan=self.test.plan, traceback=text
-            )
+            self.ex.sink(InternalError(self.test, text))
 
     def _safe_results(
         self, failure: tuple[Reason, str] | None, start: str, duration: float
@@ -455,13 +366,12 @@ class _TestRun:
             return internal_error(self._facts(start, duration), note)
 
     def _append_results(self, results: list[Result]) -> None:
-        for result in results:
-            self.ex.rundir.append_result(result)
+        self.ex.sink(TestResults(results))
 
     async def _requirements(self) -> tuple[tuple[Reason, str] | None, bool]:
         try:
-            await self.ex.install(self.test.require, missing_ok=False, what="require")
-            await self.ex.install(self.test.recommend, missing_ok=True, what="recommend")
+            await install(self.transport, self.test.require, missing_ok=False, what="require")
+            await install(self.transport, self.test.recommend, missing_ok=True, what="recommend")
             missing = await self._framework_requirement()
             if missing is not None:
                 return (Reason.TEST, missing), False
@@ -479,15 +389,15 @@ class _TestRun:
             return None
         path, package = needed
         check = f"test -f {shlex.quote(path)}"
-        rc, _out, _err = await self.ex._bounded(check, "framework")
+        rc, _out, _err = await bounded(self.transport, check, "framework")
         if rc == 0:
             return None
         where = f"framework {self.framework.name}: {path} is missing on {self.ex.machine.id}"
         try:
-            await self.ex.install([package], missing_ok=False, what="framework")
+            await install(self.transport, [package], missing_ok=False, what="framework")
         except PhaseError as exc:
             return f"{where} ({exc})"
-        rc, _out, _err = await self.ex._bounded(check, "framework")
+        rc, _out, _err = await bounded(self.transport, check, "framework")
         return None if rc == 0 else f"{where}, even after installing {package}"
 
     async def _boot_loop(self) -> tuple[tuple[Reason, str] | None, bool]:
@@ -855,9 +765,8 @@ class _TestRun:
         return record(self._facts(start, duration), collected, self.sink)
 
 
-def _tail(data: bytes, limit: int = 1500) -> str:
-    text = data.decode(errors="replace").strip()
-    return text[-limit:] if text else "(no output)"
+def _ignore(event: events.Event) -> None:
+    """The sink of an executor given none."""
 
 
-__all__ = ["SHELL_FRAMEWORK_OPTIONS", "Executor", "Limits", "PhaseError", "TestOutcome"]
+__all__ = ["SHELL_FRAMEWORK_OPTIONS", "Executor", "Limits", "TestOutcome"]

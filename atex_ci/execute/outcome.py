@@ -184,4 +184,27 @@ def internal_error(facts: RunFacts, note: str) -> TestOutcome:
     return TestOutcome(results=[result])
 
 
-__all__ = ["MAX_NOTE", "MAX_RESULT_LINE", "RunFacts", "TestOutcome", "internal_error", "record"]
+def not_run(test: Test, platform: str, attempt: int, status: Status, note: str) -> Result:
+    """The record of a test that will not run (no machine left, its plan
+    aborted): no machine, no times; an error is the infrastructure's."""
+    return Result(
+        test=test.name,
+        plan=test.plan,
+        platform=platform,
+        status=status,
+        attempt=attempt,
+        note=note,
+        reason=Reason.INFRA if status is Status.ERROR else None,
+        serial_number=test.serial_number,
+    )
+
+
+__all__ = [
+    "MAX_NOTE",
+    "MAX_RESULT_LINE",
+    "RunFacts",
+    "TestOutcome",
+    "internal_error",
+    "not_run",
+    "record",
+]

@@ -78,8 +78,10 @@ async def record_reservations(
     on_ready: Callable[[Machine], None] | None = None,
     *,
     give_back_ready: bool = True,
+    record: Callable[[Machine], None] | None = None,
 ) -> list[Machine]:
-    """Reserve ``count`` machines, recording each in machines.json once it is ready.
+    """Reserve ``count`` machines, recording each in machines.json once it is ready
+    (through ``record``: a run's event stream; by default a Recorder).
 
     machines.json is rewritten atomically for every machine, so a ``run``
     started meanwhile sees every ready machine. If this call is cancelled
@@ -91,13 +93,13 @@ async def record_reservations(
     be had) come after every machine that was ready has been recorded.
     """
     kind = provisioner_kind(provisioner)
-    recorder = Recorder(rundir)
+    record = record or Recorder(rundir).machine_reserved
     machines: list[Machine] = []
     try:
         async with contextlib.aclosing(provisioner.reserve(count)) as stream:
             async for machine in stream:
                 machine.provisioner = kind
-                recorder.machine_reserved(machine)
+                record(machine)
                 machines.append(machine)
                 if on_ready is not None:
                     on_ready(machine)
@@ -121,19 +123,21 @@ async def reserve_recorded(
     for "run on local slots". Called with the run directory locked."""
     wanted.record(rundir)
     machines: list[Machine] = []
+    failure: BaseException | None = None
     try:
         for provisioner, n in jobs:
             machines += await record_reservations(rundir, provisioner, n, on_ready=on_ready)
     except Exception as exc:
-        if not _holds_machines(rundir):
-            leaf = first_atex_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
-            recorder = Recorder(rundir)
-            recorder.reservation_failed(wanted.platform, str(leaf or exc), None)
-            recorder.state(RunState.RESERVE_FAILED)
+        failure = exc
         raise
     finally:
+        recorder = Recorder(rundir)
         if _holds_machines(rundir):
-            Recorder(rundir).state(RunState.RESERVED)
+            recorder.state(RunState.RESERVED)
+        elif failure is not None:
+            leaf = first_atex_error(failure) if isinstance(failure, BaseExceptionGroup) else failure
+            recorder.reservation_failed(wanted.platform, str(leaf or failure), None)
+            recorder.state(RunState.RESERVE_FAILED)
     return machines
 
 

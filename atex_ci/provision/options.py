@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import environ_secrets
 from ..errors import ConfigError
+from ..recorder import Recorder
 
 if TYPE_CHECKING:
     import click
@@ -255,7 +256,7 @@ class Reservation:
                     "use another run directory for another provisioner class"
                 )
             return  # keep the options the other class needs to release its machines
-        rundir.update_run(provisioner=recorded)
+        Recorder(rundir).run_info(provisioner=recorded)
 
 
 __all__ = ["Reservation", "key_values", "provisioner_spec", "reservation_options"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-from ..model import Result, Status
+from ..model import Result, Status, TestId
 from ..rundir import ARTIFACTS, replacing
 from .summary import (
     counted,
@@ -32,7 +32,6 @@ from .summary import (
     format_duration,
     machine_usage,
     report_duration,
-    test_key,
     totals,
 )
 from .text import cap_line, cap_middle, display_name, display_text
@@ -265,7 +264,7 @@ def _write(
 ) -> None:
     final = final_results(results)
     flaky = flaky_attempts(results)
-    own = {test_key(r): r for r in final if r.name is None}
+    own = {TestId.of_result(r): r for r in final if r.name is None}
     out.write(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
@@ -295,7 +294,7 @@ def _write(
         out.write(f'<th data-key="{key}" data-type="{kind}">{label}</th>')
     out.write("</tr></thead><tbody>\n")
     for result in final:
-        identity = test_key(result)
+        identity = TestId.of_result(result)
         is_flaky = result.name is None and identity in flaky
         out.write(_row(result, own.get(identity), is_flaky, rundir_path, out_dir))
     out.write(f"</tbody></table>\n<script>{_SCRIPT}</script>\n</body></html>\n")

@@ -52,17 +52,14 @@ from typing import IO
 
 from junit_xml import TestCase, TestSuite
 
-from ..model import Result, Status
+from ..model import Result, Status, TestId
 from ..rundir import replacing
 from .summary import (
-    TestKey,
     final_results,
     flaky_attempts,
     output_path,
     read_output_excerpt,
     report_duration,
-    test_instance,
-    test_key,
 )
 from .text import cap_line, cap_middle, display_name, display_text
 
@@ -143,7 +140,7 @@ def testcase_name(result: Result, repeated: bool = False) -> str:
     added or removed around it.
     """
     name = display_name(result.full_name) or "(unnamed)"
-    instance = test_instance(result)
+    instance = result.serial_number
     return f"{name} #{instance}" if repeated and instance is not None else name
 
 
@@ -267,20 +264,20 @@ def _plan_cases(results: Sequence[Result], subresults: str) -> dict[str, list[_C
         raise ValueError(f"subresults must be one of {SUBRESULT_MODES}, not {subresults!r}")
     final = final_results(results)
     flaky = flaky_attempts(results)
-    own: dict[TestKey, Result] = {test_key(r): r for r in final if r.name is None}
+    own: dict[TestId, Result] = {TestId.of_result(r): r for r in final if r.name is None}
     groups: dict[str, list[_Case]] = {}
-    parents: dict[TestKey, _Case] = {}
+    parents: dict[TestId, _Case] = {}
     seen: set[tuple[str, str]] = set()
     instances: dict[tuple[str, str], set[object]] = {}
     for result in final:
         base = (classname_of(result), testcase_name(result))
-        instances.setdefault(base, set()).add(test_instance(result))
+        instances.setdefault(base, set()).add(result.serial_number)
     # Folded sub-results, attached once every test's own case exists: a test
     # reports its sub-results before its own result ends it (the order
     # tmt-report-result gives), or after; both fold.
-    folded: dict[TestKey, list[Result]] = {}
+    folded: dict[TestId, list[Result]] = {}
     for result in final:
-        key = test_key(result)
+        key = TestId.of_result(result)
         parent = own.get(key)
         if subresults == "fold" and result.name is not None and parent is not None:
             folded.setdefault(key, []).append(result)

@@ -31,10 +31,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..model import Reason, Result, Status
+from ..model import Reason, Result, Status, TestId
 from .summary import (
     TOTAL,
-    TestKey,
     counted,
     final_results,
     flaky_attempts,
@@ -43,7 +42,6 @@ from .summary import (
     pass_rate,
     read_output,
     report_duration,
-    test_key,
     time_in_tests,
     totals,
     wall_clock,
@@ -182,7 +180,7 @@ def _stats_line(final: Sequence[Result], flaky: int) -> str:
 class _Test:
     """One test's final results: its own result (if any) and its sub-results."""
 
-    def __init__(self, key: TestKey) -> None:
+    def __init__(self, key: TestId) -> None:
         self.key = key
         self.own: Result | None = None
         self.subs: list[Result] = []
@@ -206,9 +204,9 @@ class _Test:
 
 
 def group_tests(final: Sequence[Result]) -> list[_Test]:
-    tests: dict[TestKey, _Test] = {}
+    tests: dict[TestId, _Test] = {}
     for result in final:
-        test = tests.setdefault(test_key(result), _Test(test_key(result)))
+        test = tests.setdefault(TestId.of_result(result), _Test(TestId.of_result(result)))
         if result.name is None:
             test.own = result
         else:
@@ -278,7 +276,7 @@ def _flaky_section(results: Sequence[Result], final: Sequence[Result]) -> list[s
     flaky = flaky_attempts(results)
     if not flaky:
         return []
-    own = {test_key(r): r for r in final if r.name is None}
+    own = {TestId.of_result(r): r for r in final if r.name is None}
     lines = [f"## Flaky tests ({len(flaky)})", ""]
     for key, earlier in list(flaky.items())[:MAX_LISTED]:
         last = own[key]

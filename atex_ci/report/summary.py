@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..duration import format_duration  # noqa: F401  (re-exported for the reports)
-from ..model import Reason, Result, Status
+from ..model import Reason, Result, Status, TestId
 
 # Which results count is the recorder's; reporters import it from here too.
-from ..recorder import TestKey, final_results, test_instance, test_key  # noqa: F401
+from ..recorder import final_results  # noqa: F401
 from ..rundir import ARTIFACTS
 
 OUTPUT_FILE = "output.txt"
@@ -72,7 +72,7 @@ def own_results(results: Iterable[Result]) -> list[Result]:
     return [r for r in results if r.name is None]
 
 
-def flaky_attempts(results: Iterable[Result]) -> dict[TestKey, list[Result]]:
+def flaky_attempts(results: Iterable[Result]) -> dict[TestId, list[Result]]:
     """Tests that failed on an earlier attempt and did not fail on their final one.
 
     Maps the test key to the own results of its earlier failed attempts (in
@@ -80,21 +80,21 @@ def flaky_attempts(results: Iterable[Result]) -> dict[TestKey, list[Result]]:
     interruption does not make a test flaky: the test did not get to fail.
     """
     results = list(results)
-    latest: dict[TestKey, int] = {}
+    latest: dict[TestId, int] = {}
     for result in results:
-        key = test_key(result)
+        key = TestId.of_result(result)
         latest[key] = max(latest.get(key, result.attempt), result.attempt)
-    final: dict[TestKey, Result] = {}
-    failed: dict[TestKey, dict[int, Result]] = {}
+    final: dict[TestId, Result] = {}
+    failed: dict[TestId, dict[int, Result]] = {}
     for result in results:
         if result.name is not None:
             continue
-        key = test_key(result)
+        key = TestId.of_result(result)
         if result.attempt == latest[key]:
             final[key] = result
         if result.status.is_failure and result.reason not in (Reason.INFRA, Reason.INTERRUPTED):
             failed.setdefault(key, {})[result.attempt] = result
-    flaky: dict[TestKey, list[Result]] = {}
+    flaky: dict[TestId, list[Result]] = {}
     for key, attempts in failed.items():
         last = final.get(key)
         if last is None or last.status.is_failure:  # no own result in the final attempt
@@ -145,7 +145,7 @@ def counted(final: Sequence[Result]) -> str:
     and each of its sub-results count once each (JUnit's default testcases,
     the Markdown and HTML totals, the last line of ``run``); a test with
     sub-results only (tmt's custom results without ``/``) has no own result."""
-    tests = len({test_key(r) for r in final})
+    tests = len({TestId.of_result(r) for r in final})
     subs = sum(r.name is not None for r in final)
     results, of_tests = _plural(len(final), "result"), _plural(tests, "test")
     return f"{results} of {of_tests} ({subs} of them sub-results)"
