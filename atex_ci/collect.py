@@ -204,7 +204,7 @@ def _keep_split(out: RunDir, found: list[splits.Split], outcome: CollectOutcome)
             f"the sources record different shard splits; {splits.SPLIT_JSON} is not written"
         )
         return
-    splits.write(out, split, None)
+    splits.write(Recorder(out), split, None)
 
 
 def _later_attempts(

@@ -237,7 +237,7 @@ class Orchestrator:
         history = options.history or History()
         jobs = [Job(p, test) for p in platforms for test in self._platform_tests(p)]
         selection = options.selection or Selection(shard=options.shard)
-        jobs = select_jobs(self.rundir, jobs, history, selection, options.resume)
+        jobs = select_jobs(self.recorder, jobs, history, selection, options.resume)
         scheduler = options.scheduler_factory(
             jobs, history=history, max_reruns=options.max_reruns, **options.policy
         )

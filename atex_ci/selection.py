@@ -16,8 +16,8 @@ from pathlib import Path
 from . import split as splits
 from .errors import ConfigError
 from .model import Result, TestId, as_read_back
-from .recorder import final_results, standing_result
-from .rundir import RunDir, atomic_write_json
+from .recorder import Recorder, final_results, standing_result
+from .rundir import RunDir
 from .schedule import History, Job
 
 log = logging.getLogger("atex_ci")
@@ -59,14 +59,16 @@ class Rerun:
 
 
 def select_jobs(
-    rundir: RunDir, jobs: list[Job], history: History, selection: Selection, resume: bool
+    recorder: Recorder, jobs: list[Job], history: History, selection: Selection, resume: bool
 ) -> list[Job]:
-    """The jobs this run runs, recording its split in ``rundir`` (split.json).
+    """The jobs this run runs, recording its split (split.json) and a
+    re-run's selection (selection.json) through ``recorder``.
 
     The split comes from ``rundir`` itself on ``resume``, else from
     ``--split-from``, else from ``--rerun-failed``'s run; only without any
     recorded split is it computed from ``history``.
     """
+    rundir = recorder.rundir
     rerun = failed_in(selection.rerun_failed) if selection.rerun_failed else None
     if rerun is not None:
         _check_rerun(jobs, rerun.keys, selection.rerun_failed)
@@ -86,11 +88,11 @@ def select_jobs(
             if recorded is not None
             else splits.compute(jobs, count, history, selection.history_source)
         )
-        splits.write(rundir, split, index)
+        splits.write(recorder, split, index)
         jobs = split.jobs(jobs, index)
     if rerun is not None:
         jobs = [job for job in jobs if _among(job, rerun.keys)]
-        _write_selection(rundir, jobs, selection.rerun_failed)
+        _write_selection(recorder, jobs, selection.rerun_failed)
     elif narrowed is not None:
         jobs = [job for job in jobs if _among(job, narrowed[1])]
     return jobs
@@ -100,13 +102,13 @@ def _among(job: Job, keys: frozenset[TestId]) -> bool:
     """Whether ``keys`` name ``job`` (a key without a serial number, from
     results of an older version, names every instance of its test)."""
     key = TestId.of(job.platform, job.test)
-    return key in keys or (*key[:3], None) in keys
+    return key in keys or key.any_instance in keys
 
 
-def _write_selection(rundir: RunDir, jobs: list[Job], prev: Path | None) -> None:
+def _write_selection(recorder: Recorder, jobs: list[Job], prev: Path | None) -> None:
     keys = [TestId.of(job.platform, job.test) for job in jobs]
-    atomic_write_json(
-        rundir.path / SELECTION_JSON,
+    recorder.selection(
+        SELECTION_JSON,
         {
             "format": SELECTION_FORMAT,
             "version": 1,

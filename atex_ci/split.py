@@ -21,7 +21,7 @@ from typing import Any
 from . import untrusted_json
 from .errors import ConfigError
 from .model import TestId, as_read_back
-from .rundir import RunDir, atomic_write_json
+from .recorder import Recorder
 from .schedule import History, Job, duration_scale, estimate, partition
 
 SPLIT_JSON = "split.json"
@@ -96,8 +96,9 @@ def history_record(history: History, source: str | None) -> dict[str, Any]:
     }
 
 
-def write(rundir: RunDir, split: Split, share: int | None) -> None:
-    atomic_write_json(rundir.path / SPLIT_JSON, split.to_json(share))
+def write(recorder: Recorder, split: Split, share: int | None) -> None:
+    """Record ``split`` (and the run's own ``share``, None in a collected run)."""
+    recorder.selection(SPLIT_JSON, split.to_json(share))
 
 
 def read(run_dir: Path) -> tuple[Split, int | None] | None:
