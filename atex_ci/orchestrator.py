@@ -440,7 +440,7 @@ class Orchestrator:
             self._not_run(jobs, note, Status.SKIP)
 
     def _not_run(self, jobs: list[Job], note: str, status: Status) -> None:
-        """Record jobs that will not run (no machine left, plan aborted)."""
+        """Record jobs that will not run (no machine left, plan aborted, a stop)."""
         for job in jobs:
             attempt = self.recorder.next_attempt(job.platform, job.test)
             result = not_run(job.test, job.platform, attempt, status, note)
