@@ -49,7 +49,7 @@ from . import split as splits
 from . import untrusted_json
 from .errors import ConfigError
 from .model import Reason, Result, TestId
-from .recorder import Attempts, Recorder, RunState, final_results, standing_result
+from .recorder import Recorder, RunState, final_results, standing_result
 from .report.summary import flaky_attempts, totals
 from .rundir import ARTIFACTS, RunDir, atomic_write_json, now_iso
 from .selection import is_not_run, read_selection, selected_keys, without_result
@@ -94,9 +94,10 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
     out = RunDir.open_or_create(dest)
     outcome = CollectOutcome()
     with out.locked():
+        recorder = Recorder(out)  # the destination's bookkeeping goes through it
         existing, problems = out.read_results_checked()
         outcome.warnings += problems
-        attempts = Attempts(existing)
+        attempts = recorder.attempts
         final_by_source: dict[TestId, tuple[str, str]] = {
             TestId.of_result(r): (str(out.path), str(r.status))
             for r in final_results(existing)
@@ -116,7 +117,7 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
                 old = (key, result.attempt)
                 if old not in renumbered:
                     renumbered[old] = attempts.next(key)
-                outcome.warnings += _merge_one(src, out, result, renumbered[old])
+                outcome.warnings += _merge_one(src, recorder, result, renumbered[old])
             if read_selection(src.path) is None:
                 _find_conflicts(src, results, final_by_source, outcome)
             else:
@@ -125,13 +126,13 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
             outcome.merged += len(results)
             platforms.update(p for p in src.read_run().get("platforms") or [] if isinstance(p, str))
             platforms.update(r.platform for r in results)
-            _copy_events(src, out)
-            out.append_event("collected", source=str(src.path), results=len(results))
-        Recorder(out).state(RunState.COLLECTED, platforms=sorted(platforms))
+            _copy_events(src, recorder)
+            recorder.event("collected", source=str(src.path), results=len(results))
+        recorder.state(RunState.COLLECTED, platforms=sorted(platforms))
         merged = out.read_results()
         write_summary(out, merged, [str(s.path) for s in opened], outcome)
         write_history(out, history, _last_statuses(merged))
-        _keep_split(out, found_splits, outcome)
+        _keep_split(recorder, found_splits, outcome)
     return outcome
 
 
@@ -194,8 +195,8 @@ def _split_of(src: RunDir) -> splits.Split | None:
     return found[0] if found else None
 
 
-def _keep_split(out: RunDir, found: list[splits.Split], outcome: CollectOutcome) -> None:
-    """Write the sources' split to ``out`` when they all record the same one."""
+def _keep_split(recorder: Recorder, found: list[splits.Split], outcome: CollectOutcome) -> None:
+    """Record the sources' split when they all record the same one."""
     if not found:
         return
     split = splits.same(found)
@@ -204,7 +205,7 @@ def _keep_split(out: RunDir, found: list[splits.Split], outcome: CollectOutcome)
             f"the sources record different shard splits; {splits.SPLIT_JSON} is not written"
         )
         return
-    splits.write(Recorder(out), split, None)
+    splits.write(recorder, split, None)
 
 
 def _later_attempts(
@@ -236,12 +237,12 @@ def _find_conflicts(
         final_by_source[key] = (str(src.path), status)
 
 
-def _copy_events(src: RunDir, out: RunDir) -> None:
+def _copy_events(src: RunDir, recorder: Recorder) -> None:
     """The source's timeline, so the merged HTML report shows every shard's machines."""
     for event in src.read_events():
         if isinstance(event.get("event"), str) and isinstance(event.get("time"), str):
             fields = {k: v for k, v in event.items() if k not in ("time", "event")}
-            out.append_event_record({"time": event["time"], "event": event["event"], **fields})
+            recorder.copied_event({"time": event["time"], "event": event["event"], **fields})
 
 
 def _safe_relative(name: str) -> bool:
@@ -278,8 +279,9 @@ def _copy(source_fd: int, target: Path) -> None:
         shutil.copyfileobj(reader, w, 1024 * 1024)
 
 
-def _merge_one(src: RunDir, out: RunDir, result: Result, attempt: int) -> list[str]:
-    """Copy one result's artifacts under its new attempt number and append it."""
+def _merge_one(src: RunDir, recorder: Recorder, result: Result, attempt: int) -> list[str]:
+    """Copy one result's artifacts under its new attempt number and record it."""
+    out = recorder.rundir
     warnings: list[str] = []
     # A repeated instance's files are under instance-<serial>/ (see RunDir.artifact_path).
     serial = result.serial_number
@@ -325,7 +327,7 @@ def _merge_one(src: RunDir, out: RunDir, result: Result, attempt: int) -> list[s
         )
     result.attempt = attempt
     result.files = files
-    out.append_result(result)
+    recorder.result(result)
     return warnings
 
 

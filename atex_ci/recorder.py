@@ -204,6 +204,10 @@ class Recorder:
         """Append one event to events.jsonl (``time`` is added)."""
         self.rundir.append_event(event, **fields)
 
+    def copied_event(self, record: dict[str, Any]) -> None:
+        """Append an event of another run, its own ``time`` kept (``collect``)."""
+        self.rundir.append_event_record(record)
+
     def delete_keys(self) -> None:
         """Delete the run's private keys (keys/): call it once no machine needs them."""
         keys = self.rundir.path / "keys"
