@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .orchestrator import RunSummary
+    from .run_options import RunSummary
 
     __version__: str
 

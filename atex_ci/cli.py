@@ -12,7 +12,9 @@ import asyncio
 import logging
 import math
 import os
+import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -69,6 +71,37 @@ def _parse_shard(text: str) -> tuple[int, int]:
     if not sep or not 1 <= part[0] <= part[1]:
         raise ConfigError(f"invalid --shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/4")
     return part
+
+
+def _run_policy(
+    max_failures: int | None, exit_first: bool, time_budget: str | None, started: float
+) -> dict[str, Any]:
+    """The scheduler's options for ``--max-failures``/``--exit-first`` and
+    ``--time-budget`` (only those given: a policy of your own need not take them)."""
+    from .duration import parse_duration
+
+    if exit_first and max_failures not in (None, 1):
+        raise ConfigError("--exit-first is --max-failures 1; give one of them")
+    policy: dict[str, Any] = {}
+    if exit_first or max_failures is not None:
+        policy["max_failures"] = max_failures or 1
+    if time_budget is not None:
+        try:
+            # "5h30m" as well as fmf's "5h 30m": a budget is typed, not copied from fmf.
+            seconds = parse_duration(re.sub(r"(?<=[smhd])(?=\d)", " ", time_budget))
+        except ValueError as exc:
+            raise ConfigError(f"--time-budget: {exc}") from None
+        if seconds <= 0:
+            raise ConfigError(f"--time-budget {time_budget!r}: must be more than nothing")
+        policy.update(time_budget=seconds, budget_start=started)
+    return policy
+
+
+def _same_dir(one: Path, other: Path) -> bool:
+    try:
+        return one.resolve() == other.resolve()
+    except OSError:
+        return False
 
 
 def _scheduler_class(spec: str | None) -> Any:
@@ -269,6 +302,36 @@ def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
     help="Run only share I of N (1-based), balanced by --history; 'collect' merges the shards.",
 )
 @click.option(
+    "--split-from",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    metavar="PREV",
+    help="With --shard: take the split recorded in run directory PREV (split.json) "
+    "instead of computing one from --history.",
+)
+@click.option(
+    "--rerun-failed",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    metavar="PREV",
+    help="Run only the tests whose final result in run directory PREV (or a collected "
+    "one) was fail, error or not run, with PREV's recorded shard split; then "
+    "'collect -d OUT PREV RUN'.",
+)
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="After N final failures or errors no new test starts; the rest are "
+    "'not run: stopped after N failures'.",
+)
+@click.option("--exit-first", is_flag=True, help="The same as --max-failures 1.")
+@click.option(
+    "--time-budget",
+    metavar="DURATION",
+    help="Start no test that is not expected to end inside DURATION (e.g. 90m, 5h30m) "
+    "from now, keeping time to release and report; the rest are 'not run: time "
+    "budget' (--resume runs them).",
+)
+@click.option(
     "--scheduler",
     "scheduler_spec",
     metavar="MODULE:CLASS",
@@ -316,6 +379,11 @@ def run(
     max_reruns: int,
     history: Path | None,
     shard: str | None,
+    split_from: Path | None,
+    rerun_failed: Path | None,
+    max_failures: int | None,
+    exit_first: bool,
+    time_budget: str | None,
     scheduler_spec: str | None,
     keep_machines: bool,
     max_machines: int | None,
@@ -331,6 +399,7 @@ def run(
     soon as no test is left for it; one that is lost or discarded is replaced
     through its provisioner while the budget allows.
     """
+    started = time.monotonic()  # the time budget counts from here
     from .collect import load_history
     from .discover import discover
     from .provision.options import Reservation
@@ -339,6 +408,14 @@ def run(
     fmf_context, platform_context = _parse_contexts(context)
     wanted = Reservation.for_run(local, reservation)
     shard_part = _parse_shard(shard) if shard is not None else None
+    policy = _run_policy(max_failures, exit_first, time_budget, started)
+    if split_from is not None and shard_part is None:
+        raise ConfigError("--split-from needs --shard I/N (the share to run)")
+    if rerun_failed is not None and run_dir is not None and _same_dir(rerun_failed, run_dir):
+        raise ConfigError(
+            f"--rerun-failed {rerun_failed}: give another run directory (-d NEW), then merge "
+            f"them with 'atex-ci collect -d OUT {rerun_failed} NEW'"
+        )
     scheduler_factory = _scheduler_class(scheduler_spec)
     durations = load_history(history) if history is not None else None
     git = GitCache()  # one per run: each repository is fetched once
@@ -366,6 +443,7 @@ def run(
     from .rundir import RunDir
     from .runner import RunOptions, run_tests
     from .schedule import History
+    from .selection import Selection
 
     display = StderrProgress()
 
@@ -384,6 +462,13 @@ def run(
         shard=shard_part,
         pool=PoolLimits(max_machines=max_machines, max_failed_setups=max_failed_setups),
         keep_machines=keep_machines,
+        selection=Selection(
+            shard=shard_part,
+            split_from=split_from,
+            rerun_failed=rerun_failed,
+            history_source=str(history) if history is not None else None,
+        ),
+        policy=policy,
     )
     rundir = RunDir.open_or_create(run_dir)
     if wanted.given:

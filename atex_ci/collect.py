@@ -20,9 +20,18 @@ failed attempt makes the test flaky. The same test instance finishing with
 different statuses in two sources is a *conflict*: reported, and the later
 source wins.
 
+A source that re-ran another's failures (``run --rerun-failed``) is a later
+attempt by design: a test that failed before and passes there is flaky, and
+no conflict.
+
 After merging, ``summary.json`` (totals, flaky tests, conflicts) and
 ``history.json`` (per-test durations, for scheduling by history) are written
-to the destination; their formats are in docs/run-directory.md.
+to the destination; their formats are in docs/run-directory.md. The history
+takes durations only from complete runs (``incomplete``): a run cut short
+(interrupted, crashed, stopped by --max-failures or --time-budget, tests left
+without a machine) would teach it the durations of whatever happened to run.
+When the sources record one and the same shard split, it is kept
+(``split.json``), so a re-run of a share of the merged run uses it.
 """
 
 from __future__ import annotations
@@ -36,12 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import split as splits
 from . import untrusted_json
 from .errors import ConfigError
-from .model import Result, TestId
-from .recorder import Attempts, Recorder, RunState, final_results
+from .model import Reason, Result, TestId
+from .recorder import Recorder, RunState, final_results, standing_result
 from .report.summary import flaky_attempts, totals
 from .rundir import ARTIFACTS, RunDir, atomic_write_json, now_iso
+from .selection import is_not_run, read_selection, selected_keys, without_result
 
 SUMMARY_JSON = "summary.json"
 HISTORY_JSON = "history.json"
@@ -83,9 +94,10 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
     out = RunDir.open_or_create(dest)
     outcome = CollectOutcome()
     with out.locked():
+        recorder = Recorder(out)  # the destination's bookkeeping goes through it
         existing, problems = out.read_results_checked()
         outcome.warnings += problems
-        attempts = Attempts(existing)
+        attempts = recorder.attempts
         final_by_source: dict[TestId, tuple[str, str]] = {
             TestId.of_result(r): (str(out.path), str(r.status))
             for r in final_results(existing)
@@ -94,6 +106,8 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
         platforms: set[str] = {
             p for p in (out.read_run().get("platforms") or []) if isinstance(p, str)
         }
+        history = _own_history(out, existing)
+        found_splits = [s for s in map(_split_of, [out, *opened]) if s is not None]
         for src in opened:
             results, problems = src.read_results_checked()
             outcome.warnings += problems
@@ -103,18 +117,104 @@ def collect(dest: Path, sources: Sequence[Path]) -> CollectOutcome:
                 old = (key, result.attempt)
                 if old not in renumbered:
                     renumbered[old] = attempts.next(key)
-                outcome.warnings += _merge_one(src, out, result, renumbered[old])
-            _find_conflicts(src, results, final_by_source, outcome)
+                outcome.warnings += _merge_one(src, recorder, result, renumbered[old])
+            if read_selection(src.path) is None:
+                _find_conflicts(src, results, final_by_source, outcome)
+            else:
+                _later_attempts(src, results, final_by_source)
+            _add_history(history, src, results, outcome)
             outcome.merged += len(results)
             platforms.update(p for p in src.read_run().get("platforms") or [] if isinstance(p, str))
             platforms.update(r.platform for r in results)
-            _copy_events(src, out)
-            out.append_event("collected", source=str(src.path), results=len(results))
-        Recorder(out).state(RunState.COLLECTED, platforms=sorted(platforms))
+            _copy_events(src, recorder)
+            recorder.event("collected", source=str(src.path), results=len(results))
+        recorder.state(RunState.COLLECTED, platforms=sorted(platforms))
         merged = out.read_results()
         write_summary(out, merged, [str(s.path) for s in opened], outcome)
-        write_history(out, merged)
+        write_history(out, history, _last_statuses(merged))
+        _keep_split(recorder, found_splits, outcome)
     return outcome
+
+
+def incomplete(rundir: RunDir, results: list[Result]) -> str | None:
+    """Why ``rundir``'s run (its ``results``) is not complete, or None if it is:
+    it did not finish, a test was interrupted or recorded "not run" (no
+    machine, a stop of the run), or a test it selected has no result."""
+    state = rundir.read_run().get("state")
+    if state in (RunState.RUNNING, RunState.INTERRUPTED, RunState.CRASHED):
+        return f"its state is {state!r}"
+    by_key: dict[TestId, list[Result]] = {}
+    for result in final_results(results):
+        by_key.setdefault(TestId.of_result(result), []).append(result)
+    for final in by_key.values():
+        own = standing_result(final)
+        if own is not None and own.reason is Reason.INTERRUPTED:
+            return f"{own.test} was interrupted"
+        if own is not None and is_not_run(own):
+            return f"{own.test}: {own.note or 'not run'}"
+    missing = without_result(selected_keys(rundir, splits.read(rundir.path)), by_key)
+    if missing:
+        return f"{len(missing)} selected test(s) have no result"
+    return None
+
+
+def _own_history(out: RunDir, existing: list[Result]) -> dict[tuple[str, str, str], list[float]]:
+    """The destination's durations before this merge: its history.json, else
+    its own results if they are a complete run's."""
+    if (out.path / HISTORY_JSON).is_file():
+        return read_history(out.path / HISTORY_JSON)
+    if existing and incomplete(out, existing) is None:
+        return history_from_results(existing)[0]
+    return {}
+
+
+def _add_history(
+    history: dict[tuple[str, str, str], list[float]],
+    src: RunDir,
+    results: list[Result],
+    outcome: CollectOutcome,
+) -> None:
+    """Add ``src``'s durations: its history.json (a collected run's, complete
+    runs only already), else its results when it is a complete run."""
+    if (src.path / HISTORY_JSON).is_file():
+        durations = read_history(src.path / HISTORY_JSON)
+    else:
+        why = incomplete(src, results)
+        if why is not None:
+            outcome.warnings.append(
+                f"{src.path}: not a complete run ({why}); its durations stay out of {HISTORY_JSON}"
+            )
+            return
+        durations = history_from_results(results)[0]
+    for key, values in durations.items():
+        history[key] = (history.get(key, []) + values)[-HISTORY_KEEP:]
+
+
+def _split_of(src: RunDir) -> splits.Split | None:
+    found = splits.read(src.path)
+    return found[0] if found else None
+
+
+def _keep_split(recorder: Recorder, found: list[splits.Split], outcome: CollectOutcome) -> None:
+    """Record the sources' split when they all record the same one."""
+    if not found:
+        return
+    split = splits.same(found)
+    if split is None:
+        outcome.warnings.append(
+            f"the sources record different shard splits; {splits.SPLIT_JSON} is not written"
+        )
+        return
+    splits.write(recorder, split, None)
+
+
+def _later_attempts(
+    src: RunDir, results: list[Result], final_by_source: dict[TestId, tuple[str, str]]
+) -> None:
+    """A re-run's final results stand without conflict (``_find_conflicts``)."""
+    for result in final_results(results):
+        if result.name is None:
+            final_by_source[TestId.of_result(result)] = (str(src.path), str(result.status))
 
 
 def _find_conflicts(
@@ -137,12 +237,12 @@ def _find_conflicts(
         final_by_source[key] = (str(src.path), status)
 
 
-def _copy_events(src: RunDir, out: RunDir) -> None:
+def _copy_events(src: RunDir, recorder: Recorder) -> None:
     """The source's timeline, so the merged HTML report shows every shard's machines."""
     for event in src.read_events():
         if isinstance(event.get("event"), str) and isinstance(event.get("time"), str):
             fields = {k: v for k, v in event.items() if k not in ("time", "event")}
-            out.append_event_record({"time": event["time"], "event": event["event"], **fields})
+            recorder.copied_event({"time": event["time"], "event": event["event"], **fields})
 
 
 def _safe_relative(name: str) -> bool:
@@ -179,8 +279,9 @@ def _copy(source_fd: int, target: Path) -> None:
         shutil.copyfileobj(reader, w, 1024 * 1024)
 
 
-def _merge_one(src: RunDir, out: RunDir, result: Result, attempt: int) -> list[str]:
-    """Copy one result's artifacts under its new attempt number and append it."""
+def _merge_one(src: RunDir, recorder: Recorder, result: Result, attempt: int) -> list[str]:
+    """Copy one result's artifacts under its new attempt number and record it."""
+    out = recorder.rundir
     warnings: list[str] = []
     # A repeated instance's files are under instance-<serial>/ (see RunDir.artifact_path).
     serial = result.serial_number
@@ -226,7 +327,7 @@ def _merge_one(src: RunDir, out: RunDir, result: Result, attempt: int) -> list[s
         )
     result.attempt = attempt
     result.files = files
-    out.append_result(result)
+    recorder.result(result)
     return warnings
 
 
@@ -345,15 +446,24 @@ def load_history(path: Path) -> dict[tuple[str, str, str], list[float]]:
     return _history_entries(data)
 
 
-def write_history(out: RunDir, results: list[Result]) -> None:
-    """Write RUN/history.json: the last ``HISTORY_KEEP`` durations of every test.
+def _last_statuses(results: list[Result]) -> dict[tuple[str, str, str], str]:
+    return history_from_results(results)[1]
 
-    Built from the merged results (every attempt of each test's own result,
-    in attempt order), so collecting last week's run directories with this
-    one gives a history that spans them.
+
+def write_history(
+    out: RunDir,
+    history: dict[tuple[str, str, str], list[float]],
+    statuses: dict[tuple[str, str, str], str],
+) -> None:
+    """Write RUN/history.json: the last ``HISTORY_KEEP`` durations of every test
+    (``history``), with the last status known of each.
+
+    ``collect`` builds it from the destination's earlier history and each
+    complete source (every attempt of each test's own result, in attempt
+    order), so collecting last week's run directories with this one gives a
+    history that spans them.
     """
     path = out.path / HISTORY_JSON
-    history, statuses = history_from_results(results)
     atomic_write_json(
         path,
         {

@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import dataclasses
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, StorageError, first_atex_error
@@ -25,28 +23,29 @@ from .events import (
     MachineChecked,
     MachineLost,
     MachineReady,
+    Notice,
     PhaseFailed,
     PlanAborted,
     RunFinished,
     RunStarted,
-    Sink,
     TestFinished,
     TestNotRun,
     TestRequeued,
     TestResults,
     TestStarted,
 )
-from .execute.executor import Executor, Limits, TestOutcome
+from .execute.executor import Executor, TestOutcome
 from .execute.outcome import RunFacts, internal_error, not_run
 from .execute.phases import PhaseError, PlanPhases
 from .execute.staging import build_remote_tar, build_tree_tar
 from .model import Machine, MachineState, Plan, Reason, Result, Status, Test
-from .pool import MachinePool, PoolLimits
+from .pool import MachinePool
 from .progress import ProgressSink, expected_left
-from .provision.base import Provisioner
-from .recorder import Recorder, RunState, exit_code, standing_result
+from .recorder import Recorder, RunState, standing_result
+from .run_options import RunOptions, RunSummary
 from .rundir import RunDir, now_iso
-from .schedule import Decision, History, Job, Next, Outcome, Scheduler, partition
+from .schedule import Decision, History, Job, Next, Outcome, Scheduler
+from .selection import Selection, select_jobs
 from .transport.base import Transport, TransportError
 
 #: Bound on each clean-up step of a machine the run is done with (one plan's
@@ -59,68 +58,6 @@ MACHINE_CLEANUP_TIMEOUT = 60.0
 #: its retries, killing the test's leftovers): a machine that cannot answer
 #: in a minute is not one to give more tests to.
 HEALTH_CHECK_TIMEOUT = 60.0
-
-
-@dataclass
-class RunOptions:
-    limits: Limits = field(default_factory=Limits)
-    #: Local slots to reserve when the run directory has no machines.
-    local_slots: int | None = None
-    #: Skip tests that already have a final result in results.jsonl.
-    resume: bool = False
-    #: Called with one human-readable progress line per event (a test started
-    #: or finished, a machine broke, a test queued again; ``progress.ProgressSink``).
-    progress: Callable[[str], None] | None = None
-    #: Whether ``progress`` also gets a line when a test starts.
-    show_starts: bool = True
-    #: Called every ``status_interval`` seconds with a one-line summary
-    #: (done/total, failures, what each machine runs, ETA); None: never.
-    status: Callable[[str], None] | None = None
-    status_interval: float = 30.0
-    #: The scheduling policy: a Scheduler subclass (or any callable taking
-    #: ``(jobs, history=..., max_reruns=...)`` and returning a Scheduler).
-    scheduler_factory: Callable[..., Scheduler] = Scheduler
-    #: Durations of earlier runs: orders the queue longest first, balances shards.
-    history: History | None = None
-    #: Times a failed or errored test is run again (preferring another machine).
-    max_reruns: int = 0
-    #: ``(index, count)``, 1-based: run only this share of the tests (``--shard I/N``).
-    shard: tuple[int, int] | None = None
-    #: Provisioners this run reserves from itself, with how many machines each,
-    #: besides the machines recorded in the run directory. Each machine takes
-    #: tests the moment it is ready and is released when nothing is left for it.
-    sources: list[tuple[Provisioner, int]] = field(default_factory=list)
-    #: The machine budget: machines in all, failed setups (``--max-machines``...).
-    pool: PoolLimits = field(default_factory=PoolLimits)
-    #: Keep the machines recorded by ``atex-ci reserve`` when nothing is left
-    #: for them (for another ``run``); by default they are released at once.
-    keep_machines: bool = False
-    #: Start over in a run directory that already holds a run's results: its
-    #: files move to ``previous/N/`` first (without it, such a directory is
-    #: refused unless ``resume``).
-    restart: bool = False
-    #: Subscribers of the run's event stream besides the Recorder and the
-    #: progress display (``events.Sink``: a dashboard upload, a results log).
-    sinks: list[Sink] = field(default_factory=list)
-
-
-@dataclass
-class RunSummary:
-    """What a run did (``results``: this invocation's) and what the run
-    directory now says about the selected tests (``final``: the last attempt of
-    each, including earlier invocations', e.g. before ``--resume``)."""
-
-    results: list[Result]
-    final: list[Result] = field(default_factory=list)
-    interrupted: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        """130 interrupted; else what the final results mean (``recorder.exit_code``):
-        0 all passed, 1 test failures, 3 infrastructure errors."""
-        if self.interrupted:
-            return 130
-        return exit_code(self.final or self.results)
 
 
 class Orchestrator:
@@ -186,6 +123,7 @@ class Orchestrator:
         failed = True
         # Owned here and cancelled in the finally below, whatever happens.
         ticker = asyncio.create_task(self._tick_status(len(machines) or 1))
+        watcher = asyncio.create_task(self.pool.watch_budget(scheduler))
         try:
             self._tree_tar, self._remote_tars = await asyncio.to_thread(self._tars, platforms)
             try:
@@ -202,6 +140,7 @@ class Orchestrator:
                 if storage is None:
                     raise
                 raise storage from None
+            self._record_stopped(scheduler)
             for platform in platforms:
                 # A job queued again (a rerun, an infra retry) that found no
                 # machine keeps its last attempt's result: it says more.
@@ -218,9 +157,10 @@ class Orchestrator:
             state = RunState.INTERRUPTED
             raise
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for task in (ticker, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await asyncio.shield(self.pool.release_reserved())
             try:
                 self.events(RunFinished(state))
@@ -296,11 +236,11 @@ class Orchestrator:
         options = self.options
         history = options.history or History()
         jobs = [Job(p, test) for p in platforms for test in self._platform_tests(p)]
-        if options.shard is not None:
-            index, count = options.shard
-            expected = {n: d for n, job in enumerate(jobs) if (d := history.expected(job.id))}
-            jobs = partition(jobs, count, expected)[index - 1]
-        scheduler = options.scheduler_factory(jobs, history=history, max_reruns=options.max_reruns)
+        selection = options.selection or Selection(shard=options.shard)
+        jobs = select_jobs(self.recorder, jobs, history, selection, options.resume)
+        scheduler = options.scheduler_factory(
+            jobs, history=history, max_reruns=options.max_reruns, **options.policy
+        )
         if options.resume:
             scheduler.resume(self.rundir.read_results())
         return scheduler
@@ -491,8 +431,16 @@ class Orchestrator:
         self._sched.machine_lost(machine)
         self.events(MachineLost(machine, why))
 
+    def _record_stopped(self, scheduler: Scheduler) -> None:
+        """Record the tests a stop of the policy kept from starting (skipped)."""
+        dropped = scheduler.not_run()
+        for note in dict.fromkeys(note for _, note in dropped):
+            jobs = [job for job, why in dropped if why == note]
+            self.events(Notice(f"atex-ci: {len(jobs)} test(s) {note}"))
+            self._not_run(jobs, note, Status.SKIP)
+
     def _not_run(self, jobs: list[Job], note: str, status: Status) -> None:
-        """Record jobs that will not run (no machine left, plan aborted)."""
+        """Record jobs that will not run (no machine left, plan aborted, a stop)."""
         for job in jobs:
             attempt = self.recorder.next_attempt(job.platform, job.test)
             result = not_run(job.test, job.platform, attempt, status, note)

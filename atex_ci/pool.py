@@ -52,6 +52,10 @@ log = logging.getLogger("atex_ci")
 #: more: a broken image or a dead pool fails three times, not a hundred.
 MAX_FAILED_SETUPS = 3
 
+#: Shortest sleep between two looks at the time budget: a test that ends
+#: exactly at the deadline still fits, so the next look comes a little later.
+BUDGET_WAKE_MIN = 0.1
+
 
 @dataclass
 class PoolLimits:
@@ -294,6 +298,16 @@ class MachinePool:
             if not any(p in may_come_back or scheduler.wants_machine(p) for p in platforms):
                 task.cancel()
 
+    async def watch_budget(self, scheduler: Scheduler) -> None:
+        """Look again whenever a queued test stops fitting the time budget
+        (``Scheduler.budget_wake``): reservations no test waits for any more
+        are cancelled and free machines leave, even while no machine is ready
+        to ask for work. Runs until cancelled or nothing is queued."""
+        while (at := scheduler.budget_wake()) is not None:
+            await asyncio.sleep(max(at - scheduler.clock(), BUDGET_WAKE_MIN))
+            self.stop_reserving_if_done()
+            self._changed()
+
     def replacement(self, machine: Machine) -> tuple[Provisioner | None, str]:
         """The provisioner that can replace ``machine``, or None and why not."""
         if why := self.spent():
@@ -425,4 +439,11 @@ async def release_all(rundir: RunDir) -> list[Machine]:
     return machines
 
 
-__all__ = ["MAX_FAILED_SETUPS", "MachinePool", "PoolLimits", "release_all", "release_machine"]
+__all__ = [
+    "BUDGET_WAKE_MIN",
+    "MAX_FAILED_SETUPS",
+    "MachinePool",
+    "PoolLimits",
+    "release_all",
+    "release_machine",
+]

@@ -53,7 +53,7 @@ from .model import (
     TestId,
     as_read_back,
 )
-from .rundir import ArtifactTree, RunDir
+from .rundir import ArtifactTree, RunDir, atomic_write_json
 
 
 def final_results(results: Iterable[Result]) -> list[Result]:
@@ -195,9 +195,18 @@ class Recorder:
         """Set fields of run.json (e.g. ``fmf``: what the run discovers from)."""
         self.rundir.update_run(**fields)
 
+    def selection(self, name: str, record: dict[str, Any]) -> None:
+        """Write one of the files that say which tests the run selected
+        (split.json, selection.json: ``selection.py``), replacing it at once."""
+        atomic_write_json(self.rundir.path / name, record)
+
     def event(self, event: str, **fields: Any) -> None:
         """Append one event to events.jsonl (``time`` is added)."""
         self.rundir.append_event(event, **fields)
+
+    def copied_event(self, record: dict[str, Any]) -> None:
+        """Append an event of another run, its own ``time`` kept (``collect``)."""
+        self.rundir.append_event_record(record)
 
     def delete_keys(self) -> None:
         """Delete the run's private keys (keys/): call it once no machine needs them."""

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .model import MachineState, Plan
-from .orchestrator import Orchestrator, RunOptions, RunSummary
+from .orchestrator import Orchestrator
 from .recorder import Recorder, RunState
 from .remote_tree import GitCache
+from .run_options import RunOptions, RunSummary
 from .rundir import RunDir
 
 

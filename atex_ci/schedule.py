@@ -11,6 +11,8 @@ calls, and reports facts; every decision is made here::
     resume(results) -> list[Job]                 # --resume: drop what is final
     wants_machine(platform) -> bool              # should a lost machine be replaced?
     no_machine_left(platform) -> list[Job]       # nothing can run these any more
+    not_run() -> list[tuple[Job, str]]           # dropped by a stop, with the note
+    budget_wake() -> float | None                # when to look again (time budget)
 
 Ad hoc by design: a machine asks for work only when it is free, so a slow test
 never holds back tests queued "behind" it, and nothing is split N/M up front.
@@ -19,12 +21,15 @@ durations is known, which keeps the long tail short.
 
 Two facts of a test's metadata steer the default policy, as in upstream ATEX:
 ``extra-priority`` (higher runs earlier) and the ``destructive`` tag (its
-machine is not reused); both are options of ``Scheduler``.
+machine is not reused); both are options of ``Scheduler``. So are the two
+stops of a run: ``max_failures`` (no test starts after that many final
+failures) and ``time_budget`` (no test starts that cannot end inside it);
+the tests they keep from starting are handed back by ``not_run``.
 
 A policy of your own is a subclass that overrides the small hooks below
 (``order``, ``applies``, ``pick``, ``wants_check``, ``keep_machine``,
-``should_rerun``, ``expected_duration``, ``priority``, ``destructive``), or
-the calls themselves.
+``should_rerun``, ``expected_duration``, ``estimated_duration``,
+``priority``, ``destructive``), or the calls themselves.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from __future__ import annotations
 import enum
 import math
 import statistics
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .metadata_keys import DESTRUCTIVE_TAG, PRIORITY_KEY, is_destructive, priority
@@ -48,6 +54,19 @@ MAX_INFRA_RETRIES = 2
 #: Provisioner kind of local slots: a timeout there only kills the test's
 #: process group, so the slot stays usable.
 LOCAL = "local"
+
+#: Share of a time budget kept free at its end for what follows the tests
+#: (the run's clean-up, releasing machines, writing reports, uploading them),
+#: at most ``BUDGET_RESERVE_MAX`` seconds: a Testing Farm release and a report
+#: of thousands of results fit in minutes, and a budget is usually hours.
+BUDGET_RESERVE_SHARE = 0.05
+BUDGET_RESERVE_MAX = 300.0
+
+#: Notes of the tests a stop keeps from starting (``not_run``): they are
+#: skipped, and ``--resume`` runs them (``unfinished``).
+NOT_RUN_BUDGET = "not run: time budget"
+NOT_RUN_STOPPED = "not run: stopped after {failures} failures"
+_NOT_RUN_STOPPED_PREFIX = NOT_RUN_STOPPED.split("{", 1)[0]
 
 # History key of a test: durations are per platform, plan and test name.
 HistoryKey = tuple[str, str, str]
@@ -181,6 +200,30 @@ class History:
         return bool(self._exact)
 
 
+def duration_scale(history: History, jobs: Iterable[Job]) -> float:
+    """How long tests take against their fmf ``duration``, as far as ``history``
+    knows: the median, over the ``jobs`` it knows, of expected / declared
+    seconds. 1.0 when it knows none of them (the declared limit itself)."""
+    ratios = [
+        expected / job.test.duration
+        for job in jobs
+        if job.test.duration > 0 and (expected := history.expected(job.id)) is not None
+    ]
+    return statistics.median(ratios) if ratios else 1.0
+
+
+def estimate(history: History, job: Job, scale: float) -> float:
+    """Seconds ``job`` is expected to take: its history, else its fmf
+    ``duration`` times ``scale`` (``duration_scale``); never unknown."""
+    expected = history.expected(job.id)
+    return expected if expected is not None else job.test.duration * scale
+
+
+def budget_reserve(budget: float) -> float:
+    """Seconds kept free at the end of a time budget of ``budget`` seconds."""
+    return min(budget * BUDGET_RESERVE_SHARE, BUDGET_RESERVE_MAX)
+
+
 class Scheduler:
     """The default policy: ad hoc, longest expected first, reruns on request.
 
@@ -214,6 +257,14 @@ class Scheduler:
       that one goes last, so that it cannot take the platform's last machine
       before the tests that are still queued had their turn.
     - tmt-abort drops the rest of the test's plan on that platform.
+    - Stops (``not_run`` hands back what they dropped): after ``max_failures``
+      final failures or errors (a failure that is rerun is not final yet), no
+      test starts and no rerun is queued; the queued tests are "not run:
+      stopped after N failures". With ``time_budget`` (seconds from
+      ``budget_start`` on ``clock``), a test starts only if its
+      ``estimated_duration`` ends before the budget does, less a reserve for
+      clean-up and reports (``budget_reserve``); the others are "not run:
+      time budget" (time only moves on: one that does not fit now never will).
     """
 
     def __init__(
@@ -225,17 +276,42 @@ class Scheduler:
         max_infra_retries: int = MAX_INFRA_RETRIES,
         priority_key: str | None = PRIORITY_KEY,
         destructive_tag: str | None = DESTRUCTIVE_TAG,
+        max_failures: int | None = None,
+        time_budget: float | None = None,
+        budget_start: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``priority_key``: the fmf key of a test's priority (None: every test
         has priority 0). ``destructive_tag``: the tag of a test after which its
-        machine is discarded (None: no test is destructive)."""
+        machine is discarded (None: no test is destructive). ``max_failures``:
+        final failures or errors after which no test starts (None: no limit).
+        ``time_budget``: seconds from ``budget_start`` (a ``clock()`` value;
+        default: now) within which every started test is expected to end
+        (None: no budget)."""
+        if max_failures is not None and max_failures < 1:
+            raise ValueError("max_failures must be at least 1")
+        if time_budget is not None and time_budget < 0:
+            raise ValueError("time_budget must not be negative")
         self.history = history or History()
         self.max_reruns = max_reruns
         self.max_infra_retries = max_infra_retries
         self.priority_key = priority_key
         self.destructive_tag = destructive_tag
+        self.max_failures = max_failures
+        self.clock = clock
+        #: The ``clock()`` value by which started tests should end (None: no budget).
+        self.deadline: float | None = None
+        if time_budget is not None:
+            start = clock() if budget_start is None else budget_start
+            self.deadline = start + time_budget - budget_reserve(time_budget)
+        self._failures = 0
+        #: Why no test starts any more (None while tests may start).
+        self.stopped: str | None = None
+        self._not_run: list[tuple[Job, str]] = []
+        jobs = list(jobs)
+        self._scale = duration_scale(self.history, jobs)
         self._queues: dict[str, deque[Job]] = {}
-        for job in self.order(list(jobs)):
+        for job in self.order(jobs):
             self._queues.setdefault(job.platform, deque()).append(job)
         self._machines: dict[str, Machine] = {}
         self._running: dict[str, Job] = {}
@@ -245,8 +321,16 @@ class Scheduler:
     # -- hooks: override these for a policy of your own ------------------------
 
     def expected_duration(self, job: Job) -> float | None:
-        """Seconds this job is expected to take, or None if nothing is known."""
+        """Seconds this job is expected to take by the history (orders the
+        queue), or None if the history does not know it."""
         return self.history.expected(job.id)
+
+    def estimated_duration(self, job: Job) -> float:
+        """Seconds this job is expected to take, never unknown (the time
+        budget): ``expected_duration``, else the test's fmf ``duration`` scaled
+        by what the history knows of the other tests (``duration_scale``)."""
+        expected = self.expected_duration(job)
+        return expected if expected is not None else job.test.duration * self._scale
 
     def priority(self, job: Job) -> float:
         """How early ``job`` runs: higher first. Default: the test's
@@ -310,7 +394,7 @@ class Scheduler:
         Called only for outcomes that are not a pass. Infra retries and reruns
         are counted by the caller of this hook (``test_finished``).
         """
-        if outcome.interrupted or outcome.aborted:
+        if outcome.interrupted or outcome.aborted or self.stopped:
             return False, ""
         if outcome.infra:
             if job.infra_retries < self.max_infra_retries:
@@ -329,6 +413,8 @@ class Scheduler:
         has infra retries left and a lost machine of its platform could not
         be replaced (``replacements``).
         """
+        if self.stopped:
+            return False
         if job.reruns < self.max_reruns:
             return True
         return job.infra_retries < self.max_infra_retries and job.platform not in self._replaceable
@@ -342,6 +428,8 @@ class Scheduler:
         """The next job for a free ``machine`` (``previous``: the job it just ran)."""
         if machine.id not in self._machines:
             return Next.DONE
+        self._drop_if_stopped()
+        self._drop_over_budget()
         deferred = False
 
         def candidates() -> Iterator[Job]:
@@ -386,6 +474,8 @@ class Scheduler:
         rerun, why = (False, "")
         if outcome.failed or outcome.infra:
             rerun, why = self.should_rerun(job, outcome)
+        if outcome.failed and not rerun and not outcome.interrupted:
+            self._count_failure()
         if rerun:
             if outcome.infra:
                 job.infra_retries += 1
@@ -452,6 +542,25 @@ class Scheduler:
             self._queues[platform] = kept
         return dropped
 
+    def not_run(self) -> list[tuple[Job, str]]:
+        """Jobs a stop (``max_failures``, ``time_budget``) removed from the
+        queue before they ever ran, each with its note ("not run: ..."),
+        since the last call; the caller records them as skipped. (A job
+        queued again is dropped silently: its last attempt stands.)"""
+        dropped, self._not_run = self._not_run, []
+        return dropped
+
+    def budget_wake(self) -> float | None:
+        """The ``clock()`` time at which the longest queued test stops fitting
+        the time budget (it is dropped at the next call after it); None
+        without a budget or a queued test. A runner looks again then, so that
+        machines and reservations nothing waits for any more go."""
+        if self.deadline is None:
+            return None
+        self._drop_over_budget()
+        longest = max(map(self.estimated_duration, self.pending()), default=None)
+        return None if longest is None else self.deadline - longest
+
     def replacements(self, platform: str, possible: bool) -> None:
         """Say whether a lost machine of ``platform`` can still be replaced
         (the run's machine budget); free machines then need not wait for a
@@ -463,6 +572,8 @@ class Scheduler:
 
     def wants_machine(self, platform: str) -> bool:
         """Whether a new machine of ``platform`` would get work (to replace a lost one)."""
+        self._drop_if_stopped()
+        self._drop_over_budget()
         return bool(self._queues.get(platform))
 
     def no_machine_left(self, platform: str) -> list[Job]:
@@ -490,6 +601,38 @@ class Scheduler:
 
     # -- internals ----------------------------------------------------------------
 
+    def _count_failure(self) -> None:
+        """One more final failure or error; at ``max_failures``, stop."""
+        self._failures += 1
+        if self.max_failures is None or self._failures < self.max_failures or self.stopped:
+            return
+        self.stopped = NOT_RUN_STOPPED.format(failures=self._failures)
+        self._drop_if_stopped()
+
+    def _drop_if_stopped(self) -> None:
+        """After a stop, nothing stays queued (a test given back by a lost
+        machine included)."""
+        if self.stopped is None:
+            return
+        for platform, queue in self._queues.items():
+            self._drop(queue, self.stopped)
+            self._queues[platform] = deque()
+
+    def _drop_over_budget(self) -> None:
+        """Drop the queued jobs that would end after the budget's deadline."""
+        if self.deadline is None:
+            return
+        now = self.clock()
+        for platform, queue in self._queues.items():
+            late = [job for job in queue if now + self.estimated_duration(job) > self.deadline]
+            if late:
+                self._drop(late, NOT_RUN_BUDGET)
+                gone = {id(job) for job in late}
+                self._queues[platform] = deque(job for job in queue if id(job) not in gone)
+
+    def _drop(self, jobs: Iterable[Job], note: str) -> None:
+        self._not_run.extend((job, note) for job in jobs if job.runs == 0)
+
     def _queues_for(self, machine: Machine) -> list[deque[Job]]:
         # The platform's own queue first; other queues only matter to a policy
         # whose ``applies`` lets a machine serve several platforms.
@@ -516,11 +659,23 @@ class Scheduler:
 
 def unfinished(result: Result) -> bool:
     """Whether ``--resume`` runs a test again whose latest own result is ``result``:
-    it was interrupted, or never ran for want of a machine (an infrastructure
-    error with no machine recorded)."""
-    if result.reason is Reason.INTERRUPTED:
+    it was interrupted, never ran for want of a machine (an infrastructure
+    error with no machine recorded), or a stop kept it from starting
+    (``not_run_by_stop``)."""
+    if result.reason is Reason.INTERRUPTED or not_run_by_stop(result):
         return True
     return result.reason is Reason.INFRA and result.machine is None
+
+
+def not_run_by_stop(result: Result) -> bool:
+    """Whether ``result`` records a test that ``max_failures`` or
+    ``time_budget`` kept from starting (skipped, no machine, their note)."""
+    note = result.note or ""
+    return (
+        result.status is Status.SKIP
+        and result.machine is None
+        and (note == NOT_RUN_BUDGET or note.startswith(_NOT_RUN_STOPPED_PREFIX))
+    )
 
 
 def partition(
@@ -559,15 +714,23 @@ def lower_bound(durations: Sequence[float], machines: int) -> float:
 
 
 __all__ = [
+    "BUDGET_RESERVE_MAX",
+    "BUDGET_RESERVE_SHARE",
     "LOCAL",
     "MAX_INFRA_RETRIES",
+    "NOT_RUN_BUDGET",
+    "NOT_RUN_STOPPED",
     "Decision",
     "History",
     "Job",
     "Next",
     "Outcome",
     "Scheduler",
+    "budget_reserve",
+    "duration_scale",
+    "estimate",
     "lower_bound",
+    "not_run_by_stop",
     "partition",
     "unfinished",
 ]

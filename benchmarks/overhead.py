@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from atex_ci.discover import discover  # noqa: E402
 from atex_ci.model import Machine  # noqa: E402
-from atex_ci.orchestrator import Orchestrator, RunOptions  # noqa: E402
+from atex_ci.orchestrator import Orchestrator  # noqa: E402
+from atex_ci.run_options import RunOptions  # noqa: E402
 from atex_ci.rundir import RunDir  # noqa: E402
 from tests.hosts import HostPool, SSHHost, missing_requirements  # noqa: E402
 

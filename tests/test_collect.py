@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from atex_ci.collect import HISTORY_JSON, SUMMARY_JSON, collect, read_history
-from atex_ci.model import Result, Status
+from atex_ci.model import Plan, Reason, Result, Status, Test
 from atex_ci.report.summary import final_results, flaky_attempts
 from atex_ci.rundir import RunDir
 
@@ -164,3 +165,49 @@ def test_collect_errors_are_one_line(tmp_path: Path) -> None:
     run = RunDir.create(tmp_path / "run")
     proc = atex_env("collect", "-d", str(run.path), str(run.path))
     assert proc.returncode == 2 and "into itself" in proc.stderr
+
+
+def test_history_takes_durations_only_from_complete_runs(tmp_path: Path) -> None:
+    def result(test: str, duration: float, **fields: Any) -> Result:
+        fields.setdefault("status", Status.PASS)
+        return Result(test=test, plan="/plan", duration=duration, **fields)
+
+    complete = shard(tmp_path / "complete", [result("/tests/a", 1.0, machine="m1")])
+    complete.update_run(state="released")  # released after it finished: still complete
+    crashed = shard(tmp_path / "crashed", [result("/tests/b", 2.0, machine="m1")])
+    crashed.update_run(state="crashed")
+    interrupted = shard(
+        tmp_path / "interrupted",
+        [
+            result("/tests/c", 0.5, machine="m1", status=Status.ERROR, reason=Reason.INTERRUPTED),
+        ],
+    )
+    budget = shard(
+        tmp_path / "budget",
+        [
+            result("/tests/d", 3.0, machine="m1"),
+            result("/tests/e", 0.0, status=Status.SKIP, note="not run: time budget"),
+        ],
+    )
+    # It selected /tests/g too (tests.json), which has no result: it was cut short.
+    missing = shard(tmp_path / "missing", [result("/tests/f", 4.0, machine="m1")])
+    plan = Plan(name="/plan", tests=[Test(name=n, plan="/plan", test="true", path=".")
+                                     for n in ("/tests/f", "/tests/g")])  # fmt: skip
+    missing.write_tests({"default": [plan]})
+    sources = [complete, crashed, interrupted, budget, missing]
+    outcome = collect(tmp_path / "all", [s.path for s in sources])
+    assert read_history(tmp_path / "all" / HISTORY_JSON) == {
+        ("default", "/plan", "/tests/a"): [1.0]
+    }
+    assert len(outcome.warnings) == 4
+    assert all("not a complete run" in w for w in outcome.warnings)
+    assert "its state is 'crashed'" in outcome.warnings[0]
+    assert "/tests/c was interrupted" in outcome.warnings[1]
+    assert "/tests/e: not run: time budget" in outcome.warnings[2]
+    assert "1 selected test(s) have no result" in outcome.warnings[3]
+    # Collecting again keeps the earlier history and adds the new complete run's.
+    again = shard(tmp_path / "again", [result("/tests/a", 5.0, machine="m1")])
+    collect(tmp_path / "all", [again.path])
+    assert read_history(tmp_path / "all" / HISTORY_JSON) == {
+        ("default", "/plan", "/tests/a"): [1.0, 5.0]
+    }

@@ -8,7 +8,6 @@ import itertools
 import pytest
 
 from atex_ci.model import Reason, Result, Status
-from atex_ci.orchestrator import RunSummary
 from atex_ci.recorder import (
     EXIT_INFRA,
     EXIT_PASSED,
@@ -17,6 +16,7 @@ from atex_ci.recorder import (
     final_results,
     standing_result,
 )
+from atex_ci.run_options import RunSummary
 
 # Every status a result can have, errors with each reason they can carry.
 OUTCOMES: list[tuple[Status, Reason | None]] = [

@@ -501,7 +501,8 @@ def test_second_interrupt_exits_at_once_and_keeps_results(tmp_path, ssh_host):
 
 def test_connection_lost_between_tests_is_reestablished(tmp_path, ssh_host):
     from atex_ci.discover import discover
-    from atex_ci.orchestrator import Orchestrator, RunOptions
+    from atex_ci.orchestrator import Orchestrator
+    from atex_ci.run_options import RunOptions
     from atex_ci.schedule import Scheduler
 
     class RebootAfterFirst(Scheduler):

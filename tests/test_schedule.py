@@ -441,3 +441,106 @@ def test_simulated_static_fleet_runs_every_other_test_before_discarding_machines
     assert (pool.discarded, pool.not_run) == (3, 0)
     assert sorted(started) == sorted(names(items))
     assert pool.makespan > 5.0  # the replacements' delay is on the clock
+
+
+def timed_jobs(durations: dict[str, float]) -> list[Job]:
+    """Jobs whose tests declare these fmf durations (seconds)."""
+    return [
+        Job("default", Test(name=n, plan="/p", test="true", path="", duration=d))
+        for n, d in durations.items()
+    ]
+
+
+def test_max_failures_stops_starting_tests_running_ones_finish_without_reruns():
+    sched = Scheduler(jobs("/a", "/b", "/c", "/d", "/e"), max_failures=1, max_reruns=1)
+    m1, m2 = machine("m1"), machine("m2")
+    sched.add_machine(m1)
+    sched.add_machine(m2)
+    a, b = take(sched, m1), take(sched, m2)
+    # a's failure is rerun: not final yet, no stop.
+    assert sched.test_finished(m1, a, FAIL).rerun and sched.stopped is None
+    assert take(sched, m1).test.name == "/c"  # a prefers another machine
+    sched.test_finished(m2, b, PASS)
+    assert take(sched, m2) is a
+    # a's second failure is final: the stop.
+    assert not sched.test_finished(m2, a, FAIL).rerun
+    assert sched.stopped == "not run: stopped after 1 failures"
+    assert sched.next_test(m2, a) is Next.DONE  # nothing starts; m2 goes
+    # c was running: it finishes, and its failure queues no rerun.
+    c = sched.running()["m1"]
+    assert sched.test_finished(m1, c, FAIL) == Decision(keep_machine=True)
+    assert sched.next_test(m1, c) is Next.DONE and sched.finished
+    dropped = sched.not_run()
+    assert names([j for j, _ in dropped]) == ["/d", "/e"]
+    assert {note for _, note in dropped} == {"not run: stopped after 1 failures"}
+    assert sched.not_run() == []  # handed back once
+
+
+def test_time_budget_starts_only_what_ends_in_time_on_the_clock_it_is_given():
+    now = [0.0]
+    # 1000s less the reserve (5%: 50s) leaves 950s.
+    sched = Scheduler(
+        timed_jobs({"/long": 900.0, "/mid": 500.0, "/short": 40.0, "/late": 60.0}),
+        time_budget=1000.0,
+        clock=lambda: now[0],
+    )
+    assert sched.deadline == 950.0
+    m1 = machine("m1")
+    sched.add_machine(m1)
+    long = take(sched, m1)
+    assert long.test.name == "/long"
+    now[0] = 900.0
+    sched.test_finished(m1, long, PASS)
+    # 50s left: /mid and /late no longer fit and go at once; /short does.
+    short = take(sched, m1)
+    assert short.test.name == "/short"
+    assert [(j.test.name, note) for j, note in sched.not_run()] == [
+        ("/mid", "not run: time budget"),
+        ("/late", "not run: time budget"),
+    ]
+    sched.test_finished(m1, short, PASS)
+    assert sched.next_test(m1, short) is Next.DONE
+
+
+def test_a_budget_keeps_at_most_five_minutes_and_counts_from_its_start():
+    sched = Scheduler(jobs("/a"), time_budget=6 * 3600.0, budget_start=100.0, clock=lambda: 0.0)
+    assert sched.deadline == 100.0 + 6 * 3600.0 - 300.0
+
+
+def test_a_test_without_history_is_estimated_from_its_duration_scaled_by_the_known_ones():
+    all_jobs = timed_jobs({"/known": 600.0, "/other": 100.0, "/new": 1000.0})
+    history = History({("default", "/p", "/known"): [60.0], ("default", "/p", "/other"): [10.0]})
+    sched = Scheduler(all_jobs, history=history)
+    by_name = {j.test.name: j for j in all_jobs}
+    # The known tests took a tenth of their declared durations.
+    assert sched.estimated_duration(by_name["/new"]) == pytest.approx(100.0)
+    assert sched.estimated_duration(by_name["/known"]) == 60.0
+    assert sched.expected_duration(by_name["/new"]) is None  # the queue order is unchanged
+    # Without a history: the declared duration itself.
+    assert Scheduler(all_jobs).estimated_duration(by_name["/new"]) == 1000.0
+
+
+def test_resume_runs_what_a_stop_kept_from_starting_and_not_a_skip_of_the_test():
+    from atex_ci.schedule import unfinished
+
+    def skip(note: str, machine: str | None = None) -> Result:
+        return Result(test="/a", status=Status.SKIP, note=note, machine=machine)
+
+    assert unfinished(skip("not run: time budget"))
+    assert unfinished(skip("not run: stopped after 3 failures"))
+    assert not unfinished(skip("not run: time budget", machine="m1"))  # the test said so
+    assert not unfinished(skip("not run: plan /p was aborted by /b (tmt-abort)"))
+
+
+def test_a_test_a_lost_machine_gives_back_after_a_stop_does_not_start():
+    sched = Scheduler(jobs("/a", "/b", "/c"), max_failures=1)
+    m1, m2, m3 = machine("m1"), machine("m2"), machine("m3")
+    sched.add_machine(m1)
+    sched.add_machine(m2)
+    a, b = take(sched, m1), take(sched, m2)
+    sched.test_finished(m1, a, FAIL)
+    assert sched.machine_lost(m2) == [b]  # lost between tests: b is queued again
+    sched.add_machine(m3)
+    assert sched.next_test(m3) is Next.DONE and sched.finished
+    # b had started: no "not run" record for it (what it left stands).
+    assert names([j for j, _ in sched.not_run()]) == ["/c"]
