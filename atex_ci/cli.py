@@ -1,5 +1,11 @@
 """The ``atex-ci`` command line: each command parses options and calls the API.
 
+The options of a concept are declared by the module that owns it, which also
+turns their values into what the API takes: the reservation options by
+provision/options.py, ``run``'s scheduling, selection and stop options by
+run_args.py, ``report``'s gating options by gating.py. This module only puts
+them on the commands.
+
 Exit codes: 0 all passed, 1 test failures, 2 usage or configuration error,
 3 infrastructure error, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 A user error is one line on stderr, ``atex-ci: <what is wrong and what to
