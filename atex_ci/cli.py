@@ -1,5 +1,11 @@
 """The ``atex-ci`` command line: each command parses options and calls the API.
 
+The options of a concept are declared by the module that owns it, which also
+turns their values into what the API takes: the reservation options by
+provision/options.py, ``run``'s scheduling, selection and stop options by
+run_args.py, ``report``'s gating options by gating.py. This module only puts
+them on the commands.
+
 Exit codes: 0 all passed, 1 test failures, 2 usage or configuration error,
 3 infrastructure error, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 A user error is one line on stderr, ``atex-ci: <what is wrong and what to
@@ -10,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -42,104 +46,6 @@ def _run_dir_option(
         required=required,
         help=help,
     )
-
-
-def _parse_size(text: str) -> int:
-    units = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-    raw = text.strip().lower().removesuffix("b").removesuffix("i")
-    unit = raw[-1] if raw and raw[-1] in "kmg" else ""
-    try:
-        value = float(raw[: len(raw) - len(unit)])
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"invalid size {text!r}: expected e.g. 500M, 2G or 1048576")
-    size = int(value * units[unit])
-    if size < 1:
-        # 0.1 would be a cap of 0 bytes: every test an error, surely not meant.
-        raise ConfigError(f"invalid size {text!r}: less than one byte")
-    return size
-
-
-def _parse_shard(text: str) -> tuple[int, int]:
-    """``I/N`` (1-based) as (I, N); ConfigError if malformed."""
-    index, sep, count = text.partition("/")
-    try:
-        part = (int(index), int(count))
-    except ValueError:
-        part = (0, 0)
-    if not sep or not 1 <= part[0] <= part[1]:
-        raise ConfigError(f"invalid --shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/4")
-    return part
-
-
-def _run_policy(
-    max_failures: int | None, exit_first: bool, time_budget: str | None, started: float
-) -> dict[str, Any]:
-    """The scheduler's options for ``--max-failures``/``--exit-first`` and
-    ``--time-budget`` (only those given: a policy of your own need not take them)."""
-    from .duration import parse_duration
-
-    if exit_first and max_failures not in (None, 1):
-        raise ConfigError("--exit-first is --max-failures 1; give one of them")
-    policy: dict[str, Any] = {}
-    if exit_first or max_failures is not None:
-        policy["max_failures"] = max_failures or 1
-    if time_budget is not None:
-        try:
-            # "5h30m" as well as fmf's "5h 30m": a budget is typed, not copied from fmf.
-            seconds = parse_duration(re.sub(r"(?<=[smhd])(?=\d)", " ", time_budget))
-        except ValueError as exc:
-            raise ConfigError(f"--time-budget: {exc}") from None
-        if seconds <= 0:
-            raise ConfigError(f"--time-budget {time_budget!r}: must be more than nothing")
-        policy.update(time_budget=seconds, budget_start=started)
-    return policy
-
-
-def _same_dir(one: Path, other: Path) -> bool:
-    try:
-        return one.resolve() == other.resolve()
-    except OSError:
-        return False
-
-
-def _scheduler_class(spec: str | None) -> Any:
-    from .plugins import load_class
-    from .schedule import Scheduler
-
-    if spec is None:
-        return Scheduler
-    return load_class(spec, Scheduler, "scheduler")
-
-
-def _parse_contexts(items: tuple[str, ...]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """``-c KEY=VALUE`` (every platform) and ``-c PLATFORM:KEY=VALUE`` (one platform's)."""
-    context: dict[str, str] = {}
-    per_platform: dict[str, dict[str, str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        platform, colon, key = key.rpartition(":") if ":" in key else ("", "", key)
-        if not sep or not key.strip() or (colon and not platform.strip()):
-            raise ConfigError(
-                f"invalid context {item!r}: expected KEY=VALUE or PLATFORM:KEY=VALUE,"
-                " e.g. distro=fedora-41 or c9s:distro=centos-stream-9"
-            )
-        target = per_platform.setdefault(platform.strip(), {}) if colon else context
-        target[key.strip()] = value.strip()
-    return context, per_platform
-
-
-def _take_secret_env(names: tuple[str, ...]) -> tuple[str, ...]:
-    """``run --secret-env``: each variable is taken and registered as the
-    command line is read, so a missing one stops ``run`` before it reserves."""
-    from . import masking
-
-    for name in names:
-        masking.add_secret_env(name)
-    if names:
-        masking.mask_logs()
-    return names
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -178,7 +84,35 @@ def _command_verbosity(ctx: click.Context, _param: click.Parameter, value: int) 
         _set_verbosity(before + value)
 
 
-class _ReservingCommand(click.Command):
+class _Command(click.Command):
+    """A command that also takes options declared by the modules that own them:
+    ``declared`` returns them (importing their module only when the command is
+    parsed or shown), and they come after the command's own options."""
+
+    def __init__(
+        self,
+        *args: Any,
+        declared: Callable[[], list[click.Option]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._declare = declared
+        self._declared: list[click.Option] | None = None
+
+    def declared_params(self, ctx: click.Context) -> list[click.Option]:
+        # The same objects on every call: click tells parameters apart by identity.
+        if self._declared is None:
+            self._declared = self._declare() if self._declare is not None else []
+        return self._declared
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        # After the command's own options, before -v and --help.
+        own = [p for p in self.params if p.name != "verbose"]
+        last = [p for p in super().get_params(ctx) if p not in own]
+        return [*own, *self.declared_params(ctx), *last]
+
+
+class _ReservingCommand(_Command):
     """A command that takes the reservation options (``reserve``, and ``run``
     when it reserves its own machines): those every provisioner declares
     (provision/options.py), asked for when the command line is parsed, so
@@ -191,20 +125,28 @@ class _ReservingCommand(click.Command):
         ctx.meta[f"atex_ci.{self.name}.provisioner"] = provisioner_spec(args)
         return super().parse_args(ctx, args)
 
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        # The same objects on every call: click tells parameters apart by
-        # identity. (ctx.meta is shared with the parent context: keyed by command.)
+    def declared_params(self, ctx: click.Context) -> list[click.Option]:
+        # ctx.meta is shared with the parent context: keyed by command.
         key = f"atex_ci.{self.name}.options"
-        declared = ctx.meta.get(key)
-        if declared is None:
+        reservation = ctx.meta.get(key)
+        if reservation is None:
             from .provision.options import reservation_options
 
-            declared = reservation_options(ctx.meta.get(f"atex_ci.{self.name}.provisioner"))
-            ctx.meta[key] = declared
-        # After the command's own options, before -v and --help.
-        own = [p for p in self.params if p.name != "verbose"]
-        last = [p for p in super().get_params(ctx) if p not in own]
-        return [*own, *declared, *last]
+            reservation = reservation_options(ctx.meta.get(f"atex_ci.{self.name}.provisioner"))
+            ctx.meta[key] = reservation
+        return [*super().declared_params(ctx), *reservation]
+
+
+def _run_args() -> list[click.Option]:
+    from . import run_args
+
+    return run_args.options()
+
+
+def _gating_options() -> list[click.Option]:
+    from . import gating
+
+    return gating.options()
 
 
 @cli.command(cls=_ReservingCommand)
@@ -241,7 +183,7 @@ def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
     click.echo(f"atex-ci: {len(machines)} machine(s) ready in {run_dir}", err=True)
 
 
-@cli.command(cls=_ReservingCommand)
+@cli.command(cls=_ReservingCommand, declared=_run_args)
 @_run_dir_option(required=False)
 @click.option(
     "--fmf-root",
@@ -278,93 +220,6 @@ def reserve(run_dir: Path, local: int | None, **options: Any) -> None:
     help="Start over in a run directory that holds a run: its results, events, artifacts "
     "and reports move to RUN/previous/N/ first (the machines stay reserved).",
 )
-@click.option("--max-output", default="1G", show_default=True, help="Per-test output cap.")
-@click.option(
-    "--max-upload", default="1G", show_default=True, help="Per-test cap on uploaded files."
-)
-@click.option(
-    "--max-reruns",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Run a failed or errored test again up to N times, preferring another machine; "
-    "a test that passes on a rerun is flaky.",
-)
-@click.option(
-    "--history",
-    type=click.Path(exists=True, path_type=Path),
-    help="Earlier durations (a run directory or a history.json): longest tests first, "
-    "balanced shards.",
-)
-@click.option(
-    "--shard",
-    metavar="I/N",
-    help="Run only share I of N (1-based), balanced by --history; 'collect' merges the shards.",
-)
-@click.option(
-    "--split-from",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    metavar="PREV",
-    help="With --shard: take the split recorded in run directory PREV (split.json) "
-    "instead of computing one from --history.",
-)
-@click.option(
-    "--rerun-failed",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    metavar="PREV",
-    help="Run only the tests whose final result in run directory PREV (or a collected "
-    "one) was fail, error or not run, with PREV's recorded shard split; then "
-    "'collect -d OUT PREV RUN'.",
-)
-@click.option(
-    "--max-failures",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="After N final failures or errors no new test starts; the rest are "
-    "'not run: stopped after N failures'.",
-)
-@click.option("--exit-first", is_flag=True, help="The same as --max-failures 1.")
-@click.option(
-    "--time-budget",
-    metavar="DURATION",
-    help="Start no test that is not expected to end inside DURATION (e.g. 90m, 5h30m) "
-    "from now, keeping time to release and report; the rest are 'not run: time "
-    "budget' (--resume runs them).",
-)
-@click.option(
-    "--scheduler",
-    "scheduler_spec",
-    metavar="MODULE:CLASS",
-    help="Your own scheduling policy: a subclass of atex_ci.schedule.Scheduler.",
-)
-@click.option(
-    "--keep-machines",
-    is_flag=True,
-    help="Keep reserved machines for another run; by default each is released as soon as "
-    "no test is left for it, and a later 'release' skips it.",
-)
-@click.option(
-    "--max-machines",
-    type=click.IntRange(min=1),
-    help="Machines the run may use in all, replacements of lost or discarded ones included "
-    "(default: no limit).",
-)
-@click.option(
-    "--max-failed-setups",
-    type=click.IntRange(min=0),
-    default=3,
-    show_default=True,
-    help="Stop replacing machines after this many failed to come up or to set up.",
-)
-@click.option(
-    "--secret-env",
-    "secret_env",
-    multiple=True,
-    metavar="NAME",
-    callback=lambda _ctx, _param, names: _take_secret_env(names),
-    help="Hand the environment variable NAME to every test (repeatable); its value, base64 "
-    "and URL-encoded, is masked as *** in output, files, notes and reports, never recorded.",
-)
 def run(
     run_dir: Path | None,
     fmf_root: Path,
@@ -374,22 +229,7 @@ def run(
     local: int | None,
     resume: bool,
     restart: bool,
-    max_output: str,
-    max_upload: str,
-    max_reruns: int,
-    history: Path | None,
-    shard: str | None,
-    split_from: Path | None,
-    rerun_failed: Path | None,
-    max_failures: int | None,
-    exit_first: bool,
-    time_budget: str | None,
-    scheduler_spec: str | None,
-    keep_machines: bool,
-    max_machines: int | None,
-    max_failed_setups: int,
-    secret_env: tuple[str, ...],
-    **reservation: Any,
+    **values: Any,
 ) -> None:
     """Discover FMF tests and run them on the reserved machines.
 
@@ -400,24 +240,14 @@ def run(
     through its provisioner while the budget allows.
     """
     started = time.monotonic()  # the time budget counts from here
-    from .collect import load_history
-    from .discover import discover
+    from .discover import discover, require_tests, split_platform_contexts
     from .provision.options import Reservation
     from .remote_tree import GitCache
+    from .run_args import RunArgs
 
-    fmf_context, platform_context = _parse_contexts(context)
-    wanted = Reservation.for_run(local, reservation)
-    shard_part = _parse_shard(shard) if shard is not None else None
-    policy = _run_policy(max_failures, exit_first, time_budget, started)
-    if split_from is not None and shard_part is None:
-        raise ConfigError("--split-from needs --shard I/N (the share to run)")
-    if rerun_failed is not None and run_dir is not None and _same_dir(rerun_failed, run_dir):
-        raise ConfigError(
-            f"--rerun-failed {rerun_failed}: give another run directory (-d NEW), then merge "
-            f"them with 'atex-ci collect -d OUT {rerun_failed} NEW'"
-        )
-    scheduler_factory = _scheduler_class(scheduler_spec)
-    durations = load_history(history) if history is not None else None
+    fmf_context, platform_context = split_platform_contexts(context)
+    wanted = Reservation.for_run(local, values)  # reads only the reservation options
+    asked = RunArgs(values, run_dir=run_dir, started=started)
     git = GitCache()  # one per run: each repository is fetched once
     warned: set[str] = set()  # an unknown key is warned about once, not once per platform
     found = discover(fmf_root, plans, fmf_context, git=git, warned=warned)
@@ -431,24 +261,13 @@ def run(
         return
     if run_dir is None:
         raise ConfigError("missing option '-d/--run-dir' (needed unless --dry-run)")
-    if not any(plan.tests for plan in found):
-        names = ", ".join(plan.name for plan in found)
-        raise ConfigError(
-            f"no tests selected by plan(s) {names}; check the plans' discover phases, "
-            "filters and your -c context (try --dry-run)"
-        )
-    from .execute.executor import Limits
-    from .pool import PoolLimits
+    require_tests(found)
     from .progress import StderrProgress, status_interval
     from .rundir import RunDir
-    from .runner import RunOptions, run_tests
-    from .schedule import History
-    from .selection import Selection
+    from .runner import run_tests
 
     display = StderrProgress()
-
-    options = RunOptions(
-        limits=Limits(max_output=_parse_size(max_output), max_upload=_parse_size(max_upload)),
+    options = asked.run_options(
         local_slots=local,
         resume=resume,
         restart=restart,
@@ -456,19 +275,6 @@ def run(
         show_starts=False,  # the status summary says what runs where
         status=display.status,
         status_interval=status_interval(display.interval),
-        scheduler_factory=scheduler_factory,
-        history=History(durations) if durations is not None else None,
-        max_reruns=max_reruns,
-        shard=shard_part,
-        pool=PoolLimits(max_machines=max_machines, max_failed_setups=max_failed_setups),
-        keep_machines=keep_machines,
-        selection=Selection(
-            shard=shard_part,
-            split_from=split_from,
-            rerun_failed=rerun_failed,
-            history_source=str(history) if history is not None else None,
-        ),
-        policy=policy,
     )
     rundir = RunDir.open_or_create(run_dir)
     if wanted.given:
@@ -553,7 +359,7 @@ def estimate(history: Path, machines: str, budget: str | None, overhead: float) 
         click.echo(line)
 
 
-@cli.command()
+@cli.command(cls=_Command, declared=_gating_options)
 @_run_dir_option(help=EXISTING_RUN_DIR_HELP)
 @click.option(
     "--junit",
@@ -585,24 +391,6 @@ def estimate(history: Path, machines: str, budget: str | None, overhead: float) 
     help="JUnit: each sub-result is a testcase, or fold them into their test's testcase.",
 )
 @click.option("--title", default=None, help="Title of the Markdown and HTML reports.")
-@click.option(
-    "--baseline",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="An earlier run directory (or a collected one): each failure is new or still "
-    "failing, and what failed there and passes here is fixed.",
-)
-@click.option(
-    "--known-failures",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="YAML list of known failures (name, platform, reason, link, expires): "
-    "matching failures are known.",
-)
-@click.option(
-    "--fail-on",
-    type=click.Choice(["new", "any"]),
-    help="Exit 1 when a new failure (not known, not failing in --baseline) or any failure "
-    "is reported (default: new with --baseline or --known-failures, else exit 0).",
-)
 def report(
     run_dir: Path,
     junit: Path | None,
@@ -611,12 +399,10 @@ def report(
     github: bool | None,
     subresults: str,
     title: str | None,
-    baseline: Path | None,
-    known_failures: Path | None,
-    fail_on: str | None,
+    **gating: Any,
 ) -> None:
     """Write JUnit XML, a Markdown summary and optionally HTML for a run's results."""
-    from .gating import FailOn
+    from .gating import report_settings
     from .report import reporting
 
     if github is None:
@@ -629,9 +415,7 @@ def report(
         github=github,
         subresults=subresults,
         title=title,
-        baseline=baseline,
-        known_failures=known_failures,
-        fail_on=FailOn(fail_on) if fail_on else None,
+        **report_settings(gating),
     )
     for line in outcome.warnings:
         click.echo(f"atex-ci: warning: {line}", err=True)

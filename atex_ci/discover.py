@@ -109,6 +109,26 @@ def parse_context_options(options: Sequence[str]) -> dict[str, list[str]]:
     return parse_context(context)
 
 
+def split_platform_contexts(
+    items: Sequence[str],
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """``run -c``: ``KEY=VALUE`` (every platform) and ``PLATFORM:KEY=VALUE``
+    (one platform's), apart; ConfigError if an item is neither."""
+    context: dict[str, str] = {}
+    per_platform: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        platform, colon, key = key.rpartition(":") if ":" in key else ("", "", key)
+        if not sep or not key.strip() or (colon and not platform.strip()):
+            raise ConfigError(
+                f"invalid context {item!r}: expected KEY=VALUE or PLATFORM:KEY=VALUE,"
+                " e.g. distro=fedora-41 or c9s:distro=centos-stream-9"
+            )
+        target = per_platform.setdefault(platform.strip(), {}) if colon else context
+        target[key.strip()] = value.strip()
+    return context, per_platform
+
+
 # --------------------------------------------------------------------------- the tree
 
 
@@ -297,6 +317,16 @@ def discover(
         plan = Plan(name=DEFAULT_PLAN_NAME, context=cli_context)
         return [_plan_tests(plan, [phase], state.main, state)]
     return [_build_plan(node, state) for node in plan_nodes]
+
+
+def require_tests(plans: Sequence[Plan]) -> None:
+    """ConfigError when ``plans`` (a run's discovered plans) select no test at all."""
+    if not any(plan.tests for plan in plans):
+        names = ", ".join(plan.name for plan in plans)
+        raise ConfigError(
+            f"no tests selected by plan(s) {names}; check the plans' discover phases, "
+            "filters and your -c context (try --dry-run)"
+        )
 
 
 def dry_run_lines(

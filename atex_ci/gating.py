@@ -3,8 +3,9 @@
 This module owns the classification of each failed test (``new``, ``still
 failing``, ``known``), what is fixed (failed in the baseline and passes now; a
 known-failures entry whose tests pass), which entries have expired, the
-known-failures file format and its bounded parsing, and the exit code that
-``report --fail-on`` derives from the classification.
+known-failures file format and its bounded parsing, the exit code that
+``report --fail-on`` derives from the classification, and ``report``'s gating
+options (``options()``, declared here for cli.py; ``report_settings``).
 
 It is a pure pass over final results: the reporters show the classification,
 JUnit keeps every failure a failure (the classification is added beside it).
@@ -21,11 +22,15 @@ import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import untrusted_yaml
 from .errors import ConfigError
 from .model import Result, TestId
 from .recorder import final_results
+
+if TYPE_CHECKING:
+    import click
 
 # A waiver list is written by people: a few hundred entries at most. The caps
 # keep a generated or hostile file from costing more than a moment.
@@ -307,3 +312,42 @@ def report_lists(judgement: Judgement) -> list[tuple[str, list[str]]]:
         ]
         lists.append(("Expired known-failure entries", expired))
     return lists
+
+
+def options() -> list[click.Option]:
+    """``report``'s gating options (--baseline, --known-failures, --fail-on), as
+    click parameters in the order ``report --help`` shows them."""
+    import click
+
+    return [
+        click.Option(
+            ["--baseline"],
+            type=click.Path(file_okay=False, exists=True, path_type=Path),
+            help="An earlier run directory (or a collected one): each failure is new or still "
+            "failing, and what failed there and passes here is fixed.",
+        ),
+        click.Option(
+            ["--known-failures"],
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="YAML list of known failures (name, platform, reason, link, expires): "
+            "matching failures are known.",
+        ),
+        click.Option(
+            ["--fail-on"],
+            type=click.Choice([FailOn.NEW.value, FailOn.ANY.value]),
+            help="Exit 1 when a new failure (not known, not failing in --baseline) or any "
+            "failure is reported (default: new with --baseline or --known-failures, else "
+            "exit 0).",
+        ),
+    ]
+
+
+def report_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``report_run`` that the values of ``options()``
+    (as click passes them) ask for."""
+    fail_on: str | None = values["fail_on"]
+    return {
+        "baseline": values["baseline"],
+        "known_failures": values["known_failures"],
+        "fail_on": FailOn(fail_on) if fail_on else None,
+    }

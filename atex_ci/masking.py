@@ -245,6 +245,16 @@ def mask_logs() -> None:
             handler.addFilter(LogFilter())
 
 
+def take_secret_env(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``run --secret-env``: each variable is taken and registered as the
+    command line is read, so a missing one stops ``run`` before it reserves."""
+    for name in names:
+        add_secret_env(name)
+    if names:
+        mask_logs()
+    return names
+
+
 def clear() -> None:
     """Forget every secret (a program that runs several runs with different ones)."""
     global _active
@@ -273,4 +283,5 @@ __all__ = [
     "forms",
     "mask_logs",
     "secret_environment",
+    "take_secret_env",
 ]

@@ -60,6 +60,17 @@ MACHINE_CLEANUP_TIMEOUT = 60.0
 HEALTH_CHECK_TIMEOUT = 60.0
 
 
+def run_platforms(recorded: list[Machine], options: RunOptions) -> list[str]:
+    """The platforms a run's tests run on: those of the ready machines among
+    ``recorded`` and those the provisioners it reserves from name
+    (``Provisioner.platforms()``, known before any machine is up). Without
+    either, those of machines an earlier run released (their tests may all be
+    done, ``--resume``, or need new machines); else ``default``."""
+    platforms = {m.platform for m in recorded if m.state == MachineState.READY}
+    platforms |= {p for source, _ in options.sources for p in source.platforms()}
+    return sorted(platforms) or sorted({m.platform for m in recorded}) or ["default"]
+
+
 class Orchestrator:
     """Runs the discovered plans on the run directory's machines."""
 
@@ -98,13 +109,7 @@ class Orchestrator:
     async def run(self) -> RunSummary:
         recorded = self.rundir.read_machines()
         machines = [m for m in recorded if m.state == MachineState.READY]
-        platforms = sorted(
-            {m.platform for m in machines}
-            | {p for source, _ in self.options.sources for p in source.platforms()}
-        )
-        # Machines released by an earlier run: their platforms' tests may all
-        # be done already (``--resume``), or need new machines.
-        platforms = platforms or sorted({m.platform for m in recorded}) or ["default"]
+        platforms = run_platforms(recorded, self.options)
         by_platform = self._plans_by_platform
         missing = [p for p in platforms if by_platform is not None and p not in by_platform]
         if missing:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .model import MachineState, Plan
-from .orchestrator import Orchestrator
+from .orchestrator import Orchestrator, run_platforms
 from .recorder import Recorder, RunState
 from .remote_tree import GitCache
 from .run_options import RunOptions, RunSummary
@@ -109,9 +109,9 @@ async def run_tests(
             on_locked(rundir)
         to_run: list[Plan] | dict[str, list[Plan]]
         if platform_context:
-            platforms = sorted(
-                {m.platform for m in rundir.read_machines() if m.state == MachineState.READY}
-            ) or ["default"]
+            # The same platforms as the Orchestrator's: the machines' and those
+            # of the provisioners the run reserves from itself.
+            platforms = run_platforms(rundir.read_machines(), options or RunOptions())
             unknown = sorted(set(platform_context) - set(platforms))
             if unknown:
                 raise ConfigError(

@@ -49,6 +49,18 @@ class Selection:
     history_source: str | None = None
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/N`` (1-based) as (I, N); ConfigError if malformed."""
+    index, sep, count = text.partition("/")
+    try:
+        part = (int(index), int(count))
+    except ValueError:
+        part = (0, 0)
+    if not sep or not 1 <= part[0] <= part[1]:
+        raise ConfigError(f"invalid --shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/4")
+    return part
+
+
 @dataclass(frozen=True)
 class Rerun:
     """What ``--rerun-failed PREV`` takes from PREV."""
@@ -242,6 +254,7 @@ __all__ = [
     "Selection",
     "failed_in",
     "is_not_run",
+    "parse_shard",
     "read_selection",
     "select_jobs",
     "selected_keys",

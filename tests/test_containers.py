@@ -361,6 +361,54 @@ def test_two_images_are_two_platforms_each_with_its_own_context(tmp_path, image,
     assert containers_of(run) == []
 
 
+def test_a_run_reserving_two_images_gives_each_platform_its_context(tmp_path, image, run):
+    # No 'reserve' first: the platforms come from the images run itself reserves.
+    second = images.flavour_image("second")
+    tree = make_tree(
+        tmp_path / "tree",
+        {
+            "flavour": {
+                "test": 'test "$(cat /etc/atex-ci-flavour 2>/dev/null || echo none)" = "$WANT"',
+                "environment": {"WANT": "unset"},
+                "adjust": [
+                    {"when": "flavour == plain", "environment+": {"WANT": "none"}},
+                    {"when": "flavour == second", "environment+": {"WANT": "second"}},
+                ],
+            },
+            "only-second": {
+                "test": "test -f /etc/atex-ci-flavour",
+                "adjust": [{"when": "flavour != second", "enabled": False}],
+            },
+        },
+    )
+    own = ("--provisioner", "podman", "--image", f"plain={image}", "--image", f"two={second}")
+    # A context for a platform none of the images is refused before any container starts.
+    refused = catex(
+        "run", "-d", str(run), "--fmf-root", str(tree), *own, "--context", "three:flavour=x"
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "platform(s) three" in refused.stderr and "plain, two" in refused.stderr
+    assert containers_of(run) == [] and not (run / "machines.json").exists()
+    proc = catex(
+        "run", "-d", str(run), "--fmf-root", str(tree), *own,
+        "--context", "plain:flavour=plain", "--context", "two:flavour=second",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = sorted((r["platform"], r["test"], r["status"]) for r in results(run) if r["name"] is None)
+    assert got == [
+        ("plain", "/tests/flavour", "pass"),
+        ("two", "/tests/flavour", "pass"),
+        ("two", "/tests/only-second", "pass"),
+    ]
+    assert {m["platform"]: m["handle"]["image"] for m in machines(run)} == {
+        "plain": image,
+        "two": second,
+    }
+    fmf = json.loads((run / "run.json").read_text())["fmf"]
+    assert fmf["platform_context"] == {"plain": {"flavour": "plain"}, "two": {"flavour": "second"}}
+    assert containers_of(run) == []
+
+
 def test_hostile_tests_in_containers_end_as_their_own_errors(tmp_path, image, run):
     outside = tmp_path / "outside"
     # The image's own Python runs hostile.py (the host's is not in the container).

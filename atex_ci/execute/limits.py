@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from ..errors import ConfigError
 
 
 @dataclass
@@ -29,4 +32,23 @@ class Limits:
     max_files: int = 10_000
 
 
-__all__ = ["Limits"]
+def parse_size(text: str) -> int:
+    """A size as the command line gives it (``500M``, ``2G``, ``1048576``) in
+    bytes; ConfigError if it is malformed or less than one byte."""
+    units = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    raw = text.strip().lower().removesuffix("b").removesuffix("i")
+    unit = raw[-1] if raw and raw[-1] in "kmg" else ""
+    try:
+        value = float(raw[: len(raw) - len(unit)])
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"invalid size {text!r}: expected e.g. 500M, 2G or 1048576")
+    size = int(value * units[unit])
+    if size < 1:
+        # 0.1 would be a cap of 0 bytes: every test an error, surely not meant.
+        raise ConfigError(f"invalid size {text!r}: less than one byte")
+    return size
+
+
+__all__ = ["Limits", "parse_size"]
