@@ -43,7 +43,7 @@ from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
 from ..workarea import safe_id
-from .base import Provisioner, Recipe, RecipeReader, generate_run_key
+from .base import Provisioner, Recipe, RecipeReader, generate_run_key, try_ssh_login
 
 if TYPE_CHECKING:
     import click
@@ -619,31 +619,11 @@ class QemuProvisioner(Provisioner):
     async def _wait_for_ssh(self, machine: Machine, vm_dir: Path) -> None:
         """Probe SSH until our key works, pinning the host key; InfraError with
         the console's last lines if the VM stops or never lets us in."""
-        from ..transport.ssh import SSHTransport
-
-        assert machine.host is not None
         deadline = time.monotonic() + BOOT_TIMEOUT
-        last = "no answer"
         while True:
-            transport = SSHTransport(
-                machine.host,
-                machine.port,
-                machine.user,
-                str(self.rundir.path / str(machine.key)),
-                retries=0,
-                connect_timeout=10.0,
-            )
-            try:
-                await transport.connect()
-                rc, _out, _err = await transport.output("true")
-                if rc == 0:
-                    machine.host_key = transport.host_key
-                    return
-                last = f"'true' exited {rc}"
-            except InfraError as exc:
-                last = str(exc)
-            finally:
-                await transport.close()
+            last = await try_ssh_login(machine, self.rundir, connect_timeout=10.0)
+            if last is None:
+                return
             pid = machine.handle["pid"]
             if not _pid_alive(pid):
                 raise InfraError(f"qemu: VM {machine.id} stopped while booting")
