@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
+from ..transport.local import run_to_end
 from ..workarea import safe_id
 from .base import Provisioner, Recipe, RecipeReader, generate_run_key, try_ssh_login
 
@@ -145,24 +146,10 @@ def hostname_for(machine_id: str) -> str:
 
 async def _tool(*argv: str, cwd: Path | None = None) -> str:
     """Run a command to completion; its stdout, or InfraError with its stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(TOOL_TIMEOUT):
-            out, err = await proc.communicate()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    if proc.returncode != 0:
+    returncode, out, err = await run_to_end(list(argv), TOOL_TIMEOUT, cwd)
+    if returncode != 0:
         detail = " ".join(err.decode(errors="replace").split())[:300]
-        raise InfraError(f"qemu: {Path(argv[0]).name} failed ({proc.returncode}): {detail}")
+        raise InfraError(f"qemu: {Path(argv[0]).name} failed ({returncode}): {detail}")
     return out.decode(errors="replace")
 
 
