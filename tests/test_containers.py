@@ -32,7 +32,12 @@ from atex_ci.transport.base import NotStartedError
 from atex_ci.transport.container import ContainerTransport
 
 from . import images
-from .test_hostile import MAX_CONTROLLER_RSS_KB, control_stream_abuse, run_measured
+from .test_hostile import (
+    MAX_CONTROLLER_RSS_KB,
+    assert_error_notes,
+    control_stream_abuse,
+    run_measured,
+)
 from .treeutil import DEMO, REPO, make_tree, own_results, results
 
 PODMAN = ["podman"]
@@ -390,20 +395,20 @@ def test_hostile_tests_in_containers_end_as_their_own_errors(tmp_path, image, ru
     assert peak < MAX_CONTROLLER_RSS_KB
     own = own_results(run)
     assert own["/tests/ok"]["status"] == "pass"
-    notes = {
-        "testout-file-parent": "testout",
-        "long-component": "longer than 255 bytes",
-        "long-file-name": "longer than 255 bytes",
-        "garbage": "invalid JSON",
-        "deep-result": "nested deeper than 64 levels",
-        "second-exitcode": "second 'exitcode'",
-        "many-files": "10000 files",
-        "big-output": "output exceeded the limit",
-        "timeout": "ran past its duration",
-    }
-    for name, words in notes.items():
-        result = own[f"/tests/{name}"]
-        assert result["status"] == "error" and words in result["note"], result
+    assert_error_notes(
+        own,
+        [
+            "testout-file-parent",
+            "long-component",
+            "long-file-name",
+            "garbage",
+            "deep-result",
+            "second-exitcode",
+            "many-files",
+            "big-output",
+            "timeout",
+        ],
+    )
     for name in ("surrogate", "escaping-names", "daemons"):
         assert own[f"/tests/{name}"]["status"] == "pass", own[f"/tests/{name}"]
     assert not outside.exists()
