@@ -38,7 +38,16 @@ from .test_hostile import (
     control_stream_abuse,
     run_measured,
 )
-from .treeutil import DEMO, REPO, make_tree, own_results, results
+from .treeutil import (
+    DEMO,
+    REPO,
+    make_tree,
+    own_results,
+    results,
+    signal_when,
+    statuses,
+    wait_while_running,
+)
 
 PODMAN = ["podman"]
 NAMES = ("--format", "{{.Names}}")
@@ -266,8 +275,7 @@ def test_reboot_timeout_and_destructive_tests_replace_containers(tmp_path, image
         "--image", image, "--count", "1",
     )  # fmt: skip
     own = own_results(run)
-    statuses = {name.removeprefix("/tests/"): r["status"] for name, r in own.items()}
-    assert statuses == {
+    assert statuses(own) == {
         "reboot": "pass",
         "hangs-and-breaks": "error",
         "destructive": "pass",
@@ -418,29 +426,22 @@ def test_hostile_tests_in_containers_end_as_their_own_errors(tmp_path, image, ru
 # -- nothing outlives the run ---------------------------------------------------------------
 
 
-def _start(run: Path, tree: Path, image: str) -> subprocess.Popen[str]:
-    podman = ["--provisioner", "podman", "--image", image, "--count", "2"]
-    return subprocess.Popen(
-        [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree), *podman],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
 def test_no_container_outlives_sigterm_or_kill9_and_release(tmp_path, image, run, sig):
     tree = make_tree(tmp_path / "tree", {f"stuck-{n}": {"test": "sleep 600"} for n in (1, 2)})
-    proc = _start(run, tree, image)
-    try:
-        _wait_for(
+    podman = ["--provisioner", "podman", "--image", image, "--count", "2"]
+
+    def tests_running(proc: subprocess.Popen[str]) -> None:
+        wait_while_running(
+            proc,
             lambda: (
                 (run / "machines.json").is_file()
                 and len([m for m in machines(run) if m["state"] == "ready"]) == 2
                 and (run / "events.jsonl").is_file()
                 and (run / "events.jsonl").read_text().count('"test_started"') >= 2
             ),
-            "the tests running",
+            "never happened: the tests running",
+            timeout=120,
         )
         # And one the controller made but never recorded (killed in between).
         orphan = container_name(run_id(run), "default-9")
@@ -449,16 +450,17 @@ def test_no_container_outlives_sigterm_or_kill9_and_release(tmp_path, image, run
             check=True,
             capture_output=True,
         )
-        proc.send_signal(sig)
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            remove_all(run)
+
+    try:
+        code, err = signal_when(
+            ["run", "-d", str(run), "--fmf-root", str(tree), *podman], tests_running, sig
+        )
+    except BaseException:
+        remove_all(run)
+        raise
     if sig == signal.SIGTERM:
         # The run released its containers, and with them the one nobody recorded.
-        assert proc.returncode != 0, err
+        assert code != 0, err
         assert containers_of(run) == []
     else:
         assert len(containers_of(run)) == 3  # the controller is gone, the containers are not
