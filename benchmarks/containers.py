@@ -30,25 +30,15 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.overhead import hosts_and_tree  # noqa: E402
 from tests import images  # noqa: E402
-from tests.hosts import HostPool, SSHHost, missing_requirements  # noqa: E402
-
-RUNS = Path(__file__).resolve().parent / ".runs"
-
-
-def make_tree(root: Path, count: int) -> None:
-    (root / ".fmf").mkdir(parents=True)
-    (root / ".fmf" / "version").write_text("1\n")
-    (root / "plan.fmf").write_text("discover:\n    how: fmf\nexecute:\n    how: tmt\n")
-    lines = [f'/t{n:04d}:\n    test: "true"\n' for n in range(count)]
-    (root / "tests.fmf").write_text("".join(lines))
+from tests.hosts import SSHHost, missing_requirements  # noqa: E402
 
 
 def _stamp(text: str) -> float:
@@ -102,21 +92,13 @@ def main() -> None:
     image = images.debian_image()
     podman = ["--provisioner", "podman", "--image", image, "--count", str(args.machines)]
     measured: dict[str, list[tuple[float, float]]] = {"container": [], "ssh": []}
-    pool = HostPool()
-    try:
-        hosts = pool.start(args.machines)
-        RUNS.mkdir(exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=RUNS) as tmp:
-            tree = Path(tmp) / "tree"
-            make_tree(tree, args.tests)
-            for n in range(args.rounds):
-                for kind, machines in (("container", podman), ("ssh", ssh_machines(hosts))):
-                    first, rest, done = timed_run(Path(tmp) / f"{kind}-{n}", tree, machines)
-                    assert done == args.tests, f"{kind}: {done} of {args.tests} tests ran"
-                    per_test = rest / args.tests * args.machines
-                    measured[kind].append((first, per_test))
-    finally:
-        pool.stop_all()
+    with hosts_and_tree(args.machines, args.tests) as (hosts, tmp):
+        for n in range(args.rounds):
+            for kind, machines in (("container", podman), ("ssh", ssh_machines(hosts))):
+                first, rest, done = timed_run(tmp / f"{kind}-{n}", tmp / "tree", machines)
+                assert done == args.tests, f"{kind}: {done} of {args.tests} tests ran"
+                per_test = rest / args.tests * args.machines
+                measured[kind].append((first, per_test))
     first = {k: statistics.median(f for f, _ in v) * 1000 for k, v in measured.items()}
     per = {k: statistics.median(p for _, p in v) * 1000 for k, v in measured.items()}
     print(

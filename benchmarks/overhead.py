@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,11 +81,29 @@ async def baseline(hosts: list[SSHHost], count: int) -> tuple[float, float]:
 
 
 def make_tree(root: Path, count: int) -> None:
+    """An fmf tree at ``root``: one plan and ``count`` tests that run ``true``."""
     (root / ".fmf").mkdir(parents=True)
     (root / ".fmf" / "version").write_text("1\n")
     (root / "plan.fmf").write_text("discover:\n    how: fmf\nexecute:\n    how: tmt\n")
     lines = [f'/t{n:04d}:\n    test: "true"\n' for n in range(count)]
     (root / "tests.fmf").write_text("".join(lines))
+
+
+@contextlib.contextmanager
+def hosts_and_tree(hosts: int, tests: int) -> Iterator[tuple[list[SSHHost], Path]]:
+    """``hosts`` running sshd test hosts and a scratch directory holding
+    ``tree`` (``tests`` trivial tests, see make_tree); all gone afterwards."""
+    pool = HostPool()
+    try:
+        started = pool.start(hosts)
+        # The run directories go next to the benchmark rather than in /tmp,
+        # where directory creation was seen to cost ~2 ms on this machine kind.
+        RUNS.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=RUNS) as tmp:
+            make_tree(Path(tmp) / "tree", tests)
+            yield started, Path(tmp)
+    finally:
+        pool.stop_all()
 
 
 async def atex_run(hosts: list[SSHHost], root: Path, run_dir: Path) -> tuple[float, float]:
@@ -128,25 +148,15 @@ def main() -> None:
     base_cpus: list[float] = []
     walls: list[float] = []
     cpus: list[float] = []
-    pool = HostPool()
-    try:
-        hosts = pool.start(args.hosts)
-        # The run directory goes next to the benchmark rather than in /tmp,
-        # where directory creation was seen to cost ~2 ms on this machine kind.
-        RUNS.mkdir(exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=RUNS) as tmp:
-            root = Path(tmp) / "tree"
-            make_tree(root, args.tests)
-            # Alternate the two, so a noisy neighbour hurts both alike.
-            for n in range(args.rounds):
-                base_wall, base_cpu = asyncio.run(baseline(hosts, args.tests))
-                base_walls.append(base_wall)
-                base_cpus.append(base_cpu)
-                wall, cpu = asyncio.run(atex_run(hosts, root, Path(tmp) / f"run{n}"))
-                walls.append(wall)
-                cpus.append(cpu)
-    finally:
-        pool.stop_all()
+    with hosts_and_tree(args.hosts, args.tests) as (hosts, tmp):
+        # Alternate the two, so a noisy neighbour hurts both alike.
+        for n in range(args.rounds):
+            base_wall, base_cpu = asyncio.run(baseline(hosts, args.tests))
+            base_walls.append(base_wall)
+            base_cpus.append(base_cpu)
+            wall, cpu = asyncio.run(atex_run(hosts, tmp / "tree", tmp / f"run{n}"))
+            walls.append(wall)
+            cpus.append(cpu)
     n = args.tests
     base_wall = statistics.median(base_walls)
     wall = statistics.median(walls)

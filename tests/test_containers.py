@@ -32,8 +32,22 @@ from atex_ci.transport.base import NotStartedError
 from atex_ci.transport.container import ContainerTransport
 
 from . import images
-from .test_hostile import MAX_CONTROLLER_RSS_KB, control_stream_abuse, run_measured
-from .treeutil import DEMO, REPO, make_tree, own_results, results
+from .test_hostile import (
+    MAX_CONTROLLER_RSS_KB,
+    assert_error_notes,
+    control_stream_abuse,
+    run_measured,
+)
+from .treeutil import (
+    DEMO,
+    REPO,
+    make_tree,
+    own_results,
+    results,
+    signal_when,
+    statuses,
+    wait_while_running,
+)
 
 PODMAN = ["podman"]
 NAMES = ("--format", "{{.Names}}")
@@ -261,8 +275,7 @@ def test_reboot_timeout_and_destructive_tests_replace_containers(tmp_path, image
         "--image", image, "--count", "1",
     )  # fmt: skip
     own = own_results(run)
-    statuses = {name.removeprefix("/tests/"): r["status"] for name, r in own.items()}
-    assert statuses == {
+    assert statuses(own) == {
         "reboot": "pass",
         "hangs-and-breaks": "error",
         "destructive": "pass",
@@ -438,20 +451,20 @@ def test_hostile_tests_in_containers_end_as_their_own_errors(tmp_path, image, ru
     assert peak < MAX_CONTROLLER_RSS_KB
     own = own_results(run)
     assert own["/tests/ok"]["status"] == "pass"
-    notes = {
-        "testout-file-parent": "testout",
-        "long-component": "longer than 255 bytes",
-        "long-file-name": "longer than 255 bytes",
-        "garbage": "invalid JSON",
-        "deep-result": "nested deeper than 64 levels",
-        "second-exitcode": "second 'exitcode'",
-        "many-files": "10000 files",
-        "big-output": "output exceeded the limit",
-        "timeout": "ran past its duration",
-    }
-    for name, words in notes.items():
-        result = own[f"/tests/{name}"]
-        assert result["status"] == "error" and words in result["note"], result
+    assert_error_notes(
+        own,
+        [
+            "testout-file-parent",
+            "long-component",
+            "long-file-name",
+            "garbage",
+            "deep-result",
+            "second-exitcode",
+            "many-files",
+            "big-output",
+            "timeout",
+        ],
+    )
     for name in ("surrogate", "escaping-names", "daemons"):
         assert own[f"/tests/{name}"]["status"] == "pass", own[f"/tests/{name}"]
     assert not outside.exists()
@@ -461,29 +474,22 @@ def test_hostile_tests_in_containers_end_as_their_own_errors(tmp_path, image, ru
 # -- nothing outlives the run ---------------------------------------------------------------
 
 
-def _start(run: Path, tree: Path, image: str) -> subprocess.Popen[str]:
-    podman = ["--provisioner", "podman", "--image", image, "--count", "2"]
-    return subprocess.Popen(
-        [sys.executable, "-m", "atex_ci", "run", "-d", str(run), "--fmf-root", str(tree), *podman],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
 def test_no_container_outlives_sigterm_or_kill9_and_release(tmp_path, image, run, sig):
     tree = make_tree(tmp_path / "tree", {f"stuck-{n}": {"test": "sleep 600"} for n in (1, 2)})
-    proc = _start(run, tree, image)
-    try:
-        _wait_for(
+    podman = ["--provisioner", "podman", "--image", image, "--count", "2"]
+
+    def tests_running(proc: subprocess.Popen[str]) -> None:
+        wait_while_running(
+            proc,
             lambda: (
                 (run / "machines.json").is_file()
                 and len([m for m in machines(run) if m["state"] == "ready"]) == 2
                 and (run / "events.jsonl").is_file()
                 and (run / "events.jsonl").read_text().count('"test_started"') >= 2
             ),
-            "the tests running",
+            "never happened: the tests running",
+            timeout=120,
         )
         # And one the controller made but never recorded (killed in between).
         orphan = container_name(run_id(run), "default-9")
@@ -492,16 +498,17 @@ def test_no_container_outlives_sigterm_or_kill9_and_release(tmp_path, image, run
             check=True,
             capture_output=True,
         )
-        proc.send_signal(sig)
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            remove_all(run)
+
+    try:
+        code, err = signal_when(
+            ["run", "-d", str(run), "--fmf-root", str(tree), *podman], tests_running, sig
+        )
+    except BaseException:
+        remove_all(run)
+        raise
     if sig == signal.SIGTERM:
         # The run released its containers, and with them the one nobody recorded.
-        assert proc.returncode != 0, err
+        assert code != 0, err
         assert containers_of(run) == []
     else:
         assert len(containers_of(run)) == 3  # the controller is gone, the containers are not

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -465,6 +466,30 @@ def test_kill9_then_resume_and_release_end_everything_on_a_host(tmp_path, ssh_ho
 
 # -- everything at once -------------------------------------------------------------------
 
+#: What the note of each hostile test that ends as an error says, by test name.
+HOSTILE_NOTES = {
+    "testout-file-parent": "testout",
+    "long-component": "longer than 255 bytes",
+    "long-file-name": "longer than 255 bytes",
+    "garbage": "invalid JSON",
+    "deep-result": "nested deeper than 64 levels",
+    "second-exitcode": "second 'exitcode'",
+    "alias-bomb": "characters of text",
+    "huge-results": "larger than",
+    "sparse": "once unpacked",
+    "many-files": "10000 files",
+    "big-output": "output exceeded the limit",
+    "shim-big-file": "uploaded more than the limit of 33554432 bytes",
+    "timeout": "ran past its duration",
+}
+
+
+def assert_error_notes(own: dict[str, dict[str, Any]], names: Iterable[str]) -> None:
+    """Each named test (under /tests) is an error whose note says what it did."""
+    for name in names:
+        result = own[f"/tests/{name}"]
+        assert result["status"] == "error" and HOSTILE_NOTES[name] in result["note"], result
+
 
 @pytest.mark.parametrize("with_host", [False, True], ids=["local", "local+host"])
 def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
@@ -506,24 +531,7 @@ def test_one_run_with_every_hostile_test_at_once(tmp_path, request, with_host):
     assert set(own) == {f"/tests/{n}" for n in [*hostile_tests, "ok-0", "ok-1", "ok-2", "ok-3"]}
     assert_normal_tests_pass(run, 4)
     # Each hostile test has its own result saying what it did.
-    notes = {
-        "testout-file-parent": "testout",
-        "long-component": "longer than 255 bytes",
-        "long-file-name": "longer than 255 bytes",
-        "garbage": "invalid JSON",
-        "deep-result": "nested deeper than 64 levels",
-        "second-exitcode": "second 'exitcode'",
-        "alias-bomb": "characters of text",
-        "huge-results": "larger than",
-        "sparse": "once unpacked",
-        "many-files": "10000 files",
-        "big-output": "output exceeded the limit",
-        "shim-big-file": "uploaded more than the limit of 33554432 bytes",
-        "timeout": "ran past its duration",
-    }
-    for name, words in notes.items():
-        result = own[f"/tests/{name}"]
-        assert result["status"] == "error" and words in result["note"], result
+    assert_error_notes(own, HOSTILE_NOTES)
     assert own["/tests/surrogate"]["status"] == "pass"
     assert own["/tests/escaping-names"]["status"] == "pass"
     assert own["/tests/many-partials"]["status"] == "pass"

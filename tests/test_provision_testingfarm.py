@@ -9,7 +9,6 @@ import base64
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -37,7 +36,7 @@ from atex_ci.provision.testingfarm import (
 from atex_ci.rundir import RunDir
 from tests.tf_fake import FakeTestingFarm
 
-from .treeutil import make_tree, own_results, shared_dir
+from .treeutil import make_tree, own_results, shared_dir, signal_when
 
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOdd6E3i9h2z8B3M0x7oP8UuHcD2Yc0p3Q6T2g7sSgLb"
 
@@ -496,19 +495,7 @@ def terminate_when(
 ) -> tuple[int, str]:
     """Start ``atex-ci ARGS``, wait for ``ready(proc)``, send SIGTERM; the exit
     code and stderr (the process is killed if it does not end)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "atex_ci", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=atex_env(fake),
-    )  # fmt: skip
-    try:
-        ready(proc)
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, err
+    return signal_when(args, ready, env=atex_env(fake))
 
 
 def everything_written(run: Path, *outputs: str) -> list[tuple[str, bytes]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .treeutil import DEMO, REPO, atex, own_results
+from .treeutil import DEMO, REPO, atex, own_results, signal_when, wait_while_running
 from .vm_image import VMImage, missing_requirements, vm_image
 
 #: Seconds a command that boots VMs may take: emulated (TCG) on two shared
@@ -201,25 +201,13 @@ def test_vm_of_a_killed_run_is_destroyed_by_release(run, image, image_server, tm
 def test_sigterm_while_booting_destroys_the_vm(run, image):
     """`reserve` stopped by SIGTERM once QEMU runs, before the VM answers:
     the VM is destroyed and its disks removed; nothing is recorded as held."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "atex_ci", "reserve", "-d", str(run), *vm_options(image, 1)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    code, err = signal_when(
+        ["reserve", "-d", str(run), *vm_options(image, 1)],
+        lambda proc: wait_while_running(
+            proc, lambda: bool(qemu_pids(run)), "QEMU never started", timeout=120
+        ),
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not qemu_pids(run):
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "QEMU never started"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err
+    assert code == 143, err
     assert qemu_pids(run) == []
     (vm_dir,) = (run / "vms").iterdir()
     assert not (vm_dir / "overlay.qcow2").exists() and not (vm_dir / "seed.iso").exists()

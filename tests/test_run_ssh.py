@@ -25,6 +25,7 @@ from .treeutil import (
     reserve_hosts,
     results,
     shared_dir,
+    statuses,
 )
 
 
@@ -83,8 +84,7 @@ def test_features_on_a_host(tmp_path, ssh_host):
         reserve_hosts(run, [ssh_host])
         proc = run_tree(run, tree)
         own = own_results(run)
-        statuses = {name.removeprefix("/tests/"): r["status"] for name, r in own.items()}
-        assert statuses == {
+        assert statuses(own) == {
             "exit-255": "error",
             "hostname": "pass",
             "prepared": "pass",

@@ -33,6 +33,21 @@ def write_history(path: Path, durations: dict[str, float], plan: str = "/plan") 
     return path
 
 
+def run_shards(tmp_path: Path, tree: Path, history: Path, exit_code: int) -> list[Path]:
+    """Run each share of ``tree`` split in 3 by ``history`` (into
+    tmp_path/shard-N), each exiting ``exit_code``; their run directories."""
+    shards = []
+    for index in (1, 2, 3):
+        run = tmp_path / f"shard-{index}"
+        proc = atex(
+            "run", "-d", str(run), "--fmf-root", str(tree),
+            "--shard", f"{index}/3", "--history", str(history),
+        )  # fmt: skip
+        assert proc.returncode == exit_code, proc.stderr
+        shards.append(run)
+    return shards
+
+
 def test_a_test_that_passes_on_a_rerun_is_flaky_and_ran_on_another_machine(tmp_path):
     marker = tmp_path / "failed-once"
     tree = make_tree(
@@ -96,15 +111,7 @@ def test_shards_together_are_the_whole_run_each_test_once(tmp_path):
     history = write_history(
         tmp_path / "history.json", {f"/tests/{n}": float(i + 1) for i, n in enumerate(names)}
     )
-    shards = []
-    for index in (1, 2, 3):
-        run = tmp_path / f"shard-{index}"
-        proc = atex(
-            "run", "-d", str(run), "--fmf-root", str(tree),
-            "--shard", f"{index}/3", "--history", str(history),
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        shards.append(set(own_results(run)))
+    shards = [set(own_results(run)) for run in run_shards(tmp_path, tree, history, 0)]
     assert all(shards)
     assert sum(len(s) for s in shards) == len(names)
     assert set().union(*shards) == {f"/tests/{n}" for n in names}

@@ -116,6 +116,52 @@ def own_results(run_dir: Path) -> dict[str, dict[str, Any]]:
     return {r["test"]: r for r in results(run_dir) if r["name"] is None}
 
 
+def statuses(own: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The status of each own result (see own_results), by test name without /tests/."""
+    return {name.removeprefix("/tests/"): r["status"] for name, r in own.items()}
+
+
+def signal_when(
+    args: list[str],
+    ready: Callable[[subprocess.Popen[str]], None],
+    sig: signal.Signals = signal.SIGTERM,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """Start ``atex-ci ARGS``, wait for ``ready(proc)`` to return, send ``sig``;
+    (exit code, stderr).
+
+    The process is killed if it outlives the test, so nothing is left running.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atex_ci", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        ready(proc)
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
+def wait_while_running(
+    proc: subprocess.Popen[str], condition: Callable[[], bool], what: str, timeout: float = 60
+) -> None:
+    """Poll ``condition()`` until it is true; fails saying ``what`` did not
+    happen after ``timeout`` seconds, or with the stderr of ``proc`` if it ends first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.1)
+
+
 def interrupt_run(
     run_dir: Path,
     tree: Path,
@@ -124,39 +170,12 @@ def interrupt_run(
     extra: tuple[str, ...] = (),
 ) -> tuple[int, str]:
     """Start ``atex-ci run`` (with ``extra`` options), send ``sig`` once
-    ``started()`` is true; (exit code, stderr).
-
-    The process is killed if it outlives the test, so nothing is left running.
-    """
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "atex_ci",
-            "run",
-            "-d",
-            str(run_dir),
-            "--fmf-root",
-            str(tree),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    ``started()`` is true; (exit code, stderr)."""
+    return signal_when(
+        ["run", "-d", str(run_dir), "--fmf-root", str(tree), *extra],
+        lambda proc: wait_while_running(proc, started, "the test never started"),
+        sig,
     )
-    try:
-        deadline = time.monotonic() + 60
-        while not started():
-            assert time.monotonic() < deadline, "the test never started"
-            assert proc.poll() is None, proc.communicate()[1]
-            time.sleep(0.1)
-        proc.send_signal(sig)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, err
 
 
 def git_repo(path: Path, files: dict[str, str], tag: str | None = None) -> str:

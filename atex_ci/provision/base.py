@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..errors import InfraError
 from ..model import Machine, MachineState
 from ..pathnames import COMPONENT_MAX_BYTES
 from ..rundir import RunDir, now_iso
@@ -267,3 +268,31 @@ def ssh_transport(machine: Machine, rundir: RunDir) -> Transport:
     return SSHTransport(
         machine.host, machine.port, machine.user, key, known_host_key=machine.host_key
     )
+
+
+async def try_ssh_login(machine: Machine, rundir: RunDir, connect_timeout: float) -> str | None:
+    """One attempt to log in to a new machine with its run key and run ``true``:
+    None once it works (its host key then pinned in ``machine.host_key``), else
+    why not, for the caller that waits for the machine to let us in."""
+    from ..transport.ssh import SSHTransport
+
+    assert machine.host is not None
+    transport = SSHTransport(
+        machine.host,
+        machine.port,
+        machine.user,
+        str(rundir.path / str(machine.key)),
+        retries=0,
+        connect_timeout=connect_timeout,
+    )
+    try:
+        await transport.connect()
+        rc, _out, _err = await transport.output("true")
+        if rc == 0:
+            machine.host_key = transport.host_key
+            return None
+        return f"'true' exited {rc}"
+    except InfraError as exc:
+        return str(exc)
+    finally:
+        await transport.close()

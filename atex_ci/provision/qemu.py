@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
+from ..transport.local import run_to_end
 from ..workarea import safe_id
-from .base import Provisioner, Recipe, RecipeReader, generate_run_key
+from .base import Provisioner, Recipe, RecipeReader, generate_run_key, try_ssh_login
 
 if TYPE_CHECKING:
     import click
@@ -145,24 +146,10 @@ def hostname_for(machine_id: str) -> str:
 
 async def _tool(*argv: str, cwd: Path | None = None) -> str:
     """Run a command to completion; its stdout, or InfraError with its stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(TOOL_TIMEOUT):
-            out, err = await proc.communicate()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    if proc.returncode != 0:
+    returncode, out, err = await run_to_end(list(argv), TOOL_TIMEOUT, cwd)
+    if returncode != 0:
         detail = " ".join(err.decode(errors="replace").split())[:300]
-        raise InfraError(f"qemu: {Path(argv[0]).name} failed ({proc.returncode}): {detail}")
+        raise InfraError(f"qemu: {Path(argv[0]).name} failed ({returncode}): {detail}")
     return out.decode(errors="replace")
 
 
@@ -619,31 +606,11 @@ class QemuProvisioner(Provisioner):
     async def _wait_for_ssh(self, machine: Machine, vm_dir: Path) -> None:
         """Probe SSH until our key works, pinning the host key; InfraError with
         the console's last lines if the VM stops or never lets us in."""
-        from ..transport.ssh import SSHTransport
-
-        assert machine.host is not None
         deadline = time.monotonic() + BOOT_TIMEOUT
-        last = "no answer"
         while True:
-            transport = SSHTransport(
-                machine.host,
-                machine.port,
-                machine.user,
-                str(self.rundir.path / str(machine.key)),
-                retries=0,
-                connect_timeout=10.0,
-            )
-            try:
-                await transport.connect()
-                rc, _out, _err = await transport.output("true")
-                if rc == 0:
-                    machine.host_key = transport.host_key
-                    return
-                last = f"'true' exited {rc}"
-            except InfraError as exc:
-                last = str(exc)
-            finally:
-                await transport.close()
+            last = await try_ssh_login(machine, self.rundir, connect_timeout=10.0)
+            if last is None:
+                return
             pid = machine.handle["pid"]
             if not _pid_alive(pid):
                 raise InfraError(f"qemu: VM {machine.id} stopped while booting")

@@ -43,7 +43,7 @@ from .. import environ_secrets, untrusted_json
 from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
-from .base import Provisioner, Recipe, RecipeReader, generate_run_key
+from .base import Provisioner, Recipe, RecipeReader, generate_run_key, try_ssh_login
 from .options import key_values
 
 if TYPE_CHECKING:
@@ -968,32 +968,13 @@ class TestingFarmProvisioner(Provisioner):
 
     async def _wait_for_ssh(self, request_id: str, machine: Machine) -> None:
         """Probe SSH until our key works (pinning the host key); _Attempt if it never does."""
-        from ..transport.ssh import SSHTransport
-
-        assert machine.host is not None
         deadline = time.monotonic() + self.ssh_timeout
         next_poll = time.monotonic() + self.poll_interval
-        last = "no answer"
+        connect_timeout = min(10.0, max(self.ssh_timeout, 0.1))
         while True:
-            transport = SSHTransport(
-                machine.host,
-                machine.port,
-                machine.user,
-                str(self.rundir.path / str(machine.key)),
-                retries=0,
-                connect_timeout=min(10.0, max(self.ssh_timeout, 0.1)),
-            )
-            try:
-                await transport.connect()
-                rc, _out, _err = await transport.output("true")
-                if rc == 0:
-                    machine.host_key = transport.host_key
-                    return
-                last = f"'true' exited {rc}"
-            except InfraError as exc:
-                last = str(exc)
-            finally:
-                await transport.close()
+            last = await try_ssh_login(machine, self.rundir, connect_timeout)
+            if last is None:
+                return
             now = time.monotonic()
             if now >= deadline:
                 raise _Attempt(

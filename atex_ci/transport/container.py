@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .base import NotStartedError, OutputCallback, TransportError
-from .local import LocalTransport
+from .local import LocalTransport, run_to_end
 
 log = logging.getLogger("atex_ci")
 
@@ -78,25 +78,11 @@ async def engine_call(
     """Run ``ENGINE ARGS...`` on this host; (status, stdout, stderr) as text.
     TransportError when the engine is missing or does not answer in time."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *engine,
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        rc, out, err = await run_to_end([*engine, *args], timeout)
     except OSError as exc:
         raise TransportError(f"cannot run {engine[0]}: {exc.strerror or exc}") from None
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await proc.communicate()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
     return (
-        proc.returncode or 0,
+        rc,
         out.decode(errors="replace"),
         err[-MESSAGE_BYTES:].decode(errors="replace").strip(),
     )

@@ -4,6 +4,9 @@ It offers the same interface as the SSH transport, so the executor, the
 wrapper and the tmt shims behave the same on a local slot as on a remote
 machine. There is no connection: ``connect``/``reconnect``/``close`` only
 track state, and a "reboot" cannot happen (see the executor).
+
+``run_to_end`` runs one short command of atex-ci's own on this host (an
+engine or an image tool), bounded in time.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 from .base import OutputCallback, Transport
@@ -47,6 +51,30 @@ def slot_environment(environ: Mapping[str, str]) -> dict[str, str]:
     }
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     return env
+
+
+async def run_to_end(
+    argv: list[str], timeout: float, cwd: Path | None = None
+) -> tuple[int, bytes, bytes]:
+    """Run ``argv`` with no stdin; (exit status, stdout, stderr). TimeoutError
+    after ``timeout`` seconds; the process is killed on any error or
+    cancellation. OSError if it cannot be started."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out, err
 
 
 class LocalTransport(Transport):
