@@ -221,7 +221,8 @@ def test_sigterm_while_booting_destroys_the_vm(run, image):
         (["--provisioner", "qemu", "--image", "/nonexistent.qcow2"], "does not exist"),
         (["--provisioner", "qemu", "--image", "x.qcow2", "--memory", "lots"], "invalid --memory"),
         (["--provisioner", "qemu", "--image", "x.qcow2", "--initrd", __file__], "need --kernel"),
-        (["--image", "x.qcow2"], "--image needs --provisioner qemu"),
+        (["--image", "x.qcow2"], "--image needs --provisioner podman or docker or qemu"),
+        (["--provisioner", "qemu", "--image", "a.qcow2", "--image", "b.qcow2"], "one --image"),
         (["--provisioner", "testing-farm", "--compose", "F", "--cpus", "2"], "--cpus needs"),
     ],
 )
