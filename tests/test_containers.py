@@ -335,50 +335,11 @@ def test_a_systemd_image_boots_and_reboots(tmp_path, image, run):
     assert containers_of(run) == []
 
 
-def test_two_images_are_two_platforms_each_with_its_own_context(tmp_path, image, run):
-    second = images.flavour_image("second")
-    tree = make_tree(
-        tmp_path / "tree",
-        {
-            "flavour": {
-                "test": 'test "$(cat /etc/atex-ci-flavour 2>/dev/null || echo none)" = "$WANT"',
-                "environment": {"WANT": "none"},
-                "adjust": [{"when": "flavour == second", "environment+": {"WANT": "second"}}],
-            },
-            "only-second": {
-                "test": "test -f /etc/atex-ci-flavour",
-                "adjust": [{"when": "flavour != second", "enabled": False}],
-            },
-        },
-    )
-    reserved = catex(
-        "reserve", "-d", str(run), "--provisioner", "podman",
-        "--image", f"plain={image}", "--image", f"two={second}",
-    )  # fmt: skip
-    assert reserved.returncode == 0, reserved.stderr
-    proc = catex(
-        "run", "-d", str(run), "--fmf-root", str(tree),
-        "--context", "plain:flavour=plain", "--context", "two:flavour=second",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    got = sorted((r["platform"], r["test"], r["status"]) for r in results(run) if r["name"] is None)
-    assert got == [
-        ("plain", "/tests/flavour", "pass"),
-        ("two", "/tests/flavour", "pass"),
-        ("two", "/tests/only-second", "pass"),
-    ]
-    assert {m["platform"]: m["handle"]["image"] for m in machines(run)} == {
-        "plain": image,
-        "two": second,
-    }
-    assert containers_of(run) == []
-
-
-def test_a_run_reserving_two_images_gives_each_platform_its_context(tmp_path, image, run):
-    # No 'reserve' first: the platforms come from the images run itself reserves.
-    second = images.flavour_image("second")
-    tree = make_tree(
-        tmp_path / "tree",
+def flavour_tree(root: Path) -> Path:
+    """Two tests that tell the images apart: /etc/atex-ci-flavour is only in
+    the second, and each platform's context says which flavour it has."""
+    return make_tree(
+        root,
         {
             "flavour": {
                 "test": 'test "$(cat /etc/atex-ci-flavour 2>/dev/null || echo none)" = "$WANT"',
@@ -394,19 +355,12 @@ def test_a_run_reserving_two_images_gives_each_platform_its_context(tmp_path, im
             },
         },
     )
-    own = ("--provisioner", "podman", "--image", f"plain={image}", "--image", f"two={second}")
-    # A context for a platform none of the images is refused before any container starts.
-    refused = catex(
-        "run", "-d", str(run), "--fmf-root", str(tree), *own, "--context", "three:flavour=x"
-    )  # fmt: skip
-    assert refused.returncode == 2, refused.stderr
-    assert "platform(s) three" in refused.stderr and "plain, two" in refused.stderr
-    assert containers_of(run) == [] and not (run / "machines.json").exists()
-    proc = catex(
-        "run", "-d", str(run), "--fmf-root", str(tree), *own,
-        "--context", "plain:flavour=plain", "--context", "two:flavour=second",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+
+
+FLAVOUR_CONTEXTS = ("--context", "plain:flavour=plain", "--context", "two:flavour=second")
+
+
+def assert_each_platform_had_its_context(run: Path, image: str, second: str) -> None:
     got = sorted((r["platform"], r["test"], r["status"]) for r in results(run) if r["name"] is None)
     assert got == [
         ("plain", "/tests/flavour", "pass"),
@@ -420,6 +374,36 @@ def test_a_run_reserving_two_images_gives_each_platform_its_context(tmp_path, im
     fmf = json.loads((run / "run.json").read_text())["fmf"]
     assert fmf["platform_context"] == {"plain": {"flavour": "plain"}, "two": {"flavour": "second"}}
     assert containers_of(run) == []
+
+
+def test_two_images_are_two_platforms_each_with_its_own_context(tmp_path, image, run):
+    second = images.flavour_image("second")
+    tree = flavour_tree(tmp_path / "tree")
+    reserved = catex(
+        "reserve", "-d", str(run), "--provisioner", "podman",
+        "--image", f"plain={image}", "--image", f"two={second}",
+    )  # fmt: skip
+    assert reserved.returncode == 0, reserved.stderr
+    proc = catex("run", "-d", str(run), "--fmf-root", str(tree), *FLAVOUR_CONTEXTS)
+    assert proc.returncode == 0, proc.stderr
+    assert_each_platform_had_its_context(run, image, second)
+
+
+def test_a_run_reserving_two_images_gives_each_platform_its_context(tmp_path, image, run):
+    # No 'reserve' first: the platforms come from the images run itself reserves.
+    second = images.flavour_image("second")
+    tree = flavour_tree(tmp_path / "tree")
+    own = ("--provisioner", "podman", "--image", f"plain={image}", "--image", f"two={second}")
+    # A context for a platform none of the images is refused before any container starts.
+    refused = catex(
+        "run", "-d", str(run), "--fmf-root", str(tree), *own, "--context", "three:flavour=x"
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "platform(s) three" in refused.stderr and "plain, two" in refused.stderr
+    assert containers_of(run) == [] and not (run / "machines.json").exists()
+    proc = catex("run", "-d", str(run), "--fmf-root", str(tree), *own, *FLAVOUR_CONTEXTS)
+    assert proc.returncode == 0, proc.stderr
+    assert_each_platform_had_its_context(run, image, second)
 
 
 def test_hostile_tests_in_containers_end_as_their_own_errors(tmp_path, image, run):
