@@ -233,7 +233,11 @@ class LogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         masker = active()
         if masker:
-            record.msg = masker.text(record.getMessage())
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError):
+                return True  # logging reports the caller's bad format itself
+            record.msg = masker.text(message)
             record.args = ()
         return True
 

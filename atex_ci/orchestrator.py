@@ -14,6 +14,7 @@ import dataclasses
 import traceback
 from pathlib import Path
 
+from . import masking
 from .errors import ConfigError, StorageError, first_atex_error
 from .events import (
     Event,
@@ -380,7 +381,7 @@ class Orchestrator:
             result = facts.result(
                 name=None,
                 status=Status.ERROR,
-                note=f"prepare failed on {machine.id}: {exc}",
+                note=masking.active().text(f"prepare failed on {machine.id}: {exc}"),
                 files=[],
                 reason=Reason.INFRA,
                 extra={},
@@ -420,7 +421,7 @@ class Orchestrator:
         note = (
             f"internal error in atex-ci{f' {doing}' if doing else ''}: {type(exc).__name__}: {exc}"
         )
-        outcome = internal_error(self._facts(test, machine, attempt), note)
+        outcome = internal_error(self._facts(test, machine, attempt), masking.active().text(note))
         self.events(TestResults(outcome.results))
         return outcome
 

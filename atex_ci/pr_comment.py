@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 # GitHub rejects a comment body longer than 65,536 characters.
 MAX_BODY = 65536
@@ -103,8 +104,9 @@ class GitHub:
             response = self.session.request(
                 method, url, json=payload, timeout=TIMEOUT, stream=True, allow_redirects=False
             )
-            raw = response.raw.read(MAX_RESPONSE + 1, decode_content=True)
-        except requests.RequestException as exc:
+            with response:
+                raw = response.raw.read(MAX_RESPONSE + 1, decode_content=True)
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise CommentError(f"{where}: {type(exc).__name__}") from None
         if len(raw) > MAX_RESPONSE:
             raise CommentError(f"{where}: the answer is larger than {MAX_RESPONSE} bytes")

@@ -45,6 +45,9 @@ for i in $(seq 1 3000); do printf '%*s%s' $((i % 89)) '' "$s"; done; echo
 printf '%s\\n%s\\n' "$s" "$(urlenc "$s")" > upload.txt
 tmt-file-submit -l upload.txt
 printf 'in data %s\\n' "$s" > "$TMT_TEST_DATA/data.txt"
+for f in a b c; do echo "$f" > "$TMT_TEST_DATA/before-$f.txt"; done
+mkdir -p "$TMT_TEST_DATA/n-$s" && echo named > "$TMT_TEST_DATA/n-$s/file.txt"
+for f in a b c; do echo "$f" > "$TMT_TEST_DATA/after-$f.txt"; done
 tmt-report-result "/sub-$s" FAIL
 j="{\\"name\\":\\"/noted\\",\\"status\\":\\"pass\\",\\"note\\":\\"leak $s\\"}"
 printf 'result %d\\n%s' ${#j} "$j" >&"$ATEX_TEST_CONTROL"
@@ -100,6 +103,12 @@ def check_no_trace(run: Path, tmp_path: Path, value: str, env: dict[str, str]) -
     data = [f for f in own["files"] if f.endswith("data.txt")]
     # TMT_TEST_DATA comes as a tar stream: masked with as many * as the value has.
     assert data and (run / "artifacts" / data[0]).read_text() == f"in data {'*' * len(value)}\n"
+    # A secret in a name masks that name; no member of the archive is lost for it.
+    kept = sorted(f.rsplit("/", 1)[-1] for f in own["files"] if "/data/" in f"/{f}")
+    assert kept == sorted(
+        ["data.txt", "file.txt"] + [f"{w}-{c}.txt" for w in ("before", "after") for c in "abc"]
+    ), kept
+    assert any("*" * 8 in f and f.endswith("/file.txt") for f in own["files"]), own["files"]
     names = {r["name"]: r for r in results(run) if r["test"] == "/tests/leaky"}
     assert f"/sub-{MASK}" in names and names["/noted"]["note"] == f"leak {MASK}"
     summary = (run / "summary.md").read_text()

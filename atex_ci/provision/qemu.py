@@ -39,6 +39,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import masking
 from ..errors import ConfigError, InfraError
 from ..model import Machine, MachineState
 from ..rundir import RunDir, now_iso
@@ -146,7 +147,12 @@ def hostname_for(machine_id: str) -> str:
 
 async def _tool(*argv: str, cwd: Path | None = None) -> str:
     """Run a command to completion; its stdout, or InfraError with its stderr."""
-    returncode, out, err = await run_to_end(list(argv), TOOL_TIMEOUT, cwd)
+    try:
+        returncode, out, err = await run_to_end(list(argv), TOOL_TIMEOUT, cwd)
+    except OSError as exc:
+        raise ConfigError(f"qemu: cannot run {argv[0]}: {exc.strerror or exc}") from None
+    except TimeoutError:
+        raise InfraError(f"qemu: {Path(argv[0]).name} did not end in {TOOL_TIMEOUT} s") from None
     if returncode != 0:
         detail = " ".join(err.decode(errors="replace").split())[:300]
         raise InfraError(f"qemu: {Path(argv[0]).name} failed ({returncode}): {detail}")
@@ -694,6 +700,7 @@ class QemuProvisioner(Provisioner):
         except (InfraError, OSError, TimeoutError, ValueError) as exc:
             log.warning("qemu: cannot read the console of %s: %s", machine.id, exc)
             return "(unreadable)"
+        data = masking.active().bytes(data)  # the guest may print a test's secrets
         with open(vm_dir / "console.log", "ab") as f:
             f.write(data)
         lines = [ln for ln in data.decode(errors="replace").splitlines() if ln.strip()]
