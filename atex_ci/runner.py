@@ -121,10 +121,12 @@ async def run_tests(
             to_run = {}
             for platform in platforms:
                 extra = platform_context.get(platform, {})
-                if not extra and discovered is not None:
-                    to_run[platform] = discovered
-                else:
+                if extra:
                     to_run[platform] = await asyncio.to_thread(discover_for, extra)
+                    continue
+                if discovered is None:  # once for every platform without a context
+                    discovered = await asyncio.to_thread(discover_for, {})
+                to_run[platform] = discovered
             # A platform without context of its own shares the plans of
             # another: each plan once, so its libraries are resolved once.
             unique = {id(plan): plan for found in to_run.values() for plan in found}
