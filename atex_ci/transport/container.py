@@ -202,11 +202,16 @@ class ContainerTransport(LocalTransport):
         while True:
             self._exec = None
             try:
-                await self.connect()
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+                    await self.connect()
                 break
-            except TransportError:
+            except (TransportError, TimeoutError) as exc:
                 if time.monotonic() + delay >= deadline:
-                    raise
+                    if isinstance(exc, TransportError):
+                        raise
+                    raise TransportError(
+                        f"container {self.container}: no answer within {timeout:g} s of its start"
+                    ) from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, PROBE_MAX_DELAY)
         # A container that boots systemd is back once it has booted, as a
